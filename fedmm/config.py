@@ -1,0 +1,208 @@
+"""Pipeline configuration: one validated schema for the CLI, ZenML, kfp and DVC.
+
+A config is YAML; ``--set key.path=value`` overrides are applied before validation, so a
+bad value (unknown key, a missing rate of 1.5, zero clients) fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the data comes from and how it is windowed and split."""
+
+    source: str = Field("smartwatch", description="built-in dataset name, or 'npz' for your own file")
+    path: str | None = Field(None, description="the .npz file when source is 'npz'")
+    window: int = Field(100, ge=8, description="window length in time steps (time-series sources)")
+    stride: int = Field(50, ge=1, description="step between window starts")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of recordings held out for test")
+    val_fraction: float = Field(0.15, ge=0, lt=1, description="share of recordings held out for validation")
+    holdout_subjects: int = Field(2, ge=0, description="whole subjects held out as a second test set")
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.source == "npz" and not self.path:
+            raise ValueError("data.path is required when data.source is 'npz'")
+        if self.test_fraction + self.val_fraction >= 1:
+            raise ValueError("data.test_fraction + data.val_fraction must be below 1")
+        if self.stride > self.window:
+            raise ValueError("data.stride must not exceed data.window (windows would skip samples)")
+        return self
+
+
+class PartitionConfig(_Section):
+    """How the training pool is split across clients."""
+
+    scheme: Literal["natural", "iid", "dirichlet", "quantity"] = "natural"
+    num_clients: int | None = Field(None, ge=1, description="required unless scheme is natural")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet, quantity)")
+    min_samples: int = Field(10, ge=1, description="smallest client the partitioner may produce")
+
+    @model_validator(mode="after")
+    def _check(self) -> PartitionConfig:
+        if self.scheme != "natural" and self.num_clients is None:
+            raise ValueError(f"partition.num_clients is required for scheme {self.scheme!r}")
+        if self.scheme == "natural" and self.num_clients is not None:
+            raise ValueError("partition.num_clients must be unset for the natural scheme (one client per subject)")
+        return self
+
+
+class ModalityGroup(_Section):
+    """A share of the clients that hold exactly these modalities."""
+
+    modalities: tuple[str, ...] = Field(min_length=1)
+    fraction: float = Field(gt=0, le=1)
+
+
+class MaskConfig(_Section):
+    """Which modalities are missing: whole modalities per client and single samples."""
+
+    client_modalities: tuple[ModalityGroup, ...] = Field(
+        default=(), description="client groups by the modalities they hold; empty: every client holds all"
+    )
+    missing_rate: dict[str, float] = Field(
+        default_factory=dict, description="per-sample missing rate per modality, each in [0, 1)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> MaskConfig:
+        for name, rate in self.missing_rate.items():
+            if not 0 <= rate < 1:
+                raise ValueError(f"mask.missing_rate.{name}={rate} must be in [0, 1)")
+        if self.client_modalities:
+            total = sum(group.fraction for group in self.client_modalities)
+            if abs(total - 1) > 1e-6:
+                raise ValueError(f"mask.client_modalities fractions sum to {total:g}, not 1")
+        return self
+
+
+class ModelConfig(_Section):
+    """Per-modality encoders, masked fusion and a classifier head."""
+
+    embed_dim: int = Field(64, ge=1)
+    channels: int = Field(32, ge=1, description="conv channels of the 1D CNN encoders (MLP width for views)")
+    fusion_dim: int = Field(64, ge=1)
+
+
+class TrainConfig(_Section):
+    """Federated rounds, local training and the centralized reference."""
+
+    strategy: Literal["fedavg"] = "fedavg"
+    rounds: int = Field(20, ge=1)
+    client_fraction: float = Field(1.0, gt=0, le=1)
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(0.003, gt=0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    gpus: int = Field(0, ge=0, le=8, description="GPUs the orchestrator requests for the training step")
+    centralized: bool = Field(True, description="also train the pooled-data upper reference")
+
+
+class ValidationConfig(_Section):
+    """Data-quality gates checked before training."""
+
+    min_samples_per_client: int = Field(10, ge=1)
+    missing_rate_tolerance: float = Field(0.05, ge=0, le=1)
+    value_bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="plausible [low, high] per modality; the source's when empty"
+    )
+
+
+class RegistryConfig(_Section):
+    """Model registration and promotion gates."""
+
+    model_name: str = Field("fedmm-smartwatch", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    min_macro_f1: float = Field(0.5, ge=0, le=1, description="test macro-F1 floor for promotion")
+    champion_margin: float = Field(0.0, ge=0, le=1, description="how much the challenger must beat the champion by")
+
+
+class Config(_Section):
+    """The whole pipeline configuration."""
+
+    seed: int = Field(0, ge=0)
+    data: DataConfig = DataConfig()
+    partition: PartitionConfig = PartitionConfig()
+    mask: MaskConfig = MaskConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    validation: ValidationConfig = ValidationConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    def hash(self, *sections: str) -> str:
+        """SHA-256 of the canonical JSON of the given sections (all when none given)."""
+        payload = self.model_dump(mode="json")
+        if sections:
+            payload = {name: payload[name] for name in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and a YAML-parsed value."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key.path=value")
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key.path=value`` overrides to a raw config mapping (unknown keys surface in validation)."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "config"
+        message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def config_from_dict(raw: dict | None, overrides: list[str] | None = None) -> Config:
+    """Validate a raw mapping (plus overrides) into a :class:`Config`, or raise ConfigError."""
+    raw = apply_overrides(dict(raw or {}), list(overrides or []))
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError("invalid configuration:\n" + _describe(error)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config file (defaults when None) and apply overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return config_from_dict(raw, overrides)

@@ -1,0 +1,157 @@
+"""The partition stage's artifact: which samples each client holds and which modalities it sees.
+
+The artifact stores indices and presence masks only. :func:`client_arrays` is the one place
+that turns it into training inputs, zeroing every masked value there, so masked values never
+reach a client; the ground truth stays in the prepared data for evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedmm.artifacts import read_json, read_npz, sha256_arrays, write_json, write_npz
+from fedmm.config import MaskConfig, PartitionConfig
+from fedmm.data.masking import ModalityMasker
+from fedmm.data.partition import PartitionError, make_partitioner
+from fedmm.data.prepare import PreparedData
+
+ARRAYS_FILE = "clients.npz"
+REPORT_FILE = "report.json"
+
+
+@dataclass
+class FederatedData:
+    """Client assignment and presence masks over the prepared training pool."""
+
+    pool_index: np.ndarray
+    client: np.ndarray
+    presence: np.ndarray
+    held: np.ndarray
+    modalities: list[str]
+    report: dict
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.held)
+
+    @property
+    def kept(self) -> np.ndarray:
+        return self.presence.any(axis=1)
+
+    def client_rows(self, client: int) -> np.ndarray:
+        """Rows (into the pool arrays) of a client's kept samples."""
+        return np.flatnonzero((self.client == client) & self.kept)
+
+    def client_table(self) -> pd.DataFrame:
+        """One row per client: size and requested/realised missing rate per modality."""
+        return pd.DataFrame(self.report["clients"]).drop(columns=["class_counts", "held"])
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "pool_index": self.pool_index,
+            "client": self.client,
+            "presence": self.presence,
+            "held": self.held,
+            "modalities": np.asarray(self.modalities, dtype=str),
+        }
+
+    @property
+    def content_hash(self) -> str:
+        return sha256_arrays(self.to_arrays())
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        write_npz(directory / ARRAYS_FILE, self.to_arrays())
+        write_json(directory / REPORT_FILE, self.report)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> FederatedData:
+        directory = Path(directory)
+        arrays = read_npz(directory / ARRAYS_FILE)
+        return cls(
+            pool_index=arrays["pool_index"],
+            client=arrays["client"],
+            presence=arrays["presence"],
+            held=arrays["held"],
+            modalities=[str(m) for m in arrays["modalities"]],
+            report=read_json(directory / REPORT_FILE),
+        )
+
+
+def partition_and_mask(
+    prepared: PreparedData, partition: PartitionConfig, mask: MaskConfig, seed: int
+) -> FederatedData:
+    """Split the training pool across clients and draw their modality masks."""
+    dataset = prepared.dataset
+    pool_index = prepared.indices("train")
+    partitioner = make_partitioner(partition, seed).fit(dataset.labels[pool_index], dataset.subject[pool_index])
+    client = partitioner.assignment
+    masker = ModalityMasker(dataset.modality_names, mask, seed)
+    held = masker.client_modalities(partitioner.num_partitions)
+    presence = np.zeros((len(pool_index), len(masker.modalities)), dtype=bool)
+    requested = masker.requested_rates
+    rows = []
+    for k in range(partitioner.num_partitions):
+        members = partitioner.load_partition(k)
+        client_mask = masker.mask_client(k, len(members), held[k])
+        presence[members] = client_mask.presence
+        kept = client_mask.kept
+        labels = dataset.labels[pool_index[members]][kept]
+        row = {
+            "client": k,
+            "n_samples": int(kept.sum()),
+            "n_dropped": int((~kept).sum()),
+            "held": [m for m, on in zip(masker.modalities, held[k]) if on],
+            "class_counts": np.bincount(labels, minlength=dataset.num_classes).tolist(),
+        }
+        if partition.scheme == "natural":
+            row["subject"] = int(dataset.subject[pool_index[members[0]]])
+        missing = ~client_mask.presence
+        for m, name in enumerate(masker.modalities):
+            row[f"requested_rate_{name}"] = float(requested[m]) if held[k, m] else 1.0
+            row[f"realised_rate_{name}"] = float(missing[:, m].mean()) if len(members) else 0.0
+            row[f"kept_rate_{name}"] = float(missing[kept, m].mean()) if kept.any() else 0.0
+        rows.append(row)
+    if not presence.any(axis=1).any():
+        raise PartitionError("every training sample lost all its modalities")
+    report = {
+        "scheme": partition.scheme,
+        "num_clients": partitioner.num_partitions,
+        "partition_config": partition.model_dump(mode="json"),
+        "mask_config": mask.model_dump(mode="json"),
+        "seed": seed,
+        "dropped_samples": int((~presence.any(axis=1)).sum()),
+        "clients": rows,
+    }
+    return FederatedData(
+        pool_index=pool_index,
+        client=client,
+        presence=presence,
+        held=held,
+        modalities=masker.modalities,
+        report=report,
+    )
+
+
+def masked_arrays(
+    prepared: PreparedData, index: np.ndarray, presence: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per-modality arrays of the given samples with every absent modality zeroed."""
+    return {
+        name: prepared.dataset.modalities[name][index] * presence[:, m].reshape(-1, *[1] * (array.ndim - 1))
+        for m, (name, array) in enumerate(prepared.dataset.modalities.items())
+    }
+
+
+def client_arrays(
+    prepared: PreparedData, federated: FederatedData, client: int
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """A client's training inputs (masked values zeroed), presence mask and labels."""
+    rows = federated.client_rows(client)
+    index = federated.pool_index[rows]
+    presence = federated.presence[rows]
+    return masked_arrays(prepared, index, presence), presence, prepared.dataset.labels[index]

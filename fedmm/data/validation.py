@@ -1,0 +1,554 @@
+"""Data validation with Great Expectations 1.x (called directly, no ZenML integration).
+
+Two suites are provided:
+
+* ``prepared_data`` (:func:`validate_dataset`): structural checks on the modality arrays
+  (per-sample shape, sample count), then a GX suite over a vectorised per-sample summary
+  table (labels in range, no NaN/inf, values within plausible bounds, non-empty).
+* ``partitions`` (:func:`validate_partitions`): a GX suite over a per-client table
+  (minimum client size, realised vs requested modality rates within a tolerance).
+
+Great Expectations is imported lazily inside the functions (its import takes several
+seconds); every call uses a fresh in-memory (ephemeral) context, so nothing is cached or
+written to disk. GX progress bars are disabled through the context config and GX's log
+records below WARNING are suppressed for the duration of a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+
+__all__ = [
+    "DataValidationError",
+    "ExpectationOutcome",
+    "ValidationReport",
+    "validate_dataset",
+    "validate_partitions",
+]
+
+TABLE = "<table>"  # column name used for table-level expectations
+SHAPE_EXPECTATION = "expect_modality_shape_to_equal"  # structural check done in numpy
+COLUMN_EXISTS_EXPECTATION = "expect_column_to_exist"  # structural check done in pandas
+_TOL_EPS = 1e-9  # slack so that |realised - requested| == tolerance is not lost to rounding
+
+
+class DataValidationError(ValueError):
+    """Raised by :meth:`ValidationReport.raise_if_failed`; the message lists every failure."""
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    """Result of one expectation: what was checked, on which column, and the counts."""
+
+    expectation: str
+    column: str
+    success: bool
+    unexpected_count: int
+    element_count: int
+    details: str
+
+    def describe(self) -> str:
+        """One-line human summary, used in error messages."""
+        text = (
+            f"{self.expectation}({self.column}): "
+            f"{self.unexpected_count} of {self.element_count} rows unexpected"
+        )
+        return f"{text} [{self.details}]" if self.details else text
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Outcome of a validation suite (``prepared_data`` or ``partitions``)."""
+
+    suite: str
+    success: bool
+    outcomes: tuple[ExpectationOutcome, ...]
+
+    def failed(self) -> tuple[ExpectationOutcome, ...]:
+        """The outcomes that did not succeed."""
+        return tuple(o for o in self.outcomes if not o.success)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable dict (inverse of :meth:`from_dict`)."""
+        return {
+            "suite": self.suite,
+            "success": self.success,
+            "outcomes": [asdict(o) for o in self.outcomes],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ValidationReport:
+        """Rebuild a report produced by :meth:`to_dict`."""
+        return cls(
+            suite=str(d["suite"]),
+            success=bool(d["success"]),
+            outcomes=tuple(
+                ExpectationOutcome(
+                    expectation=str(o["expectation"]),
+                    column=str(o["column"]),
+                    success=bool(o["success"]),
+                    unexpected_count=int(o["unexpected_count"]),
+                    element_count=int(o["element_count"]),
+                    details=str(o["details"]),
+                )
+                for o in d["outcomes"]
+            ),
+        )
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`DataValidationError` naming each failed expectation, if any failed."""
+        bad = self.failed()
+        if self.success and not bad:
+            return
+        parts = "; ".join(o.describe() for o in bad) or "no individual expectation failed"
+        raise DataValidationError(
+            f"{self.suite} validation failed: {len(bad)} of {len(self.outcomes)} "
+            f"expectations: {parts}"
+        )
+
+
+# --------------------------------------------------------------------------- GX plumbing
+
+
+@contextlib.contextmanager
+def _quiet_gx() -> Iterator[None]:
+    """Suppress GX log records below WARNING and Python warnings while GX runs."""
+    logger = logging.getLogger("great_expectations")
+    old_level = logger.level
+    if logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(old_level)
+
+
+def _fmt(x: Any) -> str:
+    """Compact number formatting for details text."""
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    try:
+        xf = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(xf):
+        return "nan"
+    return f"{xf:.6g}"
+
+
+# An expectation spec: (GX class name, kwargs, column for the report, details(success)).
+_Spec = tuple[str, dict, str, Callable[[bool], str]]
+
+
+def _run_gx(suite_name: str, df: pandas.DataFrame, specs: list[_Spec]) -> list[ExpectationOutcome]:
+    """Run ``specs`` as one GX suite over ``df`` in a fresh ephemeral context."""
+    with _quiet_gx():
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import (
+            DataContextConfig,
+            InMemoryStoreBackendDefaults,
+            ProgressBarsConfig,
+        )
+
+        config = DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+            progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+        )
+        context = gx.get_context(project_config=config, mode="ephemeral")
+        source = context.data_sources.add_pandas(name=f"fedmm_{suite_name}")
+        asset = source.add_dataframe_asset(name=suite_name)
+        batch_definition = asset.add_batch_definition_whole_dataframe(name="whole")
+        suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
+        expectations = []
+        for cls_name, kwargs, _, _ in specs:
+            expectations.append(suite.add_expectation(getattr(gx.expectations, cls_name)(**kwargs)))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite)
+        )
+        result = definition.run(batch_parameters={"dataframe": df}, result_format="BASIC")
+
+    by_id = {r.expectation_config.id: r for r in result.results}
+    outcomes = []
+    for exp, (_, _, column, details) in zip(expectations, specs, strict=True):
+        res = by_id.get(exp.id)
+        if res is None:  # pragma: no cover - GX always reports every expectation
+            outcomes.append(
+                ExpectationOutcome(exp.expectation_type, column, False, 0, len(df), "not evaluated")
+            )
+            continue
+        info = res.result or {}
+        success = bool(res.success)
+        exc = res.exception_info or {}
+        if exc.get("raised_exception"):
+            text = f"GX error: {exc.get('exception_message')}"
+            success = False
+        else:
+            text = details(success)
+        element_count = int(info.get("element_count", len(df)))
+        if "unexpected_count" in info:
+            unexpected = int(info["unexpected_count"])
+        else:  # table-level expectation: the whole table is either fine or not
+            unexpected = 0 if success else element_count
+        outcomes.append(
+            ExpectationOutcome(
+                expectation=str(res.expectation_config.type),
+                column=column,
+                success=success,
+                unexpected_count=unexpected,
+                element_count=element_count,
+                details=text,
+            )
+        )
+    return outcomes
+
+
+def _row_count_spec(n: int) -> _Spec:
+    return (
+        "ExpectTableRowCountToBeBetween",
+        {"min_value": 1},
+        TABLE,
+        lambda ok: f"rows={n} (need >= 1)",
+    )
+
+
+# --------------------------------------------------------------------------- prepared data
+
+
+def _sample_stats(
+    arr: np.ndarray, present: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-sample (nonfinite count, min, max over finite values); absent samples -> 0, NaN, NaN."""
+    n = arr.shape[0]
+    flat = arr.reshape(n, int(np.prod(arr.shape[1:], dtype=np.int64)))
+    if not np.issubdtype(flat.dtype, np.floating):
+        flat = flat.astype(np.float64)
+    finite = np.isfinite(flat)
+    nonfinite = flat.shape[1] - finite.sum(axis=1)
+    if flat.shape[1] == 0:
+        lo = np.full(n, np.nan)
+        hi = np.full(n, np.nan)
+    else:
+        lo = np.where(finite, flat, np.inf).min(axis=1).astype(np.float64)
+        hi = np.where(finite, flat, -np.inf).max(axis=1).astype(np.float64)
+        none_finite = ~finite.any(axis=1)
+        lo[none_finite] = np.nan
+        hi[none_finite] = np.nan
+    if present is not None:
+        nonfinite = np.where(present, nonfinite, 0)
+        lo = np.where(present, lo, np.nan)
+        hi = np.where(present, hi, np.nan)
+    return nonfinite.astype(np.int64), lo, hi
+
+
+def validate_dataset(
+    modalities: dict[str, np.ndarray],
+    labels: np.ndarray,
+    num_classes: int,
+    expected_shapes: dict[str, tuple[int, ...]],
+    value_bounds: dict[str, tuple[float, float]],
+    presence: np.ndarray | None = None,
+) -> ValidationReport:
+    """Validate prepared multimodal data; returns a ``prepared_data`` report (does not raise).
+
+    Shapes are checked first in numpy (per-sample shape vs ``expected_shapes``, sample count vs
+    ``labels``, modalities missing on either side); modalities with a bad shape are left out of
+    the GX suite. The GX suite runs over a per-sample summary (``label``, ``{m}_nonfinite``,
+    ``{m}_min``/``{m}_max`` over finite values): labels not null and in ``0..num_classes-1``,
+    no NaN/inf, values within ``value_bounds`` (if given for the modality), at least one row.
+    ``presence[:, j]`` refers to the j-th key of ``modalities``; values of absent samples are
+    not checked.
+    """
+    import pandas as pd
+
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    for m, (low, high) in value_bounds.items():
+        if m not in expected_shapes and m not in modalities:
+            raise ValueError(f"value_bounds names unknown modality {m!r}")
+        if not low <= high:
+            raise ValueError(f"value_bounds[{m!r}] has low > high: ({low}, {high})")
+
+    outcomes: list[ExpectationOutcome] = []
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        outcomes.append(
+            ExpectationOutcome(
+                SHAPE_EXPECTATION,
+                "label",
+                False,
+                int(labels.size),
+                int(labels.size),
+                f"labels must be 1-D (N,), got shape {labels.shape}",
+            )
+        )
+        return ValidationReport("prepared_data", False, tuple(outcomes))
+    n = int(labels.shape[0])
+
+    names = list(modalities)
+    if presence is not None:
+        presence = np.asarray(presence)
+        if presence.shape != (n, len(names)):
+            outcomes.append(
+                ExpectationOutcome(
+                    SHAPE_EXPECTATION,
+                    "presence",
+                    False,
+                    n,
+                    n,
+                    f"presence shape {presence.shape} != expected {(n, len(names))} "
+                    f"(columns follow modalities order {names})",
+                )
+            )
+            presence = None
+        else:
+            presence = presence.astype(bool)
+
+    good: list[str] = []
+    for m in list(expected_shapes) + [k for k in names if k not in expected_shapes]:
+        if m not in modalities:
+            outcomes.append(
+                ExpectationOutcome(
+                    SHAPE_EXPECTATION,
+                    m,
+                    False,
+                    0,
+                    0,
+                    f"modality missing, expected per-sample shape {tuple(expected_shapes[m])}",
+                )
+            )
+            continue
+        arr = np.asarray(modalities[m])
+        count = int(arr.shape[0]) if arr.ndim >= 1 else 0
+        if m not in expected_shapes:
+            outcomes.append(
+                ExpectationOutcome(
+                    SHAPE_EXPECTATION,
+                    m,
+                    False,
+                    count,
+                    count,
+                    f"unexpected modality with shape {arr.shape} (no expected shape)",
+                )
+            )
+            continue
+        want = tuple(int(s) for s in expected_shapes[m])
+        got = tuple(arr.shape[1:]) if arr.ndim >= 1 else ()
+        if arr.ndim < 1 or got != want:
+            outcomes.append(
+                ExpectationOutcome(
+                    SHAPE_EXPECTATION,
+                    m,
+                    False,
+                    count,
+                    count,
+                    f"per-sample shape {got} != expected {want}",
+                )
+            )
+        elif count != n:
+            outcomes.append(
+                ExpectationOutcome(
+                    SHAPE_EXPECTATION,
+                    m,
+                    False,
+                    abs(count - n),
+                    max(count, n),
+                    f"{count} samples but {n} labels",
+                )
+            )
+        elif arr.dtype.kind not in "biuf":
+            outcomes.append(
+                ExpectationOutcome(
+                    SHAPE_EXPECTATION, m, False, count, count, f"dtype {arr.dtype} is not numeric"
+                )
+            )
+        else:
+            outcomes.append(
+                ExpectationOutcome(SHAPE_EXPECTATION, m, True, 0, count, f"per-sample shape {got}")
+            )
+            good.append(m)
+
+    columns: dict[str, np.ndarray] = {"label": labels}
+    specs: list[_Spec] = [
+        (
+            "ExpectColumnValuesToNotBeNull",
+            {"column": "label"},
+            "label",
+            lambda ok: "labels must not be null",
+        ),
+    ]
+    label_set = list(range(int(num_classes)))
+    with np.errstate(invalid="ignore"):
+        lab_num = labels.astype(np.float64) if labels.dtype.kind in "biuf" else None
+    if lab_num is not None and np.isfinite(lab_num).any():
+        lab_range = f"observed [{_fmt(np.nanmin(lab_num))}, {_fmt(np.nanmax(lab_num))}]"
+    else:
+        lab_range = "no numeric labels"
+    specs.append(
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "label", "value_set": label_set},
+            "label",
+            lambda ok: f"{lab_range}, allowed 0..{num_classes - 1}",
+        )
+    )
+
+    for m in good:
+        j = names.index(m)
+        present = presence[:, j] if presence is not None else None
+        nonfinite, lo, hi = _sample_stats(np.asarray(modalities[m]), present)
+        columns[f"{m}_nonfinite"] = nonfinite
+        total_bad = int(nonfinite.sum())
+        specs.append(
+            (
+                "ExpectColumnValuesToBeBetween",
+                {"column": f"{m}_nonfinite", "min_value": 0, "max_value": 0},
+                f"{m}_nonfinite",
+                lambda ok, t=total_bad: f"{t} NaN/inf values in total",
+            ),
+        )
+        if m in value_bounds:
+            low, high = (float(v) for v in value_bounds[m])
+            columns[f"{m}_min"] = lo
+            columns[f"{m}_max"] = hi
+            obs_lo = np.nanmin(lo) if np.isfinite(lo).any() else np.nan
+            obs_hi = np.nanmax(hi) if np.isfinite(hi).any() else np.nan
+            rng = f"[{_fmt(low)}, {_fmt(high)}]"
+            specs.append(
+                (
+                    "ExpectColumnValuesToBeBetween",
+                    {"column": f"{m}_min", "min_value": low},
+                    f"{m}_min",
+                    lambda ok, a=obs_lo, b=obs_hi, r=rng: (
+                        f"min={_fmt(a)} max={_fmt(b)} {'within' if ok else 'not within'} {r}"
+                    ),
+                ),
+            )
+            specs.append(
+                (
+                    "ExpectColumnValuesToBeBetween",
+                    {"column": f"{m}_max", "max_value": high},
+                    f"{m}_max",
+                    lambda ok, a=obs_lo, b=obs_hi, r=rng: (
+                        f"min={_fmt(a)} max={_fmt(b)} {'within' if ok else 'not within'} {r}"
+                    ),
+                ),
+            )
+    specs.append(_row_count_spec(n))
+
+    df = pd.DataFrame(columns, copy=False)
+    outcomes.extend(_run_gx("prepared_data", df, specs))
+    return ValidationReport("prepared_data", all(o.success for o in outcomes), tuple(outcomes))
+
+
+# --------------------------------------------------------------------------- partitions
+
+
+def validate_partitions(
+    clients: pandas.DataFrame,
+    min_samples: int,
+    tolerance: float,
+    sampling_z: float = 3.0,
+) -> ValidationReport:
+    """Validate a per-client partition table; returns a ``partitions`` report.
+
+    ``clients`` has one row per client with ``client``, ``n_samples`` and, per modality ``m``,
+    ``requested_rate_{m}`` / ``realised_rate_{m}``. Checks: ``n_samples`` not null and
+    ``>= min_samples``; per modality ``|realised - requested| <= tolerance + z * sd``, where
+    ``sd = sqrt(r (1 - r) / n)`` is the binomial spread of a rate r drawn over the client's n
+    samples (``n_samples + n_dropped`` when the table has ``n_dropped``), so small clients are
+    not failed for honest sampling noise (a NaN rate counts as a violation); at least one
+    client row. Missing columns are reported as failures.
+    """
+    import pandas as pd
+
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+
+    outcomes: list[ExpectationOutcome] = []
+    n = int(len(clients))
+    cols = [str(c) for c in clients.columns]
+    req = {c[len("requested_rate_") :] for c in cols if c.startswith("requested_rate_")}
+    real = {c[len("realised_rate_") :] for c in cols if c.startswith("realised_rate_")}
+
+    for c in ("client", "n_samples"):
+        if c not in cols:
+            outcomes.append(
+                ExpectationOutcome(
+                    COLUMN_EXISTS_EXPECTATION, c, False, n, n, "required column missing"
+                )
+            )
+    for m in sorted(req ^ real):
+        missing = f"realised_rate_{m}" if m in req else f"requested_rate_{m}"
+        outcomes.append(
+            ExpectationOutcome(
+                COLUMN_EXISTS_EXPECTATION, missing, False, n, n, "column missing for modality"
+            )
+        )
+
+    columns: dict[str, Any] = {}
+    specs: list[_Spec] = []
+    if "n_samples" in cols:
+        ns = pd.to_numeric(clients["n_samples"], errors="coerce").to_numpy(dtype=np.float64)
+        columns["n_samples"] = ns
+        smallest = _fmt(np.nanmin(ns)) if np.isfinite(ns).any() else "nan"
+        specs.append(
+            (
+                "ExpectColumnValuesToNotBeNull",
+                {"column": "n_samples"},
+                "n_samples",
+                lambda ok: "n_samples must be a number",
+            ),
+        )
+        specs.append(
+            (
+                "ExpectColumnValuesToBeBetween",
+                {"column": "n_samples", "min_value": int(min_samples)},
+                "n_samples",
+                lambda ok: f"smallest client has {smallest} samples, need >= {int(min_samples)}",
+            ),
+        )
+    for m in sorted(req & real):
+        requested = pd.to_numeric(clients[f"requested_rate_{m}"], errors="coerce").to_numpy(
+            dtype=np.float64
+        )
+        realised = pd.to_numeric(clients[f"realised_rate_{m}"], errors="coerce").to_numpy(
+            dtype=np.float64
+        )
+        drawn = pd.to_numeric(clients["n_samples"], errors="coerce").to_numpy(dtype=np.float64)
+        if "n_dropped" in cols:
+            drawn = drawn + pd.to_numeric(clients["n_dropped"], errors="coerce").to_numpy(dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spread = sampling_z * np.sqrt(np.clip(requested * (1 - requested), 0, None) / np.maximum(drawn, 1))
+        dev = np.abs(realised - requested) - spread
+        dev = np.where(np.isnan(dev), np.inf, dev)  # NaN must fail, GX would skip it as missing
+        col = f"excess_deviation_{m}"
+        columns[col] = dev
+        worst = _fmt(dev.max()) if dev.size else "n/a"
+        specs.append(
+            (
+                "ExpectColumnValuesToBeBetween",
+                {"column": col, "max_value": float(tolerance) + _TOL_EPS},
+                col,
+                lambda ok, w=worst: (
+                    f"max |realised - requested| - {_fmt(sampling_z)} sd = {w}, tolerance {_fmt(tolerance)}"
+                ),
+            ),
+        )
+    specs.append(_row_count_spec(n))
+
+    df = pd.DataFrame(columns, index=pd.RangeIndex(n))
+    outcomes.extend(_run_gx("partitions", df, specs))
+    return ValidationReport("partitions", all(o.success for o in outcomes), tuple(outcomes))

@@ -1,0 +1,14 @@
+"""The errors a user can cause and fix: the CLI prints these as one line, without a traceback."""
+
+from fedmm.config import ConfigError
+from fedmm.data.dataset import DatasetError
+from fedmm.data.masking import MaskError
+from fedmm.data.partition import PartitionError
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Error types that name a problem in the user's input (config, data, registry request)."""
+    from fedmm.data.validation import DataValidationError
+    from fedmm.tracking.registry import RegistryError
+
+    return (ConfigError, DatasetError, MaskError, PartitionError, DataValidationError, RegistryError)

@@ -1,0 +1,81 @@
+"""Process-wide runtime setup: where state lives, telemetry off, quiet logs, device choice.
+
+Call :func:`configure` before importing zenml, mlflow, dvc or great_expectations: they
+read these environment variables at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+STATE_DIR_ENV = "FEDMM_HOME"
+
+_QUIET_LOGGERS = (
+    "alembic", "mlflow", "zenml", "great_expectations", "dvc", "kfp", "urllib3",
+    "git", "matplotlib", "PIL", "numexpr", "httpx", "sqlalchemy", "py.warnings",
+)
+
+
+def state_dir() -> Path:
+    """The folder holding all of fedmm's state: `$FEDMM_HOME`, else `./.fedmm`."""
+    return Path(os.environ.get(STATE_DIR_ENV) or Path.cwd() / ".fedmm").resolve()
+
+
+def tracking_uri() -> str:
+    """The MLflow tracking/registry URI: a SQLite file inside the state folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state_dir() / 'mlflow.db'}"
+
+
+def configure() -> Path:
+    """Point every library's state into the state folder, turn telemetry off, silence logs."""
+    root = state_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ[STATE_DIR_ENV] = str(root)
+    defaults = {
+        "ZENML_CONFIG_PATH": str(root / "zenml"),
+        "ZENML_ANALYTICS_OPT_IN": "false",
+        "ZENML_LOGGING_VERBOSITY": "ERROR",
+        "ZENML_ENABLE_RICH_TRACEBACK": "false",
+        "ZENML_LOGGING_COLORS_DISABLED": "true",
+        "ZENML_DEBUG": "false",
+        "AUTO_OPEN_DASHBOARD": "false",
+        "MLFLOW_TRACKING_URI": tracking_uri(),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+        "MLFLOW_LOGGING_LEVEL": "ERROR",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "DVC_NO_ANALYTICS": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "MPLCONFIGDIR": str(root / "matplotlib"),
+        "MPLBACKEND": "Agg",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    quiet_libraries()
+    return root
+
+
+def quiet_libraries() -> None:
+    """Progress bars and results only: libraries log warnings and errors, no info or debug."""
+    logging.captureWarnings(True)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` means CUDA when available, else CPU; an explicit request is checked."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device={requested!r} but no CUDA device is available")
+    return requested
