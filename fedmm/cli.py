@@ -1,0 +1,127 @@
+"""The ``fedmm`` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fedmm import runtime
+
+runtime.configure()
+
+CONFIG_OPTION = click.option(
+    "--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="YAML config file (defaults apply when omitted).",
+)
+SET_OPTION = click.option(
+    "--set", "-s", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config value (repeatable).",
+)
+
+
+def _load(config_path: Path | None, overrides: tuple[str, ...]):
+    from fedmm.config import load_config
+
+    return load_config(config_path, list(overrides))
+
+
+class FriendlyGroup(click.Group):
+    """Turns fedmm's own errors into one clear line and exit code 2, without a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from fedmm.errors import user_errors
+
+        try:
+            return super().invoke(ctx)
+        except user_errors() as error:
+            click.secho(f"error: {error}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=FriendlyGroup)
+@click.version_option(package_name="fedmm")
+def main() -> None:
+    """Multimodal federated learning with missing modalities, as reproducible pipelines."""
+
+
+@main.command()
+@CONFIG_OPTION
+@SET_OPTION
+def run(config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Run the training pipeline on the active ZenML stack (local by default)."""
+    from pipelines.runner import run_pipeline
+    from fedmm.report import print_summary, write_summary
+
+    config = _load(config_path, overrides)
+    summary = run_pipeline(config)
+    path = write_summary(summary)
+    print_summary(summary)
+    click.echo(f"summary: {path}")
+
+
+@main.command("config")
+@CONFIG_OPTION
+@SET_OPTION
+def show_config(config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Validate a config and print it with every default filled in."""
+    import yaml
+
+    config = _load(config_path, overrides)
+    click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    click.echo(f"# config hash: {config.hash()}")
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="Registered model name.")
+@click.option("--version", "version", required=True, help="Model version to promote.")
+@click.option("--min-macro-f1", type=float, default=None, help="Floor (default: the config's registry.min_macro_f1).")
+@click.option("--margin", type=float, default=None, help="Margin over the champion (default: the config's).")
+@CONFIG_OPTION
+def promote(model_name: str, version: str, min_macro_f1: float | None, margin: float | None,
+            config_path: Path | None) -> None:
+    """Promote a version to champion if every gate passes (exit 1 when it does not)."""
+    from fedmm.tracking.registry import promote as promote_version
+    from pipelines.model_control_plane import mirror_aliases
+
+    config = _load(config_path, ())
+    floor = config.registry.min_macro_f1 if min_macro_f1 is None else min_macro_f1
+    margin = config.registry.champion_margin if margin is None else margin
+    decision = promote_version(model_name, version, floor, margin)
+    mirror_aliases(model_name)
+    for gate in decision.gates:
+        click.echo(f"{'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.detail}")
+    click.echo(f"aliases: {decision.aliases}")
+    if not decision.promoted:
+        click.secho(f"{model_name} v{version} was not promoted", fg="yellow", err=True)
+        sys.exit(1)
+    click.echo(f"{model_name} v{version} is now champion")
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="Registered model name.")
+def rollback(model_name: str) -> None:
+    """Make previous-champion the champion again."""
+    from fedmm.tracking.registry import rollback as rollback_model
+    from pipelines.model_control_plane import mirror_aliases
+
+    moved = rollback_model(model_name)
+    mirror_aliases(model_name)
+    click.echo(f"aliases: {moved}")
+
+
+@main.command("stage")
+@click.argument("name", type=click.Choice(["prepare", "validate-data", "partition", "validate-partitions",
+                                           "train", "evaluate", "register"]))
+@CONFIG_OPTION
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
+              show_default=True, help="Folder of stage inputs and outputs.")
+def stage_command(name: str, config_path: Path | None, workdir: Path) -> None:
+    """Run one pipeline stage over folders (the DVC stages call this)."""
+    from fedmm.stages import STAGES
+
+    STAGES[name](_load(config_path, ()), workdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Strategies: what the server asks of clients, what clients optimise, how the server aggregates.
+
+Modelled on Flower's message-API ``Strategy``: a strategy never runs the loop (the engine
+does) and never touches transport. Messages are plain typed values:
+
+- server -> client: :class:`TrainInstruction` (which client, local settings);
+- client -> server: the strategy's ``payload_type`` (FedAvg: :class:`ClientUpdate`, a
+  parameter delta and its example count).
+
+So FedProx or MOON are a new ``local_loss``; FedMEKT or dual distillation a new payload and
+``aggregate_train``; and the same classes can run over Flower by mapping these types onto
+its messages.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fedmm.config import TrainConfig
+from fedmm.fl.tensors import TensorData
+from fedmm.seeding import rng_for
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainInstruction:
+    """Server -> client: train locally with these settings."""
+
+    client_id: int
+    server_round: int
+    local_epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """Client -> server payload of parameter-averaging strategies: trained minus global weights."""
+
+    client_id: int
+    num_examples: int
+    delta: State
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Strategy(ABC):
+    """A federated learning algorithm: configure clients, local objective, aggregate."""
+
+    name: str
+    payload_type: type = ClientUpdate
+
+    @abstractmethod
+    def configure_train(self, server_round: int, num_clients: int) -> list[TrainInstruction]:
+        """Choose this round's clients and their local settings."""
+
+    @abstractmethod
+    def local_loss(
+        self, model: torch.nn.Module, batch: TensorData, logits: torch.Tensor, global_state: State
+    ) -> torch.Tensor:
+        """The client's objective on one batch (``global_state`` is the round's start model)."""
+
+    @abstractmethod
+    def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
+        """The next global state from this round's client payloads."""
+
+
+class FedAvg(Strategy):
+    """Federated averaging (McMahan et al. 2017) with sample-weighted aggregation.
+
+    Each round a seeded ``client_fraction`` of the clients (at least one) trains for
+    ``local_epochs`` with cross-entropy; the server adds the example-weighted mean delta.
+
+    Client contract: minimise plain cross-entropy on local data and send the delta of every
+    floating-point state entry with the number of examples trained on.
+    """
+
+    name = "fedavg"
+
+    def __init__(self, train: TrainConfig, seed: int) -> None:
+        self.train = train
+        self.seed = seed
+
+    def select_clients(self, server_round: int, num_clients: int) -> np.ndarray:
+        count = max(1, int(round(self.train.client_fraction * num_clients)))
+        chosen = rng_for(self.seed, "select", server_round).choice(num_clients, size=count, replace=False)
+        return np.sort(chosen)
+
+    def configure_train(self, server_round: int, num_clients: int) -> list[TrainInstruction]:
+        return [
+            TrainInstruction(
+                client_id=int(client),
+                server_round=server_round,
+                local_epochs=self.train.local_epochs,
+                batch_size=self.train.batch_size,
+                lr=self.train.lr,
+                optimizer=self.train.optimizer,
+            )
+            for client in self.select_clients(server_round, num_clients)
+        ]
+
+    def local_loss(
+        self, model: torch.nn.Module, batch: TensorData, logits: torch.Tensor, global_state: State
+    ) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits, batch.labels)
+
+    def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
+        if not updates:
+            raise ValueError(f"round {server_round}: no client updates to aggregate")
+        total = sum(update.num_examples for update in updates)
+        merged = dict(global_state)
+        for name in updates[0].delta:
+            weighted = sum(update.delta[name] * (update.num_examples / total) for update in updates)
+            merged[name] = global_state[name] + weighted
+        return merged
+
+
+STRATEGIES: dict[str, type[Strategy]] = {FedAvg.name: FedAvg}
+
+
+def make_strategy(train: TrainConfig, seed: int) -> Strategy:
+    """The strategy a config names."""
+    return STRATEGIES[train.strategy](train, seed)

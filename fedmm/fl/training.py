@@ -1,0 +1,132 @@
+"""The training stage: federated rounds plus the centralized reference, resumable."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedmm.artifacts import read_json, read_npz, write_json, write_npz
+from fedmm.config import Config
+from fedmm.data.federated import FederatedData, client_arrays, masked_arrays
+from fedmm.data.prepare import PreparedData
+from fedmm.fl.client import OPTIMIZERS, run_epochs
+from fedmm.fl.engine import UPDATES_DIR, arrays_to_state, run_federated, state_to_arrays
+from fedmm.fl.evaluation import evaluate
+from fedmm.fl.result import TrainResult
+from fedmm.fl.strategy import make_strategy
+from fedmm.fl.tensors import TensorData
+from fedmm.models.multimodal import ModelSpec, build_model
+from fedmm.runtime import resolve_device, state_dir
+
+CENTRAL_FILE = "centralized.npz"
+CENTRAL_HISTORY_FILE = "centralized.json"
+
+
+def split_tensors(prepared: PreparedData, split: str, device: str) -> TensorData:
+    """A prepared split with every modality present (evaluation data)."""
+    index = prepared.indices(split)
+    presence = np.ones((len(index), len(prepared.dataset.modalities)), dtype=bool)
+    return TensorData.from_numpy(
+        masked_arrays(prepared, index, presence), presence, prepared.dataset.labels[index], device
+    )
+
+
+def evaluation_sets(prepared: PreparedData, device: str) -> dict[str, TensorData]:
+    """Validation and test sets present in the prepared data, keyed by split name."""
+    return {
+        name: split_tensors(prepared, name, device)
+        for name in ("val", "test", "test_subjects")
+        if len(prepared.indices(name))
+    }
+
+
+def model_spec(config: Config, prepared: PreparedData) -> ModelSpec:
+    dataset = prepared.dataset
+    return ModelSpec.build(dataset.sample_shapes(), dataset.num_classes, config.model, prepared.stats)
+
+
+def training_fingerprint(config: Config, prepared: PreparedData, federated: FederatedData) -> str:
+    """What determines the training outcome: data, partition, model and training settings."""
+    parts = [prepared.data_sha256, federated.content_hash, config.hash("model", "train", "seed")]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def centralized_epochs(config: Config) -> int:
+    """The centralized budget: as many passes over the pooled data as FedAvg makes in total."""
+    train = config.train
+    return max(1, int(round(train.rounds * train.local_epochs * train.client_fraction)))
+
+
+def train_centralized(
+    spec: ModelSpec, pooled: TensorData, evaluation: dict[str, TensorData], config: Config, device: str
+) -> tuple[torch.nn.Module, list[dict]]:
+    """The pooled-data reference: same model, optimiser and sample budget as the federation."""
+    model = build_model(spec, config.seed).to(device)
+    optimizer = OPTIMIZERS[config.train.optimizer](model.parameters(), lr=config.train.lr)
+    history = []
+    for epoch in range(centralized_epochs(config)):
+        metrics = run_epochs(
+            model,
+            pooled,
+            lambda batch, logits: torch.nn.functional.cross_entropy(logits, batch.labels),
+            1,
+            config.train.batch_size,
+            optimizer,
+            ("centralized", epoch),
+            config.seed,
+        )
+        history.append({"epoch": epoch + 1, **metrics})
+    history[-1].update(
+        {f"{split}_{k}": v for split, data in evaluation.items() for k, v in evaluate(model, data).items()}
+    )
+    return model, history
+
+
+def train(
+    config: Config,
+    prepared: PreparedData,
+    federated: FederatedData,
+    on_round: Callable[[dict], None] | None = None,
+    workdir: Path | None = None,
+) -> TrainResult:
+    """Train the federation (resuming from its last checkpoint) and the centralized reference."""
+    device = resolve_device(config.train.device)
+    spec = model_spec(config, prepared)
+    fingerprint = training_fingerprint(config, prepared, federated)
+    workdir = Path(workdir or state_dir() / "checkpoints" / fingerprint[:16])
+    write_json(workdir / "fingerprint.json", {"fingerprint": fingerprint, "config": config.model_dump(mode="json")})
+    clients = [
+        TensorData.from_numpy(*client_arrays(prepared, federated, k), device=device)
+        for k in range(federated.num_clients)
+    ]
+    evaluation = evaluation_sets(prepared, device)
+    outcome = run_federated(
+        spec, clients, evaluation, make_strategy(config.train, config.seed), config.train.rounds,
+        config.seed, workdir, device, on_round,
+    )
+    central_state = central_history = None
+    if config.train.centralized:
+        central_file, central_json = workdir / CENTRAL_FILE, workdir / CENTRAL_HISTORY_FILE
+        if central_file.is_file() and central_json.is_file():
+            central_state, central_history = arrays_to_state(read_npz(central_file), "cpu"), read_json(central_json)
+        else:
+            model, central_history = train_centralized(
+                spec, TensorData.concat([c for c in clients if len(c)]), evaluation, config, device
+            )
+            central_state = {k: v.cpu() for k, v in model.state_dict().items()}
+            write_npz(central_file, state_to_arrays(central_state))
+            write_json(central_json, central_history)
+    return TrainResult(
+        spec=spec,
+        state={k: v.cpu() for k, v in outcome.model.state_dict().items()},
+        history=outcome.history,
+        strategy=config.train.strategy,
+        fingerprint=fingerprint,
+        updates_dir=workdir / UPDATES_DIR,
+        centralized_state=central_state,
+        centralized_history=central_history,
+    )

@@ -1,0 +1,33 @@
+"""Per-round progress for a terminal: one bar, the latest global metrics beside it."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+
+class RoundProgress:
+    """A tqdm bar over rounds; ``update(record)`` is the engine's ``on_round`` callback."""
+
+    def __init__(self, rounds: int, label: str) -> None:
+        self.rounds, self.label = rounds, label
+        self.bar: tqdm | None = None
+
+    def __enter__(self) -> RoundProgress:
+        self.bar = tqdm(total=self.rounds, desc=self.label, unit="round", file=sys.stderr, dynamic_ncols=True)
+        return self
+
+    def update(self, record: dict) -> None:
+        assert self.bar is not None
+        self.bar.n = record["round"]
+        self.bar.set_postfix(
+            test_acc=f"{record.get('test_accuracy', float('nan')):.3f}",
+            test_f1=f"{record.get('test_macro_f1', float('nan')):.3f}",
+            refresh=False,
+        )
+        self.bar.refresh()
+
+    def __exit__(self, *exc) -> None:
+        assert self.bar is not None
+        self.bar.close()

@@ -1,0 +1,121 @@
+"""MLflow run logging: one MLflow run per pipeline run, filled in stage by stage."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+from fedmm.config import Config
+from fedmm.runtime import state_dir, tracking_uri
+from fedmm.tracking import plots
+
+EXPERIMENT = "fedmm"
+
+
+def client() -> MlflowClient:
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient(tracking_uri=tracking_uri(), registry_uri=tracking_uri())
+
+
+def experiment_id(name: str = EXPERIMENT) -> str:
+    """The experiment's id, creating it with artifacts inside the state folder."""
+    mlflow_client = client()
+    existing = mlflow_client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = (state_dir() / "mlartifacts").as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def git_commit() -> str:
+    """The current git commit, or 'unknown' outside a git checkout."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        return result.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(payload: dict, prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in payload.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def start_run(config: Config, run_name: str | None = None) -> str:
+    """Create the MLflow run of a pipeline run, log its parameters, and return its id."""
+    mlflow_client = client()
+    run = mlflow_client.create_run(
+        experiment_id(),
+        run_name=run_name,
+        tags={"fedmm.config_hash": config.hash(), "fedmm.git_commit": git_commit(), "fedmm.strategy": config.train.strategy},
+    )
+    params = flatten(config.model_dump(mode="json"))
+    for key, value in params.items():
+        mlflow_client.log_param(run.info.run_id, key, value[:6000])
+    return run.info.run_id
+
+
+def log_dict(run_id: str, payload: dict, artifact_file: str) -> None:
+    client().log_dict(run_id, payload, artifact_file)
+
+
+def log_validation(run_id: str, report: dict) -> None:
+    """The validation report as an artifact, plus pass/fail and failure counts as metrics."""
+    mlflow_client = client()
+    suite = report["suite"]
+    mlflow_client.log_dict(run_id, report, f"validation/{suite}.json")
+    mlflow_client.log_metric(run_id, f"validation.{suite}.success", float(report["success"]))
+    failed = [o for o in report["outcomes"] if not o["success"]]
+    mlflow_client.log_metric(run_id, f"validation.{suite}.failed_expectations", float(len(failed)))
+
+
+def log_training(run_id: str, history: list[dict], centralized: list[dict] | None) -> None:
+    """Per-round global metrics (step = round) and per-client training metrics."""
+    mlflow_client = client()
+    for record in history:
+        step = record["round"]
+        metrics = {k: v for k, v in record.items() if isinstance(v, float)}
+        for client_record in record["clients"]:
+            for key in ("train_loss", "train_accuracy"):
+                metrics[f"client_{client_record['client']}.{key}"] = client_record[key]
+        _log_metrics(mlflow_client, run_id, metrics, step)
+    if centralized:
+        for record in centralized:
+            metrics = {f"centralized.{k}": v for k, v in record.items() if isinstance(v, float)}
+            _log_metrics(mlflow_client, run_id, metrics, record["epoch"])
+
+
+def _log_metrics(mlflow_client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
+    now = int(time.time() * 1000)
+    entries = [Metric(key=k, value=float(v), timestamp=now, step=step) for k, v in metrics.items()]
+    for start in range(0, len(entries), 900):
+        mlflow_client.log_batch(run_id, metrics=entries[start:start + 900])
+
+
+def log_evaluation(run_id: str, evaluation: dict, history: list[dict], centralized: list[dict] | None) -> None:
+    """Final metrics, the evaluation report and the plots."""
+    mlflow_client = client()
+    _log_metrics(mlflow_client, run_id, {f"final.{k}": v for k, v in evaluation["summary"].items()}, 0)
+    mlflow_client.log_dict(run_id, evaluation, "evaluation/report.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        plots.accuracy_per_round(history, centralized[-1] if centralized else None, folder / "accuracy_per_round.png")
+        plots.per_client_accuracy(evaluation["clients"], folder / "per_client_accuracy.png")
+        plots.confusion_matrix(evaluation["confusion_matrix"], evaluation["class_names"], folder / "confusion_matrix.png")
+        mlflow_client.log_artifacts(run_id, str(folder), "plots")
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    client().set_terminated(run_id, status=status)

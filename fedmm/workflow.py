@@ -1,0 +1,148 @@
+"""The pipeline's stages as plain functions: ZenML steps, kfp components and DVC stages call these.
+
+prepare -> validate data -> partition/mask -> validate partitions -> train -> evaluate ->
+register/promote. Each stage takes and returns artifacts (objects with ``save``/``load``)
+or JSON-able dicts, so every adapter stays a few lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from fedmm.config import Config
+from fedmm.data.federated import FederatedData, partition_and_mask
+from fedmm.data.prepare import PreparedData, prepare
+from fedmm.data.sources import source_info
+from fedmm.data.validation import DataValidationError, ValidationReport, validate_dataset, validate_partitions
+from fedmm.evaluation import evaluate_training
+from fedmm.fl.result import TrainResult
+from fedmm.fl.training import train
+from fedmm.runtime import tracking_uri
+from fedmm.tracking import registry, runs
+
+
+def preflight(config: Config) -> None:
+    """Checks that need the data's description but no work: modality names in the mask config."""
+    info = source_info(config.data)
+    named = {m for group in config.mask.client_modalities for m in group.modalities} | set(config.mask.missing_rate)
+    named |= set(config.validation.value_bounds)
+    unknown = named - set(info.modalities)
+    if unknown:
+        raise DataValidationError(
+            f"the config names modalities {sorted(unknown)} that data source {info.name!r} lacks; "
+            f"it has {list(info.modalities)}"
+        )
+
+
+def start_tracking(config: Config, run_name: str | None = None) -> str:
+    """Open the MLflow run that every later stage logs to."""
+    return runs.start_run(config, run_name)
+
+
+def prepare_data(config: Config) -> PreparedData:
+    return prepare(config.data, config.seed)
+
+
+def validate_data(config: Config, prepared: PreparedData) -> ValidationReport:
+    """The Great Expectations suite over the prepared data."""
+    dataset = prepared.dataset
+    bounds = {k: tuple(v) for k, v in prepared.manifest["value_bounds"].items()}
+    bounds.update(config.validation.value_bounds)
+    return validate_dataset(
+        modalities=dataset.modalities,
+        labels=dataset.labels,
+        num_classes=dataset.num_classes,
+        expected_shapes={name: tuple(shape) for name, shape in prepared.manifest["modalities"].items()},
+        value_bounds=bounds,
+    )
+
+
+def make_partitions(config: Config, prepared: PreparedData) -> FederatedData:
+    return partition_and_mask(prepared, config.partition, config.mask, config.seed)
+
+
+def check_partitions(config: Config, federated: FederatedData) -> ValidationReport:
+    """The Great Expectations suite over client sizes and realised missing rates."""
+    return validate_partitions(
+        federated.client_table(), config.validation.min_samples_per_client, config.validation.missing_rate_tolerance
+    )
+
+
+def record_validation(run_id: str, report: ValidationReport) -> None:
+    """Log a validation report to MLflow; on failure mark the run failed and raise."""
+    runs.log_validation(run_id, report.to_dict())
+    if not report.success:
+        runs.end_run(run_id, "FAILED")
+        report.raise_if_failed()
+
+
+def train_models(
+    config: Config, prepared: PreparedData, federated: FederatedData, on_round: Callable[[dict], None] | None = None
+) -> TrainResult:
+    return train(config, prepared, federated, on_round)
+
+
+def evaluate_models(prepared: PreparedData, federated: FederatedData, result: TrainResult) -> dict:
+    """Score both test protocols, the centralized gap and each client."""
+    return evaluate_training(prepared, federated, result)
+
+
+def log_results(run_id: str, result: TrainResult, evaluation: dict) -> None:
+    """Log per-round history, final metrics, the evaluation report and plots to MLflow."""
+    runs.log_training(run_id, result.history, result.centralized_history)
+    runs.log_evaluation(run_id, evaluation, result.history, result.centralized_history)
+
+
+def register_and_promote(
+    config: Config,
+    run_id: str,
+    prepared: PreparedData,
+    federated: FederatedData,
+    result: TrainResult,
+    evaluation: dict,
+    validation_passed: bool,
+    extra_tags: dict[str, str] | None = None,
+) -> dict:
+    """Register the global model as ``challenger``, run the gates, promote if they pass.
+
+    Returns the run summary (the content of ``reports/latest/summary.json``).
+    """
+    test_set = prepared.dataset.subset(prepared.indices("test"))
+    tags = {
+        "fedmm.data_sha256": prepared.data_sha256,
+        "fedmm.test_sha256": prepared.manifest["test_sha256"],
+        "fedmm.partition_sha256": federated.content_hash,
+        "fedmm.partition_config_hash": config.hash("partition", "mask", "seed"),
+        "fedmm.config_hash": config.hash(),
+        "fedmm.git_commit": runs.git_commit(),
+        "fedmm.strategy": result.strategy,
+        "fedmm.training_fingerprint": result.fingerprint,
+        "fedmm.mlflow_run_id": run_id,
+        "fedmm.test_macro_f1": f"{evaluation['summary']['test_macro_f1']:.6f}",
+        registry.TAG_VALIDATION: "true" if validation_passed else "false",
+        **(extra_tags or {}),
+    }
+    version = registry.register_model(run_id, config.registry.model_name, result.spec, result.state, test_set, tags)
+    decision = registry.promote(
+        config.registry.model_name, version, config.registry.min_macro_f1, config.registry.champion_margin, test_set
+    )
+    runs.log_dict(run_id, decision.to_dict(), "registry/promotion.json")
+    return {
+        **evaluation["summary"],
+        "model_name": config.registry.model_name,
+        "model_version": version,
+        "aliases": registry.version_aliases(config.registry.model_name, version),
+        "promoted": decision.promoted,
+        "gates": [{"name": g.name, "passed": g.passed, "detail": g.detail} for g in decision.gates],
+        "tracking_uri": tracking_uri(),
+        "mlflow_run_id": run_id,
+        "config_hash": config.hash(),
+        "data_sha256": prepared.data_sha256,
+        "num_clients": federated.num_clients,
+        "rounds": len(result.history),
+        "strategy": result.strategy,
+        "test_samples": int(len(test_set)),
+        "dropped_samples": int(np.sum(~federated.kept)),
+    }
