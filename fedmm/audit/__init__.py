@@ -1,0 +1,111 @@
+"""Game-agnostic contribution estimators for federated rounds (Shapley, Banzhaf, LOO).
+
+A utility maps a boolean coalition matrix ``(k, n_players)`` to ``(k,)`` values; the
+estimators here never look inside it. Results are :class:`ValuationResult` objects.
+"""
+
+from .axioms import (
+    axiom_residuals,
+    efficiency_residual,
+    null_player_residual,
+    null_players,
+    symmetric_pairs,
+    symmetry_residual,
+)
+from .clustered import aggregation_weights, cluster_players, clustered_shapley
+from .exact import (
+    enumerate_coalitions,
+    exact_banzhaf,
+    exact_from_table,
+    exact_shapley,
+    exact_shapley_banzhaf,
+    exact_values_from_table,
+    leave_one_out,
+    shapley_weights,
+    utility_table,
+)
+from .game import (
+    AdditiveGame,
+    CachedUtility,
+    Game,
+    GloveGame,
+    QuadraticGame,
+    RandomGame,
+    TableGame,
+    Utility,
+    WeightedVotingGame,
+    coalitions_to_masks,
+    masks_to_coalitions,
+)
+from .result import ValuationResult
+from .sampling import (
+    AllOf,
+    AnyOf,
+    MaxEvaluations,
+    MaxPermutations,
+    MaxSamples,
+    MaxTime,
+    RunningMoments,
+    SamplerState,
+    StandardErrorBelow,
+    StoppingCriterion,
+    msr_banzhaf,
+    permutation_shapley,
+)
+from .signals import (
+    aggregate_update,
+    cosine_to_aggregate,
+    flatten_updates,
+    update_norms,
+    update_signals,
+)
+
+__all__ = [
+    "AdditiveGame",
+    "AllOf",
+    "AnyOf",
+    "CachedUtility",
+    "Game",
+    "GloveGame",
+    "MaxEvaluations",
+    "MaxPermutations",
+    "MaxSamples",
+    "MaxTime",
+    "QuadraticGame",
+    "RandomGame",
+    "RunningMoments",
+    "SamplerState",
+    "StandardErrorBelow",
+    "StoppingCriterion",
+    "TableGame",
+    "Utility",
+    "ValuationResult",
+    "WeightedVotingGame",
+    "aggregate_update",
+    "aggregation_weights",
+    "axiom_residuals",
+    "cluster_players",
+    "clustered_shapley",
+    "coalitions_to_masks",
+    "cosine_to_aggregate",
+    "efficiency_residual",
+    "enumerate_coalitions",
+    "exact_banzhaf",
+    "exact_from_table",
+    "exact_shapley",
+    "exact_shapley_banzhaf",
+    "exact_values_from_table",
+    "flatten_updates",
+    "leave_one_out",
+    "masks_to_coalitions",
+    "msr_banzhaf",
+    "null_player_residual",
+    "null_players",
+    "permutation_shapley",
+    "shapley_weights",
+    "symmetric_pairs",
+    "symmetry_residual",
+    "update_norms",
+    "update_signals",
+    "utility_table",
+]
