@@ -1,0 +1,1 @@
+"""ZenML pipelines composed of steps/."""

@@ -1,0 +1,1 @@
+"""ZenML steps: thin adapters over fedmm.workflow, one stage per file."""

@@ -1,0 +1,18 @@
+from typing import Annotated
+
+from zenml import step
+
+from fedmm import workflow
+from fedmm.data.federated import FederatedData
+from fedmm.data.prepare import PreparedData
+from fedmm.fl.result import TrainResult
+
+
+@step
+def evaluate_models(
+    run_id: str, prepared: PreparedData, federated: FederatedData, result: TrainResult
+) -> Annotated[dict, "evaluation_report"]:
+    """Both test protocols, the centralized gap, per-client metrics; logged with plots."""
+    evaluation = workflow.evaluate_models(prepared, federated, result)
+    workflow.log_results(run_id, result, evaluation)
+    return evaluation

@@ -1,0 +1,37 @@
+from typing import Annotated
+
+from zenml import get_step_context, step
+
+from fedmm import workflow
+from fedmm.config import Config
+from fedmm.data.federated import FederatedData
+from fedmm.data.prepare import PreparedData
+from fedmm.fl.result import TrainResult
+from pipelines.model_control_plane import TAG_ZENML_VERSION, mirror_aliases
+
+
+@step(enable_cache=False)
+def register_and_promote(
+    config: Config,
+    run_id: str,
+    prepared: PreparedData,
+    federated: FederatedData,
+    result: TrainResult,
+    evaluation: dict,
+    data_report: dict,
+    partition_report: dict,
+) -> Annotated[dict, "run_summary"]:
+    """Register the model in MLflow, promote it if the gates pass, mirror it in ZenML."""
+    context = get_step_context()
+    zenml_version = context.model._get_or_create_model_version()
+    summary = workflow.register_and_promote(
+        config, run_id, prepared, federated, result, evaluation,
+        validation_passed=data_report["success"] and partition_report["success"],
+        extra_tags={TAG_ZENML_VERSION: str(zenml_version.id), "fedmm.zenml_pipeline_run": str(context.pipeline_run.id)},
+    )
+    mirror_aliases(config.registry.model_name)
+    context.model.log_metadata(
+        {"mlflow_model_version": summary["model_version"], "aliases": summary["aliases"], "promoted": summary["promoted"],
+         "test_macro_f1": summary["test_macro_f1"], "data_sha256": summary["data_sha256"]}
+    )
+    return summary
