@@ -1,0 +1,68 @@
+"""One isolated fedmm state folder (ZenML store, MLflow DB) shared by the whole test session."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ["FEDMM_HOME"] = tempfile.mkdtemp(prefix="fedmm-test-")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("ZENML_CONFIG_PATH", None)
+
+from fedmm import runtime  # noqa: E402
+
+runtime.configure()
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def write_synthetic_npz(
+    path: Path,
+    n_recordings: int = 24,
+    windows_per_recording: int = 10,
+    num_classes: int = 3,
+    subjects: int = 4,
+    seed: int = 0,
+) -> Path:
+    """A small bring-your-own-data file: two modalities whose signal depends on the class."""
+    rng = np.random.default_rng(seed)
+    recording_label = np.arange(n_recordings) % num_classes
+    recording_subject = (np.arange(n_recordings) // num_classes) % subjects
+    recording = np.repeat(np.arange(n_recordings), windows_per_recording)
+    labels = recording_label[recording]
+    n = len(labels)
+    t = np.linspace(0, 1, 20)
+    wave = np.sin(2 * np.pi * (labels[:, None] + 1) * t)[:, None, :]
+    acc = wave + 0.3 * rng.standard_normal((n, 3, 20))
+    gyro = -wave + 0.3 * rng.standard_normal((n, 2, 20))
+    np.savez(
+        path,
+        **{"modality/acc": acc.astype(np.float32), "modality/gyro": gyro.astype(np.float32)},
+        labels=labels.astype(np.int64),
+        class_names=np.array([f"c{k}" for k in range(num_classes)]),
+        subject=recording_subject[recording].astype(np.int64),
+        recording=recording.astype(np.int64),
+    )
+    return path
+
+
+@pytest.fixture
+def synthetic_npz(tmp_path: Path) -> Path:
+    return write_synthetic_npz(tmp_path / "data.npz")
+
+
+def synthetic_overrides(path: Path, model_name: str) -> list[str]:
+    """Overrides that run the tiny config on a synthetic file."""
+    return [
+        "data.source=npz",
+        f"data.path={path}",
+        "data.holdout_subjects=1",
+        "data.test_fraction=0.25",
+        "data.val_fraction=0.125",
+        f"registry.model_name={model_name}",
+        "registry.min_macro_f1=0.0",
+        "validation.value_bounds={acc: [-10, 10], gyro: [-10, 10]}",
+    ]

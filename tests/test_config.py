@@ -1,0 +1,51 @@
+import pytest
+
+from fedmm.config import ConfigError, config_from_dict, load_config
+from conftest import TINY
+
+
+def test_defaults_and_overrides_validate():
+    config = load_config(TINY, ["train.rounds=3", "mask.missing_rate={gyro: 0.5}", "partition.scheme=iid",
+                                "partition.num_clients=4"])
+    assert config.train.rounds == 3
+    assert config.mask.missing_rate == {"gyro": 0.5}
+    assert config.partition.num_clients == 4
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.roundz=3", "train.roundz: unknown key"),
+        ("mask.missing_rate={gyro: 1.5}", "mask.missing_rate.gyro=1.5 must be in [0, 1)"),
+        ("partition.num_clients=0", "partition.num_clients: Input should be greater than or equal to 1"),
+        ("train.rounds=0", "train.rounds: Input should be greater than or equal to 1"),
+        ("train.device=tpu", "train.device"),
+        ("partition.scheme=dirichlet", "partition.num_clients is required"),
+        ("train", "not of the form key.path=value"),
+    ],
+)
+def test_bad_values_are_clear_errors(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(TINY, [override])
+    assert message in str(error.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(bad)
+
+
+def test_modality_group_fractions_must_sum_to_one():
+    with pytest.raises(ConfigError, match="sum to 0.5"):
+        config_from_dict({"mask": {"client_modalities": [{"modalities": ["acc"], "fraction": 0.5}]}})
+
+
+def test_hash_is_stable_and_sensitive():
+    a, b = load_config(TINY), load_config(TINY)
+    assert a.hash() == b.hash()
+    assert a.hash() != load_config(TINY, ["seed=1"]).hash()
+    assert a.hash("model") == load_config(TINY, ["seed=1"]).hash("model")

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from fedmm.config import config_from_dict
+from fedmm.data.federated import partition_and_mask
+from fedmm.data.prepare import prepare
+from fedmm.fl import engine
+from fedmm.fl.engine import UpdateStore
+from fedmm.fl.strategy import ClientUpdate, FedAvg
+from fedmm.fl.training import train
+from fedmm.models.multimodal import ModelSpec, build_model
+
+CONFIG = config_from_dict({
+    "data": {"window": 50, "stride": 50},
+    "partition": {"scheme": "dirichlet", "num_clients": 4, "alpha": 1.0},
+    "model": {"embed_dim": 8, "channels": 4, "fusion_dim": 8},
+    "train": {"rounds": 3, "batch_size": 64, "client_fraction": 0.75, "centralized": False},
+    "mask": {"missing_rate": {"gyro": 0.3}},
+})
+
+
+@pytest.fixture(scope="module")
+def data():
+    prepared = prepare(CONFIG.data, CONFIG.seed)
+    return prepared, partition_and_mask(prepared, CONFIG.partition, CONFIG.mask, CONFIG.seed)
+
+
+def test_fedavg_aggregates_by_sample_weight():
+    strategy = FedAvg(CONFIG.train, 0)
+    start = {"w": torch.zeros(2)}
+    updates = [ClientUpdate(0, 30, {"w": torch.tensor([1.0, 0.0])}), ClientUpdate(1, 10, {"w": torch.tensor([0.0, 4.0])})]
+    merged = strategy.aggregate_train(0, start, updates)
+    torch.testing.assert_close(merged["w"], torch.tensor([0.75, 1.0]))
+
+
+def test_client_fraction_selects_seeded_subsets():
+    strategy = FedAvg(CONFIG.train, 0)
+    picks = [tuple(i.client_id for i in strategy.configure_train(r, 4)) for r in range(6)]
+    assert all(len(p) == 3 for p in picks)
+    assert picks == [tuple(i.client_id for i in FedAvg(CONFIG.train, 0).configure_train(r, 4)) for r in range(6)]
+    assert len(set(picks)) > 1
+
+
+def test_same_seed_same_metrics_and_updates_are_kept(data, tmp_path):
+    prepared, federated = data
+    first = train(CONFIG, prepared, federated, workdir=tmp_path / "a")
+    second = train(CONFIG, prepared, federated, workdir=tmp_path / "b")
+    assert first.history == second.history
+    for name in first.state:
+        torch.testing.assert_close(first.state[name], second.state[name], rtol=0, atol=0)
+    rounds = UpdateStore(tmp_path / "a" / "updates").rounds()
+    assert len(rounds) == 3
+    stored = np.load(rounds[0])
+    assert stored["deltas"].shape == (3, stored["start"].shape[0])
+    assert stored["num_examples"].sum() > 0
+    start = torch.cat([v.reshape(-1) for v in build_model(first.spec, CONFIG.seed).state_dict().values()])
+    np.testing.assert_allclose(stored["start"], start.numpy())
+
+
+def test_interrupted_run_resumes_to_the_same_result(data, tmp_path, monkeypatch):
+    prepared, federated = data
+    reference = train(CONFIG, prepared, federated, workdir=tmp_path / "reference")
+
+    real = engine._save_checkpoint
+
+    def crash_after_round_two(path, completed, state, history):
+        real(path, completed, state, history)
+        if completed == 2:
+            raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(engine, "_save_checkpoint", crash_after_round_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(CONFIG, prepared, federated, workdir=tmp_path / "resumed")
+    monkeypatch.setattr(engine, "_save_checkpoint", real)
+    seen = []
+    resumed = train(CONFIG, prepared, federated, workdir=tmp_path / "resumed", on_round=seen.append)
+    assert [record["round"] for record in seen] == [3]
+    assert resumed.history == reference.history
+    for name in reference.state:
+        torch.testing.assert_close(resumed.state[name], reference.state[name], rtol=0, atol=0)
+
+
+def test_missing_modality_is_zero_in_embedding_space():
+    spec = ModelSpec.build({"acc": (3, 20), "gyro": (2, 20)}, 3, CONFIG.model,
+                           {"acc": np.array([[0.0] * 3, [1.0] * 3]), "gyro": np.array([[0.0] * 2, [1.0] * 2])})
+    model = build_model(spec, 0)
+    inputs = {"acc": torch.randn(4, 3, 20), "gyro": torch.randn(4, 2, 20)}
+    mask = torch.tensor([[True, False]] * 4)
+    embeddings = model.embed(inputs, mask)
+    assert embeddings[:, 1].abs().sum() == 0
+    other = {"acc": inputs["acc"], "gyro": torch.randn(4, 2, 20) * 100}
+    torch.testing.assert_close(model(inputs, mask), model(other, mask))

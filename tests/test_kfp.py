@@ -1,0 +1,145 @@
+"""Kubeflow Pipelines: the compiled YAML (GPU request on training only) and real local runs.
+
+The local runs use kfp's SubprocessRunner on the current interpreter: every task is a fresh
+``python -m kfp.dsl.executor_main`` subprocess that imports fedmm (hence PYTHONPATH), so each
+task pays the torch/mlflow/GX imports; the whole tiny pipeline takes about 1.5 minutes here.
+"""
+
+import json
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from kfp import local
+
+from components.pipeline import compile_pipeline, config_json, fedmm_training, main
+from conftest import REPO, TINY, write_synthetic_npz
+from fedmm import runtime
+from fedmm.config import config_from_dict, load_config
+from fedmm.data.validation import ValidationReport
+
+TASKS = ("prepare", "validate-data", "partition", "validate-partitions", "train", "evaluate", "register")
+
+# the image name has no "python" in it, which kfp's subprocess runner warns about
+pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
+
+
+def executor_resources(spec: dict) -> dict[str, dict]:
+    """Task name -> the container ``resources`` of its executor (empty when none)."""
+    out = {}
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
+        out[name] = spec["deploymentSpec"]["executors"][label]["container"].get("resources", {})
+    return out
+
+
+def test_compiled_pipeline_requests_one_gpu_for_training_only(tmp_path, capsys):
+    config = load_config(TINY)
+    path = compile_pipeline(tmp_path / "kfp" / "pipeline.yaml", config)
+    spec = yaml.safe_load(path.read_text())
+
+    resources = executor_resources(spec)
+    assert set(resources) == set(TASKS)
+    accelerator = resources["train"]["accelerator"]
+    # kfp 2.17 writes the new fields (resourceType/resourceCount) and the deprecated ones
+    assert accelerator == {"resourceType": "nvidia.com/gpu", "resourceCount": "1", "type": "nvidia.com/gpu", "count": "1"}
+    assert resources["train"]["resourceCpuRequest"] == "4"
+    assert resources["train"]["resourceMemoryRequest"] == "16Gi"
+    assert all("accelerator" not in resources[name] for name in TASKS if name != "train")
+
+    # the config is baked in as the parameter's default and parses back to the same config
+    default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
+    assert config_from_dict(json.loads(default)) == config
+    assert spec["root"]["inputDefinitions"]["parameters"]["tracking_uri"]["defaultValue"] == ""
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["register"].get("cachingOptions", {}).get("enableCaching") is not True
+    assert set(tasks["train"]["dependentTasks"]) >= {"prepare", "partition", "validate-partitions"}
+    assert "validate-data" in tasks["partition"]["dependentTasks"]
+    assert all(executor["container"]["image"] == "fedmm:0.1.0" for executor in spec["deploymentSpec"]["executors"].values())
+
+    # the `make kfp` entry point
+    target = tmp_path / "cli" / "out.yaml"
+    main(["--config", str(TINY), "--set", "train.rounds=7", "--output", str(target)])
+    assert capsys.readouterr().out.strip() == str(target)
+    default = yaml.safe_load(target.read_text())["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
+    assert json.loads(default)["train"]["rounds"] == 7
+
+
+@pytest.fixture
+def kfp_local(tmp_path, monkeypatch):
+    """kfp local mode on this interpreter, with a private fedmm state folder and MLflow store.
+
+    The subprocesses inherit this environment: they import fedmm from the repo and write
+    MLflow to the same SQLite file this process reads.
+    """
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("FEDMM_HOME", str(home))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    root = tmp_path / "pipeline_root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    yield root
+    local.config.LocalExecutionConfig.instance = None
+    monkeypatch.undo()
+    if "mlflow" in sys.modules:  # fedmm's client() set mlflow's process-wide URI to this test's store
+        sys.modules["mlflow"].set_tracking_uri(runtime.tracking_uri())
+
+
+def run_folder(root: Path) -> Path:
+    (folder,) = root.glob("fedmm-training-*")
+    return folder
+
+
+def test_pipeline_runs_locally_and_registers_a_challenger(kfp_local):
+    from fedmm.tracking import registry
+
+    config = load_config(TINY)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = fedmm_training(config_json=config_json(config)).output
+    # local mode accepts the GPU request and says it ignores it
+    assert any(re.search(r"Task 'train'.*'accelerator'.*no effect", str(w.message)) for w in caught)
+
+    version = summary["model_version"]
+    assert summary["model_name"] == config.registry.model_name
+    assert "challenger" in summary["aliases"]
+    assert summary["tracking_uri"] == os.environ["MLFLOW_TRACKING_URI"]
+    assert registry.aliases(config.registry.model_name)["challenger"] == version
+
+    folder = run_folder(kfp_local)
+    assert {p.name for p in folder.iterdir()} == set(TASKS)
+    metrics = json.loads((folder / "evaluate" / "executor_output.json").read_text())["artifacts"]["metrics"]
+    assert metrics["artifacts"][0]["metadata"]["test_macro_f1"] == pytest.approx(summary["test_macro_f1"])
+
+
+def write_bad_npz(path: Path) -> Path:
+    """200 windows of 20 recordings, 3 classes; NaNs in one modality and labels outside 0..2."""
+    write_synthetic_npz(path, n_recordings=20, windows_per_recording=10)
+    with np.load(path) as handle:
+        arrays = dict(handle)
+    arrays["modality/acc"][7:9, 0, 3] = np.nan
+    arrays["labels"][[5, 15, 25]] = 3  # not the first window of a recording: the split still works
+    np.savez(path, **arrays)
+    return path
+
+
+def test_bad_data_fails_validate_data_and_stops_the_pipeline(kfp_local, tmp_path):
+    data = write_bad_npz(tmp_path / "bad.npz")
+    overrides = ["data.source=npz", f"data.path={data}", "data.holdout_subjects=0",
+                 "partition.scheme=iid", "partition.num_clients=2"]
+    config = load_config(TINY, overrides)
+
+    with pytest.raises(RuntimeError, match="Inner task failed: .*validate-data"):
+        fedmm_training(config_json=config_json(config))
+
+    folder = run_folder(kfp_local)
+    assert {p.name for p in folder.iterdir()} == {"prepare", "validate-data"}  # nothing downstream ran
+    report = ValidationReport.from_dict(json.loads((folder / "validate-data" / "report").read_text()))
+    assert not report.success
+    assert {outcome.column for outcome in report.failed()} >= {"label", "acc_nonfinite"}

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+from fedmm.config import DataConfig, MaskConfig, PartitionConfig, config_from_dict
+from fedmm.data.federated import client_arrays, partition_and_mask
+from fedmm.data.masking import MaskError, ModalityMasker
+from fedmm.data.prepare import prepare
+
+MODALITIES = ["acc", "gyro"]
+
+
+def _mask(rate: dict, seed: int = 0, client: int = 0, n: int = 4000):
+    masker = ModalityMasker(MODALITIES, MaskConfig(missing_rate=rate), seed)
+    return masker.mask_client(client, n, np.ones(2, dtype=bool))
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3, 0.5, 0.9])
+def test_realised_rates_match_requested(rate):
+    mask = _mask({"acc": rate, "gyro": rate})
+    realised = mask.drawn_missing.mean(axis=0)
+    tolerance = 4 * np.sqrt(max(rate * (1 - rate), 1e-12) / 4000)
+    assert np.all(np.abs(realised - rate) <= tolerance + 1e-12)
+
+
+def test_masks_are_deterministic_and_streams_independent():
+    a = _mask({"acc": 0.5, "gyro": 0.5})
+    b = _mask({"acc": 0.5, "gyro": 0.5})
+    np.testing.assert_array_equal(a.presence, b.presence)
+    # changing gyro's rate leaves acc's draws untouched
+    c = _mask({"acc": 0.5, "gyro": 0.2})
+    np.testing.assert_array_equal(a.presence[:, 0], c.presence[:, 0])
+    # another client or seed draws differently
+    assert (a.presence != _mask({"acc": 0.5, "gyro": 0.5}, client=1).presence).any()
+    assert (a.presence != _mask({"acc": 0.5, "gyro": 0.5}, seed=1).presence).any()
+
+
+def test_client_modality_groups_follow_fractions():
+    config = MaskConfig(client_modalities=[
+        {"modalities": ["acc", "gyro"], "fraction": 0.4},
+        {"modalities": ["acc"], "fraction": 0.3},
+        {"modalities": ["gyro"], "fraction": 0.3},
+    ])
+    held = ModalityMasker(MODALITIES, config, 0).client_modalities(10)
+    patterns = [tuple(row) for row in held.tolist()]
+    assert patterns.count((True, True)) == 4
+    assert patterns.count((True, False)) == 3
+    assert patterns.count((False, True)) == 3
+
+
+def test_unknown_modality_is_rejected():
+    with pytest.raises(MaskError, match="unknown modalities \\['audio'\\]"):
+        ModalityMasker(MODALITIES, MaskConfig(missing_rate={"audio": 0.5}), 0)
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    return prepare(DataConfig(), seed=0)
+
+
+def test_samples_without_modalities_are_dropped_and_masked_values_never_reach_clients(prepared):
+    config = config_from_dict({
+        "partition": {"scheme": "iid", "num_clients": 5},
+        "mask": {"client_modalities": [{"modalities": ["acc", "gyro"], "fraction": 0.6},
+                                        {"modalities": ["gyro"], "fraction": 0.4}],
+                 "missing_rate": {"acc": 0.5, "gyro": 0.5}},
+    })
+    federated = partition_and_mask(prepared, config.partition, config.mask, config.seed)
+    report = federated.report
+    dropped = sum(row["n_dropped"] for row in report["clients"])
+    assert dropped == report["dropped_samples"] > 0
+    assert dropped == int((~federated.presence.any(axis=1)).sum())
+    for row in report["clients"]:
+        if row["held"] == ["gyro"]:
+            assert row["realised_rate_acc"] == 1.0 and row["requested_rate_acc"] == 1.0
+    for client in range(federated.num_clients):
+        inputs, presence, labels = client_arrays(prepared, federated, client)
+        assert presence.any(axis=1).all()
+        for m, name in enumerate(federated.modalities):
+            assert not inputs[name][~presence[:, m]].any(), "a masked modality kept its values"
+            rows = federated.pool_index[federated.client_rows(client)]
+            present = presence[:, m]
+            np.testing.assert_array_equal(inputs[name][present], prepared.dataset.modalities[name][rows][present])
+
+
+def test_partition_report_lists_sizes_and_class_histograms(prepared):
+    federated = partition_and_mask(prepared, PartitionConfig(), MaskConfig(), 0)
+    rows = federated.report["clients"]
+    assert len(rows) == 8
+    assert sum(row["n_samples"] for row in rows) == len(prepared.indices("train"))
+    assert all(sum(row["class_counts"]) == row["n_samples"] for row in rows)
+    assert len({row["subject"] for row in rows}) == 8

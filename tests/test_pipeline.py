@@ -1,0 +1,114 @@
+"""End to end through the real stack: ZenML local orchestrator, GX, MLflow registry."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import TINY, synthetic_overrides, write_synthetic_npz
+from fedmm.cli import main
+from fedmm.config import load_config
+from fedmm.tracking import registry
+from mlflow.exceptions import MlflowException
+
+
+def _versions(name: str) -> int:
+    try:
+        return len(registry.client().search_model_versions(f"name='{name}'"))
+    except MlflowException:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """The tiny smartwatch config through `fedmm run`, as a user runs it."""
+    workdir = tmp_path_factory.mktemp("run")
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=workdir):
+        result = runner.invoke(main, ["run", "--config", str(TINY)], catch_exceptions=False)
+        summary = json.loads(open("reports/latest/summary.json").read())
+    return result, summary
+
+
+def test_run_registers_promotes_and_writes_summary(first_run):
+    result, summary = first_run
+    assert result.exit_code == 0, result.output
+    for key in ("test_accuracy", "test_macro_f1", "centralized_macro_f1", "model_name", "model_version",
+                "aliases", "tracking_uri", "config_hash", "data_sha256", "test_subjects_macro_f1"):
+        assert key in summary
+    assert summary["config_hash"] == load_config(TINY).hash()
+    assert "champion" in summary["aliases"] and "challenger" in summary["aliases"]
+    assert registry.aliases("fedmm-tiny")["champion"] == summary["model_version"]
+    version = registry.client().get_model_version("fedmm-tiny", summary["model_version"])
+    for tag in ("fedmm.data_sha256", "fedmm.partition_config_hash", "fedmm.git_commit", "fedmm.strategy"):
+        assert tag in version.tags
+    assert version.tags["fedmm.data_sha256"] == summary["data_sha256"]
+    assert "held-out recordings" in result.output
+
+
+def test_registered_model_predicts_from_its_signature(first_run):
+    _, summary = first_run
+    test_set = registry.load_test_set("fedmm-tiny", summary["model_version"])
+    score = registry.score_version("fedmm-tiny", summary["model_version"], test_set)
+    assert score == pytest.approx(summary["test_macro_f1"], abs=1e-6)
+
+
+def test_rerun_is_not_promoted_without_beating_champion_and_rollback_works(first_run, tmp_path, monkeypatch):
+    _, summary = first_run
+    monkeypatch.chdir(tmp_path)
+    champion = summary["model_version"]
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", "-c", str(TINY), "--set", "registry.champion_margin=0.01",
+                                  "--set", "train.gpus=1"])
+    assert result.exit_code == 0, result.output
+    # the GPU request reaches the training step's ZenML settings (the local orchestrator ignores it)
+    from zenml.client import Client
+
+    run_id = json.loads(open("reports/latest/summary.json").read())["zenml_pipeline_run"]
+    settings = Client().get_pipeline_run(run_id).steps["train_federated"].config.settings
+    assert settings["resources"].gpu_count == 1
+    aliases = registry.aliases("fedmm-tiny")
+    assert aliases["champion"] == champion
+    newest = aliases["challenger"]
+    assert newest != champion
+    # same model, same frozen test set: equal scores never clear a positive margin
+    result = runner.invoke(main, ["promote", "-c", str(TINY), "--model", "fedmm-tiny", "--version", newest, "--margin", "0.01"])
+    assert result.exit_code == 1 and "FAIL  beats_champion" in result.output
+    result = runner.invoke(main, ["promote", "-c", str(TINY), "--model", "fedmm-tiny", "--version", newest, "--margin", "0"])
+    assert result.exit_code == 0, result.output
+    assert registry.aliases("fedmm-tiny")["champion"] == newest
+    assert registry.aliases("fedmm-tiny")["previous-champion"] == champion
+    result = runner.invoke(main, ["rollback", "--model", "fedmm-tiny"])
+    assert result.exit_code == 0, result.output
+    assert registry.aliases("fedmm-tiny")["champion"] == champion
+    assert "previous-champion" not in registry.aliases("fedmm-tiny")
+
+
+@pytest.mark.parametrize("defect", ["nan", "unknown_label"])
+def test_bad_data_fails_validation_and_registers_nothing(tmp_path, defect):
+    path = write_synthetic_npz(tmp_path / "data.npz")
+    arrays = dict(np.load(path))
+    if defect == "nan":
+        arrays["modality/acc"][[3, 50, 90], 0, 5] = np.nan
+        expected = "acc_nonfinite"
+    else:
+        arrays["labels"][7] = 9
+        expected = "label"
+    np.savez(path, **arrays)
+    name = f"fedmm-bad-{defect.replace('_', '-')}"
+    before = _versions(name)
+    result = CliRunner().invoke(main, ["run", "-c", str(TINY), *sum([["--set", o] for o in synthetic_overrides(path, name)], [])])
+    assert result.exit_code != 0
+    assert "validation failed" in result.output and expected in result.output
+    assert _versions(name) == before == 0
+
+
+def test_bad_config_fails_before_any_work():
+    result = CliRunner().invoke(main, ["run", "-c", str(TINY), "--set", "partition.scheme=iid",
+                                       "--set", "partition.num_clients=0"])
+    assert result.exit_code == 2
+    assert "partition.num_clients" in result.output
+    result = CliRunner().invoke(main, ["run", "-c", str(TINY), "--set", "mask.missing_rate={audio: 0.5}"])
+    assert result.exit_code == 2
+    assert "modalities ['audio']" in result.output
