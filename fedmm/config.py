@@ -91,6 +91,49 @@ class MaskConfig(_Section):
         return self
 
 
+CORRUPTION_KINDS = (
+    "label_flip", "feature_noise", "drop_modality", "free_rider_zero", "free_rider_noise", "scaled_update",
+)
+
+
+class ClientCorruption(_Section):
+    """One deliberately corrupted client, to measure how well the contribution audit finds it.
+
+    Data corruptions change what the client trains on: ``label_flip`` (``fraction`` of its
+    labels moved to another class), ``feature_noise`` (Gaussian noise of ``noise_std`` times
+    each modality's spread), ``drop_modality`` (``modality`` silently zeroed while the mask
+    still says present). Update corruptions change what it sends: ``free_rider_zero`` (no
+    training, a zero update), ``free_rider_noise`` (no training, Gaussian noise of std
+    ``noise_std`` per parameter), ``scaled_update`` (an honest update times ``scale``).
+    """
+
+    client: int = Field(ge=0)
+    kind: Literal[CORRUPTION_KINDS]
+    fraction: float = Field(0.5, gt=0, le=1, description="label_flip: share of labels flipped")
+    noise_std: float = Field(1.0, gt=0, description="feature_noise: x modality std; free_rider_noise: per parameter")
+    modality: str | None = Field(None, description="drop_modality: which modality")
+    scale: float = Field(10.0, description="scaled_update: factor on the honest update")
+
+    @model_validator(mode="after")
+    def _check(self) -> ClientCorruption:
+        if self.kind == "drop_modality" and self.modality is None:
+            raise ValueError("a drop_modality corruption needs a modality")
+        return self
+
+
+class CorruptionConfig(_Section):
+    """Corrupted clients injected by the partition stage (none by default); the ground truth is recorded."""
+
+    clients: tuple[ClientCorruption, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> CorruptionConfig:
+        ids = [c.client for c in self.clients]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"corruption.clients names a client twice: {sorted(ids)}")
+        return self
+
+
 class ModelConfig(_Section):
     """Per-modality encoders, masked fusion and a classifier head."""
 
@@ -139,6 +182,7 @@ class Config(_Section):
     data: DataConfig = DataConfig()
     partition: PartitionConfig = PartitionConfig()
     mask: MaskConfig = MaskConfig()
+    corruption: CorruptionConfig = CorruptionConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     validation: ValidationConfig = ValidationConfig()

@@ -28,6 +28,7 @@ def preflight(config: Config) -> None:
     info = source_info(config.data)
     named = {m for group in config.mask.client_modalities for m in group.modalities} | set(config.mask.missing_rate)
     named |= set(config.validation.value_bounds)
+    named |= {c.modality for c in config.corruption.clients if c.modality is not None}
     unknown = named - set(info.modalities)
     if unknown:
         raise DataValidationError(
@@ -60,7 +61,7 @@ def validate_data(config: Config, prepared: PreparedData) -> ValidationReport:
 
 
 def make_partitions(config: Config, prepared: PreparedData) -> FederatedData:
-    return partition_and_mask(prepared, config.partition, config.mask, config.seed)
+    return partition_and_mask(prepared, config.partition, config.mask, config.seed, config.corruption)
 
 
 def check_partitions(config: Config, federated: FederatedData) -> ValidationReport:

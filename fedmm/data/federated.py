@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from fedmm.artifacts import read_json, read_npz, sha256_arrays, write_json, write_npz
-from fedmm.config import MaskConfig, PartitionConfig
+from fedmm.config import CorruptionConfig, MaskConfig, PartitionConfig
+from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.masking import ModalityMasker
 from fedmm.data.partition import PartitionError, make_partitioner
 from fedmm.data.prepare import PreparedData
@@ -60,8 +61,15 @@ class FederatedData:
         }
 
     @property
+    def corruption(self) -> CorruptionPlan:
+        """The injected corruptions (none unless configured), with their seed."""
+        entry = self.report.get("corruption") or {"config": {}, "seed": self.report["seed"]}
+        return CorruptionPlan(CorruptionConfig.model_validate(entry["config"]), entry["seed"])
+
+    @property
     def content_hash(self) -> str:
-        return sha256_arrays(self.to_arrays())
+        corruption = self.corruption.config.model_dump_json().encode()
+        return sha256_arrays({**self.to_arrays(), "corruption": np.frombuffer(corruption, dtype=np.uint8)})
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -83,9 +91,13 @@ class FederatedData:
 
 
 def partition_and_mask(
-    prepared: PreparedData, partition: PartitionConfig, mask: MaskConfig, seed: int
+    prepared: PreparedData,
+    partition: PartitionConfig,
+    mask: MaskConfig,
+    seed: int,
+    corruption: CorruptionConfig | None = None,
 ) -> FederatedData:
-    """Split the training pool across clients and draw their modality masks."""
+    """Split the training pool across clients, draw their modality masks, plan any corruption."""
     dataset = prepared.dataset
     pool_index = prepared.indices("train")
     partitioner = make_partitioner(partition, seed).fit(dataset.labels[pool_index], dataset.subject[pool_index])
@@ -118,6 +130,8 @@ def partition_and_mask(
         rows.append(row)
     if not presence.any(axis=1).any():
         raise PartitionError("every training sample lost all its modalities")
+    plan = CorruptionPlan(corruption or CorruptionConfig(), seed)
+    plan.check(partitioner.num_partitions, masker.modalities)
     report = {
         "scheme": partition.scheme,
         "num_clients": partitioner.num_partitions,
@@ -126,6 +140,11 @@ def partition_and_mask(
         "seed": seed,
         "dropped_samples": int((~presence.any(axis=1)).sum()),
         "clients": rows,
+        "corruption": {
+            "config": plan.config.model_dump(mode="json"),
+            "seed": seed,
+            "ground_truth": plan.ground_truth(partitioner.num_partitions),
+        },
     }
     return FederatedData(
         pool_index=pool_index,
@@ -150,8 +169,11 @@ def masked_arrays(
 def client_arrays(
     prepared: PreparedData, federated: FederatedData, client: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """A client's training inputs (masked values zeroed), presence mask and labels."""
+    """A client's training inputs (masked values zeroed, corruption applied), presence mask and labels."""
     rows = federated.client_rows(client)
     index = federated.pool_index[rows]
     presence = federated.presence[rows]
-    return masked_arrays(prepared, index, presence), presence, prepared.dataset.labels[index]
+    inputs, labels = federated.corruption.corrupt_data(
+        client, masked_arrays(prepared, index, presence), prepared.dataset.labels[index], prepared.dataset.num_classes
+    )
+    return inputs, presence, labels

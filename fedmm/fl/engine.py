@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fedmm.artifacts import read_npz, write_json, write_npz
+from fedmm.data.corruption import CorruptionPlan
 from fedmm.fl.client import train_client, trainable_state
 from fedmm.fl.evaluation import evaluate
-from fedmm.fl.strategy import ClientUpdate, State, Strategy
+from fedmm.fl.strategy import ClientUpdate, State, Strategy, TrainInstruction
 from fedmm.fl.tensors import TensorData
 from fedmm.models.multimodal import ModelSpec, build_model
 
@@ -91,6 +92,26 @@ def _save_checkpoint(path: Path, completed: int, state: State, history: list[dic
     write_npz(path, arrays)
 
 
+def client_payload(
+    worker: torch.nn.Module,
+    state: State,
+    data: TensorData,
+    instruction: TrainInstruction,
+    strategy: Strategy,
+    seed: int,
+    corruption: CorruptionPlan | None,
+) -> ClientUpdate:
+    """One client's update; a corrupted client's is what it would really send (free riders skip training)."""
+    client = instruction.client_id
+    if corruption is not None and corruption.free_rides(client):
+        update = ClientUpdate(client, len(data), {name: torch.zeros_like(value) for name, value in state.items()})
+    else:
+        update = train_client(worker, state, data, instruction, strategy, seed)
+    if corruption is None:
+        return update
+    return replace(update, delta=corruption.corrupt_update(client, instruction.server_round, update.delta))
+
+
 def run_federated(
     spec: ModelSpec,
     clients: list[TensorData],
@@ -101,11 +122,12 @@ def run_federated(
     workdir: Path,
     device: str,
     on_round: Callable[[dict], None] | None = None,
+    corruption: CorruptionPlan | None = None,
 ) -> FederatedOutcome:
     """Run (or resume) ``rounds`` federated rounds; checkpoint and store updates every round.
 
     ``evaluation`` maps a name (``val``, ``test``, ...) to data the global model is scored
-    on after each round.
+    on after each round; ``corruption`` tampers with the updates of the clients it names.
     """
     workdir = Path(workdir)
     checkpoint = workdir / CHECKPOINT_FILE
@@ -123,7 +145,8 @@ def run_federated(
     for server_round in range(start, rounds):
         instructions = strategy.configure_train(server_round, len(clients))
         updates = [
-            train_client(worker, state, clients[ins.client_id], ins, strategy, seed) for ins in instructions
+            client_payload(worker, state, clients[ins.client_id], ins, strategy, seed, corruption)
+            for ins in instructions
         ]
         store.write_round(server_round, state, updates)
         state = strategy.aggregate_train(server_round, state, updates)

@@ -106,7 +106,7 @@ def train(
     evaluation = evaluation_sets(prepared, device)
     outcome = run_federated(
         spec, clients, evaluation, make_strategy(config.train, config.seed), config.train.rounds,
-        config.seed, workdir, device, on_round,
+        config.seed, workdir, device, on_round, federated.corruption,
     )
     central_state = central_history = None
     if config.train.centralized:
