@@ -78,6 +78,9 @@ class MaskConfig(_Section):
     missing_rate: dict[str, float] = Field(
         default_factory=dict, description="per-sample missing rate per modality, each in [0, 1)"
     )
+    random_missing_rate: float = Field(
+        0.0, ge=0, lt=1, description="share of samples that lose one modality chosen at random (never their last)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MaskConfig:
@@ -88,6 +91,8 @@ class MaskConfig(_Section):
             total = sum(group.fraction for group in self.client_modalities)
             if abs(total - 1) > 1e-6:
                 raise ValueError(f"mask.client_modalities fractions sum to {total:g}, not 1")
+        if self.random_missing_rate and any(self.missing_rate.values()):
+            raise ValueError("use either mask.missing_rate (per modality) or mask.random_missing_rate, not both")
         return self
 
 

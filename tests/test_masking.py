@@ -34,6 +34,26 @@ def test_masks_are_deterministic_and_streams_independent():
     assert (a.presence != _mask({"acc": 0.5, "gyro": 0.5}, seed=1).presence).any()
 
 
+@pytest.mark.parametrize("rate", [0.3, 0.9])
+def test_random_modality_missing_drops_one_held_modality_never_the_last(rate):
+    three = ["acc", "gyro", "mag"]
+    masker = ModalityMasker(three, MaskConfig(random_missing_rate=rate), 0)
+    mask = masker.mask_client(0, 6000, np.ones(3, dtype=bool))
+    assert mask.kept.all()
+    lost = (~mask.presence).sum(axis=1)
+    assert set(np.unique(lost)) == {0, 1}
+    assert abs(lost.mean() - rate) < 4 * np.sqrt(rate * (1 - rate) / 6000)
+    np.testing.assert_allclose(masker.requested_rates(np.ones(3, dtype=bool)), rate / 3)
+    np.testing.assert_allclose(mask.drawn_missing.mean(axis=0), rate / 3, atol=0.03)
+    single = masker.mask_client(1, 100, np.array([True, False, False]))
+    assert single.presence[:, 0].all() and not single.presence[:, 1:].any()
+
+
+def test_per_modality_and_random_missing_rates_do_not_mix():
+    with pytest.raises(ValueError, match="not both"):
+        MaskConfig(missing_rate={"acc": 0.2}, random_missing_rate=0.3)
+
+
 def test_client_modality_groups_follow_fractions():
     config = MaskConfig(client_modalities=[
         {"modalities": ["acc", "gyro"], "fraction": 0.4},

@@ -105,7 +105,6 @@ def partition_and_mask(
     masker = ModalityMasker(dataset.modality_names, mask, seed)
     held = masker.client_modalities(partitioner.num_partitions)
     presence = np.zeros((len(pool_index), len(masker.modalities)), dtype=bool)
-    requested = masker.requested_rates
     rows = []
     for k in range(partitioner.num_partitions):
         members = partitioner.load_partition(k)
@@ -123,6 +122,7 @@ def partition_and_mask(
         if partition.scheme == "natural":
             row["subject"] = int(dataset.subject[pool_index[members[0]]])
         missing = ~client_mask.presence
+        requested = masker.requested_rates(held[k])
         for m, name in enumerate(masker.modalities):
             row[f"requested_rate_{name}"] = float(requested[m]) if held[k, m] else 1.0
             row[f"realised_rate_{name}"] = float(missing[:, m].mean()) if len(members) else 0.0

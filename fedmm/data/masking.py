@@ -1,8 +1,9 @@
 """Modality maskers: which modalities each client holds, and which samples lose one.
 
 Two mechanisms, as in the papers: whole-modality absence per client (FedMEKT's
-accelerometer-only / gyroscope-only / both clients) and per-sample missingness at a rate
-per modality (FedMobile, up to 0.9). Every draw has its own stream keyed by
+accelerometer-only / gyroscope-only / both clients) and per-sample missingness (FedMobile,
+up to 0.9), either at a rate per modality or as one randomly chosen modality lost per
+sample at a rate. Every draw has its own stream keyed by
 (seed, purpose, client, modality), so changing one client or modality changes no other.
 """
 
@@ -46,9 +47,17 @@ class ModalityMasker:
         self.config = config
         self.seed = seed
 
-    @property
-    def requested_rates(self) -> np.ndarray:
-        return np.array([self.config.missing_rate.get(name, 0.0) for name in self.modalities])
+    def requested_rates(self, held: np.ndarray) -> np.ndarray:
+        """Expected per-sample missing rate of each modality for a client holding ``held``.
+
+        With ``random_missing_rate`` r a sample loses one of its h held modalities with
+        probability r, so each held modality is missing at r / h (nothing when h = 1).
+        """
+        rates = np.array([self.config.missing_rate.get(name, 0.0) for name in self.modalities])
+        count = int(held.sum())
+        if self.config.random_missing_rate and count >= 2:
+            rates = rates + self.config.random_missing_rate / count
+        return np.where(held, rates, 0.0)
 
     def client_modalities(self, num_clients: int) -> np.ndarray:
         """(K, M) bool: which modalities each client holds at all.
@@ -74,8 +83,15 @@ class ModalityMasker:
     def mask_client(self, client: int, num_samples: int, held: np.ndarray) -> ClientMask:
         """Presence (n, M) for one client: absent modalities off, then per-sample draws."""
         drawn = np.zeros((num_samples, len(self.modalities)), dtype=bool)
-        for m, rate in enumerate(self.requested_rates):
+        for m, name in enumerate(self.modalities):
+            rate = self.config.missing_rate.get(name, 0.0)
             if rate > 0 and held[m]:
                 drawn[:, m] = rng_for(self.seed, "mask", "sample", client, m).random(num_samples) < rate
+        holding = np.flatnonzero(held)
+        if self.config.random_missing_rate and len(holding) >= 2:
+            rng = rng_for(self.seed, "mask", "random-one", client)
+            hit = rng.random(num_samples) < self.config.random_missing_rate
+            choice = holding[rng.integers(0, len(holding), size=num_samples)]
+            drawn[np.flatnonzero(hit), choice[hit]] = True
         presence = held[None, :] & ~drawn
         return ClientMask(presence=presence, held=held, drawn_missing=drawn)
