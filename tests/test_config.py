@@ -49,3 +49,9 @@ def test_hash_is_stable_and_sensitive():
     assert a.hash() == b.hash()
     assert a.hash() != load_config(TINY, ["seed=1"]).hash()
     assert a.hash("model") == load_config(TINY, ["seed=1"]).hash("model")
+
+
+def test_overrides_leave_the_callers_mapping_alone():
+    raw = {"train": {"rounds": 3}}
+    assert config_from_dict(raw, ["train.strategy=fedprox"]).train.strategy == "fedprox"
+    assert raw == {"train": {"rounds": 3}}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
-from fedmm.fl.strategy import ClientUpdate, State, Strategy, TrainInstruction
+from fedmm.fl.strategy import ClientUpdate, Forward, LocalLoss, State, Strategy, TrainInstruction
 from fedmm.fl.tensors import TensorData
 from fedmm.seeding import torch_generator
 
@@ -16,10 +18,48 @@ def trainable_state(model: torch.nn.Module) -> State:
     return {name: value.detach().clone() for name, value in model.state_dict().items() if value.is_floating_point()}
 
 
+class Worker:
+    """The model every simulated client trains in turn.
+
+    It keeps references to the model's floating-point state tensors (so wrap the model once
+    it is on its device), and loading a global state and reading the trained one back are
+    plain tensor copies, without walking the module tree once per client.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self._tensors = {
+            name: value for name, value in model.state_dict(keep_vars=True).items() if value.is_floating_point()
+        }
+
+    @torch.no_grad()
+    def load(self, state: State) -> None:
+        for name, tensor in self._tensors.items():
+            tensor.copy_(state[name])
+
+    def state(self) -> State:
+        """A detached copy of the current floating-point state (as :func:`trainable_state`)."""
+        return {name: tensor.detach().clone() for name, tensor in self._tensors.items()}
+
+
+def forward(model: torch.nn.Module, batch: TensorData) -> Forward:
+    """Run a batch through the model, keeping the embeddings and fused representation."""
+    embeddings = model.embed(batch.inputs, batch.mask)
+    representation = model.fuse(embeddings, batch.mask)
+    return Forward(batch, embeddings, representation, model.head(representation))
+
+
+def frozen_copy(model: torch.nn.Module, state: State) -> torch.nn.Module:
+    """A copy of ``model`` holding ``state``, in eval mode and without gradients (a fixed reference)."""
+    reference = copy.deepcopy(model)
+    reference.load_state_dict(state)
+    return reference.requires_grad_(False).eval()
+
+
 def run_epochs(
     model: torch.nn.Module,
     data: TensorData,
-    loss_fn,
+    loss_fn: LocalLoss,
     epochs: int,
     batch_size: int,
     optimizer: torch.optim.Optimizer,
@@ -33,37 +73,40 @@ def run_epochs(
         loss_sum = torch.zeros((), device=data.labels.device)
         correct = torch.zeros((), device=data.labels.device)
         for batch in data.batches(batch_size, generator):
-            logits = model(batch.inputs, batch.mask)
-            loss = loss_fn(batch, logits)
+            out = forward(model, batch)
+            loss = loss_fn(out)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(batch)
-            correct += (logits.detach().argmax(1) == batch.labels).sum()
+            correct += (out.logits.detach().argmax(1) == batch.labels).sum()
     return {"train_loss": float(loss_sum / len(data)), "train_accuracy": float(correct / len(data))}
 
 
 def train_client(
-    model: torch.nn.Module,
+    worker: Worker,
     global_state: State,
     data: TensorData,
     instruction: TrainInstruction,
     strategy: Strategy,
     seed: int,
-) -> ClientUpdate:
-    """Load the global state into ``model``, train locally, and return the delta payload."""
-    model.load_state_dict(global_state)
+    kept: State | None = None,
+) -> tuple[ClientUpdate, State | None]:
+    """Load the global state, train locally; returns the delta payload and what the client keeps."""
+    worker.load(global_state)
+    model = worker.model
     optimizer = OPTIMIZERS[instruction.optimizer](model.parameters(), lr=instruction.lr)
     metrics = run_epochs(
         model,
         data,
-        lambda batch, logits: strategy.local_loss(model, batch, logits, global_state),
+        strategy.local_objective(model, global_state, kept),
         instruction.local_epochs,
         instruction.batch_size,
         optimizer,
         ("local", instruction.server_round, instruction.client_id),
         seed,
     )
-    trained = trainable_state(model)
+    trained = worker.state()
     delta = {name: trained[name] - global_state[name] for name in global_state}
-    return ClientUpdate(client_id=instruction.client_id, num_examples=len(data), delta=delta, metrics=metrics)
+    update = ClientUpdate(client_id=instruction.client_id, num_examples=len(data), delta=delta, metrics=metrics)
+    return update, strategy.keep(trained)

@@ -1,8 +1,8 @@
 """The round engine: an in-process simulation of server and clients, checkpointed every round.
 
-Every random draw is keyed by (seed, round, client), never by position in a stream, so a
-run interrupted after round r and resumed from its checkpoint ends exactly where an
-uninterrupted run does.
+Every random draw is keyed by (seed, round, client), never by position in a stream, and
+what clients keep between rounds is snapshotted with the checkpoint, so a run interrupted
+after round r and resumed from its checkpoint ends exactly where an uninterrupted run does.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from fedmm.artifacts import read_npz, write_json, write_npz
 from fedmm.data.corruption import CorruptionPlan
-from fedmm.fl.client import train_client, trainable_state
+from fedmm.fl.client import Worker, train_client, trainable_state
 from fedmm.fl.evaluation import evaluate
 from fedmm.fl.strategy import ClientUpdate, State, Strategy, TrainInstruction
 from fedmm.fl.tensors import TensorData
@@ -25,6 +25,7 @@ from fedmm.models.multimodal import ModelSpec, build_model
 
 CHECKPOINT_FILE = "checkpoint.npz"
 UPDATES_DIR = "updates"
+KEPT_DIR = "kept"
 LAYOUT_FILE = "layout.json"
 
 
@@ -52,12 +53,13 @@ class UpdateStore:
         write_json(self.directory / LAYOUT_FILE, layout)
 
     def write_round(self, server_round: int, start: State, updates: list[ClientUpdate]) -> None:
-        flat = lambda state: torch.cat([v.detach().reshape(-1).float().cpu() for v in state.values()]).numpy()
+        """Flatten on the device, then one copy to the host per matrix."""
+        flat = lambda *states: torch.cat([v.detach().reshape(-1).float() for s in states for v in s.values()])
         write_npz(
             self.directory / f"round_{server_round:04d}.npz",
             {
-                "start": flat(start),
-                "deltas": np.stack([flat(update.delta) for update in updates]),
+                "start": flat(start).cpu().numpy(),
+                "deltas": flat(*(update.delta for update in updates)).reshape(len(updates), -1).cpu().numpy(),
                 "client_ids": np.array([update.client_id for update in updates], dtype=np.int64),
                 "num_examples": np.array([update.num_examples for update in updates], dtype=np.int64),
             },
@@ -65,6 +67,41 @@ class UpdateStore:
 
     def rounds(self) -> list[Path]:
         return sorted(self.directory.glob("round_*.npz"))
+
+
+class KeptStore:
+    """What clients keep between participations (:meth:`Strategy.keep`), snapshotted per round.
+
+    ``after_XXXX.npz`` holds every client's kept state after XXXX completed rounds (keys
+    ``<client>/<state name>``). It is written before that round's checkpoint and older
+    snapshots are removed after it, so a resumed run finds the snapshot its checkpoint
+    matches. Strategies that keep nothing write nothing.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def _path(self, completed: int) -> Path:
+        return self.directory / f"after_{completed:04d}.npz"
+
+    def load(self, completed: int, device: str) -> dict[int, State]:
+        kept: dict[int, State] = {}
+        if self._path(completed).is_file():
+            for key, value in read_npz(self._path(completed)).items():
+                client, name = key.split("/", 1)
+                kept.setdefault(int(client), {})[name] = torch.as_tensor(value, device=device)
+        return kept
+
+    def save(self, completed: int, kept: dict[int, State]) -> None:
+        if kept:
+            arrays = {f"{client}/{name}": value for client, state in kept.items()
+                      for name, value in state_to_arrays(state).items()}
+            write_npz(self._path(completed), arrays)
+
+    def prune(self, completed: int) -> None:
+        for path in self.directory.glob("after_*.npz"):
+            if path != self._path(completed):
+                path.unlink()
 
 
 @dataclass
@@ -93,23 +130,24 @@ def _save_checkpoint(path: Path, completed: int, state: State, history: list[dic
 
 
 def client_payload(
-    worker: torch.nn.Module,
+    worker: Worker,
     state: State,
     data: TensorData,
     instruction: TrainInstruction,
     strategy: Strategy,
     seed: int,
     corruption: CorruptionPlan | None,
-) -> ClientUpdate:
-    """One client's update; a corrupted client's is what it would really send (free riders skip training)."""
+    kept: State | None = None,
+) -> tuple[ClientUpdate, State | None]:
+    """One client's update and kept state; a corrupted client sends what it really would (free riders skip training)."""
     client = instruction.client_id
     if corruption is not None and corruption.free_rides(client):
-        update = ClientUpdate(client, len(data), {name: torch.zeros_like(value) for name, value in state.items()})
-    else:
-        update = train_client(worker, state, data, instruction, strategy, seed)
+        zeros = {name: torch.zeros_like(value) for name, value in state.items()}
+        return ClientUpdate(client, len(data), zeros), kept
+    update, kept = train_client(worker, state, data, instruction, strategy, seed, kept)
     if corruption is None:
-        return update
-    return replace(update, delta=corruption.corrupt_update(client, instruction.server_round, update.delta))
+        return update, kept
+    return replace(update, delta=corruption.corrupt_update(client, instruction.server_round, update.delta)), kept
 
 
 def run_federated(
@@ -132,8 +170,9 @@ def run_federated(
     workdir = Path(workdir)
     checkpoint = workdir / CHECKPOINT_FILE
     store = UpdateStore(workdir / UPDATES_DIR)
+    kept_store = KeptStore(workdir / KEPT_DIR)
     model = build_model(spec, seed).to(device)
-    worker = build_model(spec, seed).to(device)
+    worker = Worker(build_model(spec, seed).to(device))
     state = trainable_state(model)
     history: list[dict] = []
     start = 0
@@ -142,12 +181,16 @@ def run_federated(
         start, state, history = loaded
     else:
         store.write_layout(state)
+    kept = kept_store.load(start, device)
     for server_round in range(start, rounds):
-        instructions = strategy.configure_train(server_round, len(clients))
-        updates = [
-            client_payload(worker, state, clients[ins.client_id], ins, strategy, seed, corruption)
-            for ins in instructions
-        ]
+        updates = []
+        for ins in strategy.configure_train(server_round, len(clients)):
+            update, client_kept = client_payload(
+                worker, state, clients[ins.client_id], ins, strategy, seed, corruption, kept.get(ins.client_id)
+            )
+            updates.append(update)
+            if client_kept is not None:
+                kept[ins.client_id] = client_kept
         store.write_round(server_round, state, updates)
         state = strategy.aggregate_train(server_round, state, updates)
         model.load_state_dict(state)
@@ -159,7 +202,9 @@ def run_federated(
             ],
         }
         history.append(record)
+        kept_store.save(server_round + 1, kept)
         _save_checkpoint(checkpoint, server_round + 1, state, history)
+        kept_store.prune(server_round + 1)
         if on_round is not None:
             on_round(record)
     model.load_state_dict(state)

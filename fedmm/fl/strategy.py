@@ -7,14 +7,20 @@ does) and never touches transport. Messages are plain typed values:
 - client -> server: the strategy's ``payload_type`` (FedAvg: :class:`ClientUpdate`, a
   parameter delta and its example count).
 
-So FedProx or MOON are a new ``local_loss``; FedMEKT or dual distillation a new payload and
-``aggregate_train``; and the same classes can run over Flower by mapping these types onto
-its messages.
+On the client, ``local_objective`` builds the loss of one round of local training: it sees
+every batch's :class:`Forward` (per-modality embeddings, fused representation, logits), the
+round's global state, and what the client kept from its last participation (``keep``; the
+client's own storage, never sent to the server).
+
+So FedProx or MOON are a new ``local_objective``; FedMEKT or dual distillation a new payload
+and ``aggregate_train``; and the same classes can run over Flower by mapping these types onto
+its messages (``keep`` onto the client's ``Context.state``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +55,24 @@ class ClientUpdate:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Forward:
+    """One batch through the client's model: what a local objective sees."""
+
+    batch: TensorData
+    embeddings: torch.Tensor  # (B, M, E) per modality, zero where absent
+    representation: torch.Tensor  # (B, F) the fused representation the head classifies
+    logits: torch.Tensor
+
+
+LocalLoss = Callable[[Forward], torch.Tensor]
+
+
+def cross_entropy(out: Forward) -> torch.Tensor:
+    """The supervised loss of a batch."""
+    return torch.nn.functional.cross_entropy(out.logits, out.batch.labels)
+
+
 class Strategy(ABC):
     """A federated learning algorithm: configure clients, local objective, aggregate."""
 
@@ -60,10 +84,17 @@ class Strategy(ABC):
         """Choose this round's clients and their local settings."""
 
     @abstractmethod
-    def local_loss(
-        self, model: torch.nn.Module, batch: TensorData, logits: torch.Tensor, global_state: State
-    ) -> torch.Tensor:
-        """The client's objective on one batch (``global_state`` is the round's start model)."""
+    def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
+        """The client's loss for one round of local training, built once before its first batch.
+
+        ``model`` is the client's model, holding ``global_state`` (the round's start model)
+        when training starts; ``kept`` is what :meth:`keep` returned at the client's last
+        participation, None at its first.
+        """
+
+    def keep(self, trained: State) -> State | None:
+        """What a client stores locally after training, for its next participation (default: nothing)."""
+        return None
 
     @abstractmethod
     def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
@@ -76,8 +107,9 @@ class FedAvg(Strategy):
     Each round a seeded ``client_fraction`` of the clients (at least one) trains for
     ``local_epochs`` with cross-entropy; the server adds the example-weighted mean delta.
 
-    Client contract: minimise plain cross-entropy on local data and send the delta of every
-    floating-point state entry with the number of examples trained on.
+    Client contract: minimise plain cross-entropy on local data and send a
+    :class:`ClientUpdate`: the delta of every floating-point state entry and the number of
+    examples trained on.
     """
 
     name = "fedavg"
@@ -104,10 +136,8 @@ class FedAvg(Strategy):
             for client in self.select_clients(server_round, num_clients)
         ]
 
-    def local_loss(
-        self, model: torch.nn.Module, batch: TensorData, logits: torch.Tensor, global_state: State
-    ) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(logits, batch.labels)
+    def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
+        return cross_entropy
 
     def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
         if not updates:
@@ -118,11 +148,3 @@ class FedAvg(Strategy):
             weighted = sum(update.delta[name] * (update.num_examples / total) for update in updates)
             merged[name] = global_state[name] + weighted
         return merged
-
-
-STRATEGIES: dict[str, type[Strategy]] = {FedAvg.name: FedAvg}
-
-
-def make_strategy(train: TrainConfig, seed: int) -> Strategy:
-    """The strategy a config names."""
-    return STRATEGIES[train.strategy](train, seed)

@@ -17,7 +17,8 @@ from fedmm.fl.client import OPTIMIZERS, run_epochs
 from fedmm.fl.engine import UPDATES_DIR, arrays_to_state, run_federated, state_to_arrays
 from fedmm.fl.evaluation import evaluate
 from fedmm.fl.result import TrainResult
-from fedmm.fl.strategy import make_strategy
+from fedmm.fl.strategies import make_strategy
+from fedmm.fl.strategy import cross_entropy
 from fedmm.fl.tensors import TensorData
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.runtime import resolve_device, state_dir
@@ -72,7 +73,7 @@ def train_centralized(
         metrics = run_epochs(
             model,
             pooled,
-            lambda batch, logits: torch.nn.functional.cross_entropy(logits, batch.labels),
+            cross_entropy,
             1,
             config.train.batch_size,
             optimizer,

@@ -135,8 +135,12 @@ class MultimodalNet(nn.Module):
     def fuse(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.fusion(torch.cat([embeddings.flatten(1), mask.to(embeddings.dtype)], dim=1))
 
+    def represent(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """The fused representation (B, F) that the head classifies."""
+        return self.fuse(self.embed(inputs, mask), mask)
+
     def forward(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.fuse(self.embed(inputs, mask), mask))
+        return self.head(self.represent(inputs, mask))
 
 
 def build_model(spec: ModelSpec, seed: int) -> MultimodalNet:

@@ -1,0 +1,34 @@
+"""FedProx (Li et al., MLSys 2020): FedAvg whose clients stay near the global model."""
+
+from __future__ import annotations
+
+import torch
+
+from fedmm.config import TrainConfig
+from fedmm.fl.strategy import FedAvg, Forward, LocalLoss, State, cross_entropy
+
+
+class FedProx(FedAvg):
+    """FedAvg with a proximal term in the local objective; ``train.fedprox.mu`` weighs it.
+
+    Client contract: minimise ``cross_entropy + (mu / 2) * ||w - w_global||^2`` (the
+    *squared* L2 distance of the trainable parameters to the round's global model, held fixed
+    during local training), then send a :class:`~fedmm.fl.strategy.ClientUpdate` (the delta
+    of every floating-point state entry and the number of examples), as FedAvg. Client
+    selection and aggregation are FedAvg's, and ``mu = 0`` is FedAvg exactly.
+    """
+
+    name = "fedprox"
+
+    def __init__(self, train: TrainConfig, seed: int) -> None:
+        super().__init__(train, seed)
+        self.mu = train.fedprox.mu
+
+    def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
+        anchored = [(param, global_state[name]) for name, param in model.named_parameters()]
+
+        def loss(out: Forward) -> torch.Tensor:
+            proximal = sum((param - anchor).pow(2).sum() for param, anchor in anchored)
+            return cross_entropy(out) + (self.mu / 2) * proximal
+
+        return loss

@@ -1,0 +1,59 @@
+"""MOON (Li, He and Song, CVPR 2021): model-contrastive federated learning."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fedmm.config import TrainConfig
+from fedmm.fl.client import frozen_copy
+from fedmm.fl.strategy import FedAvg, Forward, LocalLoss, State, cross_entropy
+
+
+class Moon(FedAvg):
+    """FedAvg with MOON's model-contrastive term on the fused representation.
+
+    For a batch, let ``z`` be the client model's fused representation
+    (``MultimodalNet.represent``: encoders, masked fusion), ``z_glob`` that of the round's
+    global model and ``z_prev`` that of the client's own model after its previous
+    participation (both frozen). With cosine similarity ``sim`` and temperature ``tau``
+    (``train.moon.temperature``)::
+
+        l_con = -log(exp(sim(z, z_glob) / tau) / (exp(sim(z, z_glob) / tau) + exp(sim(z, z_prev) / tau)))
+        loss = cross_entropy + mu * l_con                      (mu: train.moon.mu)
+
+    Client contract: keep its trained state locally after every round (:meth:`keep`; it is
+    never sent), minimise the loss above, and send a :class:`~fedmm.fl.strategy.ClientUpdate`
+    as FedAvg. At a client's first participation there is no previous model and the term is
+    dropped (the reference code's previous = global would make it the constant log 2, which
+    has no gradient). Selection and aggregation are FedAvg's; ``mu = 0`` is FedAvg exactly.
+    """
+
+    name = "moon"
+
+    def __init__(self, train: TrainConfig, seed: int) -> None:
+        super().__init__(train, seed)
+        self.mu = train.moon.mu
+        self.temperature = train.moon.temperature
+
+    def keep(self, trained: State) -> State:
+        return trained
+
+    def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
+        if kept is None:
+            return cross_entropy
+        global_model, previous = frozen_copy(model, global_state), frozen_copy(model, kept)
+
+        def loss(out: Forward) -> torch.Tensor:
+            inputs, mask = out.batch.inputs, out.batch.mask
+            with torch.no_grad():
+                positive, negative = global_model.represent(inputs, mask), previous.represent(inputs, mask)
+            similarities = torch.stack(
+                [F.cosine_similarity(out.representation, positive, dim=1),
+                 F.cosine_similarity(out.representation, negative, dim=1)],
+                dim=1,
+            )
+            target = torch.zeros(len(similarities), dtype=torch.long, device=similarities.device)
+            return cross_entropy(out) + self.mu * F.cross_entropy(similarities / self.temperature, target)
+
+        return loss

@@ -1,0 +1,153 @@
+import math
+import typing
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fedmm.cli import main
+from fedmm.config import ConfigError, ModelConfig, TrainConfig, config_from_dict
+from fedmm.data.federated import partition_and_mask
+from fedmm.data.prepare import prepare
+from fedmm.fl import engine
+from fedmm.fl.client import Worker, forward, trainable_state
+from fedmm.fl.engine import UpdateStore
+from fedmm.fl.moon import Moon
+from fedmm.fl.strategies import STRATEGIES, make_strategy
+from fedmm.fl.strategy import cross_entropy
+from fedmm.fl.tensors import TensorData
+from fedmm.fl.training import model_spec, train
+from fedmm.models.multimodal import ModelSpec, build_model
+
+RAW = {
+    "data": {"window": 50, "stride": 50},
+    "partition": {"scheme": "dirichlet", "num_clients": 4, "alpha": 1.0},
+    "model": {"embed_dim": 8, "channels": 4, "fusion_dim": 8},
+    "train": {"rounds": 3, "batch_size": 64, "client_fraction": 0.75, "centralized": False},
+    "mask": {"missing_rate": {"gyro": 0.3}},
+}
+
+
+def config(*overrides):
+    return config_from_dict(RAW, list(overrides))
+
+
+@pytest.fixture(scope="module")
+def data():
+    base = config()
+    prepared = prepare(base.data, base.seed)
+    return prepared, partition_and_mask(prepared, base.partition, base.mask, base.seed)
+
+
+def run(data, tmp_path, name, *overrides):
+    return train(config(*overrides), *data, workdir=tmp_path / name)
+
+
+def assert_same(a, b):
+    assert a.history == b.history
+    for name in a.state:
+        torch.testing.assert_close(a.state[name], b.state[name], rtol=0, atol=0)
+
+
+def delta_norms(workdir):
+    stored = np.load(UpdateStore(workdir / "updates").rounds()[0])
+    return stored["client_ids"], np.linalg.norm(stored["deltas"], axis=1)
+
+
+def test_registry_matches_the_config_choices():
+    assert set(STRATEGIES) == set(typing.get_args(TrainConfig.model_fields["strategy"].annotation))
+    for name in STRATEGIES:
+        assert make_strategy(config(f"train.strategy={name}").train, 0).name == name
+
+
+@pytest.mark.parametrize("strategy, knob", [("fedprox", "train.fedprox.mu=0"), ("moon", "train.moon.mu=0")])
+def test_zero_weight_is_fedavg_exactly(data, tmp_path, strategy, knob):
+    reference = run(data, tmp_path, "fedavg")
+    assert_same(run(data, tmp_path, strategy, f"train.strategy={strategy}", knob), reference)
+
+
+def test_strong_proximal_term_keeps_clients_near_the_global_model(data, tmp_path):
+    run(data, tmp_path, "fedavg", "train.rounds=1", "train.local_epochs=3")
+    run(data, tmp_path, "fedprox", "train.rounds=1", "train.local_epochs=3", "train.strategy=fedprox",
+        "train.fedprox.mu=10")
+    avg_clients, avg = delta_norms(tmp_path / "fedavg")
+    prox_clients, prox = delta_norms(tmp_path / "fedprox")
+    assert list(avg_clients) == list(prox_clients)
+    assert (prox < avg).all()
+
+
+def test_moon_contrastive_term_is_finite_and_log_two_against_the_global_model(data):
+    prepared, federated = data
+    train_config = config("train.strategy=moon", "train.moon.mu=1.0").train
+    model = build_model(model_spec(config(), prepared), 0)
+    batch = TensorData.from_numpy(
+        {name: array[:64] for name, array in prepared.dataset.modalities.items()},
+        np.ones((64, 2), dtype=bool), prepared.dataset.labels[:64],
+    )
+    global_state = trainable_state(model)
+    moon = Moon(train_config, 0)
+    out = forward(model, batch)
+    assert moon.local_objective(model, global_state, None)(out) == cross_entropy(out)
+    same = moon.local_objective(model, global_state, global_state)(out) - cross_entropy(out)
+    assert same.item() == pytest.approx(math.log(2), abs=1e-5)
+    previous = {name: value + 0.1 * torch.randn_like(value) for name, value in global_state.items()}
+    loss = moon.local_objective(model, global_state, previous)(out)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_moon_keeps_state_and_resumes_to_the_same_result(data, tmp_path, monkeypatch):
+    moon = ("train.strategy=moon",)
+    reference = run(data, tmp_path, "reference", *moon)
+    assert reference.history != run(data, tmp_path, "fedavg").history
+    assert sorted(p.name for p in (tmp_path / "reference" / engine.KEPT_DIR).iterdir()) == ["after_0003.npz"]
+
+    real = engine._save_checkpoint
+
+    def crash_after_round_two(path, completed, state, history):
+        real(path, completed, state, history)
+        if completed == 2:
+            raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(engine, "_save_checkpoint", crash_after_round_two)
+    with pytest.raises(KeyboardInterrupt):
+        run(data, tmp_path, "resumed", *moon)
+    monkeypatch.setattr(engine, "_save_checkpoint", real)
+    assert_same(run(data, tmp_path, "resumed", *moon), reference)
+
+
+def test_worker_loads_and_reads_back_like_the_module():
+    stats = {"a": np.array([[0.0] * 3, [1.0] * 3]), "b": np.array([[0.0], [1.0]])}
+    spec = ModelSpec.build({"a": (3, 16), "b": (1,)}, 3, ModelConfig(embed_dim=4, channels=2, fusion_dim=4), stats)
+    model = build_model(spec, 0)
+    other = {name: value + 1 for name, value in trainable_state(model).items()}
+    worker = Worker(model)
+    worker.load(other)
+    for name, value in trainable_state(model).items():
+        torch.testing.assert_close(value, other[name], rtol=0, atol=0)
+        torch.testing.assert_close(worker.state()[name], other[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.strategy=fedsgd", "train.strategy: Input should be 'fedavg', 'fedprox' or 'moon'"),
+        ("train.fedprox.mu=-1", "train.fedprox.mu: Input should be greater than or equal to 0"),
+        ("train.moon.temperature=0", "train.moon.temperature: Input should be greater than 0"),
+        ("train.moon.tau=0.5", "train.moon.tau: unknown key"),
+    ],
+)
+def test_bad_strategy_settings_are_clear_errors(override, message):
+    with pytest.raises(ConfigError) as error:
+        config(override)
+    assert message in str(error.value)
+
+
+def test_strategy_is_selected_from_the_command_line():
+    result = CliRunner().invoke(main, ["config", "--set", "train.strategy=fedprox", "--set", "train.fedprox.mu=0.1"])
+    assert result.exit_code == 0 and "strategy: fedprox" in result.output and "mu: 0.1" in result.output
+    result = CliRunner().invoke(main, ["run", "--set", "train.strategy=fedsgd"])
+    assert result.exit_code == 2
+    assert "train.strategy: Input should be 'fedavg', 'fedprox' or 'moon'" in result.output
