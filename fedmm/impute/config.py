@@ -1,0 +1,88 @@
+"""Settings of the imputers and of the imputation evaluation (the pipeline config's ``impute`` section)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+IMPUTER_NAMES = ("zero", "mean", "knn", "iterative", "generator", "diffusion")
+RATES = (0.1, 0.3, 0.5, 0.7, 0.9)
+RANDOM = "random"
+MISSING = "missing:"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KnnConfig(_Section):
+    """scikit-learn ``KNNImputer`` on flattened standardised inputs, one per client."""
+
+    n_neighbors: int = Field(5, ge=1)
+
+
+class IterativeConfig(_Section):
+    """scikit-learn ``IterativeImputer`` (BayesianRidge) on per-modality PCA coefficients, one per client."""
+
+    components: int = Field(8, ge=1, description="PCA components per modality (client-local basis)")
+    max_iter: int = Field(10, ge=1)
+
+
+class LatentTrainConfig(_Section):
+    """Federated training of a latent-space imputer: local epochs per round, FedAvg of its weights."""
+
+    rounds: int = Field(20, ge=1)
+    local_epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.001, gt=0)
+    hidden: int = Field(256, ge=1, description="width of the network's hidden layers")
+
+
+class GeneratorConfig(LatentTrainConfig):
+    """FedMobile's cross-modal generator: regression plus logit distillation from the frozen model."""
+
+    distill_weight: float = Field(0.5, ge=0, description="weight of the KL term between true and generated logits")
+    temperature: float = Field(2.0, gt=0, description="softmax temperature of the distillation")
+
+
+class DiffusionConfig(LatentTrainConfig):
+    """HidE's conditional denoising diffusion over the missing modalities' embeddings."""
+
+    rounds: int = Field(30, ge=1)
+    timesteps: int = Field(200, ge=2, description="diffusion steps of the training schedule")
+    sampling_steps: int = Field(10, ge=1, description="DDIM steps at imputation (deterministic, eta=0)")
+    samples: int = Field(16, ge=1, description="DDIM samples averaged per imputation")
+
+    @model_validator(mode="after")
+    def _check(self) -> DiffusionConfig:
+        if self.sampling_steps > self.timesteps:
+            raise ValueError("impute.diffusion.sampling_steps must not exceed impute.diffusion.timesteps")
+        return self
+
+
+class ImputeConfig(_Section):
+    """Which imputers to fit and how the evaluation masks held-out samples."""
+
+    evaluate: bool = Field(False, description="run the evaluate_imputation step in the training pipeline")
+    imputers: tuple[Literal[IMPUTER_NAMES], ...] = Field(IMPUTER_NAMES, min_length=1, description="which to fit")
+    patterns: tuple[str, ...] = Field(
+        (), description="'missing:<modality>' or 'random'; empty: one per modality plus 'random'",
+    )
+    rates: tuple[float, ...] = Field(RATES, min_length=1, description="shares of test samples that lose something")
+    knn: KnnConfig = KnnConfig()
+    iterative: IterativeConfig = IterativeConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> ImputeConfig:
+        for rate in self.rates:
+            if not 0 < rate <= 1:
+                raise ValueError(f"impute.rates: {rate} must be in (0, 1]")
+        for pattern in self.patterns:
+            if pattern != RANDOM and not (pattern.startswith(MISSING) and len(pattern) > len(MISSING)):
+                raise ValueError(f"impute.patterns: {pattern!r} is neither 'random' nor 'missing:<modality>'")
+        if len(set(self.imputers)) != len(self.imputers):
+            raise ValueError(f"impute.imputers names an imputer twice: {list(self.imputers)}")
+        return self

@@ -1,0 +1,155 @@
+"""Federated training of latent-space imputers over the frozen model's embeddings.
+
+Each client embeds its own samples with the trained global encoders, trains the imputer
+network locally from the round's global weights, and sends those weights with its count of
+usable samples (two or more modalities present); the server takes the weighted mean
+(FedAvg). Embeddings are scaled per dimension by federated moments. A strategy can reuse
+:func:`masked_targets`, :func:`fedavg_states` and :func:`train_federated` with its own
+(non-frozen) encoders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedmm.fl.tensors import TensorData
+from fedmm.impute.base import ImputationError
+from fedmm.impute.moments import Moments, aggregate
+from fedmm.models.multimodal import MultimodalNet
+from fedmm.seeding import seed_sequence
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass
+class LatentData:
+    """One client's embeddings (n, M, E), zero where absent, and presence (n, M)."""
+
+    embeddings: torch.Tensor
+    present: torch.Tensor
+
+    @property
+    def usable(self) -> torch.Tensor:
+        """Samples with at least two modalities present: only those can teach cross-modal imputation."""
+        return self.present.sum(1) >= 2
+
+    def batches(self, batch_size: int, generator: torch.Generator):
+        """Seeded mini-batches of the usable samples."""
+        rows = torch.nonzero(self.usable).flatten()
+        order = rows[torch.randperm(len(rows), generator=generator).to(rows.device)]
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            yield self.embeddings[index], self.present[index]
+
+
+@torch.no_grad()
+def client_latents(model: MultimodalNet, clients: list[TensorData], batch_size: int = 1024) -> list[LatentData]:
+    """Every client's embeddings by the frozen encoders (computed on the client)."""
+    out = []
+    for client in clients:
+        parts = [model.embed(batch.inputs, batch.mask) for batch in client.batches(batch_size)]
+        embeddings = torch.cat(parts) if parts else torch.zeros(0, len(model.modalities), model.spec.embed_dim)
+        out.append(LatentData(embeddings, client.mask))
+    return out
+
+
+class Scaler(nn.Module):
+    """Per (modality, dimension) standardisation of embeddings and their observed range, from federated moments."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> None:
+        super().__init__()
+        for name, value in (("mean", mean), ("std", std), ("low", low), ("high", high)):
+            self.register_buffer(name, value)
+
+    @classmethod
+    def federated(cls, clients: list[LatentData]) -> Scaler:
+        stats = []
+        for m in range(clients[0].embeddings.shape[1]):
+            moments = aggregate(
+                [Moments.of(c.embeddings[:, m].cpu().numpy(), c.present[:, m].cpu().numpy()) for c in clients]
+            )
+            stats.append((moments.mean, moments.std, *moments.bounds))
+        return cls(*(torch.as_tensor(np.stack(column), dtype=torch.float32) for column in zip(*stats)))
+
+    def forward(self, embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Scaled embeddings, zero where absent."""
+        return (embeddings - self.mean) / self.std * present.unsqueeze(-1)
+
+    def clamp(self, scaled: torch.Tensor) -> torch.Tensor:
+        """Scaled values clipped to the range the clients observed."""
+        return torch.clamp(scaled, (self.low - self.mean) / self.std, (self.high - self.mean) / self.std)
+
+    def inverse(self, scaled: torch.Tensor) -> torch.Tensor:
+        """Embeddings from scaled values, clipped to the observed range."""
+        return self.clamp(scaled) * self.std + self.mean
+
+
+def masked_targets(present: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Masked supervision: hide a random non-empty proper subset of each sample's present modalities.
+
+    Each present modality is hidden with probability 1/2; a sample left with none hidden
+    hides one of its present modalities at random, one left with none visible shows one.
+    """
+    draw = torch.rand(present.shape, generator=generator).to(present.device)
+    targets = (draw < 0.5) & present
+    pick = torch.argmax(torch.where(present, draw, -1.0), dim=1, keepdim=True)
+    one = torch.zeros_like(present).scatter_(1, pick, True)
+    targets = torch.where(targets.any(1, keepdim=True), targets, one)
+    return torch.where((targets == present).all(1, keepdim=True), targets & ~one, targets)
+
+
+def seeded_module(factory: Callable[[], nn.Module], seed: int, *keys: int | str) -> nn.Module:
+    """A module initialised from the keyed stream (seed, *keys), leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed_sequence(seed, *keys).generate_state(1)[0]))
+        return factory()
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Gradients flow through ``model`` to its inputs but never into its parameters."""
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def fedavg_states(states: list[State], weights: list[float]) -> State:
+    """The weighted mean of client states (FedAvg's aggregation)."""
+    total = float(sum(weights))
+    return {name: sum(s[name] * (w / total) for s, w in zip(states, weights)) for name in states[0]}
+
+
+def train_federated(
+    module: nn.Module,
+    clients: list[LatentData],
+    local_train: Callable[[nn.Module, LatentData, int, int], None],
+    rounds: int,
+) -> nn.Module:
+    """FedAvg over ``rounds``: every client with usable samples runs ``local_train(module, data, round, client)``."""
+    weights = [int(c.usable.sum()) for c in clients]
+    if not any(weights):
+        raise ImputationError("no client holds a sample with two modalities present: nothing to learn from")
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    for server_round in range(rounds):
+        states = []
+        for k, data in enumerate(clients):
+            if not weights[k]:
+                continue
+            module.load_state_dict(state)
+            module.train()
+            local_train(module, data, server_round, k)
+            states.append({key: v.detach().clone() for key, v in module.state_dict().items()})
+        state = fedavg_states(states, [w for w in weights if w])
+    module.load_state_dict(state)
+    return module.eval()

@@ -1,0 +1,37 @@
+"""The imputers by name, built from the ``impute`` config section and fitted together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fedmm.fl.tensors import TensorData
+from fedmm.impute.base import ImputationError, Imputer
+from fedmm.impute.config import ImputeConfig
+from fedmm.impute.diffusion import DiffusionImputer
+from fedmm.impute.generator import GeneratorImputer
+from fedmm.impute.local import ClientIterative, ClientKnn
+from fedmm.impute.simple import MeanFill, ZeroFill
+from fedmm.models.multimodal import MultimodalNet
+
+IMPUTERS: dict[str, Callable[[ImputeConfig], Imputer]] = {
+    ZeroFill.name: lambda config: ZeroFill(),
+    MeanFill.name: lambda config: MeanFill(),
+    ClientKnn.name: lambda config: ClientKnn(config.knn),
+    ClientIterative.name: lambda config: ClientIterative(config.iterative),
+    GeneratorImputer.name: lambda config: GeneratorImputer(config.generator),
+    DiffusionImputer.name: lambda config: DiffusionImputer(config.diffusion),
+}
+
+
+def make_imputer(name: str, config: ImputeConfig) -> Imputer:
+    """An unfitted imputer by name."""
+    if name not in IMPUTERS:
+        raise ImputationError(f"unknown imputer {name!r}; choose from {sorted(IMPUTERS)}")
+    return IMPUTERS[name](config)
+
+
+def fit_imputers(
+    config: ImputeConfig, clients: list[TensorData], model: MultimodalNet, seed: int
+) -> dict[str, Imputer]:
+    """Every configured imputer, fitted over the clients' masked data with the frozen global model."""
+    return {name: make_imputer(name, config).fit(clients, model, seed) for name in config.imputers}

@@ -1,0 +1,22 @@
+import pytest
+from pydantic import ValidationError
+
+from fedmm.impute.config import ImputeConfig
+from fedmm.impute.registry import IMPUTERS
+
+
+def test_the_config_knows_every_registered_imputer():
+    assert ImputeConfig().imputers == tuple(IMPUTERS)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"imputers": ["magic"]}, "Input should be"),
+    ({"imputers": ["zero", "zero"]}, "twice"),
+    ({"rates": [0.0]}, "must be in"),
+    ({"patterns": ["gyro"]}, "neither"),
+    ({"diffusion": {"timesteps": 10, "sampling_steps": 20}}, "must not exceed"),
+    ({"knn": {"neighbours": 3}}, "Extra inputs"),
+])
+def test_bad_values_fail_up_front(bad, match):
+    with pytest.raises(ValidationError, match=match):
+        ImputeConfig.model_validate(bad)
