@@ -51,6 +51,12 @@ def write_json(path: str | Path, payload: Any) -> None:
     _atomic(Path(path), lambda handle: handle.write(data))
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 text atomically."""
+    data = text.encode()
+    _atomic(Path(path), lambda handle: handle.write(data))
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 

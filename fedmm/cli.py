@@ -77,9 +77,11 @@ def show_config(config_path: Path | None, overrides: tuple[str, ...]) -> None:
 @click.option("--version", "version", required=True, help="Model version to promote.")
 @click.option("--min-macro-f1", type=float, default=None, help="Floor (default: the config's registry.min_macro_f1).")
 @click.option("--margin", type=float, default=None, help="Margin over the champion (default: the config's).")
+@click.option("--require-clean-audit/--no-require-clean-audit", default=None,
+              help="Gate on the contribution audit (default: the config's registry.require_clean_audit).")
 @CONFIG_OPTION
 def promote(model_name: str, version: str, min_macro_f1: float | None, margin: float | None,
-            config_path: Path | None) -> None:
+            require_clean_audit: bool | None, config_path: Path | None) -> None:
     """Promote a version to champion if every gate passes (exit 1 when it does not)."""
     from fedmm.tracking.registry import promote as promote_version
     from pipelines.model_control_plane import mirror_aliases
@@ -87,7 +89,9 @@ def promote(model_name: str, version: str, min_macro_f1: float | None, margin: f
     config = _load(config_path, ())
     floor = config.registry.min_macro_f1 if min_macro_f1 is None else min_macro_f1
     margin = config.registry.champion_margin if margin is None else margin
-    decision = promote_version(model_name, version, floor, margin)
+    if require_clean_audit is None:
+        require_clean_audit = config.registry.require_clean_audit
+    decision = promote_version(model_name, version, floor, margin, require_clean_audit=require_clean_audit)
     mirror_aliases(model_name)
     for gate in decision.gates:
         click.echo(f"{'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.detail}")
@@ -121,6 +125,60 @@ def stage_command(name: str, config_path: Path | None, workdir: Path) -> None:
     from fedmm.stages import STAGES
 
     STAGES[name](_load(config_path, ()), workdir)
+
+
+@main.command()
+@click.option("--run", "training_run_id", required=True, help="ZenML pipeline run id of a finished training run.")
+@CONFIG_OPTION
+@SET_OPTION
+def audit(training_run_id: str, config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Audit a past training run's client contributions (audit settings from the config)."""
+    from fedmm.report import print_audit
+    from pipelines.audit import run_audit
+
+    run = run_audit(_load(config_path, overrides), training_run_id)
+    report = run.steps["audit_contributions"].outputs["contribution_audit"][0].load()
+    print_audit(report)
+    click.echo(f"audit pipeline run: {run.id}")
+
+
+@main.command()
+@click.option("--run", "training_run_id", required=True, help="ZenML pipeline run id of a finished training run.")
+@CONFIG_OPTION
+@SET_OPTION
+def impute(training_run_id: str, config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Evaluate imputers of missing modalities on a past training run's model (settings: impute.*)."""
+    from pipelines.imputation import run_imputation
+
+    run = run_imputation(_load(config_path, overrides), training_run_id)
+    report = run.steps["evaluate_imputation"].outputs["imputation_report"][0].load()
+    click.echo(report.markdown(rate=0.5 if 0.5 in report.table["rate"].values else None))
+    click.echo(f"imputation pipeline run: {run.id}")
+
+
+@main.command()
+@click.option("--config", "-c", "spec_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Experiment file (configs/experiments/*.yaml).")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Results folder (default: reports/experiments/<name>).")
+@click.option("--dry-run", is_flag=True, help="List the cells and their `fedmm run` commands; run nothing.")
+def experiment(spec_path: Path, output: Path | None, dry_run: bool) -> None:
+    """Run a matrix of configs resumably: CSV, Markdown table and plots, one MLflow parent run."""
+    from fedmm.experiments.matrix import expand, load_spec
+
+    spec, base = load_spec(spec_path)
+    cells = expand(spec, base)
+    if dry_run:
+        for cell in cells:
+            click.echo(f"{cell.cell_id}  {cell.run_command(base)}")
+        click.echo(f"{len(cells)} cells")
+        return
+    from fedmm.experiments.runner import run_experiment
+
+    outcome = run_experiment(spec, cells, output or Path("reports") / "experiments" / spec.name)
+    click.echo(outcome.outputs["table"].read_text())
+    click.echo(f"ran {outcome.ran} cells, {outcome.skipped} already done; results: {outcome.outputs['cells'].parent}")
+    click.echo(f"MLflow parent run: {outcome.parent_run_id}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ bad value (unknown key, a missing rate of 1.5, zero clients) fails before any wo
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedmm.impute.config import ImputeConfig
 
 
 class ConfigError(ValueError):
@@ -147,10 +150,23 @@ class ModelConfig(_Section):
     fusion_dim: int = Field(64, ge=1)
 
 
+class FedProxConfig(_Section):
+    """FedProx: each client adds (mu/2)*||w - w_global||^2 to its loss."""
+
+    mu: float = Field(0.01, ge=0, description="weight of the proximal term; 0 is FedAvg")
+
+
+class MoonConfig(_Section):
+    """MOON: model-contrastive loss on the fused representation, weighted by mu."""
+
+    mu: float = Field(1.0, ge=0, description="weight of the contrastive term; 0 is FedAvg")
+    temperature: float = Field(0.5, gt=0, description="temperature of the cosine similarities")
+
+
 class TrainConfig(_Section):
     """Federated rounds, local training and the centralized reference."""
 
-    strategy: Literal["fedavg"] = "fedavg"
+    strategy: Literal["fedavg", "fedprox", "moon"] = "fedavg"
     rounds: int = Field(20, ge=1)
     client_fraction: float = Field(1.0, gt=0, le=1)
     local_epochs: int = Field(1, ge=1)
@@ -160,6 +176,8 @@ class TrainConfig(_Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     gpus: int = Field(0, ge=0, le=8, description="GPUs the orchestrator requests for the training step")
     centralized: bool = Field(True, description="also train the pooled-data upper reference")
+    fedprox: FedProxConfig = FedProxConfig()
+    moon: MoonConfig = MoonConfig()
 
 
 class ValidationConfig(_Section):
@@ -178,6 +196,50 @@ class RegistryConfig(_Section):
     model_name: str = Field("fedmm-smartwatch", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     min_macro_f1: float = Field(0.5, ge=0, le=1, description="test macro-F1 floor for promotion")
     champion_margin: float = Field(0.0, ge=0, le=1, description="how much the challenger must beat the champion by")
+    require_clean_audit: bool = Field(
+        False, description="gate: promote only if the contribution audit flagged no client as harmful"
+    )
+
+
+class AuditConfig(_Section):
+    """Contribution audit: one cooperative game per stored round, valued per client.
+
+    The utility of a coalition is the validation ``metric`` of the round's start model plus
+    the coalition's updates (no retraining). ``weighting: fixed`` (default) keeps each
+    client's FedAvg weight among all of the round's participants: the grand coalition is the
+    model FedAvg produced, values sum to its gain over the start model, and a client sending
+    a zero update is an exact null player. With ``renormalised`` each coalition is a FedAvg
+    of its own members, so a zero update dilutes the others and is not null. The default
+    metric ``neg_log_loss`` is smooth, so values are rarely tied and sampled estimates
+    converge faster than for accuracy or macro-F1, which are step functions of the logits.
+
+    Flags, per client over the run, with ``scale`` = sum of |cumulative values|: free rider
+    (median update norm / round median norm <= ``free_rider_norm`` and |value| <=
+    ``negligible_value`` x scale), harmful (the value's CI lies below -``negligible_value``
+    x scale), low quality (neither, value in the bottom ``low_quality_quantile`` of clients
+    and mean cosine to the aggregate < ``low_quality_cosine``). ``linearised`` values a
+    first-order approximation of each game instead (far cheaper; its error against the true
+    game on ``linearised_check`` random coalitions is reported per round).
+    """
+
+    weighting: Literal["fixed", "renormalised"] = "fixed"
+    metric: Literal["accuracy", "macro_f1", "neg_log_loss"] = "neg_log_loss"
+    exact_max_players: int = Field(10, ge=1, le=20, description="exact Shapley (2^n evaluations) up to this many")
+    max_evaluations: int = Field(2000, ge=16, description="sampled rounds: evaluation budget of permutation Shapley")
+    stderr_tol: float = Field(0.0, ge=0, description="sampled rounds: stop once every standard error is below (0: off)")
+    truncation_tol: float = Field(0.0, ge=0, lt=1, description="GTG truncation: prefixes within this share of |u(N)|")
+    antithetic: bool = Field(True, description="sampled rounds: pair each permutation with its reverse")
+    banzhaf_evaluations: int = Field(0, ge=0, description="sampled rounds: MSR Banzhaf budget (0: exact rounds only)")
+    clusters: int = Field(0, ge=0, description="clustered Shapley (FedMobile) with this many clusters (0: off)")
+    ci_level: float = Field(0.95, gt=0, lt=1)
+    free_rider_norm: float = Field(0.05, ge=0, description="free rider: update norm / the round's median norm")
+    negligible_value: float = Field(0.01, ge=0, lt=1, description="|value| / sum of |values| counted as zero")
+    low_quality_quantile: float = Field(0.25, gt=0, lt=1)
+    low_quality_cosine: float = Field(0.0, ge=-1, le=1)
+    memory_mb: float = Field(256.0, gt=0, description="memory one batched evaluation may use")
+    backend: Literal["auto", "vmap", "sequential"] = Field("auto", description="auto: vmap on CUDA, else sequential")
+    linearised: bool = Field(False, description="value a first-order approximation of each round's game (fast)")
+    linearised_check: int = Field(32, ge=0, description="random coalitions per round checked against the true game")
 
 
 class Config(_Section):
@@ -192,6 +254,8 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     validation: ValidationConfig = ValidationConfig()
     registry: RegistryConfig = RegistryConfig()
+    audit: AuditConfig = AuditConfig()
+    impute: ImputeConfig = ImputeConfig()
 
     def hash(self, *sections: str) -> str:
         """SHA-256 of the canonical JSON of the given sections (all when none given)."""
@@ -234,7 +298,7 @@ def _describe(error: ValidationError) -> str:
 
 def config_from_dict(raw: dict | None, overrides: list[str] | None = None) -> Config:
     """Validate a raw mapping (plus overrides) into a :class:`Config`, or raise ConfigError."""
-    raw = apply_overrides(dict(raw or {}), list(overrides or []))
+    raw = apply_overrides(copy.deepcopy(raw or {}), list(overrides or []))
     try:
         return Config.model_validate(raw)
     except ValidationError as error:

@@ -6,9 +6,13 @@ from fedmm.data.masking import MaskError
 from fedmm.data.partition import PartitionError
 
 
+class PastRunError(ValueError):
+    """The training run to analyse (audit, imputation) does not exist or has not finished."""
+
+
 def user_errors() -> tuple[type[Exception], ...]:
     """Error types that name a problem in the user's input (config, data, registry request)."""
     from fedmm.data.validation import DataValidationError
     from fedmm.tracking.registry import RegistryError
 
-    return (ConfigError, DatasetError, MaskError, PartitionError, DataValidationError, RegistryError)
+    return (ConfigError, DatasetError, MaskError, PartitionError, DataValidationError, RegistryError, PastRunError)

@@ -42,4 +42,23 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     table.add_row("promoted", "yes" if summary["promoted"] else "no")
     for gate in summary["gates"]:
         table.add_row(f"gate {gate['name']}", ("pass: " if gate["passed"] else "FAIL: ") + gate["detail"])
+    if "audit_flags" in summary:
+        flags = {c: [f["flag"] for f in found] for c, found in summary["audit_flags"].items()}
+        table.add_row("audit flags", ", ".join(f"client {c}: {'+'.join(f)}" for c, f in flags.items()) or "none")
     console.print(table)
+
+
+def print_audit(report, console: Console | None = None) -> None:
+    """Per-client contribution over the run: value with CI, rank, share, flags, suggested weight."""
+    console = console or Console()
+    game = report.meta["game"]
+    table = Table(title=f"contribution audit: Shapley values ({game['metric']}, {game['weighting']} weights)")
+    for column in ("client", "value", "CI", "rank", "share", "flags", "weight"):
+        table.add_column(column, justify="left" if column == "flags" else "right")
+    for row in report.clients.sort_values("rank").itertuples():
+        share = "" if row.share != row.share else f"{row.share:.1%}"
+        table.add_row(str(int(row.client)), f"{row.value:+.4f}", f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]",
+                      str(int(row.rank)), share, row.flags or "", f"{row.suggested_weight:.3f}")
+    console.print(table)
+    for kind, quality in report.meta.get("detection", {}).get("kinds", {}).items():
+        console.print(f"detection of {kind} clients {quality['corrupted_clients']}: AUROC {quality['auroc']:.3f}")

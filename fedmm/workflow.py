@@ -1,16 +1,19 @@
 """The pipeline's stages as plain functions: ZenML steps, kfp components and DVC stages call these.
 
 prepare -> validate data -> partition/mask -> validate partitions -> train -> evaluate ->
-register/promote. Each stage takes and returns artifacts (objects with ``save``/``load``)
+contribution audit -> register/promote. Each stage takes and returns artifacts (objects with ``save``/``load``)
 or JSON-able dicts, so every adapter stays a few lines.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import numpy as np
 
+from fedmm.audit.detection import detection_quality
+from fedmm.audit.report import AuditReport, audit_run
 from fedmm.config import Config
 from fedmm.data.federated import FederatedData, partition_and_mask
 from fedmm.data.prepare import PreparedData, prepare
@@ -18,8 +21,12 @@ from fedmm.data.sources import source_info
 from fedmm.data.validation import DataValidationError, ValidationReport, validate_dataset, validate_partitions
 from fedmm.evaluation import evaluate_training
 from fedmm.fl.result import TrainResult
-from fedmm.fl.training import train
-from fedmm.runtime import tracking_uri
+from fedmm.fl.training import split_tensors, train
+from fedmm.impute import evaluate as impute_evaluation
+from fedmm.impute.clients import client_datasets, split_owners
+from fedmm.impute.registry import fit_imputers
+from fedmm.impute.report import ImputationReport
+from fedmm.runtime import resolve_device, tracking_uri
 from fedmm.tracking import registry, runs
 
 
@@ -96,6 +103,80 @@ def log_results(run_id: str, result: TrainResult, evaluation: dict) -> None:
     runs.log_evaluation(run_id, evaluation, result.history, result.centralized_history)
 
 
+def audit_contributions(config: Config, prepared: PreparedData, federated: FederatedData, result: TrainResult) -> AuditReport:
+    """Shapley audit of every stored round on the validation split.
+
+    When the partition injected corrupted clients, their ground truth and the audit's
+    detection quality (AUROC per corruption kind) go into the report.
+    """
+    report = audit_run(result, prepared, federated, config.audit, resolve_device(config.train.device), seed=config.seed)
+    truth = federated.report.get("corruption", {}).get("ground_truth", [])
+    report.meta["corruption_ground_truth"] = truth
+    if any(row["corrupted"] for row in truth):
+        report.meta["detection"] = detection_quality(report.clients, truth)
+    return report
+
+
+def record_audit(run_id: str, report: AuditReport) -> None:
+    """Log the audit to the pipeline run's MLflow run."""
+    runs.log_audit(run_id, report)
+
+
+def audit_tags(report: AuditReport) -> dict[str, str]:
+    """Model-version tags of an audit: flagged clients (the clean-audit gate reads these) and the game."""
+    harmful = sorted(int(c) for c, found in report.flags.items() if any(f["flag"] == "harmful" for f in found))
+    game = report.meta["game"]
+    return {
+        registry.TAG_AUDIT_HARMFUL: json.dumps(harmful),
+        "fedmm.audit.flags": json.dumps({c: [f["flag"] for f in found] for c, found in report.flags.items()}),
+        "fedmm.audit.game": f"{game['weighting']} weights, {game['metric']}, validation sha256 {game['validation_sha256']}",
+    }
+
+
+def attach_audit(report: AuditReport, run_summary: dict) -> None:
+    """Log an audit of a past training run to its MLflow run and tag its registered model version."""
+    runs.log_audit(run_summary["mlflow_run_id"], report)
+    mlflow_client = registry.client()
+    for key, value in audit_tags(report).items():
+        mlflow_client.set_model_version_tag(run_summary["model_name"], run_summary["model_version"], key, value)
+
+
+def evaluate_imputation(
+    config: Config, prepared: PreparedData, federated: FederatedData, result: TrainResult
+) -> ImputationReport:
+    """Fit the configured imputers federatedly on the clients, score them on the complete test split."""
+    model = result.model()
+    imputers = fit_imputers(config.impute, client_datasets(prepared, federated), model, config.seed)
+    return impute_evaluation.evaluate_imputation(
+        model, split_tensors(prepared, "test", "cpu"), imputers, split_owners(prepared, federated, "test", config.seed),
+        config.seed, list(config.impute.patterns) or None, config.impute.rates,
+    )
+
+
+def record_imputation(run_id: str, report: ImputationReport) -> None:
+    """Log the imputation evaluation to the pipeline run's MLflow run."""
+    runs.log_imputation(run_id, report)
+
+
+def imputation_tags(report: ImputationReport) -> dict[str, str]:
+    """The imputers evaluated; the best by mean share of the zero-fill-to-oracle gap recovered."""
+    tags = {"fedmm.imputation.imputers": ",".join(report.table["imputer"].unique())}
+    recovered = report.table.groupby("imputer")["gap_recovered"].mean().drop("zero", errors="ignore").dropna()
+    if not recovered.empty:
+        tags["fedmm.imputation.best"] = str(recovered.idxmax())
+        tags["fedmm.imputation.best_gap_recovered"] = f"{recovered.max():.4f}"
+    return tags
+
+
+def attach_imputation(report: ImputationReport, run_summary: dict, log: bool = True) -> None:
+    """Tag the registered model version with the imputation results (and log them to its run when ``log``)."""
+    if log:
+        runs.log_imputation(run_summary["mlflow_run_id"], report)
+    mlflow_client = registry.client()
+    for key, value in imputation_tags(report).items():
+        mlflow_client.set_model_version_tag(run_summary["model_name"], run_summary["model_version"], key, value)
+
+
 def register_and_promote(
     config: Config,
     run_id: str,
@@ -105,6 +186,7 @@ def register_and_promote(
     evaluation: dict,
     validation_passed: bool,
     extra_tags: dict[str, str] | None = None,
+    audit: AuditReport | None = None,
 ) -> dict:
     """Register the global model as ``challenger``, run the gates, promote if they pass.
 
@@ -123,11 +205,13 @@ def register_and_promote(
         "fedmm.mlflow_run_id": run_id,
         "fedmm.test_macro_f1": f"{evaluation['summary']['test_macro_f1']:.6f}",
         registry.TAG_VALIDATION: "true" if validation_passed else "false",
+        **(audit_tags(audit) if audit is not None else {}),
         **(extra_tags or {}),
     }
     version = registry.register_model(run_id, config.registry.model_name, result.spec, result.state, test_set, tags)
     decision = registry.promote(
-        config.registry.model_name, version, config.registry.min_macro_f1, config.registry.champion_margin, test_set
+        config.registry.model_name, version, config.registry.min_macro_f1, config.registry.champion_margin, test_set,
+        require_clean_audit=config.registry.require_clean_audit,
     )
     runs.log_dict(run_id, decision.to_dict(), "registry/promotion.json")
     return {
@@ -146,4 +230,5 @@ def register_and_promote(
         "strategy": result.strategy,
         "test_samples": int(len(test_set)),
         "dropped_samples": int(np.sum(~federated.kept)),
+        **({"audit_flags": audit.flags, **audit.summary()} if audit is not None else {}),
     }

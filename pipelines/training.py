@@ -1,4 +1,8 @@
-"""The training pipeline: prepare -> validate -> partition/mask -> validate -> train -> evaluate -> register."""
+"""The training pipeline: prepare -> validate -> partition/mask -> validate -> train -> evaluate -> audit -> register.
+
+With ``impute.evaluate`` the imputation evaluation runs after registration and is attached
+to the registered version.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from zenml.config import ResourceSettings
 from zenml.enums import ExecutionMode
 
 from fedmm.config import Config
+from steps.audit import audit_contributions, log_audit
 from steps.evaluate import evaluate_models
+from steps.imputation import attach_imputation, evaluate_imputation
 from steps.partition import partition_clients
 from steps.prepare import prepare_data
 from steps.register import register_and_promote
@@ -27,7 +33,13 @@ def training_pipeline(config: Config) -> None:
     partition_report = validate_partitions(config, federated, run_id)
     result = train_federated(config, prepared, federated, partition_report)
     evaluation = evaluate_models(run_id, prepared, federated, result)
-    register_and_promote(config, run_id, prepared, federated, result, evaluation, data_report, partition_report)
+    audit = audit_contributions(config, prepared, federated, result)
+    log_audit(run_id, audit)
+    summary = register_and_promote(
+        config, run_id, prepared, federated, result, evaluation, data_report, partition_report, audit
+    )
+    if config.impute.evaluate:
+        attach_imputation(evaluate_imputation(config, prepared, federated, result), summary)
 
 
 def configured_pipeline(config: Config):

@@ -9,15 +9,17 @@ from zenml.enums import ArtifactType
 from zenml.materializers.base_materializer import BaseMaterializer
 from zenml.utils import io_utils
 
+from fedmm.audit.report import AuditReport
 from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.result import TrainResult
+from fedmm.impute.report import ImputationReport
 
 
 class FolderArtifactMaterializer(BaseMaterializer):
     """Stores an object through its own ``save(folder)`` / ``load(folder)`` (pickle-free)."""
 
-    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (PreparedData, FederatedData, TrainResult)
+    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (PreparedData, FederatedData, TrainResult, AuditReport, ImputationReport)
     ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
 
     def save(self, data: Any) -> None:

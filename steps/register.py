@@ -3,6 +3,7 @@ from typing import Annotated
 from zenml import get_step_context, step
 
 from fedmm import workflow
+from fedmm.audit.report import AuditReport
 from fedmm.config import Config
 from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
@@ -20,6 +21,7 @@ def register_and_promote(
     evaluation: dict,
     data_report: dict,
     partition_report: dict,
+    audit: AuditReport,
 ) -> Annotated[dict, "run_summary"]:
     """Register the model in MLflow, promote it if the gates pass, mirror it in ZenML."""
     context = get_step_context()
@@ -28,6 +30,7 @@ def register_and_promote(
         config, run_id, prepared, federated, result, evaluation,
         validation_passed=data_report["success"] and partition_report["success"],
         extra_tags={TAG_ZENML_VERSION: str(zenml_version.id), "fedmm.zenml_pipeline_run": str(context.pipeline_run.id)},
+        audit=audit,
     )
     mirror_aliases(config.registry.model_name)
     context.model.log_metadata(

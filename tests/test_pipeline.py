@@ -85,6 +85,61 @@ def test_rerun_is_not_promoted_without_beating_champion_and_rollback_works(first
     assert "previous-champion" not in registry.aliases("fedmm-tiny")
 
 
+def test_training_audits_contributions_and_tags_the_version(first_run):
+    result, summary = first_run
+    assert summary["audit_rounds"] == 2 and summary["audit_efficiency_residual_max"] <= 1e-6
+    version = registry.client().get_model_version("fedmm-tiny", summary["model_version"])
+    assert version.tags[registry.TAG_AUDIT_HARMFUL] == "[]"
+    assert "neg_log_loss" in version.tags["fedmm.audit.game"]
+    artifacts = {a.path for a in registry.client().list_artifacts(summary["mlflow_run_id"], "audit")}
+    assert {"audit/audit.json", "audit/clients.parquet", "audit/rounds.csv"} <= artifacts
+
+
+def test_audit_of_a_past_run_by_its_id(first_run):
+    _, summary = first_run
+    result = CliRunner().invoke(main, ["audit", "--run", summary["zenml_pipeline_run"], "-c", str(TINY),
+                                       "--set", "audit.metric=accuracy"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "contribution audit: Shapley values (accuracy" in result.output
+    version = registry.client().get_model_version("fedmm-tiny", summary["model_version"])
+    assert "accuracy" in version.tags["fedmm.audit.game"]
+    missing = CliRunner().invoke(main, ["audit", "--run", "00000000-0000-0000-0000-000000000000"])
+    assert missing.exit_code == 2 and "no ZenML pipeline run" in missing.output
+
+
+def test_harmful_client_blocks_promotion_when_the_audit_gate_is_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    overrides = ["partition.scheme=iid", "partition.num_clients=4", "registry.require_clean_audit=true",
+                 "registry.model_name=fedmm-audit-gate", "corruption.clients=[{client: 1, kind: scaled_update, scale: -4}]",
+                 "impute.evaluate=true", "impute.imputers=[zero, mean]", "impute.rates=[0.5]"]
+    result = CliRunner().invoke(main, ["run", "-c", str(TINY), *sum([["--set", o] for o in overrides], [])],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(open("reports/latest/summary.json").read())
+    assert [f["flag"] for f in summary["audit_flags"]["1"]] == ["harmful"]
+    gate = {g["name"]: g for g in summary["gates"]}["clean_audit"]
+    assert not gate["passed"] and "[1]" in gate["detail"]
+    assert not summary["promoted"] and "champion" not in registry.aliases("fedmm-audit-gate")
+    # the imputation evaluation ran in the pipeline and is attached to the version
+    version = registry.client().get_model_version("fedmm-audit-gate", summary["model_version"])
+    assert version.tags["fedmm.imputation.imputers"] == "zero,mean"
+    artifacts = {a.path for a in registry.client().list_artifacts(summary["mlflow_run_id"], "imputation")}
+    assert "imputation/imputation.csv" in artifacts
+
+
+def test_imputation_evaluation_of_a_past_run(first_run):
+    _, summary = first_run
+    overrides = ["impute.imputers=[zero, mean, generator]", "impute.generator.rounds=1",
+                 "impute.generator.local_epochs=1", "impute.rates=[0.5]"]
+    result = CliRunner().invoke(main, ["impute", "--run", summary["zenml_pipeline_run"], "-c", str(TINY),
+                                       *sum([["--set", o] for o in overrides], [])], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "generator" in result.output
+    version = registry.client().get_model_version("fedmm-tiny", summary["model_version"])
+    assert version.tags["fedmm.imputation.imputers"] == "zero,mean,generator"
+    assert version.tags["fedmm.imputation.best"] in ("mean", "generator")
+
+
 @pytest.mark.parametrize("defect", ["nan", "unknown_label"])
 def test_bad_data_fails_validation_and_registers_nothing(tmp_path, defect):
     path = write_synthetic_npz(tmp_path / "data.npz")

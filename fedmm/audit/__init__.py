@@ -1,7 +1,9 @@
-"""Game-agnostic contribution estimators for federated rounds (Shapley, Banzhaf, LOO).
+"""Contribution audit of federated rounds: estimators (Shapley, Banzhaf, LOO), the round game, the report.
 
 A utility maps a boolean coalition matrix ``(k, n_players)`` to ``(k,)`` values; the
-estimators here never look inside it. Results are :class:`ValuationResult` objects.
+estimators never look inside it. Results are :class:`ValuationResult` objects.
+:class:`RoundGame` is the utility of one stored training round; :func:`audit_run` and
+:func:`audit_updates` value every round of a run into an :class:`AuditReport`.
 """
 
 from .axioms import (
@@ -37,6 +39,17 @@ from .game import (
     coalitions_to_masks,
     masks_to_coalitions,
 )
+from .report import (
+    AuditReport,
+    RoundAudit,
+    audit_round,
+    audit_run,
+    audit_updates,
+    client_summary,
+    clustered_aggregation_weights,
+    federated_modalities,
+    load_round_game,
+)
 from .result import ValuationResult
 from .sampling import (
     AllOf,
@@ -59,20 +72,36 @@ from .signals import (
     update_norms,
     update_signals,
 )
+from .utility import (
+    METRICS,
+    WEIGHTINGS,
+    LinearisedGame,
+    RoundGame,
+    accuracy_batched,
+    macro_f1_batched,
+    metric_batched,
+    neg_log_loss_batched,
+    validation_sha256,
+)
 
 __all__ = [
     "AdditiveGame",
     "AllOf",
     "AnyOf",
+    "AuditReport",
     "CachedUtility",
     "Game",
     "GloveGame",
+    "LinearisedGame",
+    "METRICS",
     "MaxEvaluations",
     "MaxPermutations",
     "MaxSamples",
     "MaxTime",
     "QuadraticGame",
     "RandomGame",
+    "RoundAudit",
+    "RoundGame",
     "RunningMoments",
     "SamplerState",
     "StandardErrorBelow",
@@ -80,11 +109,18 @@ __all__ = [
     "TableGame",
     "Utility",
     "ValuationResult",
+    "WEIGHTINGS",
     "WeightedVotingGame",
+    "accuracy_batched",
     "aggregate_update",
     "aggregation_weights",
+    "audit_round",
+    "audit_run",
+    "audit_updates",
     "axiom_residuals",
+    "client_summary",
     "cluster_players",
+    "clustered_aggregation_weights",
     "clustered_shapley",
     "coalitions_to_masks",
     "cosine_to_aggregate",
@@ -95,10 +131,15 @@ __all__ = [
     "exact_shapley",
     "exact_shapley_banzhaf",
     "exact_values_from_table",
+    "federated_modalities",
     "flatten_updates",
     "leave_one_out",
+    "load_round_game",
+    "macro_f1_batched",
     "masks_to_coalitions",
+    "metric_batched",
     "msr_banzhaf",
+    "neg_log_loss_batched",
     "null_player_residual",
     "null_players",
     "permutation_shapley",
@@ -108,4 +149,5 @@ __all__ = [
     "update_norms",
     "update_signals",
     "utility_table",
+    "validation_sha256",
 ]

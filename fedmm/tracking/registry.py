@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import json
+
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
 TEST_SET_ARTIFACT = "eval/test_set.npz"
 TAG_VALIDATION = "fedmm.validation_passed"
 TAG_REPLACED = "fedmm.replaced_version"
+TAG_AUDIT_HARMFUL = "fedmm.audit.harmful_clients"
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "mlflow==3.17.2"]
 
 
@@ -157,14 +160,31 @@ def load_test_set(model_name: str, version: str) -> MultimodalDataset:
         return load_npz(path)
 
 
+def audit_gate(tags: dict[str, str]) -> Gate:
+    """Passes when the version's contribution audit flagged no client as harmful."""
+    recorded = tags.get(TAG_AUDIT_HARMFUL)
+    if recorded is None:
+        return Gate("clean_audit", False, "no contribution audit is recorded on this version")
+    harmful = json.loads(recorded)
+    detail = f"clients {harmful} flagged harmful contributed" if harmful else "no client flagged harmful"
+    return Gate("clean_audit", not harmful, detail)
+
+
 def evaluate_gates(
-    model_name: str, version: str, test_set: MultimodalDataset, min_macro_f1: float, margin: float
+    model_name: str,
+    version: str,
+    test_set: MultimodalDataset,
+    min_macro_f1: float,
+    margin: float,
+    require_clean_audit: bool = False,
 ) -> list[Gate]:
     """The promotion gates for a version, each with its evidence."""
     mlflow_client = client()
     tags = mlflow_client.get_model_version(model_name, version).tags
     validated = tags.get(TAG_VALIDATION) == "true"
     gates = [Gate("validation", validated, f"{TAG_VALIDATION}={tags.get(TAG_VALIDATION, 'missing')}")]
+    if require_clean_audit:
+        gates.append(audit_gate(tags))
     score = score_version(model_name, version, test_set)
     gates.append(Gate("min_macro_f1", score >= min_macro_f1, f"test macro-F1 {score:.4f} vs floor {min_macro_f1:.4f}"))
     champion = aliases(model_name).get(CHAMPION)
@@ -192,6 +212,7 @@ def promote(
     min_macro_f1: float,
     margin: float,
     test_set: MultimodalDataset | None = None,
+    require_clean_audit: bool = False,
 ) -> PromotionDecision:
     """Promote a version to ``champion`` if every gate passes; record the decision on it."""
     mlflow_client = client()
@@ -201,7 +222,7 @@ def promote(
     except MlflowException:
         raise RegistryError(f"model {model_name!r} has no version {version}") from None
     test_set = test_set if test_set is not None else load_test_set(model_name, version)
-    gates = evaluate_gates(model_name, version, test_set, min_macro_f1, margin)
+    gates = evaluate_gates(model_name, version, test_set, min_macro_f1, margin, require_clean_audit)
     champion = aliases(model_name).get(CHAMPION)
     promoted = all(gate.passed for gate in gates) and champion != version
     if promoted:

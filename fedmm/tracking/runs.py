@@ -117,5 +117,24 @@ def log_evaluation(run_id: str, evaluation: dict, history: list[dict], centraliz
         mlflow_client.log_artifacts(run_id, str(folder), "plots")
 
 
+def log_audit(run_id: str, report) -> None:
+    """A contribution audit (``fedmm.audit.AuditReport``): tables, JSON and plots under ``audit/``, headline metrics."""
+    mlflow_client = client()
+    _log_metrics(mlflow_client, run_id, {f"final.{k}": v for k, v in report.summary().items()}, 0)
+    cumulative = {f"audit.client_{int(r.client)}.value": float(r.value) for r in report.clients.itertuples()}
+    _log_metrics(mlflow_client, run_id, cumulative, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow_client.log_artifacts(run_id, str(report.save(Path(tmp) / "audit")), "audit")
+
+
+def log_imputation(run_id: str, report) -> None:
+    """An imputation evaluation (``fedmm.impute.report.ImputationReport``) under ``imputation/``."""
+    mlflow_client = client()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "imputation"
+        report.save(folder)
+        mlflow_client.log_artifacts(run_id, str(folder), "imputation")
+
+
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     client().set_terminated(run_id, status=status)

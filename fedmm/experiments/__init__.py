@@ -1,0 +1,1 @@
+"""Experiment matrices: many configs run resumably into one results table."""

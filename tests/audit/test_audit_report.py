@@ -1,0 +1,177 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import write_synthetic_npz
+from scipy.stats import spearmanr
+
+from fedmm.artifacts import write_json, write_npz
+from fedmm.audit import (
+    AuditReport,
+    audit_run,
+    audit_updates,
+    clustered_aggregation_weights,
+    load_round_game,
+)
+from fedmm.config import AuditConfig, config_from_dict
+from fedmm.data.federated import partition_and_mask
+from fedmm.data.prepare import prepare
+from fedmm.fl.tensors import TensorData
+from fedmm.fl.training import train
+
+HONEST, HALF, COPY, FREE, HARMFUL = range(5)  # player roles in every synthetic round
+ROUNDS = 3
+
+
+class Linear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, inputs, mask):
+        return self.head(inputs["x"])
+
+
+def blobs(n, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    x = 1.5 * np.eye(3, 4)[labels] + rng.normal(scale=1.0, size=(n, 4))
+    return TensorData.from_numpy({"x": x}, np.ones((n, 1), bool), labels)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Rounds of five clients: honest, half-honest, a copy of the honest one, a free rider
+    (zero update) and a harmful one (the honest update negated and doubled)."""
+    directory = tmp_path_factory.mktemp("updates")
+    good = np.concatenate([1.5 * np.eye(3, 4).ravel(), -0.75 * np.ones(3)])  # a decent linear classifier
+    layout = [{"name": "head.weight", "shape": [3, 4]}, {"name": "head.bias", "shape": [3]}]
+    write_json(directory / "layout.json", layout)
+    rng = np.random.default_rng(1)
+    start = np.zeros(15)
+    for r in range(ROUNDS):
+        step = 0.4 * (good - start) + rng.normal(scale=0.02, size=15)
+        deltas = np.stack([step, 0.5 * step, step, np.zeros(15), -2.0 * step])
+        write_npz(directory / f"round_{r:04d}.npz", {
+            "start": start.astype(np.float32),
+            "deltas": deltas.astype(np.float32),
+            "client_ids": np.array([10, 11, 12, 13, 14]),
+            "num_examples": np.array([100, 100, 100, 50, 100]),
+        })
+        start = start + np.array([100, 100, 100, 50, 100]) @ deltas / 450
+    return directory
+
+
+@pytest.fixture(scope="module")
+def report(store):
+    modalities = {10: ["x"], 11: ["x"], 12: ["x"], 13: ["x"], 14: []}
+    return audit_updates(store, Linear(), blobs(300, 0), AuditConfig(clusters=3), client_modalities=modalities)
+
+
+def test_exact_rounds_pass_the_axiom_checks(report):
+    assert len(report.meta["rounds"]) == ROUNDS
+    for record in report.meta["rounds"]:
+        assert record["method"] == "exact_shapley" and record["evaluations"] == 32
+        res = record["residuals"]
+        assert res["efficiency"] <= 1e-6 and res["symmetry"] <= 1e-6 and res["null_player"] <= 1e-6
+        assert res["n_symmetric_pairs"] >= 1 and res["n_null_players"] >= 1  # the copy pair, the free rider
+        assert record["game"]["validation_sha256"] == report.meta["game"]["validation_sha256"]
+        rows = report.rounds[report.rounds["round"] == record["round"]].set_index("client")
+        assert rows["value"].sum() == pytest.approx(record["u_grand"] - record["u_empty"], abs=1e-9)
+        assert rows.loc[10, "value"] == pytest.approx(rows.loc[12, "value"], abs=1e-6)
+        assert rows.loc[13, "value"] == 0.0 and rows.loc[13, "norm"] == 0.0
+        assert rows.loc[14, "value"] < 0 < rows.loc[11, "value"] < rows.loc[10, "value"]
+        assert rows.loc[14, "cosine"] < 0 < rows.loc[10, "cosine"]
+        assert record["clustered"]["max_abs_error"] >= 0
+
+
+def test_flags_find_the_free_rider_and_the_harmful_client(report):
+    clients = report.clients.set_index("client")
+    assert clients.loc[13, "flags"] == "free_rider"
+    assert clients.loc[14, "flags"] == "harmful"
+    assert clients.loc[[10, 11, 12], "flags"].eq("").all()
+    assert set(report.flags) == {"13", "14"}
+    evidence = report.flags["14"][0]["evidence"]
+    assert evidence["ci_high"] < -report.meta["flags"]["thresholds"]["negligible_abs"] < 0
+    assert report.flags["13"][0]["evidence"]["median_norm_ratio"] == 0.0
+    # run-level numbers are sums of the per-round ones
+    per_round = report.rounds.groupby("client")["value"].sum()
+    np.testing.assert_allclose(clients["value"], per_round.loc[clients.index], atol=1e-12)
+    assert clients["share"].sum() == pytest.approx(1.0)
+    assert clients.loc[10, "rank"] == 1 and clients.loc[14, "rank"] == 5
+    w = report.suggested_weights()
+    assert w[13] == 0.0 and w[14] == 0.0 and sum(w.values()) == pytest.approx(1.0)
+    assert w[10] == pytest.approx(w[12]) and w[10] > w[11]
+    assert clients.loc[14, "modalities"] == "" and clients.loc[10, "modalities"] == "x"
+
+
+def test_save_and_load_round_trip(report, tmp_path):
+    report.save(tmp_path / "audit")
+    names = {p.name for p in (tmp_path / "audit").iterdir()}
+    assert {"rounds.csv", "rounds.parquet", "clients.csv", "clients.parquet", "audit.json"} <= names
+    assert {"values_heatmap.png", "cumulative_values.png", "convergence.png"} <= names
+    back = AuditReport.load(tmp_path / "audit")
+    pd.testing.assert_frame_equal(back.rounds, report.rounds)
+    pd.testing.assert_frame_equal(back.clients, report.clients)
+    assert back.meta == report.meta and back.summary() == report.summary()
+    csv = pd.read_csv(tmp_path / "audit" / "rounds.csv")
+    assert (csv["validation_sha256"] == report.meta["game"]["validation_sha256"]).all()
+    assert report.meta["convergence"]["exact"] is not None  # all rounds exact: re-sampled from a table
+
+
+def test_sampled_rounds_report_uncertainty_and_agree_with_exact(store, report):
+    config = AuditConfig(exact_max_players=4, max_evaluations=24, clusters=3)
+    sampled = audit_updates(store, Linear(), blobs(300, 0), config)
+    for record in sampled.meta["rounds"]:
+        assert record["method"] == "permutation_shapley" and record["evaluations"] <= 24 + 2
+        assert record["residuals"]["efficiency"] <= 1e-9  # every permutation's marginals telescope
+        assert "clustered" in record and "max_abs_error" not in record["clustered"]
+    rows = sampled.rounds
+    assert (rows["stderr"] > 0).sum() >= 3 and (rows["ci_low"] <= rows["ci_high"]).all()
+    assert rows["banzhaf"].isna().all()
+    assert spearmanr(sampled.clients["value"], report.clients["value"])[0] >= 0.9
+    assert sampled.meta["convergence"]["exact"] is None and len(sampled.meta["convergence"]["evaluations"]) >= 1
+
+
+def test_clustered_aggregation_weights(store):
+    game = load_round_game(store / "round_0000.npz", Linear(), blobs(300, 0))
+    w = clustered_aggregation_weights(game, 4)  # honest and copy share a cluster, the rest are alone
+    assert w.shape == (5,) and w.sum() == pytest.approx(1.0) and (w >= 0).all()
+    assert w[HARMFUL] == 0.0 and w[FREE] == 0.0 and w[HONEST] == pytest.approx(w[COPY])
+    assert w[HONEST] > w[HALF] > 0
+    coarse = clustered_aggregation_weights(game, 2)
+    assert coarse.sum() == pytest.approx(1.0) and coarse[HARMFUL] == 0.0
+
+
+def test_audit_run_on_a_training_run(tmp_path):
+    config = config_from_dict({
+        "data": {"source": "npz", "path": str(write_synthetic_npz(tmp_path / "data.npz")), "holdout_subjects": 1,
+                 "test_fraction": 0.25, "val_fraction": 0.125},
+        "partition": {"scheme": "iid", "num_clients": 3},
+        "mask": {"client_modalities": [
+            {"modalities": ["acc"], "fraction": 0.34}, {"modalities": ["acc", "gyro"], "fraction": 0.66},
+        ]},
+        "model": {"embed_dim": 8, "channels": 4, "fusion_dim": 8},
+        "train": {"rounds": 2, "batch_size": 32, "lr": 0.01, "centralized": False},
+    })
+    prepared = prepare(config.data, config.seed)
+    federated = partition_and_mask(prepared, config.partition, config.mask, config.seed)
+    result = train(config, prepared, federated, workdir=tmp_path / "work")
+    report = audit_run(result, prepared, federated, config.audit)
+    assert report.meta["training_fingerprint"] == result.fingerprint
+    assert sorted(report.rounds["round"].unique()) == [0, 1]
+    for record, history in zip(report.meta["rounds"], result.history):
+        assert record["u_grand"] == pytest.approx(-history["val_loss"], abs=1e-5)  # the model FedAvg produced
+    held = {k: "+".join(m for m, on in zip(federated.modalities, row) if on) for k, row in enumerate(federated.held)}
+    assert {c: m for c, m in zip(report.clients["client"], report.clients["modalities"])} == held
+    assert len(set(held.values())) == 2
+
+
+def test_linearised_audit_reports_its_error(store, report):
+    lin = audit_updates(store, Linear(), blobs(300, 0), AuditConfig(linearised=True, linearised_check=8))
+    assert lin.meta["game"]["linearised"] is True and report.meta["game"]["linearised"] is False
+    for record in lin.meta["rounds"]:
+        assert record["linearised_error"]["coalitions"] == 8
+        assert record["linearised_error"]["max_abs"] < 1e-6  # the logits are linear in the weights here
+        assert "anchor" in record["game"]["linearised"]
+    np.testing.assert_allclose(lin.rounds["value"], report.rounds["value"], atol=1e-6)
