@@ -170,7 +170,7 @@ def experiment(spec_path: Path, output: Path | None, dry_run: bool) -> None:
     cells = expand(spec, base)
     if dry_run:
         for cell in cells:
-            click.echo(f"{cell.cell_id}  {cell.run_command(base)}")
+            click.echo(f"{cell.cell_id}  {cell.run_command()}")
         click.echo(f"{len(cells)} cells")
         return
     from fedmm.experiments.runner import run_experiment

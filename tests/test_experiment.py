@@ -32,7 +32,7 @@ def test_every_cell_is_a_fedmm_run_command():
     assert len(cells) == 2 * 3 * 2
     for cell in cells:
         assert load_config(base, list(cell.overrides)) == cell.config
-        assert cell.run_command(base).startswith(f"fedmm run --config {base}")
+        assert cell.run_command().startswith(f"fedmm run --config {base}")
     # rate 0 is one config whatever the pattern
     assert len({c.cell_id for c in cells if c.missing_rate == 0}) == 2
 

@@ -26,6 +26,7 @@ class DatasetEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    base: str | None = Field(None, description="this dataset's base config (default: the experiment's)")
     set: list[str] = Field(default_factory=list, description="overrides, as for fedmm run --set")
     missing_modality: str | None = Field(None, description="one_modality pattern: which one (default: the last)")
 
@@ -63,15 +64,16 @@ class Cell:
     seed: int
     overrides: tuple[str, ...]
     config: Config
+    base: Path | None
 
     @property
     def cell_id(self) -> str:
         """Stable id: a hash of the full resolved config."""
         return hashlib.sha256(json.dumps(self.config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
-    def run_command(self, base: Path | None) -> str:
+    def run_command(self) -> str:
         """The ``fedmm run`` command that trains this cell alone."""
-        parts = ["fedmm run"] + ([f"--config {base}"] if base else [])
+        parts = ["fedmm run"] + ([f"--config {self.base}"] if self.base else [])
         return " ".join(parts + [f"--set '{item}'" for item in self.overrides])
 
 
@@ -100,7 +102,7 @@ def pattern_overrides(pattern: str, rate: float, modalities: list[str], missing:
 
 
 def load_spec(path: str | Path) -> tuple[ExperimentSpec, Path | None]:
-    """Read an experiment file; returns the spec and its resolved base config path."""
+    """Read an experiment file; returns the spec (dataset bases resolved) and its base config path."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment file not found: {path}")
@@ -108,15 +110,21 @@ def load_spec(path: str | Path) -> tuple[ExperimentSpec, Path | None]:
         spec = ExperimentSpec.model_validate(yaml.safe_load(path.read_text()) or {})
     except (yaml.YAMLError, ValidationError) as error:
         raise ConfigError(f"experiment file {path} is invalid:\n{error}") from None
-    base = (path.parent / spec.base).resolve() if spec.base else None
-    return spec, base
+    resolve = lambda relative: str((path.parent / relative).resolve())
+    datasets = {
+        name: entry.model_copy(update={"base": resolve(entry.base)}) if entry.base else entry
+        for name, entry in spec.datasets.items()
+    }
+    base = Path(resolve(spec.base)) if spec.base else None
+    return spec.model_copy(update={"datasets": datasets}), base
 
 
 def expand(spec: ExperimentSpec, base: Path | None) -> list[Cell]:
     """Every cell of the matrix with its validated config (a bad cell fails before any runs)."""
     cells = []
     for dataset, entry in spec.datasets.items():
-        data_config = load_config(base, spec.set + entry.set)
+        dataset_base = Path(entry.base) if entry.base else base
+        data_config = load_config(dataset_base, spec.set + entry.set)
         modalities = list(source_info(data_config.data).modalities)
         if entry.missing_modality is not None and entry.missing_modality not in modalities:
             raise ConfigError(f"dataset {dataset}: missing_modality {entry.missing_modality!r} is not in {modalities}")
@@ -129,8 +137,8 @@ def expand(spec: ExperimentSpec, base: Path | None) -> list[Cell]:
                             *pattern_overrides(pattern, rate, modalities, entry.missing_modality),
                         )
                         try:
-                            config = load_config(base, list(overrides))
+                            config = load_config(dataset_base, list(overrides))
                         except ConfigError as error:
                             raise ConfigError(f"cell {dataset}/{strategy}/{pattern}/{rate}/{seed}: {error}") from None
-                        cells.append(Cell(dataset, strategy, pattern, rate, seed, overrides, config))
+                        cells.append(Cell(dataset, strategy, pattern, rate, seed, overrides, config, dataset_base))
     return cells
