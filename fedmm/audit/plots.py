@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from statistics import NormalDist
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from fedmm.plotting import plt, save_figure
+
+from .result import normal_interval
 
 _FLAG_COLOURS = {"harmful": "tab:red", "free_rider": "tab:gray", "low_quality": "tab:orange"}
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _game_line(frame: pd.DataFrame) -> str:
@@ -41,7 +32,7 @@ def values_heatmap(rounds: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("round")
     ax.set_title(f"Shapley value per round\n{_game_line(rounds)}", fontsize=8)
     fig.colorbar(image, ax=ax, label="value")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def cumulative_values(clients: pd.DataFrame, ci_level: float, path: Path) -> Path:
@@ -59,7 +50,7 @@ def cumulative_values(clients: pd.DataFrame, ci_level: float, path: Path) -> Pat
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _FLAG_COLOURS.values()]
     ax.legend(handles, list(_FLAG_COLOURS), fontsize=7)
     ax.set_title(f"Contribution over the run\n{_game_line(clients)}", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def convergence(trace: dict, path: Path, ci_level: float = 0.95) -> Path:
@@ -67,13 +58,12 @@ def convergence(trace: dict, path: Path, ci_level: float = 0.95) -> Path:
     evals = np.asarray(trace["evaluations"], dtype=float)
     values = np.asarray(trace["values"], dtype=float)
     stderr = np.asarray([[np.nan if s is None else s for s in row] for row in trace["stderr"]], dtype=float)
-    z = NormalDist().inv_cdf(0.5 + ci_level / 2)
+    low, high = normal_interval(values, stderr, ci_level)
     fig, ax = plt.subplots(figsize=(6.4, 4))
     colours = plt.cm.tab20(np.linspace(0, 1, max(values.shape[1], 1)))
     for i in range(values.shape[1]):
         ax.plot(evals, values[:, i], color=colours[i], lw=1, label=str(trace["clients"][i]))
-        half = z * stderr[:, i]
-        ax.fill_between(evals, values[:, i] - half, values[:, i] + half, color=colours[i], alpha=0.15)
+        ax.fill_between(evals, low[:, i], high[:, i], color=colours[i], alpha=0.15)
         if trace.get("exact") is not None:
             ax.axhline(trace["exact"][i], color=colours[i], ls="--", lw=0.8)
     if values.shape[1] <= 20:
@@ -82,4 +72,4 @@ def convergence(trace: dict, path: Path, ci_level: float = 0.95) -> Path:
     ax.set_ylabel("Shapley value estimate")
     source = "sampled" if trace.get("exact") is None else "re-sampled from its exact table; dashed: exact values"
     ax.set_title(f"Convergence, round {trace['round']}: {source}", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from fedmm.artifacts import write_text  # noqa: E402
+from fedmm.artifacts import write_text
+from fedmm.plotting import plt, save_figure
 
 KEYS = ["dataset", "pattern", "strategy", "missing_rate"]
 METRICS = ["test_accuracy", "test_macro_f1"]
@@ -68,11 +65,7 @@ def plot_metric_vs_rate(summary: pd.DataFrame, metric: str, path: Path) -> Path:
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_outputs(cells: pd.DataFrame, directory: Path) -> dict[str, Path]:

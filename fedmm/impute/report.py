@@ -6,13 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from fedmm.artifacts import read_json, write_json  # noqa: E402
+from fedmm.artifacts import read_json, write_json
+from fedmm.plotting import plt, save_figure
 
 TABLE = "imputation"
 META_FILE = "imputation.json"
@@ -67,11 +64,7 @@ class ImputationReport:
             ax.set_xlabel("missing rate")
             ax.set_ylabel(metric.replace("_", " "))
         axes.flat[len(patterns) - 1].legend(fontsize=7)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

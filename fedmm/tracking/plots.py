@@ -4,19 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+from fedmm.plotting import plt, save_figure
 
 
 def accuracy_per_round(history: list[dict], centralized: dict | None, path: Path) -> Path:
@@ -33,7 +23,7 @@ def accuracy_per_round(history: list[dict], centralized: dict | None, path: Path
     ax.set_ylim(0, 1)
     ax.set_title("Global model per round")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def per_client_accuracy(clients: list[dict], path: Path) -> Path:
@@ -45,7 +35,7 @@ def per_client_accuracy(clients: list[dict], path: Path) -> Path:
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.set_title("Global model on each client's data")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path) -> Path:
@@ -61,4 +51,4 @@ def confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Test confusion matrix (held-out recordings)")
-    return _save(fig, path)
+    return save_figure(fig, path)
