@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,7 +35,7 @@ from fedmm.seeding import rng_for, seed_sequence
 from .clustered import aggregation_weights, clustered_shapley
 from .exact import exact_from_table, leave_one_out, utility_table
 from .game import CachedUtility, TableGame
-from .result import ValuationResult
+from .result import ValuationResult, normal_interval
 from .sampling import (
     MaxEvaluations,
     SamplerState,
@@ -186,7 +185,7 @@ def audit_round(
         if table is not None:
             err = np.abs(cres.values - shap.values)
             record["clustered"].update(mean_abs_error=float(err.mean()), max_abs_error=float(err.max()))
-    lo, hi = _ci(shap.values, shap.stderr, config.ci_level)
+    lo, hi = shap.ci(config.ci_level)
     mods = client_modalities or {}
     rows = pd.DataFrame({
         "round": r,
@@ -214,11 +213,6 @@ def audit_round(
     })
     record["seconds"] = time.perf_counter() - t0
     return RoundAudit(rows=rows, record=record, table=table, trace=trace)
-
-
-def _ci(values, stderr, level: float) -> tuple[np.ndarray, np.ndarray]:
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    return values - z * stderr, values + z * stderr
 
 
 def _clean(x: Any) -> Any:
@@ -251,7 +245,7 @@ def client_summary(rounds: pd.DataFrame, config: AuditConfig) -> tuple[pd.DataFr
         "num_examples": g["num_examples"].max(),
         "modalities": g["modalities"].first(),
     }).reset_index()
-    out["ci_low"], out["ci_high"] = _ci(out["value"].to_numpy(), out["stderr"].to_numpy(), config.ci_level)
+    out["ci_low"], out["ci_high"] = normal_interval(out["value"], out["stderr"], config.ci_level)
     out["rank"] = out["value"].rank(ascending=False, method="min").astype(np.int64)
     total = float(out["value"].sum())
     out["share"] = out["value"] / total if abs(total) > np.finfo(float).eps else np.nan

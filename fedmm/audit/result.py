@@ -33,6 +33,14 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+
+def normal_interval(values, stderr, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Normal-approximation confidence interval ``values +- z * stderr`` at ``level``."""
+    if not 0.0 < level < 1.0:
+        raise ValueError("level must be in (0, 1)")
+    half = NormalDist().inv_cdf(0.5 + level / 2.0) * np.asarray(stderr, dtype=float)
+    return np.asarray(values, dtype=float) - half, np.asarray(values, dtype=float) + half
+
 @dataclass
 class ValuationResult:
     """Per-player values of one estimator run.
@@ -68,11 +76,7 @@ class ValuationResult:
 
     def ci(self, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         """Normal-approximation confidence interval ``values +- z * stderr``."""
-        if not 0.0 < level < 1.0:
-            raise ValueError("level must be in (0, 1)")
-        z = NormalDist().inv_cdf(0.5 + level / 2.0)
-        half = z * self.stderr
-        return self.values - half, self.values + half
+        return normal_interval(self.values, self.stderr, level)
 
     def ranking(self) -> np.ndarray:
         """Player indices from highest to lowest value (stable)."""
