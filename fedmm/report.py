@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from rich.console import Console
@@ -56,7 +57,7 @@ def print_audit(report, console: Console | None = None) -> None:
     for column in ("client", "value", "CI", "rank", "share", "flags", "weight"):
         table.add_column(column, justify="left" if column == "flags" else "right")
     for row in report.clients.sort_values("rank").itertuples():
-        share = "" if row.share != row.share else f"{row.share:.1%}"
+        share = "" if math.isnan(row.share) else f"{row.share:.1%}"
         table.add_row(str(int(row.client)), f"{row.value:+.4f}", f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]",
                       str(int(row.rank)), share, row.flags or "", f"{row.suggested_weight:.3f}")
     console.print(table)

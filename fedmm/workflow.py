@@ -133,12 +133,17 @@ def audit_tags(report: AuditReport) -> dict[str, str]:
     }
 
 
+def _tag_version(run_summary: dict, tags: dict[str, str]) -> None:
+    """Set tags on the model version a training run registered."""
+    mlflow_client = registry.client()
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(run_summary["model_name"], run_summary["model_version"], key, value)
+
+
 def attach_audit(report: AuditReport, run_summary: dict) -> None:
     """Log an audit of a past training run to its MLflow run and tag its registered model version."""
     runs.log_audit(run_summary["mlflow_run_id"], report)
-    mlflow_client = registry.client()
-    for key, value in audit_tags(report).items():
-        mlflow_client.set_model_version_tag(run_summary["model_name"], run_summary["model_version"], key, value)
+    _tag_version(run_summary, audit_tags(report))
 
 
 def evaluate_imputation(
@@ -153,11 +158,6 @@ def evaluate_imputation(
     )
 
 
-def record_imputation(run_id: str, report: ImputationReport) -> None:
-    """Log the imputation evaluation to the pipeline run's MLflow run."""
-    runs.log_imputation(run_id, report)
-
-
 def imputation_tags(report: ImputationReport) -> dict[str, str]:
     """The imputers evaluated; the best by mean share of the zero-fill-to-oracle gap recovered."""
     tags = {"fedmm.imputation.imputers": ",".join(report.table["imputer"].unique())}
@@ -168,13 +168,10 @@ def imputation_tags(report: ImputationReport) -> dict[str, str]:
     return tags
 
 
-def attach_imputation(report: ImputationReport, run_summary: dict, log: bool = True) -> None:
-    """Tag the registered model version with the imputation results (and log them to its run when ``log``)."""
-    if log:
-        runs.log_imputation(run_summary["mlflow_run_id"], report)
-    mlflow_client = registry.client()
-    for key, value in imputation_tags(report).items():
-        mlflow_client.set_model_version_tag(run_summary["model_name"], run_summary["model_version"], key, value)
+def attach_imputation(report: ImputationReport, run_summary: dict) -> None:
+    """Log an imputation evaluation to the training run's MLflow run and tag its registered model version."""
+    runs.log_imputation(run_summary["mlflow_run_id"], report)
+    _tag_version(run_summary, imputation_tags(report))
 
 
 def register_and_promote(

@@ -15,13 +15,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from fedmm import workflow
 from fedmm.artifacts import read_json, write_json, write_text
-from fedmm.data.federated import partition_and_mask
-from fedmm.data.prepare import PreparedData, prepare
-from fedmm.evaluation import evaluate_training
+from fedmm.data.prepare import PreparedData
 from fedmm.experiments.matrix import Cell, ExperimentSpec
 from fedmm.experiments.results import write_outputs
-from fedmm.fl.training import train
+from fedmm.tracking import runs
 
 EXPERIMENT = "fedmm-experiments"
 CELLS_FILE = "cells.csv"
@@ -42,11 +41,11 @@ def run_cell(cell: Cell, prepared_cache: dict[str, PreparedData]) -> dict:
     config = cell.config
     key = config.hash("data", "seed")
     if key not in prepared_cache:
-        prepared_cache[key] = prepare(config.data, config.seed)
+        prepared_cache[key] = workflow.prepare_data(config)
     prepared = prepared_cache[key]
-    federated = partition_and_mask(prepared, config.partition, config.mask, config.seed, config.corruption)
-    result = train(config, prepared, federated)
-    summary = evaluate_training(prepared, federated, result)["summary"]
+    federated = workflow.make_partitions(config, prepared)
+    result = workflow.train_models(config, prepared, federated)
+    summary = workflow.evaluate_models(prepared, federated, result)["summary"]
     return {"num_clients": federated.num_clients, "dropped_samples": federated.report["dropped_samples"], **summary}
 
 
@@ -64,8 +63,6 @@ def _row(cell: Cell, metrics: dict) -> dict:
 
 
 def _parent_run(directory: Path, spec: ExperimentSpec) -> str:
-    from fedmm.tracking import runs
-
     state_path = directory / STATE_FILE
     if state_path.is_file():
         return read_json(state_path)["parent_run_id"]
@@ -76,8 +73,6 @@ def _parent_run(directory: Path, spec: ExperimentSpec) -> str:
 
 
 def _log_child(parent: str, row: dict) -> None:
-    from fedmm.tracking import runs
-
     client = runs.client()
     name = f"{row['dataset']}/{row['strategy']}/{row['pattern']}/r={row['missing_rate']:g}/seed={row['seed']}"
     run = client.create_run(runs.experiment_id(EXPERIMENT), run_name=name, tags={"mlflow.parentRunId": parent})
@@ -94,8 +89,6 @@ def run_experiment(spec: ExperimentSpec, cells: list[Cell], directory: Path) -> 
 
     Cells with the same resolved config (every pattern at rate 0) are trained once.
     """
-    from fedmm.tracking import runs
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     parent = _parent_run(directory, spec)
