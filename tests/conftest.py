@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,26 @@ from fedmm import runtime  # noqa: E402
 runtime.configure()
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def interrupted_after_round(completed_rounds: int):
+    """Training inside this block stops (KeyboardInterrupt) right after round ``completed_rounds`` is checkpointed."""
+    from fedmm.fl import engine
+
+    real = engine._save_checkpoint
+
+    def crash(path, completed, state, history):
+        real(path, completed, state, history)
+        if completed == completed_rounds:
+            raise KeyboardInterrupt("simulated interruption")
+
+    engine._save_checkpoint = crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        engine._save_checkpoint = real
 TINY = REPO / "configs" / "tiny.yaml"
 
 

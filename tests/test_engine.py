@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import interrupted_after_round
 from fedmm.config import config_from_dict
 from fedmm.data.federated import partition_and_mask
 from fedmm.data.prepare import prepare
-from fedmm.fl import engine
 from fedmm.fl.engine import UpdateStore
 from fedmm.fl.strategy import ClientUpdate, FedAvg
 from fedmm.fl.training import train
@@ -58,21 +58,11 @@ def test_same_seed_same_metrics_and_updates_are_kept(data, tmp_path):
     np.testing.assert_allclose(stored["start"], start.numpy())
 
 
-def test_interrupted_run_resumes_to_the_same_result(data, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_result(data, tmp_path):
     prepared, federated = data
     reference = train(CONFIG, prepared, federated, workdir=tmp_path / "reference")
-
-    real = engine._save_checkpoint
-
-    def crash_after_round_two(path, completed, state, history):
-        real(path, completed, state, history)
-        if completed == 2:
-            raise KeyboardInterrupt("simulated interruption")
-
-    monkeypatch.setattr(engine, "_save_checkpoint", crash_after_round_two)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_round(2):
         train(CONFIG, prepared, federated, workdir=tmp_path / "resumed")
-    monkeypatch.setattr(engine, "_save_checkpoint", real)
     seen = []
     resumed = train(CONFIG, prepared, federated, workdir=tmp_path / "resumed", on_round=seen.append)
     assert [record["round"] for record in seen] == [3]

@@ -6,6 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import interrupted_after_round
 from fedmm.cli import main
 from fedmm.config import ConfigError, ModelConfig, TrainConfig, config_from_dict
 from fedmm.data.federated import partition_and_mask
@@ -98,23 +99,13 @@ def test_moon_contrastive_term_is_finite_and_log_two_against_the_global_model(da
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_moon_keeps_state_and_resumes_to_the_same_result(data, tmp_path, monkeypatch):
+def test_moon_keeps_state_and_resumes_to_the_same_result(data, tmp_path):
     moon = ("train.strategy=moon",)
     reference = run(data, tmp_path, "reference", *moon)
     assert reference.history != run(data, tmp_path, "fedavg").history
     assert sorted(p.name for p in (tmp_path / "reference" / engine.KEPT_DIR).iterdir()) == ["after_0003.npz"]
-
-    real = engine._save_checkpoint
-
-    def crash_after_round_two(path, completed, state, history):
-        real(path, completed, state, history)
-        if completed == 2:
-            raise KeyboardInterrupt("simulated interruption")
-
-    monkeypatch.setattr(engine, "_save_checkpoint", crash_after_round_two)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_round(2):
         run(data, tmp_path, "resumed", *moon)
-    monkeypatch.setattr(engine, "_save_checkpoint", real)
     assert_same(run(data, tmp_path, "resumed", *moon), reference)
 
 
