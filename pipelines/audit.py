@@ -19,5 +19,4 @@ def audit_pipeline(config: Config, training_run_id: str) -> None:
 
 def run_audit(config: Config, training_run_id: str):
     """Audit a past training run (its MLflow run and model version get the results); returns the audit run."""
-    training_artifacts(training_run_id)
     return audit_pipeline(config, training_run_id)

@@ -19,5 +19,4 @@ def imputation_pipeline(config: Config, training_run_id: str) -> None:
 
 def run_imputation(config: Config, training_run_id: str):
     """Evaluate imputers on a past training run's model (results go to its MLflow run and version)."""
-    training_artifacts(training_run_id)
     return imputation_pipeline(config, training_run_id)
