@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fedmm.impute.config import ImputeConfig
+from fedmm.impute.config import GeneratorConfig, ImputeConfig
 
 
 class ConfigError(ValueError):
@@ -55,6 +55,14 @@ class PartitionConfig(_Section):
     num_clients: int | None = Field(None, ge=1, description="required unless scheme is natural")
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet, quantity)")
     min_samples: int = Field(10, ge=1, description="smallest client the partitioner may produce")
+    proxy_fraction: float = Field(
+        0.0, ge=0, lt=0.5,
+        description="share of the training pool the server holds as a labelled proxy set (every modality "
+        "present, given to no client); the knowledge-transfer strategies need it",
+    )
+    label_fraction: float = Field(
+        1.0, gt=0, le=1, description="share of each client's samples that keep their label (semi-supervised below 1)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PartitionConfig:
@@ -163,10 +171,43 @@ class MoonConfig(_Section):
     temperature: float = Field(0.5, gt=0, description="temperature of the cosine similarities")
 
 
+class FedMektConfig(_Section):
+    """FedMEKT: clients train multimodal autoencoders on unlabelled data and send proxy-set embeddings."""
+
+    recon_weight: float = Field(1.0, ge=0, description="weight of the clients' reconstruction loss")
+    distill_weight: float = Field(1.0, ge=0, description="weight of the clients' KL toward the global proxy embeddings")
+    temperature: float = Field(3.0, gt=0, description="softmax temperature over embedding dimensions (public code: 3)")
+    server_epochs: int = Field(5, ge=1, description="server epochs distilling aggregated embeddings into the encoders")
+    classifier_epochs: int = Field(10, ge=1, description="server epochs training fusion and head on the labelled proxy")
+
+
+class FedMobileConfig(_Section):
+    """FedMobile: generated latent features for missing modalities, contribution-aware aggregation."""
+
+    performance_weight: float = Field(
+        0.5, ge=0, le=1,
+        description="aggregation score = w * local accuracy + (1 - w) * relative local loss reduction",
+    )
+    generator_weighting: Literal["clustered_shapley", "samples"] = Field(
+        "clustered_shapley", description="how client generators are weighted when aggregated",
+    )
+    clusters: int = Field(3, ge=1, description="K-means clusters of client generators for clustered Shapley")
+    generator: GeneratorConfig = GeneratorConfig(local_epochs=1, lr=0.003, hidden=128)
+
+
+class DualDistillConfig(_Section):
+    """MMFeD3: logit and feature distillation between server and clients on the proxy set, both ways."""
+
+    logit_weight: float = Field(1.0, ge=0, description="weight of the temperature-scaled logit KL")
+    feature_weight: float = Field(1.0, ge=0, description="weight of the fused-representation alignment (MSE)")
+    temperature: float = Field(3.0, gt=0)
+    server_epochs: int = Field(2, ge=1, description="server epochs distilling the client ensemble on the proxy set")
+
+
 class TrainConfig(_Section):
     """Federated rounds, local training and the centralized reference."""
 
-    strategy: Literal["fedavg", "fedprox", "moon"] = "fedavg"
+    strategy: Literal["fedavg", "fedprox", "moon", "fedmekt", "fedmobile", "mmfed3"] = "fedavg"
     rounds: int = Field(20, ge=1)
     client_fraction: float = Field(1.0, gt=0, le=1)
     local_epochs: int = Field(1, ge=1)
@@ -178,6 +219,16 @@ class TrainConfig(_Section):
     centralized: bool = Field(True, description="also train the pooled-data upper reference")
     fedprox: FedProxConfig = FedProxConfig()
     moon: MoonConfig = MoonConfig()
+    fedmekt: FedMektConfig = FedMektConfig()
+    fedmobile: FedMobileConfig = FedMobileConfig()
+    mmfed3: DualDistillConfig = DualDistillConfig()
+
+    @property
+    def needs_proxy(self) -> bool:
+        """Whether the strategy uses the server's proxy set."""
+        if self.strategy == "fedmobile":
+            return self.fedmobile.generator_weighting == "clustered_shapley"
+        return self.strategy in ("fedmekt", "mmfed3")
 
 
 class ValidationConfig(_Section):
@@ -256,6 +307,14 @@ class Config(_Section):
     registry: RegistryConfig = RegistryConfig()
     audit: AuditConfig = AuditConfig()
     impute: ImputeConfig = ImputeConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.train.needs_proxy and self.partition.proxy_fraction == 0:
+            raise ValueError(
+                f"train.strategy {self.train.strategy!r} needs a server proxy set: set partition.proxy_fraction > 0"
+            )
+        return self
 
     def hash(self, *sections: str) -> str:
         """SHA-256 of the canonical JSON of the given sections (all when none given)."""

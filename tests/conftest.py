@@ -26,8 +26,8 @@ def interrupted_after_round(completed_rounds: int):
 
     real = engine._save_checkpoint
 
-    def crash(path, completed, state, history):
-        real(path, completed, state, history)
+    def crash(path, completed, *rest):
+        real(path, completed, *rest)
         if completed == completed_rounds:
             raise KeyboardInterrupt("simulated interruption")
 

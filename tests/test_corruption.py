@@ -67,6 +67,7 @@ def test_feature_noise_is_seeded(prepared):
 def test_update_corruptions_reach_the_stored_updates(prepared, tmp_path):
     clean_run = train(_config([]), prepared, _federated(prepared, []), workdir=tmp_path / "clean")
     bad = [c for c in CORRUPTED if c["kind"] in ("free_rider_zero", "scaled_update")]
+    bad.append({"client": 3, "kind": "free_rider_noise", "noise_std": 0.05})
     train(_config(bad), prepared, _federated(prepared, bad), workdir=tmp_path / "bad")
     clean = np.load(UpdateStore(clean_run.updates_dir).rounds()[0])
     corrupted = np.load(UpdateStore(tmp_path / "bad" / "updates").rounds()[0])
@@ -75,6 +76,7 @@ def test_update_corruptions_reach_the_stored_updates(prepared, tmp_path):
     assert corrupted["num_examples"][row[1]] == clean["num_examples"][row[1]]
     np.testing.assert_allclose(corrupted["deltas"][row[2]], -3.0 * clean["deltas"][row[2]], rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(corrupted["deltas"][row[0]], clean["deltas"][row[0]])
+    assert corrupted["deltas"][row[3]].std() == pytest.approx(0.05, rel=0.05)
 
 
 def test_bad_corruption_specs_are_clear_errors(prepared):

@@ -109,3 +109,26 @@ def test_partition_report_lists_sizes_and_class_histograms(prepared):
     assert sum(row["n_samples"] for row in rows) == len(prepared.indices("train"))
     assert all(sum(row["class_counts"]) == row["n_samples"] for row in rows)
     assert len({row["subject"] for row in rows}) == 8
+
+
+def test_proxy_set_is_stratified_and_never_given_to_a_client(prepared):
+    partition = PartitionConfig(scheme="iid", num_clients=4, proxy_fraction=0.1)
+    federated = partition_and_mask(prepared, partition, MaskConfig(), 0)
+    train = prepared.indices("train")
+    proxy = federated.proxy_index
+    assert len(proxy) == pytest.approx(0.1 * len(train), abs=len(np.unique(prepared.dataset.labels)))
+    assert not np.intersect1d(proxy, federated.pool_index).size
+    np.testing.assert_array_equal(np.sort(np.concatenate([proxy, federated.pool_index])), np.sort(train))
+    labels = prepared.dataset.labels
+    assert set(labels[proxy]) == set(labels[train])
+    assert federated.content_hash != partition_and_mask(prepared, PartitionConfig(scheme="iid", num_clients=4),
+                                                        MaskConfig(), 0).content_hash
+
+
+def test_label_fraction_hides_labels_per_client(prepared):
+    partition = PartitionConfig(scheme="iid", num_clients=4, label_fraction=0.2)
+    federated = partition_and_mask(prepared, partition, MaskConfig(), 0)
+    for client, row in enumerate(federated.report["clients"]):
+        _, _, labels = client_arrays(prepared, federated, client)
+        assert (labels >= 0).sum() == row["n_labelled"] == round(0.2 * row["n_samples"])
+        assert set(np.unique(labels)) - {-1} <= set(prepared.dataset.labels)

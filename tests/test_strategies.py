@@ -124,10 +124,11 @@ def test_worker_loads_and_reads_back_like_the_module():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.strategy=fedsgd", "train.strategy: Input should be 'fedavg', 'fedprox' or 'moon'"),
+        ("train.strategy=fedsgd", "train.strategy: Input should be 'fedavg', 'fedprox', 'moon', 'fedmekt', 'fedmobile' or 'mmfed3'"),
         ("train.fedprox.mu=-1", "train.fedprox.mu: Input should be greater than or equal to 0"),
         ("train.moon.temperature=0", "train.moon.temperature: Input should be greater than 0"),
         ("train.moon.tau=0.5", "train.moon.tau: unknown key"),
+        ("train.strategy=fedmekt", "train.strategy 'fedmekt' needs a server proxy set: set partition.proxy_fraction > 0"),
     ],
 )
 def test_bad_strategy_settings_are_clear_errors(override, message):
@@ -141,4 +142,4 @@ def test_strategy_is_selected_from_the_command_line():
     assert result.exit_code == 0 and "strategy: fedprox" in result.output and "mu: 0.1" in result.output
     result = CliRunner().invoke(main, ["run", "--set", "train.strategy=fedsgd"])
     assert result.exit_code == 2
-    assert "train.strategy: Input should be 'fedavg', 'fedprox' or 'moon'" in result.output
+    assert "train.strategy: Input should be 'fedavg', 'fedprox', 'moon', 'fedmekt', 'fedmobile' or 'mmfed3'" in result.output

@@ -70,6 +70,11 @@ class CorruptionPlan:
             return noisy, labels
         return {**inputs, c.modality: np.zeros_like(inputs[c.modality])}, labels
 
+    def tampers_update(self, client: int) -> bool:
+        """Whether what the client sends differs from its honest update (free riders and scaled updates)."""
+        c = self._of(client)
+        return c is not None and c.kind not in DATA_KINDS
+
     def free_rides(self, client: int) -> bool:
         """Whether the client skips training and sends a fabricated update."""
         c = self._of(client)

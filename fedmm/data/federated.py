@@ -1,6 +1,8 @@
 """The partition stage's artifact: which samples each client holds and which modalities it sees.
 
-The artifact stores indices and presence masks only. :func:`client_arrays` is the one place
+The artifact stores indices, presence masks and which client samples keep their label (all
+unless ``partition.label_fraction`` < 1); the server's proxy set (``partition.proxy_fraction``)
+is taken out of the training pool before the clients are drawn. :func:`client_arrays` is the one place
 that turns it into training inputs, zeroing every masked value there, so masked values never
 reach a client; the ground truth stays in the prepared data for evaluation.
 """
@@ -19,6 +21,8 @@ from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.masking import ModalityMasker
 from fedmm.data.partition import PartitionError, make_partitioner
 from fedmm.data.prepare import PreparedData
+from fedmm.fl.tensors import UNLABELLED
+from fedmm.seeding import rng_for
 
 ARRAYS_FILE = "clients.npz"
 REPORT_FILE = "report.json"
@@ -34,6 +38,8 @@ class FederatedData:
     held: np.ndarray
     modalities: list[str]
     report: dict
+    labelled: np.ndarray
+    proxy_index: np.ndarray
 
     @property
     def num_clients(self) -> int:
@@ -58,6 +64,8 @@ class FederatedData:
             "presence": self.presence,
             "held": self.held,
             "modalities": np.asarray(self.modalities, dtype=str),
+            "labelled": self.labelled,
+            "proxy_index": self.proxy_index,
         }
 
     @property
@@ -87,6 +95,8 @@ class FederatedData:
             held=arrays["held"],
             modalities=[str(m) for m in arrays["modalities"]],
             report=read_json(directory / REPORT_FILE),
+            labelled=arrays["labelled"],
+            proxy_index=arrays["proxy_index"],
         )
 
 
@@ -99,22 +109,25 @@ def partition_and_mask(
 ) -> FederatedData:
     """Split the training pool across clients, draw their modality masks, plan any corruption."""
     dataset = prepared.dataset
-    pool_index = prepared.indices("train")
+    proxy_index, pool_index = split_proxy(prepared.indices("train"), dataset.labels, partition.proxy_fraction, seed)
     partitioner = make_partitioner(partition, seed).fit(dataset.labels[pool_index], dataset.subject[pool_index])
     client = partitioner.assignment
     masker = ModalityMasker(dataset.modality_names, mask, seed)
     held = masker.client_modalities(partitioner.num_partitions)
     presence = np.zeros((len(pool_index), len(masker.modalities)), dtype=bool)
+    labelled = np.zeros(len(pool_index), dtype=bool)
     rows = []
     for k in range(partitioner.num_partitions):
         members = partitioner.load_partition(k)
         client_mask = masker.mask_client(k, len(members), held[k])
         presence[members] = client_mask.presence
         kept = client_mask.kept
+        labelled[members[kept]] = label_draw(int(kept.sum()), partition.label_fraction, seed, k)
         labels = dataset.labels[pool_index[members]][kept]
         row = {
             "client": k,
             "n_samples": int(kept.sum()),
+            "n_labelled": int(labelled[members].sum()),
             "n_dropped": int((~kept).sum()),
             "held": [m for m, on in zip(masker.modalities, held[k]) if on],
             "class_counts": np.bincount(labels, minlength=dataset.num_classes).tolist(),
@@ -139,6 +152,7 @@ def partition_and_mask(
         "mask_config": mask.model_dump(mode="json"),
         "seed": seed,
         "dropped_samples": int((~presence.any(axis=1)).sum()),
+        "proxy_samples": len(proxy_index),
         "clients": rows,
         "corruption": {
             "config": plan.config.model_dump(mode="json"),
@@ -153,7 +167,32 @@ def partition_and_mask(
         held=held,
         modalities=masker.modalities,
         report=report,
+        labelled=labelled,
+        proxy_index=proxy_index,
     )
+
+
+def split_proxy(
+    train_index: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(proxy, pool): a seeded, class-stratified ``fraction`` of the training rows for the server, the rest for clients."""
+    if fraction == 0:
+        return np.zeros(0, dtype=train_index.dtype), train_index
+    rng = rng_for(seed, "proxy")
+    chosen = []
+    for label in np.unique(labels[train_index]):
+        rows = train_index[labels[train_index] == label]
+        chosen.append(rng.choice(rows, size=max(1, int(round(fraction * len(rows)))), replace=False))
+    proxy = np.sort(np.concatenate(chosen))
+    return proxy, np.setdiff1d(train_index, proxy)
+
+
+def label_draw(count: int, fraction: float, seed: int, client: int) -> np.ndarray:
+    """Which of a client's ``count`` samples keep their label: a seeded ``fraction`` (at least one)."""
+    keep = np.zeros(count, dtype=bool)
+    if count:
+        keep[rng_for(seed, "labels", client).permutation(count)[: max(1, int(round(fraction * count)))]] = True
+    return keep
 
 
 def masked_arrays(
@@ -176,4 +215,13 @@ def client_arrays(
     inputs, labels = federated.corruption.corrupt_data(
         client, masked_arrays(prepared, index, presence), prepared.dataset.labels[index], prepared.dataset.num_classes
     )
-    return inputs, presence, labels
+    return inputs, presence, np.where(federated.labelled[rows], labels, UNLABELLED)
+
+
+def proxy_arrays(
+    prepared: PreparedData, federated: FederatedData
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The server's proxy set: inputs with every modality present, presence mask and labels."""
+    index = federated.proxy_index
+    presence = np.ones((len(index), len(federated.modalities)), dtype=bool)
+    return masked_arrays(prepared, index, presence), presence, prepared.dataset.labels[index]

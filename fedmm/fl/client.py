@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 
-from fedmm.fl.strategy import ClientUpdate, Forward, LocalLoss, State, Strategy, TrainInstruction
+from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction
 from fedmm.fl.tensors import TensorData
 from fedmm.seeding import torch_generator
 
@@ -80,7 +81,8 @@ def run_epochs(
             optimizer.step()
             loss_sum += loss.detach() * len(batch)
             correct += (out.logits.detach().argmax(1) == batch.labels).sum()
-    return {"train_loss": float(loss_sum / len(data)), "train_accuracy": float(correct / len(data))}
+    labelled = max(int(data.labelled.sum()), 1)
+    return {"train_loss": float(loss_sum / len(data)), "train_accuracy": float(correct / labelled)}
 
 
 def train_client(
@@ -88,18 +90,17 @@ def train_client(
     global_state: State,
     data: TensorData,
     instruction: TrainInstruction,
-    strategy: Strategy,
+    loss_fn: LocalLoss,
+    keep: Callable[[State], State | None],
     seed: int,
-    kept: State | None = None,
 ) -> tuple[ClientUpdate, State | None]:
-    """Load the global state, train locally; returns the delta payload and what the client keeps."""
-    worker.load(global_state)
+    """Train the worker (already holding ``global_state``) under ``loss_fn``; returns the delta payload and what the client keeps."""
     model = worker.model
     optimizer = OPTIMIZERS[instruction.optimizer](model.parameters(), lr=instruction.lr)
     metrics = run_epochs(
         model,
         data,
-        strategy.local_objective(model, global_state, kept),
+        loss_fn,
         instruction.local_epochs,
         instruction.batch_size,
         optimizer,
@@ -109,4 +110,4 @@ def train_client(
     trained = worker.state()
     delta = {name: trained[name] - global_state[name] for name in global_state}
     update = ClientUpdate(client_id=instruction.client_id, num_examples=len(data), delta=delta, metrics=metrics)
-    return update, strategy.keep(trained)
+    return update, keep(trained)

@@ -17,9 +17,9 @@ import torch
 
 from fedmm.artifacts import read_npz, write_json, write_npz
 from fedmm.data.corruption import CorruptionPlan
-from fedmm.fl.client import Worker, train_client, trainable_state
+from fedmm.fl.client import Worker, trainable_state
 from fedmm.fl.evaluation import evaluate
-from fedmm.fl.strategy import ClientUpdate, State, Strategy, TrainInstruction
+from fedmm.fl.strategy import ClientUpdate, State, Strategy, StrategyError, TrainInstruction
 from fedmm.fl.tensors import TensorData
 from fedmm.models.multimodal import ModelSpec, build_model
 
@@ -27,6 +27,7 @@ CHECKPOINT_FILE = "checkpoint.npz"
 UPDATES_DIR = "updates"
 KEPT_DIR = "kept"
 LAYOUT_FILE = "layout.json"
+SERVER_PREFIX = "server/"
 
 
 def state_to_arrays(state: State) -> dict[str, np.ndarray]:
@@ -113,17 +114,20 @@ class FederatedOutcome:
     resumed_from: int
 
 
-def _load_checkpoint(path: Path, device: str) -> tuple[int, State, list[dict]] | None:
+def _load_checkpoint(path: Path, device: str) -> tuple[int, State, State, list[dict]] | None:
+    """Completed rounds, global state, the strategy's server state and the history."""
     if not path.is_file():
         return None
     arrays = read_npz(path)
     completed = int(arrays.pop("completed_rounds"))
     history = json.loads(arrays.pop("history").tobytes().decode())
-    return completed, arrays_to_state(arrays, device), history
+    server = {k.removeprefix(SERVER_PREFIX): arrays.pop(k) for k in list(arrays) if k.startswith(SERVER_PREFIX)}
+    return completed, arrays_to_state(arrays, device), arrays_to_state(server, device), history
 
 
-def _save_checkpoint(path: Path, completed: int, state: State, history: list[dict]) -> None:
+def _save_checkpoint(path: Path, completed: int, state: State, server: State, history: list[dict]) -> None:
     arrays = state_to_arrays(state)
+    arrays.update({SERVER_PREFIX + k: v for k, v in state_to_arrays(server).items()})
     arrays["completed_rounds"] = np.array(completed)
     arrays["history"] = np.frombuffer(json.dumps(history).encode(), dtype=np.uint8)
     write_npz(path, arrays)
@@ -135,17 +139,27 @@ def client_payload(
     data: TensorData,
     instruction: TrainInstruction,
     strategy: Strategy,
-    seed: int,
     corruption: CorruptionPlan | None,
     kept: State | None = None,
-) -> tuple[ClientUpdate, State | None]:
-    """One client's update and kept state; a corrupted client sends what it really would (free riders skip training)."""
+):
+    """One client's payload and kept state; a corrupted client sends what it really would (free riders skip training).
+
+    Update corruptions tamper with parameter deltas, so they apply to :class:`ClientUpdate`
+    payloads (and payloads extending it) only.
+    """
     client = instruction.client_id
-    if corruption is not None and corruption.free_rides(client):
+    tampers = corruption is not None and corruption.tampers_update(client)
+    if tampers and not issubclass(strategy.payload_type, ClientUpdate):
+        raise StrategyError(
+            f"corruption of client {client}'s update needs a parameter-delta payload; "
+            f"strategy {strategy.name!r} sends {strategy.payload_type.__name__}"
+        )
+    if tampers and corruption.free_rides(client):
         zeros = {name: torch.zeros_like(value) for name, value in state.items()}
-        return ClientUpdate(client, len(data), zeros), kept
-    update, kept = train_client(worker, state, data, instruction, strategy, seed, kept)
-    if corruption is None:
+        update = ClientUpdate(client, len(data), zeros)
+    else:
+        update, kept = strategy.fit(worker, state, data, instruction, kept)
+    if not tampers:
         return update, kept
     return replace(update, delta=corruption.corrupt_update(client, instruction.server_round, update.delta)), kept
 
@@ -178,7 +192,8 @@ def run_federated(
     start = 0
     loaded = _load_checkpoint(checkpoint, device)
     if loaded is not None:
-        start, state, history = loaded
+        start, state, server_state, history = loaded
+        strategy.load_server_state(server_state)
     else:
         store.write_layout(state)
     kept = kept_store.load(start, device)
@@ -186,12 +201,13 @@ def run_federated(
         updates = []
         for ins in strategy.configure_train(server_round, len(clients)):
             update, client_kept = client_payload(
-                worker, state, clients[ins.client_id], ins, strategy, seed, corruption, kept.get(ins.client_id)
+                worker, state, clients[ins.client_id], ins, strategy, corruption, kept.get(ins.client_id)
             )
             updates.append(update)
             if client_kept is not None:
                 kept[ins.client_id] = client_kept
-        store.write_round(server_round, state, updates)
+        if all(isinstance(update, ClientUpdate) for update in updates):
+            store.write_round(server_round, state, updates)
         state = strategy.aggregate_train(server_round, state, updates)
         model.load_state_dict(state)
         record = {
@@ -203,7 +219,7 @@ def run_federated(
         }
         history.append(record)
         kept_store.save(server_round + 1, kept)
-        _save_checkpoint(checkpoint, server_round + 1, state, history)
+        _save_checkpoint(checkpoint, server_round + 1, state, strategy.server_state(), history)
         kept_store.prune(server_round + 1)
         if on_round is not None:
             on_round(record)

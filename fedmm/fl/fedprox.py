@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fedmm.config import TrainConfig
-from fedmm.fl.strategy import FedAvg, Forward, LocalLoss, State, cross_entropy
+from fedmm.fl.strategy import FedAvg, Forward, ServerContext, LocalLoss, State, cross_entropy
 
 
 class FedProx(FedAvg):
@@ -20,8 +20,8 @@ class FedProx(FedAvg):
 
     name = "fedprox"
 
-    def __init__(self, train: TrainConfig, seed: int) -> None:
-        super().__init__(train, seed)
+    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
+        super().__init__(train, seed, server)
         self.mu = train.fedprox.mu
 
     def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from fedmm.config import TrainConfig
 from fedmm.fl.client import frozen_copy
-from fedmm.fl.strategy import FedAvg, Forward, LocalLoss, State, cross_entropy
+from fedmm.fl.strategy import FedAvg, Forward, ServerContext, LocalLoss, State, cross_entropy
 
 
 class Moon(FedAvg):
@@ -31,8 +31,8 @@ class Moon(FedAvg):
 
     name = "moon"
 
-    def __init__(self, train: TrainConfig, seed: int) -> None:
-        super().__init__(train, seed)
+    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
+        super().__init__(train, seed, server)
         self.mu = train.moon.mu
         self.temperature = train.moon.temperature
 

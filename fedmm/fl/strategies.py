@@ -5,11 +5,11 @@ from __future__ import annotations
 from fedmm.config import TrainConfig
 from fedmm.fl.fedprox import FedProx
 from fedmm.fl.moon import Moon
-from fedmm.fl.strategy import FedAvg, Strategy
+from fedmm.fl.strategy import FedAvg, ServerContext, Strategy
 
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FedAvg, FedProx, Moon)}
 
 
-def make_strategy(train: TrainConfig, seed: int) -> Strategy:
-    """The strategy a config names."""
-    return STRATEGIES[train.strategy](train, seed)
+def make_strategy(train: TrainConfig, seed: int, server: ServerContext | None = None) -> Strategy:
+    """The strategy a config names, bound to what the server holds."""
+    return STRATEGIES[train.strategy](train, seed, server)

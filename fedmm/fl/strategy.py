@@ -1,76 +1,63 @@
 """Strategies: what the server asks of clients, what clients optimise, how the server aggregates.
 
 Modelled on Flower's message-API ``Strategy``: a strategy never runs the loop (the engine
-does) and never touches transport. Messages are plain typed values:
-
-- server -> client: :class:`TrainInstruction` (which client, local settings);
-- client -> server: the strategy's ``payload_type`` (FedAvg: :class:`ClientUpdate`, a
-  parameter delta and its example count).
+does) and never touches transport. Its messages are the plain typed values of
+:mod:`fedmm.fl.messages`; its client -> server payload is ``payload_type``.
 
 On the client, ``local_objective`` builds the loss of one round of local training: it sees
 every batch's :class:`Forward` (per-modality embeddings, fused representation, logits), the
 round's global state, and what the client kept from its last participation (``keep``; the
-client's own storage, never sent to the server).
+client's own storage, never sent to the server). ``fit`` is the whole client side: by default
+local training under that objective, returning a :class:`ClientUpdate`; knowledge-transfer
+strategies override it to train other modules or send other payloads.
 
-So FedProx or MOON are a new ``local_objective``; FedMEKT or dual distillation a new payload
-and ``aggregate_train``; and the same classes can run over Flower by mapping these types onto
-its messages (``keep`` onto the client's ``Context.state``).
+So FedProx or MOON are a new ``local_objective``; FedMEKT or dual distillation a new ``fit``,
+payload and ``aggregate_train``; and the same classes can run over Flower by mapping these
+types onto its messages (``keep`` onto the client's ``Context.state``, ``server_state`` onto
+the server app's state).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from fedmm.config import TrainConfig
+from fedmm.fl.client import Worker, train_client
+from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction, cross_entropy
 from fedmm.fl.tensors import TensorData
+from fedmm.models.multimodal import ModelSpec
 from fedmm.seeding import rng_for
 
-State = dict[str, torch.Tensor]
+__all__ = [
+    "ClientUpdate", "FedAvg", "Forward", "LocalLoss", "ServerContext", "State", "Strategy", "StrategyError",
+    "TrainInstruction", "cross_entropy",
+]
+
+
+class StrategyError(ValueError):
+    """A strategy cannot run on what it was given (e.g. no proxy set for a distillation strategy)."""
 
 
 @dataclass(frozen=True)
-class TrainInstruction:
-    """Server -> client: train locally with these settings."""
+class ServerContext:
+    """What the server holds besides the global model: the model spec, its device and a labelled proxy set.
 
-    client_id: int
-    server_round: int
-    local_epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str
+    The proxy set (``partition.proxy_fraction`` of the training pool, every modality present,
+    never given to a client) is empty unless configured; knowledge-transfer strategies need it.
+    """
 
+    spec: ModelSpec
+    device: str = "cpu"
+    proxy: TensorData | None = None
 
-@dataclass(frozen=True)
-class ClientUpdate:
-    """Client -> server payload of parameter-averaging strategies: trained minus global weights."""
-
-    client_id: int
-    num_examples: int
-    delta: State
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Forward:
-    """One batch through the client's model: what a local objective sees."""
-
-    batch: TensorData
-    embeddings: torch.Tensor  # (B, M, E) per modality, zero where absent
-    representation: torch.Tensor  # (B, F) the fused representation the head classifies
-    logits: torch.Tensor
-
-
-LocalLoss = Callable[[Forward], torch.Tensor]
-
-
-def cross_entropy(out: Forward) -> torch.Tensor:
-    """The supervised loss of a batch."""
-    return torch.nn.functional.cross_entropy(out.logits, out.batch.labels)
+    def require_proxy(self, strategy: str) -> TensorData:
+        if self.proxy is None or not len(self.proxy):
+            raise StrategyError(f"strategy {strategy!r} needs a server proxy set: set partition.proxy_fraction > 0")
+        return self.proxy
 
 
 class Strategy(ABC):
@@ -78,6 +65,11 @@ class Strategy(ABC):
 
     name: str
     payload_type: type = ClientUpdate
+
+    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
+        self.train = train
+        self.seed = seed
+        self.server = server
 
     @abstractmethod
     def configure_train(self, server_round: int, num_clients: int) -> list[TrainInstruction]:
@@ -96,9 +88,26 @@ class Strategy(ABC):
         """What a client stores locally after training, for its next participation (default: nothing)."""
         return None
 
+    def fit(
+        self, worker: Worker, global_state: State, data: TensorData, instruction: TrainInstruction, kept: State | None
+    ) -> tuple[ClientUpdate, State | None]:
+        """The client side of a round: its payload and what it keeps (default: local training, a delta)."""
+        worker.load(global_state)
+        return train_client(
+            worker, global_state, data, instruction, self.local_objective(worker.model, global_state, kept),
+            self.keep, self.seed,
+        )
+
     @abstractmethod
-    def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
+    def aggregate_train(self, server_round: int, global_state: State, updates: list) -> State:
         """The next global state from this round's client payloads."""
+
+    def server_state(self) -> State:
+        """What the server keeps besides the global model (checkpointed with it; default: nothing)."""
+        return {}
+
+    def load_server_state(self, state: State) -> None:
+        """Restore :meth:`server_state` when a run resumes."""
 
 
 class FedAvg(Strategy):
@@ -113,10 +122,6 @@ class FedAvg(Strategy):
     """
 
     name = "fedavg"
-
-    def __init__(self, train: TrainConfig, seed: int) -> None:
-        self.train = train
-        self.seed = seed
 
     def select_clients(self, server_round: int, num_clients: int) -> np.ndarray:
         count = max(1, int(round(self.train.client_fraction * num_clients)))

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+UNLABELLED = -1
+"""The label of a client sample whose label the client does not know (semi-supervised settings)."""
+
 
 @dataclass
 class TensorData:
@@ -25,6 +28,11 @@ class TensorData:
             mask=torch.as_tensor(mask, dtype=torch.bool, device=device),
             labels=torch.as_tensor(labels, dtype=torch.long, device=device),
         )
+
+    @property
+    def labelled(self) -> torch.Tensor:
+        """Which samples carry a label."""
+        return self.labels != UNLABELLED
 
     def __len__(self) -> int:
         return len(self.labels)

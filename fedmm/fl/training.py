@@ -11,14 +11,14 @@ import torch
 
 from fedmm.artifacts import read_json, read_npz, write_json, write_npz
 from fedmm.config import Config
-from fedmm.data.federated import FederatedData, client_arrays, masked_arrays
+from fedmm.data.federated import FederatedData, client_arrays, masked_arrays, proxy_arrays
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.client import OPTIMIZERS, run_epochs
 from fedmm.fl.engine import UPDATES_DIR, arrays_to_state, run_federated, state_to_arrays
 from fedmm.fl.evaluation import evaluate
 from fedmm.fl.result import TrainResult
 from fedmm.fl.strategies import make_strategy
-from fedmm.fl.strategy import cross_entropy
+from fedmm.fl.strategy import ServerContext, cross_entropy
 from fedmm.fl.tensors import TensorData
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.runtime import resolve_device, state_dir
@@ -105,8 +105,9 @@ def train(
         for k in range(federated.num_clients)
     ]
     evaluation = evaluation_sets(prepared, device)
+    server = ServerContext(spec, device, TensorData.from_numpy(*proxy_arrays(prepared, federated), device=device))
     outcome = run_federated(
-        spec, clients, evaluation, make_strategy(config.train, config.seed), config.train.rounds,
+        spec, clients, evaluation, make_strategy(config.train, config.seed, server), config.train.rounds,
         config.seed, workdir, device, on_round, federated.corruption,
     )
     central_state = central_history = None
