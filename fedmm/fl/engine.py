@@ -212,7 +212,8 @@ def run_federated(
         model.load_state_dict(state)
         record = {
             "round": server_round + 1,
-            **{f"{split}_{k}": v for split, data in evaluation.items() for k, v in evaluate(model, data).items()},
+            **{f"{split}_{k}": v for split, data in evaluation.items()
+               for k, v in evaluate(strategy.predictor(model), data).items()},
             "clients": [
                 {"client": u.client_id, "num_examples": u.num_examples, **u.metrics} for u in updates
             ],

@@ -102,6 +102,10 @@ class Strategy(ABC):
     def aggregate_train(self, server_round: int, global_state: State, updates: list) -> State:
         """The next global state from this round's client payloads."""
 
+    def predictor(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The global model as it predicts (default: itself; FedMobile adds its generator)."""
+        return model
+
     def server_state(self) -> State:
         """What the server keeps besides the global model (checkpointed with it; default: nothing)."""
         return {}

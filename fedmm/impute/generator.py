@@ -42,6 +42,27 @@ class CrossModalGenerator(nn.Module):
         return self.net(inputs).reshape(scaled.shape)
 
 
+class GeneratedFeaturesNet(nn.Module):
+    """A model whose missing modalities' embeddings come from a generator (flagged present to the fusion).
+
+    This is how FedMobile's global model trains and predicts, and how a fitted ``generator``
+    imputer serves a model at inference.
+    """
+
+    def __init__(self, model: MultimodalNet, generator: CrossModalGenerator, scaler: Scaler) -> None:
+        super().__init__()
+        self.model, self.generator, self.scaler = model, generator, scaler
+
+    def complete(self, embeddings: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings with every absent modality generated from the present ones, and the all-present mask."""
+        generated = self.scaler.inverse(self.generator(self.scaler(embeddings, mask), mask))
+        return torch.where(mask.unsqueeze(-1), embeddings, generated), torch.ones_like(mask)
+
+    def forward(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        embeddings, completed = self.complete(self.model.embed(inputs, mask), mask)
+        return self.model.head(self.model.fuse(embeddings, completed))
+
+
 def generator_loss(
     generator: CrossModalGenerator,
     scaler: Scaler,

@@ -1,0 +1,274 @@
+"""FedMobile (Liu, Wang and Yuan 2025): generated latent features for missing modalities, contribution-aware aggregation."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fedmm.audit.clustered import aggregation_weights, clustered_shapley
+from fedmm.config import TrainConfig
+from fedmm.fl.client import Worker, train_client
+from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction, labelled_cross_entropy
+from fedmm.fl.strategy import FedAvg, ServerContext
+from fedmm.fl.tensors import TensorData
+from fedmm.impute.generator import CrossModalGenerator, GeneratedFeaturesNet, train_generator_locally
+from fedmm.impute.latent import LatentData, Scaler, client_latents, fedavg_states, frozen, seeded_module
+from fedmm.impute.moments import Moments, aggregate
+from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
+
+GENERATOR = "generator."
+GENERATOR_SCALER = "generator_scaler."
+SCALER = "scaler."
+
+
+@dataclass(frozen=True)
+class FedMobileUpdate(ClientUpdate):
+    """A :class:`ClientUpdate` plus the client's generator, its embedding moments and its local losses."""
+
+    generator: State = field(default_factory=dict)
+    generator_examples: int = 0
+    moments: tuple[Moments, ...] = ()
+    loss_before: float = 0.0
+    loss_after: float = 0.0
+    local_accuracy: float = 0.0
+
+
+def contribution_weights(updates: list[FedMobileUpdate], performance_weight: float) -> np.ndarray:
+    """Aggregation weights ``n_k * (w * accuracy_k + (1 - w) * relative loss reduction_k)``, normalised.
+
+    The relative loss reduction (the paper's estimate of a client's improvement to the global
+    model) is clipped at 0; if every score is 0 the weights fall back to example counts.
+    """
+    examples = np.array([u.num_examples for u in updates], dtype=float)
+    accuracy = np.array([u.local_accuracy for u in updates])
+    before = np.array([u.loss_before for u in updates])
+    gain = np.maximum(before - np.array([u.loss_after for u in updates]), 0) / np.maximum(before, 1e-12)
+    scores = examples * (performance_weight * accuracy + (1 - performance_weight) * gain)
+    return scores / scores.sum() if scores.sum() > 0 else examples / examples.sum()
+
+
+def _prefixed(state: State, prefix: str) -> State:
+    return {prefix + name: value for name, value in state.items()}
+
+
+def _unprefixed(state: State, prefix: str) -> State:
+    return {name.removeprefix(prefix): value for name, value in state.items() if name.startswith(prefix)}
+
+
+class FedMobile(FedAvg):
+    """FedMobile: missing modalities' features come from a federated cross-modal generator.
+
+    Server state: the global generator (:class:`~fedmm.impute.generator.CrossModalGenerator`,
+    the same module as the ``generator`` imputer) with the embedding scaler it was trained
+    under, and the scaler for the next round's generators (from the clients' embedding moments).
+
+    Client contract, each round:
+
+    1. train the global model on local data with cross-entropy, where every modality missing
+       from a sample gets the global generator's features (flagged present) instead of zeros
+       (from the round after the first generator is aggregated; before that, zeros);
+    2. train a copy of the global generator on its own trained encoders' embeddings (masked
+       supervision: feature regression plus logit distillation, :func:`train_generator_locally`),
+       once the server has a scaler (from round 1);
+    3. send a :class:`FedMobileUpdate`: parameter delta, generator weights and usable-sample
+       count, per-modality embedding moments (counts and sums, no values), local loss on its
+       data before and after training, and local accuracy after training.
+
+    The server adds the deltas with :func:`contribution_weights` and aggregates the generators
+    with clustered Shapley weights (``train.fedmobile.generator_weighting: clustered_shapley``:
+    clients clustered by their generators' outputs on the proxy set, exact Shapley over
+    clusters of the utility "negative masked reconstruction error on the proxy set", negatives
+    clipped) or by usable-sample counts (``samples``).
+    """
+
+    name = "fedmobile"
+    payload_type = FedMobileUpdate
+
+    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
+        super().__init__(train, seed, server)
+        self.config = train.fedmobile
+        if server is not None and self.config.generator_weighting == "clustered_shapley":
+            server.require_proxy(self.name)
+        self.generator: CrossModalGenerator | None = None
+        self.generator_scaler: Scaler | None = None
+        self.scaler: Scaler | None = None
+
+    def _new_generator(self, spec: ModelSpec, device: str) -> CrossModalGenerator:
+        return seeded_module(
+            lambda: CrossModalGenerator(len(spec.modalities), spec.embed_dim, self.config.generator.hidden),
+            self.seed, "fedmobile", "generator", "init",
+        ).to(device)
+
+    def server_state(self) -> State:
+        state: State = {}
+        for prefix, module in ((GENERATOR, self.generator), (GENERATOR_SCALER, self.generator_scaler),
+                               (SCALER, self.scaler)):
+            if module is not None:
+                state.update(_prefixed(module.state_dict(), prefix))
+        return state
+
+    def load_server_state(self, state: State) -> None:
+        scaler = lambda prefix: Scaler(*(_unprefixed(state, prefix)[k] for k in ("mean", "std", "low", "high")))
+        if any(k.startswith(SCALER) for k in state):
+            self.scaler = scaler(SCALER)
+        if any(k.startswith(GENERATOR) for k in state):
+            self.generator = self._new_generator(self.server.spec, self.server.device)
+            self.generator.load_state_dict(_unprefixed(state, GENERATOR))
+            self.generator.eval()
+            self.generator_scaler = scaler(GENERATOR_SCALER)
+
+    def predictor(self, model: MultimodalNet) -> torch.nn.Module:
+        """The global model as used at inference: generated features for missing modalities once a generator exists."""
+        if self.generator is None:
+            return model
+        return GeneratedFeaturesNet(model, self.generator, self.generator_scaler)
+
+    def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
+        if self.generator is None:
+            return super().local_objective(model, global_state, kept)
+        completed = GeneratedFeaturesNet(model, copy.deepcopy(self.generator).requires_grad_(False), self.generator_scaler)
+
+        def loss(out: Forward) -> torch.Tensor:
+            embeddings, mask = completed.complete(out.embeddings, out.batch.mask)
+            return labelled_cross_entropy(model.head(model.fuse(embeddings, mask)), out.batch.labels)
+
+        return loss
+
+    @torch.no_grad()
+    def _local_score(self, model: MultimodalNet, data: TensorData) -> tuple[float, float]:
+        """Cross-entropy and accuracy of the (generator-completed) model on a client's labelled samples."""
+        predictor = self.predictor(model).eval()
+        labelled = data.take(torch.nonzero(data.labelled).flatten())
+        if not len(labelled):
+            return 0.0, 0.0
+        logits = torch.cat([predictor(b.inputs, b.mask) for b in labelled.batches(1024)])
+        loss = torch.nn.functional.cross_entropy(logits, labelled.labels)
+        return float(loss), float((logits.argmax(1) == labelled.labels).float().mean())
+
+    def fit(
+        self, worker: Worker, global_state: State, data: TensorData, instruction: TrainInstruction, kept: State | None
+    ) -> tuple[FedMobileUpdate, None]:
+        worker.load(global_state)
+        model = worker.model
+        loss_before, _ = self._local_score(model, data)
+        update, _ = train_client(
+            worker, global_state, data, instruction, self.local_objective(model, global_state, kept), self.keep, self.seed
+        )
+        loss_after, accuracy = self._local_score(model, data)
+        latents = client_latents(model.eval(), [data])[0]
+        moments = tuple(
+            Moments.of(latents.embeddings[:, m].cpu().numpy(), latents.present[:, m].cpu().numpy())
+            for m in range(latents.embeddings.shape[1])
+        )
+        generator, usable = {}, int(latents.usable.sum())
+        if self.scaler is not None and usable:
+            local = self.generator if self.generator is not None else self._new_generator(model.spec, self.scaler.mean.device)
+            local = copy.deepcopy(local).train()
+            with frozen(model):
+                train_generator_locally(
+                    local, self.scaler, model, latents, self.config.generator, self.seed,
+                    ("fedmobile", instruction.server_round, instruction.client_id),
+                )
+            generator = {k: v.detach().clone() for k, v in local.state_dict().items()}
+        return FedMobileUpdate(
+            update.client_id, update.num_examples, update.delta, update.metrics,
+            generator=generator, generator_examples=usable if generator else 0, moments=moments,
+            loss_before=loss_before, loss_after=loss_after, local_accuracy=accuracy,
+        ), None
+
+    def aggregate_train(self, server_round: int, global_state: State, updates: list[FedMobileUpdate]) -> State:
+        if not updates:
+            raise ValueError(f"round {server_round}: no client updates to aggregate")
+        weights = contribution_weights(updates, self.config.performance_weight)
+        merged = {name: global_state[name] + sum(w * u.delta[name] for w, u in zip(weights, updates))
+                  for name in global_state}
+        trained = [u for u in updates if u.generator]
+        if trained:
+            generator_weights = self._generator_weights(server_round, merged, trained)
+            if self.generator is None:
+                self.generator = self._new_generator(self.server.spec, self.server.device)
+            self.generator.load_state_dict(fedavg_states([u.generator for u in trained], list(generator_weights)))
+            self.generator.eval()
+            self.generator_scaler = copy.deepcopy(self.scaler)
+        self.scaler = self._scaler([u.moments for u in updates])
+        return merged
+
+    def _scaler(self, moments: list[tuple[Moments, ...]]) -> Scaler:
+        stats = [aggregate(list(per_modality)) for per_modality in zip(*moments)]
+        columns = [np.stack(c) for c in zip(*((s.mean, s.std, *s.bounds) for s in stats))]
+        device = self.server.device if self.server is not None else "cpu"
+        return Scaler(*(torch.as_tensor(c, dtype=torch.float32, device=device) for c in columns))
+
+    def _generator_weights(self, server_round: int, merged: State, trained: list[FedMobileUpdate]) -> np.ndarray:
+        examples = np.array([u.generator_examples for u in trained], dtype=float)
+        if self.config.generator_weighting == "samples" or len(trained) == 1:
+            return examples / examples.sum()
+        model = build_model(self.server.spec, self.seed).to(self.server.device)
+        model.load_state_dict(merged)
+        proxy = client_latents(model.eval(), [self.server.proxy])[0]
+        utility = GeneratorUtility(self._new_generator(self.server.spec, self.server.device), trained, self.scaler, proxy, self.generator)
+        values, _ = clustered_shapley(
+            utility, utility.outputs(), min(self.config.clusters, len(trained)), seed=self.seed + server_round
+        )
+        return aggregation_weights(values.values)
+
+
+class GeneratorUtility:
+    """Utility of a coalition of client generators: negative masked reconstruction error on the proxy set.
+
+    A coalition's generator is the usable-sample-weighted mean of its members'; each proxy
+    sample hides each modality in turn and the generator predicts it from the rest (mean
+    squared error in the scaled space). The empty coalition is the previous global generator
+    (or predicting the scaled mean, 0, before one exists).
+    """
+
+    def __init__(
+        self, scratch: CrossModalGenerator, trained: list[FedMobileUpdate], scaler: Scaler, proxy: LatentData,
+        previous: CrossModalGenerator | None,
+    ) -> None:
+        self.scratch, self.trained, self.previous = scratch.eval(), trained, previous
+        self.scaled = scaler(proxy.embeddings, proxy.present)
+        modalities = self.scaled.shape[1]
+        self.hidden = torch.eye(modalities, dtype=torch.bool, device=self.scaled.device)
+
+    @torch.no_grad()
+    def _error(self, generator: CrossModalGenerator | None) -> float:
+        errors = []
+        for hidden in self.hidden:
+            if generator is None:
+                predicted = torch.zeros_like(self.scaled)
+            else:
+                visible = (~hidden).expand(len(self.scaled), -1)
+                predicted = generator(self.scaled, visible)
+            errors.append(((predicted[:, hidden] - self.scaled[:, hidden]) ** 2).mean())
+        return float(torch.stack(errors).mean())
+
+    @torch.no_grad()
+    def outputs(self) -> np.ndarray:
+        """Each client generator's generated features on the proxy set (each modality hidden in turn), flattened.
+
+        These are the clustering features.
+        """
+        rows = []
+        for update in self.trained:
+            self.scratch.load_state_dict(update.generator)
+            generated = [
+                self.scratch(self.scaled, (~hidden).expand(len(self.scaled), -1))[:, hidden] for hidden in self.hidden
+            ]
+            rows.append(torch.cat(generated, dim=1).flatten().cpu().numpy())
+        return np.stack(rows)
+
+    def __call__(self, coalitions: np.ndarray) -> np.ndarray:
+        values = []
+        for row in np.asarray(coalitions, dtype=bool):
+            if not row.any():
+                values.append(-self._error(self.previous))
+                continue
+            members = [u for u, inside in zip(self.trained, row) if inside]
+            self.scratch.load_state_dict(fedavg_states([u.generator for u in members],
+                                                       [u.generator_examples for u in members]))
+            values.append(-self._error(self.scratch))
+        return np.array(values)
