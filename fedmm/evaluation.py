@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedmm.config import MaskConfig
 from fedmm.data.federated import FederatedData, client_arrays
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.evaluation import confusion, evaluate
@@ -11,13 +12,18 @@ from fedmm.fl.result import TrainResult
 from fedmm.fl.tensors import TensorData
 from fedmm.fl.training import evaluation_sets
 
-PROTOCOLS = {"test": "held-out recordings", "test_subjects": "held-out subjects"}
+PROTOCOLS = {
+    "test": "held-out recordings",
+    "test_subjects": "held-out subjects",
+    "test_missing": "held-out recordings under the training mask",
+}
 
 
 def evaluate_training(prepared: PreparedData, federated: FederatedData, result: TrainResult) -> dict:
     """Metrics of the federated model (and centralized reference) on every test protocol."""
-    sets = evaluation_sets(prepared, "cpu")
-    federated_model = result.model()
+    mask = MaskConfig.model_validate(federated.report["mask_config"])
+    sets = evaluation_sets(prepared, "cpu", mask, federated.report["seed"])
+    federated_model = result.predictor()
     central_model = result.centralized_model()
     report: dict = {"protocols": {}, "class_names": prepared.dataset.class_names}
     for split, description in PROTOCOLS.items():

@@ -14,8 +14,11 @@ from fedmm.data.prepare import prepare
 from fedmm.fl.client import forward
 from fedmm.fl.fedmobile import FedMobile, FedMobileUpdate, GeneratorUtility, contribution_weights
 from fedmm.fl.strategy import ServerContext, cross_entropy
+from fedmm.evaluation import evaluate_training
+from fedmm.fl.result import TrainResult
 from fedmm.fl.tensors import TensorData
 from fedmm.fl.training import model_spec, train
+from fedmm.impute.generator import GeneratedFeaturesNet
 from fedmm.impute.latent import LatentData
 from fedmm.models.multimodal import build_model
 
@@ -133,3 +136,18 @@ def test_untrained_generator_is_not_used_in_the_first_round(data):
     model = build_model(strategy.server.spec, 0)
     assert strategy.predictor(model) is model
     assert strategy.local_objective(model, {}, None) is cross_entropy
+
+
+def test_a_saved_run_predicts_with_its_generator(data, trained, tmp_path):
+    result, strategy = trained
+    assert "test_missing_macro_f1" in result.history[-1]
+    result.save(tmp_path / "saved")
+    loaded = TrainResult.load(tmp_path / "saved").predictor()
+    assert isinstance(loaded, GeneratedFeaturesNet)
+    prepared, _ = data
+    inputs = {k: torch.as_tensor(v[:16], dtype=torch.float32) for k, v in prepared.dataset.modalities.items()}
+    mask = torch.tensor([[True, False]] * 16)
+    torch.testing.assert_close(loaded(inputs, mask), strategy.predictor(result.model())(inputs, mask))
+    report = evaluate_training(*data, TrainResult.load(tmp_path / "saved"))
+    assert report["protocols"]["test_missing"]["federated"]["macro_f1"] == pytest.approx(
+        result.history[-1]["test_missing_macro_f1"])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fedmm.config import DataConfig, MaskConfig, PartitionConfig, config_from_dict
-from fedmm.data.federated import client_arrays, partition_and_mask
+from fedmm.data.federated import client_arrays, held_out_presence, partition_and_mask
 from fedmm.data.masking import MaskError, ModalityMasker
 from fedmm.data.prepare import prepare
 
@@ -132,3 +132,14 @@ def test_label_fraction_hides_labels_per_client(prepared):
         _, _, labels = client_arrays(prepared, federated, client)
         assert (labels >= 0).sum() == row["n_labelled"] == round(0.2 * row["n_samples"])
         assert set(np.unique(labels)) - {-1} <= set(prepared.dataset.labels)
+
+
+def test_held_out_presence_follows_the_training_mask():
+    one = held_out_presence(MaskConfig(missing_rate={"gyro": 0.5}), MODALITIES, 4000, 0)
+    assert one[:, 0].all() and abs((~one[:, 1]).mean() - 0.5) < 0.04
+    groups = MaskConfig(client_modalities=[{"modalities": ["acc", "gyro"], "fraction": 0.5},
+                                           {"modalities": ["acc"], "fraction": 0.25},
+                                           {"modalities": ["gyro"], "fraction": 0.25}])
+    presence = held_out_presence(groups, MODALITIES, 4000, 0)
+    assert abs(presence.all(axis=1).mean() - 0.5) < 0.04 and abs((presence[:, 0] & ~presence[:, 1]).mean() - 0.25) < 0.04
+    np.testing.assert_array_equal(presence, held_out_presence(groups, MODALITIES, 4000, 0))

@@ -218,6 +218,24 @@ def client_arrays(
     return inputs, presence, np.where(federated.labelled[rows], labels, UNLABELLED)
 
 
+def held_out_presence(mask: MaskConfig, modalities: list[str], num_samples: int, seed: int) -> np.ndarray:
+    """Presence (n, M) of held-out samples under the training mask: what the model meets at inference.
+
+    Each sample takes the modality set of a client group (drawn by the groups' fractions),
+    then that group's per-sample missingness; samples left with no modality stay all-absent
+    (callers drop them).
+    """
+    masker = ModalityMasker(modalities, mask, seed)
+    groups = [np.isin(modalities, g.modalities) for g in mask.client_modalities] or [np.ones(len(modalities), bool)]
+    fractions = [g.fraction for g in mask.client_modalities] or [1.0]
+    choice = rng_for(seed, "mask", "held-out-groups").choice(len(groups), size=num_samples, p=fractions)
+    presence = np.zeros((num_samples, len(modalities)), dtype=bool)
+    for g, held in enumerate(groups):
+        rows = np.flatnonzero(choice == g)
+        presence[rows] = masker.mask_client(f"held-out-{g}", len(rows), held).presence
+    return presence
+
+
 def proxy_arrays(
     prepared: PreparedData, federated: FederatedData
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:

@@ -80,8 +80,8 @@ class ModalityMasker:
             start += size
         return held
 
-    def mask_client(self, client: int, num_samples: int, held: np.ndarray) -> ClientMask:
-        """Presence (n, M) for one client: absent modalities off, then per-sample draws."""
+    def mask_client(self, client: int | str, num_samples: int, held: np.ndarray) -> ClientMask:
+        """Presence (n, M) for one client (or another keyed stream): absent modalities off, then per-sample draws."""
         drawn = np.zeros((num_samples, len(self.modalities)), dtype=bool)
         for m, name in enumerate(self.modalities):
             rate = self.config.missing_rate.get(name, 0.0)

@@ -58,6 +58,11 @@ def _unprefixed(state: State, prefix: str) -> State:
     return {name.removeprefix(prefix): value for name, value in state.items() if name.startswith(prefix)}
 
 
+def _scaler_from(state: State, prefix: str) -> Scaler:
+    stats = _unprefixed(state, prefix)
+    return Scaler(*(stats[k] for k in ("mean", "std", "low", "high")))
+
+
 class FedMobile(FedAvg):
     """FedMobile: missing modalities' features come from a federated cross-modal generator.
 
@@ -111,20 +116,29 @@ class FedMobile(FedAvg):
         return state
 
     def load_server_state(self, state: State) -> None:
-        scaler = lambda prefix: Scaler(*(_unprefixed(state, prefix)[k] for k in ("mean", "std", "low", "high")))
         if any(k.startswith(SCALER) for k in state):
-            self.scaler = scaler(SCALER)
+            self.scaler = _scaler_from(state, SCALER)
         if any(k.startswith(GENERATOR) for k in state):
             self.generator = self._new_generator(self.server.spec, self.server.device)
             self.generator.load_state_dict(_unprefixed(state, GENERATOR))
             self.generator.eval()
-            self.generator_scaler = scaler(GENERATOR_SCALER)
+            self.generator_scaler = _scaler_from(state, GENERATOR_SCALER)
 
     def predictor(self, model: MultimodalNet) -> torch.nn.Module:
-        """The global model as used at inference: generated features for missing modalities once a generator exists."""
+        """The global model as it predicts: generated features for missing modalities once a generator exists."""
         if self.generator is None:
             return model
         return GeneratedFeaturesNet(model, self.generator, self.generator_scaler)
+
+    @classmethod
+    def inference(cls, model: MultimodalNet, server_state: State) -> torch.nn.Module:
+        generator_state = _unprefixed(server_state, GENERATOR)
+        if not generator_state:
+            return model
+        spec = model.spec
+        generator = CrossModalGenerator(len(spec.modalities), spec.embed_dim, generator_state["net.0.weight"].shape[0])
+        generator.load_state_dict(generator_state)
+        return GeneratedFeaturesNet(model, generator.eval(), _scaler_from(server_state, GENERATOR_SCALER)).eval()
 
     def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
         if self.generator is None:

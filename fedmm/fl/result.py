@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from fedmm.artifacts import read_json, read_npz, write_json, write_npz
 from fedmm.fl.engine import UPDATES_DIR, arrays_to_state, state_to_arrays
+from fedmm.fl.strategies import STRATEGIES
 from fedmm.models.multimodal import ModelSpec, MultimodalNet
 
 MODEL_FILE = "model.npz"
+SERVER_STATE_FILE = "server_state.npz"
 CENTRAL_MODEL_FILE = "centralized_model.npz"
 META_FILE = "training.json"
 
@@ -44,9 +46,15 @@ class TrainResult:
     updates_dir: Path
     centralized_state: dict[str, torch.Tensor] | None = None
     centralized_history: list[dict] | None = None
+    server_state: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def model(self, device: str = "cpu") -> MultimodalNet:
         return _model(self.spec, self.state, device)
+
+    def predictor(self, device: str = "cpu") -> torch.nn.Module:
+        """The global model as the strategy predicts with it (FedMobile: plus its generator)."""
+        server_state = {k: v.to(device) for k, v in self.server_state.items()}
+        return STRATEGIES[self.strategy].inference(self.model(device), server_state).eval()
 
     def centralized_model(self, device: str = "cpu") -> MultimodalNet | None:
         return None if self.centralized_state is None else _model(self.spec, self.centralized_state, device)
@@ -55,6 +63,7 @@ class TrainResult:
         directory = Path(directory)
         link_tree(self.updates_dir, directory / UPDATES_DIR)
         write_npz(directory / MODEL_FILE, state_to_arrays(self.state))
+        write_npz(directory / SERVER_STATE_FILE, state_to_arrays(self.server_state))
         if self.centralized_state is not None:
             write_npz(directory / CENTRAL_MODEL_FILE, state_to_arrays(self.centralized_state))
         write_json(
@@ -82,6 +91,7 @@ class TrainResult:
             updates_dir=directory / UPDATES_DIR,
             centralized_state=arrays_to_state(read_npz(central), "cpu") if central.is_file() else None,
             centralized_history=meta["centralized_history"],
+            server_state=arrays_to_state(read_npz(directory / SERVER_STATE_FILE), "cpu"),
         )
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from fedmm.artifacts import read_json, read_npz, write_json, write_npz
-from fedmm.config import Config
-from fedmm.data.federated import FederatedData, client_arrays, masked_arrays, proxy_arrays
+from fedmm.config import Config, MaskConfig
+from fedmm.data.federated import FederatedData, client_arrays, held_out_presence, masked_arrays, proxy_arrays
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.client import OPTIMIZERS, run_epochs
 from fedmm.fl.engine import UPDATES_DIR, arrays_to_state, run_federated, state_to_arrays
@@ -36,13 +36,26 @@ def split_tensors(prepared: PreparedData, split: str, device: str) -> TensorData
     )
 
 
-def evaluation_sets(prepared: PreparedData, device: str) -> dict[str, TensorData]:
-    """Validation and test sets present in the prepared data, keyed by split name."""
-    return {
+def evaluation_sets(prepared: PreparedData, device: str, mask: MaskConfig | None = None, seed: int = 0) -> dict[str, TensorData]:
+    """Validation and test sets present in the prepared data, keyed by split name.
+
+    With a mask that removes modalities, ``test_missing`` is the test split under that mask
+    (:func:`held_out_presence`; samples left with no modality dropped).
+    """
+    sets = {
         name: split_tensors(prepared, name, device)
         for name in ("val", "test", "test_subjects")
         if len(prepared.indices(name))
     }
+    if mask is not None and mask != MaskConfig():
+        index = prepared.indices("test")
+        presence = held_out_presence(mask, list(prepared.dataset.modalities), len(index), seed)
+        keep = presence.any(axis=1)
+        index, presence = index[keep], presence[keep]
+        sets["test_missing"] = TensorData.from_numpy(
+            masked_arrays(prepared, index, presence), presence, prepared.dataset.labels[index], device
+        )
+    return sets
 
 
 def model_spec(config: Config, prepared: PreparedData) -> ModelSpec:
@@ -104,11 +117,12 @@ def train(
         TensorData.from_numpy(*client_arrays(prepared, federated, k), device=device)
         for k in range(federated.num_clients)
     ]
-    evaluation = evaluation_sets(prepared, device)
+    evaluation = evaluation_sets(prepared, device, config.mask, config.seed)
     server = ServerContext(spec, device, TensorData.from_numpy(*proxy_arrays(prepared, federated), device=device))
+    strategy = make_strategy(config.train, config.seed, server)
     outcome = run_federated(
-        spec, clients, evaluation, make_strategy(config.train, config.seed, server), config.train.rounds,
-        config.seed, workdir, device, on_round, federated.corruption,
+        spec, clients, evaluation, strategy, config.train.rounds, config.seed, workdir, device, on_round,
+        federated.corruption,
     )
     central_state = central_history = None
     if config.train.centralized:
@@ -131,4 +145,5 @@ def train(
         updates_dir=workdir / UPDATES_DIR,
         centralized_state=central_state,
         centralized_history=central_history,
+        server_state={k: v.cpu() for k, v in strategy.server_state().items()},
     )
