@@ -205,7 +205,7 @@ def register_and_promote(
         **(audit_tags(audit) if audit is not None else {}),
         **(extra_tags or {}),
     }
-    version = registry.register_model(run_id, config.registry.model_name, result.spec, result.state, test_set, tags)
+    version = registry.register_model(run_id, config.registry.model_name, result, test_set, tags)
     decision = registry.promote(
         config.registry.model_name, version, config.registry.min_macro_f1, config.registry.champion_margin, test_set,
         require_clean_audit=config.registry.require_clean_audit,

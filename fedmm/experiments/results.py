@@ -10,11 +10,23 @@ from fedmm.artifacts import write_text
 from fedmm.plotting import plt, save_figure
 
 KEYS = ["dataset", "pattern", "strategy", "missing_rate"]
-METRICS = ["test_accuracy", "test_macro_f1"]
+VIEWS = {
+    "test": "complete test inputs",
+    "test_missing": "test inputs under the training mask",
+}
+METRICS = [f"{view}_{metric}" for view in VIEWS for metric in ("accuracy", "macro_f1")]
 
 
 def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and seed count of each metric per (dataset, pattern, strategy, missing rate)."""
+    """Mean, std and seed count of each metric per (dataset, pattern, strategy, missing rate).
+
+    A cell without ``test_missing`` metrics (missing rate 0: the mask removes nothing) takes
+    its complete-input metrics there.
+    """
+    cells = cells.copy()
+    for metric in ("accuracy", "macro_f1"):
+        column = cells.get(f"test_missing_{metric}", pd.Series(index=cells.index, dtype=float))
+        cells[f"test_missing_{metric}"] = column.fillna(cells[f"test_{metric}"])
     grouped = cells.groupby(KEYS)[METRICS]
     table = grouped.agg(["mean", "std"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
@@ -23,28 +35,30 @@ def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
-    """One Markdown table per dataset and pattern: rows are strategies, columns missing rates."""
+    """Markdown tables per dataset, pattern and view: rows are strategies, columns missing rates."""
     lines = []
     for (dataset, pattern), part in summary.groupby(["dataset", "pattern"]):
         rates = sorted(part["missing_rate"].unique())
-        lines += [f"### {dataset}, {pattern.replace('_', ' ')} (macro-F1 / accuracy, mean ± std over seeds)", ""]
-        lines.append("| strategy | " + " | ".join(f"r = {r:g}" for r in rates) + " |")
-        lines.append("| --- |" + " --- |" * len(rates))
-        for strategy, rows in part.groupby("strategy"):
-            by_rate = rows.set_index("missing_rate")
-            cells = []
-            for r in rates:
-                if r not in by_rate.index:
-                    cells.append("")
-                    continue
-                row = by_rate.loc[r]
-                cells.append(
-                    f"{row.test_macro_f1_mean:.3f} ± {_std(row.test_macro_f1_std)} / "
-                    f"{row.test_accuracy_mean:.3f} ± {_std(row.test_accuracy_std)}"
-                )
-            lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
-        lines.append("")
+        for view, description in VIEWS.items():
+            lines += [
+                f"### {dataset}, {pattern.replace('_', ' ')}, {description} "
+                "(macro-F1 / accuracy, mean ± std over seeds)",
+                "",
+                "| strategy | " + " | ".join(f"r = {r:g}" for r in rates) + " |",
+                "| --- |" + " --- |" * len(rates),
+            ]
+            for strategy, rows in part.groupby("strategy"):
+                by_rate = rows.set_index("missing_rate")
+                cells = [_cell(by_rate.loc[r], view) if r in by_rate.index else "" for r in rates]
+                lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+            lines.append("")
     return "\n".join(lines)
+
+
+def _cell(row: pd.Series, view: str) -> str:
+    f1, accuracy = f"{view}_macro_f1", f"{view}_accuracy"
+    return (f"{row[f1 + '_mean']:.3f} ± {_std(row[f1 + '_std'])} / "
+            f"{row[accuracy + '_mean']:.3f} ± {_std(row[accuracy + '_std'])}")
 
 
 def _std(value: float) -> str:

@@ -25,7 +25,7 @@ import fedmm
 from fedmm.artifacts import write_npz
 from fedmm.data.dataset import MultimodalDataset, load_npz
 from fedmm.fl.evaluation import classification_metrics
-from fedmm.models.multimodal import ModelSpec
+from fedmm.fl.result import TrainResult
 from fedmm.tracking.pyfunc import MultimodalPyfunc, load_model_dir, model_input, predict_probabilities, save_model_dir
 from fedmm.tracking.runs import client
 
@@ -72,8 +72,7 @@ def _test_inputs(test_set: MultimodalDataset) -> dict[str, np.ndarray]:
 def register_model(
     run_id: str,
     model_name: str,
-    spec: ModelSpec,
-    state: dict,
+    result: TrainResult,
     test_set: MultimodalDataset,
     tags: dict[str, str],
 ) -> str:
@@ -87,7 +86,7 @@ def register_model(
         folder = Path(tmp)
         write_npz(folder / "test_set.npz", test_set.to_arrays())
         mlflow_client.log_artifact(run_id, str(folder / "test_set.npz"), "eval")
-        network = save_model_dir(folder / "network", spec, state)
+        network = save_model_dir(folder / "network", result)
         example = {k: v[:4] for k, v in _test_inputs(test_set).items()}
         signature = infer_signature(example, predict_probabilities(load_model_dir(network), example))
         with mlflow.start_run(run_id=run_id):
