@@ -1,0 +1,174 @@
+"""MMFeD3 (MMFeD3-HidE, arXiv 2506.22036): multimodal federated dual distillation between server and clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fedmm.config import TrainConfig
+from fedmm.fl.client import Worker, forward, train_client
+from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction, cross_entropy
+from fedmm.fl.strategy import FedAvg, ServerContext
+from fedmm.fl.tensors import UNLABELLED, TensorData
+from fedmm.models.multimodal import build_model
+from fedmm.seeding import torch_generator
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillationUpdate(ClientUpdate):
+    """A :class:`ClientUpdate` plus the trained client model's outputs on the proxy inputs."""
+
+    proxy_logits: torch.Tensor  # (P, C)
+    proxy_features: torch.Tensor  # (P, F) fused representations
+
+
+@dataclass(frozen=True)
+class ProxyOutputs:
+    """A model's logits and fused representations on the whole proxy set, in proxy order."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
+
+
+@torch.no_grad()
+def proxy_outputs(model: torch.nn.Module, proxy: TensorData) -> ProxyOutputs:
+    out = forward(model.eval(), proxy)
+    return ProxyOutputs(out.logits, out.representation)
+
+
+def distillation_loss(
+    logits: torch.Tensor, features: torch.Tensor, teacher_probs: torch.Tensor, teacher_features: torch.Tensor,
+    logit_weight: float, feature_weight: float, temperature: float,
+) -> torch.Tensor:
+    """``logit_weight * T^2 * KL(teacher || softmax(logits / T)) + feature_weight * MSE(features, teacher)``."""
+    kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), teacher_probs, reduction="batchmean")
+    return logit_weight * temperature**2 * kl + feature_weight * F.mse_loss(features, teacher_features)
+
+
+class DualDistillation(FedAvg):
+    """FedAvg plus MMFeD3's logit and feature distillation on the server's proxy inputs, both ways.
+
+    The server broadcasts the round's global model's proxy logits and fused representations
+    (it shares the proxy set's inputs, never its labels: the strategy drops them). With
+    temperature ``T`` and weights ``lambda_l``, ``lambda_f`` (``train.mmfed3``)::
+
+        distillation_loss = lambda_l * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+                            + lambda_f * MSE(student representation, teacher representation)
+
+    Client contract: minimise, per local batch and the next batch of a seeded cycle through
+    the proxy inputs (one proxy batch per local batch, of the local batch size)::
+
+        cross_entropy(local batch) + distillation_loss(client on proxy batch, global outputs)
+
+    then send a :class:`DistillationUpdate`: the FedAvg delta (so the contribution audit and
+    update corruptions apply) plus the trained model's proxy logits and representations.
+
+    Server: the sample-weighted FedAvg of the deltas, then ``server_epochs`` of Adam (fresh
+    each round, ``train.lr``) on ``distillation_loss`` towards the client ensemble (the
+    example-weighted mean of the clients' tempered softmaxes and of their representations).
+    A payload without proxy outputs (a free rider's) counts as the round's global model.
+    With both weights 0 the proxy terms and the server step are skipped: FedAvg exactly.
+    """
+
+    name = "mmfed3"
+    payload_type = DistillationUpdate
+
+    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
+        super().__init__(train, seed, server)
+        self.config = train.mmfed3
+        self.distills = self.config.logit_weight > 0 or self.config.feature_weight > 0
+        self.proxy = self.server_model = None
+        if server is not None:
+            labelled = server.require_proxy(self.name)
+            self.proxy = TensorData(labelled.inputs, labelled.mask, torch.full_like(labelled.labels, UNLABELLED))
+            self.server_model = Worker(build_model(server.spec, seed).to(server.device))
+        self._broadcast: tuple[int, ProxyOutputs] | None = None
+
+    def global_outputs(self, server_round: int, global_state: State) -> ProxyOutputs:
+        """What the server broadcasts at the round start: the global model's proxy outputs (cached per round)."""
+        if self._broadcast is None or self._broadcast[0] != server_round:
+            self.server_model.load(global_state)
+            self._broadcast = server_round, proxy_outputs(self.server_model.model, self.proxy)
+        return self._broadcast[1]
+
+    def _loss(self, logits: torch.Tensor, features: torch.Tensor, teacher_probs: torch.Tensor,
+              teacher_features: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        return distillation_loss(
+            logits, features, teacher_probs, teacher_features, c.logit_weight, c.feature_weight, c.temperature
+        )
+
+    def client_objective(
+        self, model: torch.nn.Module, teacher: ProxyOutputs, instruction: TrainInstruction
+    ) -> LocalLoss:
+        """Cross-entropy plus distillation towards the global model on a seeded cycle of proxy batches."""
+        size = len(self.proxy)
+        generator = torch_generator(self.seed, "mmfed3", "proxy", instruction.server_round, instruction.client_id)
+        order = torch.randperm(size, generator=generator).to(self.proxy.mask.device)
+        steps = torch.arange(min(instruction.batch_size, size), device=order.device)
+        teacher_probs = F.softmax(teacher.logits / self.config.temperature, dim=1)
+        step = 0
+
+        def loss(out: Forward) -> torch.Tensor:
+            nonlocal step
+            index = order[(step * len(steps) + steps) % size]
+            step += 1
+            student = forward(model, self.proxy.take(index))
+            return cross_entropy(out) + self._loss(
+                student.logits, student.representation, teacher_probs[index], teacher.features[index]
+            )
+
+        return loss
+
+    def fit(
+        self, worker: Worker, global_state: State, data: TensorData, instruction: TrainInstruction, kept: State | None
+    ) -> tuple[DistillationUpdate, State | None]:
+        worker.load(global_state)
+        loss_fn = cross_entropy
+        if self.distills:
+            teacher = self.global_outputs(instruction.server_round, global_state)
+            loss_fn = self.client_objective(worker.model, teacher, instruction)
+        update, kept = train_client(worker, global_state, data, instruction, loss_fn, self.keep, self.seed)
+        outputs = proxy_outputs(worker.model, self.proxy)
+        return DistillationUpdate(
+            client_id=update.client_id, num_examples=update.num_examples, delta=update.delta, metrics=update.metrics,
+            proxy_logits=outputs.logits, proxy_features=outputs.features,
+        ), kept
+
+    def ensemble(
+        self, server_round: int, global_state: State, updates: list[ClientUpdate]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The example-weighted means of the clients' tempered proxy softmaxes (P, C) and representations (P, F)."""
+        outputs = [
+            ProxyOutputs(update.proxy_logits, update.proxy_features) if isinstance(update, DistillationUpdate)
+            else self.global_outputs(server_round, global_state)
+            for update in updates
+        ]
+        total = sum(update.num_examples for update in updates)
+        weights = [update.num_examples / total for update in updates]
+        probs = sum(w * F.softmax(o.logits / self.config.temperature, dim=1) for w, o in zip(weights, outputs))
+        features = sum(w * o.features for w, o in zip(weights, outputs))
+        return probs, features
+
+    def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
+        merged = super().aggregate_train(server_round, global_state, updates)
+        if not self.distills:
+            return merged
+        teacher_probs, teacher_features = self.ensemble(server_round, global_state, updates)
+        self.server_model.load(merged)
+        model = self.server_model.model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.train.lr)
+        size, batch_size = len(self.proxy), self.train.batch_size
+        for epoch in range(self.config.server_epochs):
+            generator = torch_generator(self.seed, "mmfed3", "server", server_round, epoch)
+            order = torch.randperm(size, generator=generator).to(self.proxy.mask.device)
+            for start in range(0, size, batch_size):
+                index = order[start:start + batch_size]
+                out = forward(model, self.proxy.take(index))
+                loss = self._loss(out.logits, out.representation, teacher_probs[index], teacher_features[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        return self.server_model.state()

@@ -1,0 +1,168 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import interrupted_after_round
+from fedmm.config import ModelConfig, config_from_dict
+from fedmm.data.federated import partition_and_mask
+from fedmm.data.prepare import prepare
+from fedmm.fl.client import Worker, forward, trainable_state
+from fedmm.fl.dual_distillation import DistillationUpdate, DualDistillation
+from fedmm.fl.engine import UpdateStore
+from fedmm.fl.messages import ClientUpdate, TrainInstruction
+from fedmm.fl.strategy import FedAvg, ServerContext, StrategyError
+from fedmm.fl.tensors import TensorData
+from fedmm.fl.training import train
+from fedmm.models.multimodal import ModelSpec, build_model
+
+RAW = {
+    "data": {"window": 50, "stride": 50},
+    "partition": {"scheme": "dirichlet", "num_clients": 4, "alpha": 1.0, "proxy_fraction": 0.1},
+    "model": {"embed_dim": 8, "channels": 4, "fusion_dim": 8},
+    "train": {"rounds": 3, "batch_size": 64, "client_fraction": 0.75, "centralized": False},
+    "mask": {"missing_rate": {"gyro": 0.3}},
+}
+MMFED3 = "train.strategy=mmfed3"
+CLASSES = 3
+SPEC = ModelSpec.build(
+    {"acc": (3, 20), "gyro": (2, 20)}, CLASSES, ModelConfig(embed_dim=8, channels=4, fusion_dim=8),
+    {"acc": np.array([[0.0] * 3, [1.0] * 3]), "gyro": np.array([[0.0] * 2, [1.0] * 2])},
+)
+
+
+def config(*overrides):
+    return config_from_dict(RAW, list(overrides))
+
+
+@pytest.fixture(scope="module")
+def data():
+    base = config()
+    prepared = prepare(base.data, base.seed)
+    return prepared, partition_and_mask(prepared, base.partition, base.mask, base.seed)
+
+
+def run(data, tmp_path, name, *overrides):
+    return train(config(*overrides), *data, workdir=tmp_path / name)
+
+
+def assert_same(a, b):
+    assert a.history == b.history
+    for name in a.state:
+        torch.testing.assert_close(a.state[name], b.state[name], rtol=0, atol=0)
+
+
+def synthetic(labels, seed):
+    """Samples whose two modalities carry a class-dependent wave, every modality present."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    wave = np.sin(2 * np.pi * (labels[:, None] + 1) * np.linspace(0, 1, 20))[:, None, :]
+    inputs = {"acc": wave + 0.3 * rng.standard_normal((len(labels), 3, 20)),
+              "gyro": -wave + 0.3 * rng.standard_normal((len(labels), 2, 20))}
+    return TensorData.from_numpy(inputs, np.ones((len(labels), 2), dtype=bool), labels)
+
+
+PROXY = synthetic(np.arange(30) % CLASSES, seed=0)
+
+
+def strategy(*overrides):
+    return DualDistillation(config(MMFED3, *overrides).train, 0, ServerContext(SPEC, proxy=PROXY))
+
+
+def instruction(client, epochs=2):
+    return TrainInstruction(client, 0, epochs, batch_size=16, lr=0.01, optimizer="adam")
+
+
+def tempered(logits, temperature=3.0):
+    return F.softmax(logits / temperature, dim=1)
+
+
+def kl(target_probs, logits):
+    return F.kl_div(F.log_softmax(logits / 3.0, dim=1), target_probs, reduction="batchmean").item()
+
+
+def proxy_outputs_of(state):
+    model = build_model(SPEC, 0)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        out = forward(model, PROXY)
+    return out.logits, out.representation
+
+
+def test_zero_weights_are_fedavg_exactly(data, tmp_path):
+    reference = run(data, tmp_path, "fedavg")
+    zero = ("train.mmfed3.logit_weight=0", "train.mmfed3.feature_weight=0")
+    assert_same(run(data, tmp_path, "mmfed3", MMFED3, *zero), reference)
+
+
+def test_payload_carries_the_trained_models_proxy_outputs_and_the_server_distills_the_ensemble():
+    distill = strategy("train.mmfed3.server_epochs=30")
+    global_state = trainable_state(build_model(SPEC, 0))
+    worker = Worker(build_model(SPEC, 1))
+    updates = []
+    for client, classes in enumerate(([0, 0, 1], [2, 2, 1])):
+        local = synthetic(classes * 8, seed=client + 1)
+        update, _ = distill.fit(worker, global_state, local, instruction(client, epochs=10), None)
+        assert isinstance(update, DistillationUpdate)
+        assert update.proxy_logits.shape == (len(PROXY), CLASSES)
+        assert update.proxy_features.shape == (len(PROXY), SPEC.fusion_dim)
+        logits, features = proxy_outputs_of({k: global_state[k] + update.delta[k] for k in global_state})
+        torch.testing.assert_close(update.proxy_logits, logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(update.proxy_features, features, rtol=0, atol=1e-5)
+        updates.append(update)
+
+    weights = [u.num_examples / sum(u.num_examples for u in updates) for u in updates]
+    ensemble_probs = sum(w * tempered(u.proxy_logits) for w, u in zip(weights, updates))
+    ensemble_features = sum(w * u.proxy_features for w, u in zip(weights, updates))
+    averaged = FedAvg(config().train, 0).aggregate_train(0, global_state, updates)
+    distilled = distill.aggregate_train(0, global_state, updates)
+    assert distilled.keys() == global_state.keys()
+    averaged_logits, averaged_features = proxy_outputs_of(averaged)
+    distilled_logits, distilled_features = proxy_outputs_of(distilled)
+    assert kl(ensemble_probs, distilled_logits) < kl(ensemble_probs, averaged_logits)
+    assert F.mse_loss(distilled_features, ensemble_features) < F.mse_loss(averaged_features, ensemble_features)
+
+
+def test_a_payload_without_proxy_outputs_counts_as_the_global_model():
+    distill = strategy()
+    global_state = trainable_state(build_model(SPEC, 0))
+    free_rider = ClientUpdate(0, 10, {k: torch.zeros_like(v) for k, v in global_state.items()})
+    probs, features = distill.ensemble(0, global_state, [free_rider])
+    logits, representation = proxy_outputs_of(global_state)
+    torch.testing.assert_close(probs, tempered(logits))
+    torch.testing.assert_close(features, representation)
+
+
+def test_the_local_objective_pulls_the_client_towards_the_global_model():
+    global_state = trainable_state(build_model(SPEC, 0))
+    global_probs = tempered(proxy_outputs_of(global_state)[0])
+    tiny = synthetic([0] * 6, seed=3)
+
+    def divergence(*weights):
+        worker = Worker(build_model(SPEC, 0))
+        update, _ = strategy(*weights).fit(worker, global_state, tiny, instruction(0, epochs=20), None)
+        return kl(global_probs, update.proxy_logits)
+
+    undistilled = divergence("train.mmfed3.logit_weight=0", "train.mmfed3.feature_weight=0")
+    assert divergence("train.mmfed3.logit_weight=1", "train.mmfed3.feature_weight=0") < undistilled
+
+
+def test_deterministic_resumable_and_better_than_the_majority_class(data, tmp_path):
+    settings = (MMFED3, "train.rounds=4", "train.lr=0.01", "train.local_epochs=2")
+    reference = run(data, tmp_path, "reference", *settings)
+    assert reference.history != run(data, tmp_path, "fedavg", *settings[1:]).history
+    assert len(UpdateStore(tmp_path / "reference" / "updates").rounds()) == 4
+    with interrupted_after_round(2):
+        run(data, tmp_path, "resumed", *settings)
+    assert_same(run(data, tmp_path, "resumed", *settings), reference)
+
+    prepared = data[0]
+    test_labels = prepared.dataset.labels[prepared.indices("test")]
+    majority_share = np.bincount(test_labels).max() / len(test_labels)
+    assert reference.history[-1]["test_accuracy"] > majority_share + 0.1
+
+
+@pytest.mark.parametrize("proxy", [None, PROXY.take(torch.arange(0))])
+def test_missing_proxy_set_is_a_clear_error(proxy):
+    with pytest.raises(StrategyError, match=r"'mmfed3' needs a server proxy set: set partition.proxy_fraction > 0"):
+        DualDistillation(config(MMFED3).train, 0, ServerContext(SPEC, proxy=proxy))
