@@ -21,6 +21,7 @@ from fedmm.data.sources import source_info
 from fedmm.data.validation import DataValidationError, ValidationReport, validate_dataset, validate_partitions
 from fedmm.evaluation import evaluate_training
 from fedmm.fl.result import TrainResult
+from fedmm.fl.strategies import STRATEGIES
 from fedmm.fl.training import split_tensors, train
 from fedmm.impute import evaluate as impute_evaluation
 from fedmm.impute.clients import client_datasets, split_owners
@@ -109,6 +110,8 @@ def audit_contributions(config: Config, prepared: PreparedData, federated: Feder
     When the partition injected corrupted clients, their ground truth and the audit's
     detection quality (AUROC per corruption kind) go into the report.
     """
+    if not STRATEGIES[result.strategy].sends_deltas():
+        raise ValueError(f"strategy {result.strategy!r} sends no parameter deltas: there are no updates to audit")
     report = audit_run(result, prepared, federated, config.audit, resolve_device(config.train.device), seed=config.seed)
     truth = federated.report.get("corruption", {}).get("ground_truth", [])
     report.meta["corruption_ground_truth"] = truth

@@ -1,5 +1,7 @@
 """The training pipeline: prepare -> validate -> partition/mask -> validate -> train -> evaluate -> audit -> register.
 
+The audit runs for strategies whose clients send parameter deltas (not FedMEKT's embeddings).
+
 With ``impute.evaluate`` the imputation evaluation runs after registration and is attached
 to the registered version.
 """
@@ -11,6 +13,7 @@ from zenml.config import ResourceSettings
 from zenml.enums import ExecutionMode
 
 from fedmm.config import Config
+from fedmm.fl.strategies import STRATEGIES
 from steps.audit import audit_contributions, log_audit
 from steps.evaluate import evaluate_models
 from steps.imputation import attach_imputation, evaluate_imputation
@@ -33,8 +36,10 @@ def training_pipeline(config: Config) -> None:
     partition_report = validate_partitions(config, federated, run_id)
     result = train_federated(config, prepared, federated, partition_report)
     evaluation = evaluate_models(run_id, prepared, federated, result)
-    audit = audit_contributions(config, prepared, federated, result)
-    log_audit(run_id, audit)
+    audit = None
+    if STRATEGIES[config.train.strategy].sends_deltas():
+        audit = audit_contributions(config, prepared, federated, result)
+        log_audit(run_id, audit)
     summary = register_and_promote(
         config, run_id, prepared, federated, result, evaluation, data_report, partition_report, audit
     )

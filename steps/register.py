@@ -21,7 +21,7 @@ def register_and_promote(
     evaluation: dict,
     data_report: dict,
     partition_report: dict,
-    audit: AuditReport,
+    audit: AuditReport | None,
 ) -> Annotated[dict, "run_summary"]:
     """Register the model in MLflow, promote it if the gates pass, mirror it in ZenML."""
     context = get_step_context()

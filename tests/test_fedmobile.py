@@ -151,3 +151,14 @@ def test_a_saved_run_predicts_with_its_generator(data, trained, tmp_path):
     report = evaluate_training(*data, TrainResult.load(tmp_path / "saved"))
     assert report["protocols"]["test_missing"]["federated"]["macro_f1"] == pytest.approx(
         result.history[-1]["test_missing_macro_f1"])
+
+
+def test_free_riders_get_no_weight(data, tmp_path):
+    free_rider = ["corruption.clients=[{client: 1, kind: free_rider_noise, noise_std: 0.01}]"]
+    result = train(config(*free_rider, "train.rounds=2"), *data[:1],
+                   partition_and_mask(data[0], config().partition, config().mask, 0, config(*free_rider).corruption),
+                   workdir=tmp_path / "run")
+    assert len(result.history) == 2
+    honest = update(0)
+    rider = FedMobileUpdate(1, 10, {})
+    np.testing.assert_allclose(contribution_weights([honest, rider], 0.5), [1.0, 0.0])

@@ -149,7 +149,7 @@ def client_payload(
     """
     client = instruction.client_id
     tampers = corruption is not None and corruption.tampers_update(client)
-    if tampers and not issubclass(strategy.payload_type, ClientUpdate):
+    if tampers and not strategy.sends_deltas():
         raise StrategyError(
             f"corruption of client {client}'s update needs a parameter-delta payload; "
             f"strategy {strategy.name!r} sends {strategy.payload_type.__name__}"

@@ -196,6 +196,9 @@ class FedMobile(FedAvg):
     def aggregate_train(self, server_round: int, global_state: State, updates: list[FedMobileUpdate]) -> State:
         if not updates:
             raise ValueError(f"round {server_round}: no client updates to aggregate")
+        # a free rider's fabricated plain ClientUpdate reports no accuracy, gain, moments or generator
+        updates = [u if isinstance(u, FedMobileUpdate) else FedMobileUpdate(u.client_id, u.num_examples, u.delta)
+                   for u in updates]
         weights = contribution_weights(updates, self.config.performance_weight)
         merged = {name: global_state[name] + sum(w * u.delta[name] for w, u in zip(weights, updates))
                   for name in global_state}
@@ -207,7 +210,7 @@ class FedMobile(FedAvg):
             self.generator.load_state_dict(fedavg_states([u.generator for u in trained], list(generator_weights)))
             self.generator.eval()
             self.generator_scaler = copy.deepcopy(self.scaler)
-        self.scaler = self._scaler([u.moments for u in updates])
+        self.scaler = self._scaler([u.moments for u in updates if u.moments])
         return merged
 
     def _scaler(self, moments: list[tuple[Moments, ...]]) -> Scaler:

@@ -71,6 +71,11 @@ class Strategy(ABC):
         self.seed = seed
         self.server = server
 
+    @classmethod
+    def sends_deltas(cls) -> bool:
+        """Whether clients send parameter deltas (what update corruptions and the contribution audit act on)."""
+        return issubclass(cls.payload_type, ClientUpdate)
+
     @abstractmethod
     def configure_train(self, server_round: int, num_clients: int) -> list[TrainInstruction]:
         """Choose this round's clients and their local settings."""
