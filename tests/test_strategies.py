@@ -59,7 +59,7 @@ def delta_norms(workdir):
 def test_registry_matches_the_config_choices():
     assert set(STRATEGIES) == set(typing.get_args(TrainConfig.model_fields["strategy"].annotation))
     for name in STRATEGIES:
-        assert make_strategy(config(f"train.strategy={name}").train, 0).name == name
+        assert make_strategy(config(f"train.strategy={name}", "partition.proxy_fraction=0.1").train, 0).name == name
 
 
 @pytest.mark.parametrize("strategy, knob", [("fedprox", "train.fedprox.mu=0"), ("moon", "train.moon.mu=0")])

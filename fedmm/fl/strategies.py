@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from fedmm.config import TrainConfig
+from fedmm.fl.dual_distillation import DualDistillation
+from fedmm.fl.fedmekt import FedMekt
+from fedmm.fl.fedmobile import FedMobile
 from fedmm.fl.fedprox import FedProx
 from fedmm.fl.moon import Moon
 from fedmm.fl.strategy import FedAvg, ServerContext, Strategy
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FedAvg, FedProx, Moon)}
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (FedAvg, FedProx, Moon, FedMobile, FedMekt, DualDistillation)
+}
 
 
 def make_strategy(train: TrainConfig, seed: int, server: ServerContext | None = None) -> Strategy:

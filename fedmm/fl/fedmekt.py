@@ -1,0 +1,233 @@
+"""FedMEKT (Le et al. 2023): multimodal embedding knowledge transfer through a proxy set."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedmm.config import TrainConfig
+from fedmm.fl.client import OPTIMIZERS, Worker, trainable_state
+from fedmm.fl.messages import State, TrainInstruction, labelled_cross_entropy
+from fedmm.fl.strategy import FedAvg, ServerContext
+from fedmm.fl.tensors import TensorData
+from fedmm.impute.latent import seeded_module
+from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
+from fedmm.seeding import torch_generator
+
+GLOBAL_ENCODERS = ("standardize.", "encoders.")
+
+
+@dataclass(frozen=True)
+class EmbeddingPayload:
+    """Client -> server payload of FedMEKT: proxy-set embeddings, never parameters.
+
+    ``embeddings`` (P, M, E) are the client's per-modality embeddings of the proxy set, zero
+    for the modalities it does not hold; ``held`` (M,) says which modalities it holds.
+    """
+
+    client_id: int
+    num_examples: int
+    embeddings: torch.Tensor
+    held: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def make_decoder(shape: tuple[int, ...], spec: ModelSpec) -> nn.Module:
+    """An MLP from a joint embedding back to one modality's standardized input of ``shape``."""
+    width = max(spec.channels * 4, spec.embed_dim)
+    return nn.Sequential(
+        nn.Linear(spec.embed_dim, width), nn.ReLU(), nn.Linear(width, math.prod(shape)), nn.Unflatten(1, shape)
+    )
+
+
+class Autoencoder(nn.Module):
+    """A client's multimodal autoencoder: the global model's standardisation and encoders, a decoder per modality."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        net = MultimodalNet(spec)
+        self.modalities = net.modalities
+        self.standardize, self.encoders = net.standardize, net.encoders
+        self.decoders = nn.ModuleDict({name: make_decoder(shape, spec) for name, shape in spec.sample_shapes.items()})
+
+    embed = MultimodalNet.embed
+
+    def reconstruction_loss(self, batch: TensorData) -> torch.Tensor:
+        """MSE of each present modality (standardized), decoded from the mean of the sample's present embeddings."""
+        embeddings = self.embed(batch.inputs, batch.mask)
+        present = batch.mask.to(embeddings.dtype)
+        joint = embeddings.sum(1) / present.sum(1, keepdim=True).clamp(min=1)
+        errors = torch.stack(
+            [(self.decoders[name](joint) - self.standardize[name](batch.inputs[name])).pow(2).flatten(1).mean(1)
+             for name in self.modalities],
+            dim=1,
+        )
+        return (errors * present).sum() / present.sum().clamp(min=1)
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` over the last dimension, mean over the rest."""
+    log_teacher = F.log_softmax(teacher / temperature, dim=-1)
+    log_student = F.log_softmax(student / temperature, dim=-1)
+    return temperature**2 * (log_teacher.exp() * (log_teacher - log_student)).sum(-1).mean()
+
+
+@torch.no_grad()
+def proxy_embeddings(model: nn.Module, proxy: TensorData, held: torch.Tensor | None = None) -> torch.Tensor:
+    """A model's embeddings (P, M, E) of the proxy set in order, zero for modalities outside ``held``."""
+    held = proxy.mask.new_ones(proxy.mask.shape[1]) if held is None else held
+    return torch.cat([model.embed(batch.inputs, batch.mask & held) for batch in proxy.batches(1024)])
+
+
+def aggregate_embeddings(current: torch.Tensor, payloads: list[EmbeddingPayload]) -> torch.Tensor:
+    """Per modality, the example-weighted mean embedding over the clients holding it (``current`` where none does)."""
+    embeddings = torch.stack([p.embeddings for p in payloads])
+    weights = torch.stack([p.held.to(embeddings.dtype) * p.num_examples for p in payloads])
+    total = weights.sum(0)
+    mean = torch.einsum("kpme,km->pme", embeddings, weights) / total.clamp(min=1e-12).unsqueeze(-1)
+    return torch.where((total > 0).unsqueeze(-1), mean, current)
+
+
+def dropout_masks(num_modalities: int, device: torch.device | str) -> torch.Tensor:
+    """Presence rows (V, M): every modality, then each single modality absent (where another remains)."""
+    single_absent = ~torch.eye(num_modalities, dtype=torch.bool, device=device)
+    return torch.cat([single_absent.new_ones(1, num_modalities), single_absent[single_absent.any(1)]])
+
+
+class FedMekt(FedAvg):
+    """FedMEKT: clients train multimodal autoencoders without labels; only proxy-set embeddings travel.
+
+    Each round the server broadcasts the global model's per-modality embeddings of the proxy
+    set (``t_m``, computed once per round). Selection and instructions are FedAvg's.
+
+    Client contract: keep a local autoencoder between participations (encoders plus one
+    decoder per modality; at its first participation it copies the global encoders it joins
+    with and draws decoders keyed by ``(seed, "fedmekt", "decoder", client)``). After joining
+    it receives only ``t_m``, never parameters (the simulation's ``global_state`` serves the
+    server's broadcast and that first copy), and it never uses labels. Each local batch,
+    paired with the next equally sized proxy batch of a seeded cyclic order, minimises::
+
+        recon_weight * MSE(decode_n(mean of the sample's present embeddings), x_n)   over present n
+        + distill_weight * T^2 * KL(softmax(t_m / T) || softmax(s_m / T))            over held m
+
+    (``x_n`` standardized, ``s_m`` its own proxy embeddings, ``T``: ``train.fedmekt.temperature``;
+    a client holds ``m`` if any of its samples has it). Then send an :class:`EmbeddingPayload`.
+
+    Server: per modality the target is the example-weighted mean of the holders' embeddings
+    (:func:`aggregate_embeddings`); the global encoders are distilled toward it on the proxy
+    inputs for ``server_epochs`` (the same KL), then fusion and head are trained on the
+    labelled proxy set for ``classifier_epochs`` with the encoders frozen, every batch also
+    shown with each single modality absent. Both phases use a fresh Adam at ``train.lr``.
+    """
+
+    name = "fedmekt"
+    payload_type = EmbeddingPayload
+
+    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
+        super().__init__(train, seed, server)
+        self.config = train.fedmekt
+        self.proxy = server.require_proxy(self.name) if server is not None else None
+        self.global_model = build_model(server.spec, seed).to(server.device) if server is not None else None
+        self._broadcast: tuple[int, torch.Tensor] | None = None
+
+    def broadcast(self, server_round: int, global_state: State) -> torch.Tensor:
+        """The round's global proxy embeddings (P, M, E): all the server sends to clients."""
+        if self._broadcast is None or self._broadcast[0] != server_round:
+            self.global_model.load_state_dict(global_state)
+            self._broadcast = (server_round, proxy_embeddings(self.global_model, self.proxy))
+        return self._broadcast[1]
+
+    def _local_autoencoder(self, client: int, global_state: State, kept: State | None) -> Autoencoder:
+        autoencoder = seeded_module(lambda: Autoencoder(self.server.spec), self.seed, "fedmekt", "decoder", client)
+        if kept is None:
+            joined = {name: value for name, value in global_state.items() if name.startswith(GLOBAL_ENCODERS)}
+            kept = {**trainable_state(autoencoder), **joined}
+        autoencoder.load_state_dict(kept)
+        return autoencoder.to(self.server.device)
+
+    def fit(
+        self, worker: Worker, global_state: State, data: TensorData, instruction: TrainInstruction, kept: State | None
+    ) -> tuple[EmbeddingPayload, State]:
+        """Train the client's own autoencoder (``worker`` is not used) and send its proxy embeddings."""
+        teacher = self.broadcast(instruction.server_round, global_state)
+        autoencoder = self._local_autoencoder(instruction.client_id, global_state, kept)
+        held = data.mask.any(0)
+        metrics = self._train_locally(autoencoder, data, teacher, held, instruction)
+        embeddings = proxy_embeddings(autoencoder.eval(), self.proxy, held)
+        payload = EmbeddingPayload(instruction.client_id, len(data), embeddings, held, metrics)
+        return payload, trainable_state(autoencoder)
+
+    def _train_locally(
+        self, autoencoder: Autoencoder, data: TensorData, teacher: torch.Tensor, held: torch.Tensor,
+        instruction: TrainInstruction,
+    ) -> dict[str, float]:
+        """The client's local epochs (class docstring); returns the last epoch's mean losses."""
+        optimizer = OPTIMIZERS[instruction.optimizer](autoencoder.parameters(), lr=instruction.lr)
+        keys = (self.seed, "fedmekt", instruction.server_round, instruction.client_id)
+        proxy_order = torch.randperm(len(self.proxy), generator=torch_generator(*keys, "proxy")).to(teacher.device)
+        proxy_batch = torch.arange(min(instruction.batch_size, len(self.proxy)), device=teacher.device)
+        offset = 0
+        autoencoder.train()
+        for epoch in range(instruction.local_epochs):
+            generator = torch_generator(*keys, epoch)
+            sums, batches = torch.zeros(2, device=teacher.device), 0
+            for batch in data.batches(instruction.batch_size, generator):
+                index = proxy_order[(offset + proxy_batch) % len(self.proxy)]
+                offset = (offset + len(proxy_batch)) % len(self.proxy)
+                proxy = self.proxy.take(index)
+                student = autoencoder.embed(proxy.inputs, proxy.mask)
+                losses = torch.stack([
+                    autoencoder.reconstruction_loss(batch),
+                    distillation_loss(student[:, held], teacher[index][:, held], self.config.temperature),
+                ])
+                loss = self.config.recon_weight * losses[0] + self.config.distill_weight * losses[1]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                sums, batches = sums + losses.detach(), batches + 1
+        means = (sums / max(batches, 1)).tolist()
+        return {"recon_loss": means[0], "distill_loss": means[1]}
+
+    def _proxy_batches(self, server_round: int, phase: str, epoch: int) -> tuple[torch.Tensor, ...]:
+        generator = torch_generator(self.seed, "fedmekt", "server", server_round, phase, epoch)
+        order = torch.randperm(len(self.proxy), generator=generator).to(self.proxy.labels.device)
+        return order.split(self.train.batch_size)
+
+    def aggregate_train(self, server_round: int, global_state: State, updates: list[EmbeddingPayload]) -> State:
+        if not updates:
+            raise ValueError(f"round {server_round}: no client payloads to aggregate")
+        model = self.global_model
+        model.load_state_dict(global_state)
+        targets = aggregate_embeddings(proxy_embeddings(model, self.proxy), updates)
+        model.train()
+        self._distill(model, targets, server_round)
+        self._train_classifier(model, server_round)
+        return trainable_state(model)
+
+    def _distill(self, model: MultimodalNet, targets: torch.Tensor, server_round: int) -> None:
+        optimizer = torch.optim.Adam(model.encoders.parameters(), lr=self.train.lr)
+        for epoch in range(self.config.server_epochs):
+            for index in self._proxy_batches(server_round, "distill", epoch):
+                batch = self.proxy.take(index)
+                loss = distillation_loss(model.embed(batch.inputs, batch.mask), targets[index], self.config.temperature)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+    def _train_classifier(self, model: MultimodalNet, server_round: int) -> None:
+        embeddings = proxy_embeddings(model, self.proxy)
+        variants = dropout_masks(embeddings.shape[1], embeddings.device)
+        optimizer = torch.optim.Adam([*model.fusion.parameters(), *model.head.parameters()], lr=self.train.lr)
+        for epoch in range(self.config.classifier_epochs):
+            for index in self._proxy_batches(server_round, "classifier", epoch):
+                mask = (self.proxy.mask[index].unsqueeze(0) & variants.unsqueeze(1)).flatten(0, 1)
+                inputs = embeddings[index].repeat(len(variants), 1, 1) * mask.unsqueeze(-1)
+                logits = model.head(model.fuse(inputs, mask))
+                loss = labelled_cross_entropy(logits, self.proxy.labels[index].repeat(len(variants)))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
