@@ -42,7 +42,7 @@ from fedmm.fl.training import train  # noqa: E402
 
 PHASES = {
     "local training": (client, "run_epochs"),
-    "client total": (engine, "train_client"),
+    "client total": (engine, "client_payload"),
     "update store": (engine.UpdateStore, "write_round"),
     "evaluation": (engine, "evaluate"),
     "checkpoint": (engine, "_save_checkpoint"),

@@ -4,10 +4,12 @@ import torch
 
 from conftest import interrupted_after_round
 from fedmm.config import config_from_dict
-from fedmm.data.federated import partition_and_mask
+from fedmm.data.federated import client_arrays, partition_and_mask
 from fedmm.data.prepare import prepare
 from fedmm.fl.engine import UpdateStore
+from fedmm.fl.evaluation import evaluate
 from fedmm.fl.strategy import ClientUpdate, FedAvg
+from fedmm.fl.tensors import UNLABELLED, TensorData
 from fedmm.fl.training import train
 from fedmm.models.multimodal import ModelSpec, build_model
 
@@ -81,3 +83,15 @@ def test_missing_modality_is_zero_in_embedding_space():
     assert embeddings[:, 1].abs().sum() == 0
     other = {"acc": inputs["acc"], "gyro": torch.randn(4, 2, 20) * 100}
     torch.testing.assert_close(model(inputs, mask), model(other, mask))
+
+
+def test_evaluation_scores_labelled_samples_only(data):
+    prepared, federated = data
+    inputs, presence, labels = client_arrays(prepared, federated, 0)
+    model = build_model(ModelSpec.build(prepared.dataset.sample_shapes(), prepared.dataset.num_classes, CONFIG.model,
+                                        prepared.stats), 0)
+    hidden = labels.copy()
+    hidden[::2] = UNLABELLED
+    partial = evaluate(model, TensorData.from_numpy(inputs, presence, hidden))
+    odd = evaluate(model, TensorData.from_numpy({k: v[1::2] for k, v in inputs.items()}, presence[1::2], labels[1::2]))
+    assert partial == pytest.approx(odd)

@@ -167,3 +167,27 @@ def test_bad_config_fails_before_any_work():
     result = CliRunner().invoke(main, ["run", "-c", str(TINY), "--set", "mask.missing_rate={audio: 0.5}"])
     assert result.exit_code == 2
     assert "modalities ['audio']" in result.output
+
+
+@pytest.mark.parametrize("strategy", ["fedmobile", "fedmekt"])
+def test_knowledge_transfer_strategies_run_through_the_pipeline(first_run, tmp_path, monkeypatch, strategy):
+    """FedMobile's registered model fills missing modalities with its generator; FedMEKT (no deltas) skips the audit."""
+    import mlflow.pyfunc
+
+    from fedmm.impute.generator import GeneratedFeaturesNet
+
+    monkeypatch.chdir(tmp_path)
+    name = f"fedmm-tiny-{strategy}"
+    result = CliRunner().invoke(main, [
+        "run", "--config", str(TINY), "--set", f"train.strategy={strategy}", "--set", "partition.proxy_fraction=0.1",
+        "--set", "mask.missing_rate={gyro: 0.5}", "--set", f"registry.model_name={name}",
+    ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(open("reports/latest/summary.json").read())
+    assert summary["strategy"] == strategy and "test_missing_macro_f1" in summary
+    assert ("audit_flags" in summary) == (strategy == "fedmobile")
+    test_set = registry.load_test_set(name, summary["model_version"])
+    assert registry.score_version(name, summary["model_version"], test_set) == pytest.approx(
+        summary["test_macro_f1"], abs=1e-6)
+    network = mlflow.pyfunc.load_model(f"models:/{name}/{summary['model_version']}").unwrap_python_model().model
+    assert isinstance(network, GeneratedFeaturesNet) == (strategy == "fedmobile")

@@ -25,7 +25,9 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[
 
 
 def evaluate(model: torch.nn.Module, data: TensorData) -> dict[str, float]:
-    """Accuracy, macro-F1 and mean cross-entropy of a model on a dataset."""
+    """Accuracy, macro-F1 and mean cross-entropy of a model on a dataset's labelled samples."""
+    if not data.labelled.all():
+        data = data.take(torch.nonzero(data.labelled).flatten())
     logits = predict_logits(model, data)
     loss = torch.nn.functional.cross_entropy(logits, data.labels).item()
     metrics = classification_metrics(data.labels.cpu().numpy(), logits.argmax(1).cpu().numpy())

@@ -82,14 +82,14 @@ def log_validation(run_id: str, report: dict) -> None:
 
 
 def log_training(run_id: str, history: list[dict], centralized: list[dict] | None) -> None:
-    """Per-round global metrics (step = round) and per-client training metrics."""
+    """Per-round global metrics (step = round) and each client's training metrics (whatever its strategy reports)."""
     mlflow_client = client()
     for record in history:
         step = record["round"]
         metrics = {k: v for k, v in record.items() if isinstance(v, float)}
         for client_record in record["clients"]:
-            for key in ("train_loss", "train_accuracy"):
-                metrics[f"client_{client_record['client']}.{key}"] = client_record[key]
+            metrics.update({f"client_{client_record['client']}.{key}": value for key, value in client_record.items()
+                            if isinstance(value, float)})
         _log_metrics(mlflow_client, run_id, metrics, step)
     if centralized:
         for record in centralized:
