@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -20,12 +21,12 @@ from fedmm.data.prepare import PreparedData, prepare
 from fedmm.data.sources import source_info
 from fedmm.data.validation import DataValidationError, ValidationReport, validate_dataset, validate_partitions
 from fedmm.evaluation import evaluate_training
-from fedmm.fl.result import TrainResult
+from fedmm.fl.result import ServedImputer, TrainResult
 from fedmm.fl.strategies import STRATEGIES
 from fedmm.fl.training import split_tensors, train
 from fedmm.impute import evaluate as impute_evaluation
 from fedmm.impute.clients import client_datasets, split_owners
-from fedmm.impute.registry import fit_imputers
+from fedmm.impute.registry import fit_imputers, make_imputer
 from fedmm.impute.report import ImputationReport
 from fedmm.runtime import resolve_device, tracking_uri
 from fedmm.tracking import registry, runs
@@ -90,7 +91,15 @@ def record_validation(run_id: str, report: ValidationReport) -> None:
 def train_models(
     config: Config, prepared: PreparedData, federated: FederatedData, on_round: Callable[[dict], None] | None = None
 ) -> TrainResult:
-    return train(config, prepared, federated, on_round)
+    """Train the federation; with ``impute.serve``, fit that imputer federatedly and make the model predict through it."""
+    result = train(config, prepared, federated, on_round)
+    if config.impute.serve != "none":
+        device = resolve_device(config.train.device)
+        model, clients = result.model(device), client_datasets(prepared, federated, device)
+        imputer = make_imputer(config.impute.serve, config.impute).fit(clients, model, config.seed)
+        state = {k: v.cpu() for k, v in imputer.state().items()}
+        result = replace(result, imputer=ServedImputer(config.impute.serve, config.impute.model_dump(mode="json"), state))
+    return result
 
 
 def evaluate_models(prepared: PreparedData, federated: FederatedData, result: TrainResult) -> dict:

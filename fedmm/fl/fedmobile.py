@@ -15,7 +15,9 @@ from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInst
 from fedmm.fl.strategy import FedAvg, ServerContext
 from fedmm.fl.tensors import TensorData
 from fedmm.impute.generator import CrossModalGenerator, GeneratedFeaturesNet, train_generator_locally
-from fedmm.impute.latent import LatentData, Scaler, client_latents, fedavg_states, frozen, seeded_module
+from fedmm.impute.latent import (
+    LatentData, Scaler, client_latents, fedavg_states, frozen, prefixed, scaler_from, seeded_module, unprefixed,
+)
 from fedmm.impute.moments import Moments, aggregate
 from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
 
@@ -48,19 +50,6 @@ def contribution_weights(updates: list[FedMobileUpdate], performance_weight: flo
     gain = np.maximum(before - np.array([u.loss_after for u in updates]), 0) / np.maximum(before, 1e-12)
     scores = examples * (performance_weight * accuracy + (1 - performance_weight) * gain)
     return scores / scores.sum() if scores.sum() > 0 else examples / examples.sum()
-
-
-def _prefixed(state: State, prefix: str) -> State:
-    return {prefix + name: value for name, value in state.items()}
-
-
-def _unprefixed(state: State, prefix: str) -> State:
-    return {name.removeprefix(prefix): value for name, value in state.items() if name.startswith(prefix)}
-
-
-def _scaler_from(state: State, prefix: str) -> Scaler:
-    stats = _unprefixed(state, prefix)
-    return Scaler(*(stats[k] for k in ("mean", "std", "low", "high")))
 
 
 class FedMobile(FedAvg):
@@ -112,17 +101,17 @@ class FedMobile(FedAvg):
         for prefix, module in ((GENERATOR, self.generator), (GENERATOR_SCALER, self.generator_scaler),
                                (SCALER, self.scaler)):
             if module is not None:
-                state.update(_prefixed(module.state_dict(), prefix))
+                state.update(prefixed(prefix, module.state_dict()))
         return state
 
     def load_server_state(self, state: State) -> None:
         if any(k.startswith(SCALER) for k in state):
-            self.scaler = _scaler_from(state, SCALER)
+            self.scaler = scaler_from(unprefixed(SCALER, state))
         if any(k.startswith(GENERATOR) for k in state):
             self.generator = self._new_generator(self.server.spec, self.server.device)
-            self.generator.load_state_dict(_unprefixed(state, GENERATOR))
+            self.generator.load_state_dict(unprefixed(GENERATOR, state))
             self.generator.eval()
-            self.generator_scaler = _scaler_from(state, GENERATOR_SCALER)
+            self.generator_scaler = scaler_from(unprefixed(GENERATOR_SCALER, state))
 
     def predictor(self, model: MultimodalNet) -> torch.nn.Module:
         """The global model as it predicts: generated features for missing modalities once a generator exists."""
@@ -132,13 +121,13 @@ class FedMobile(FedAvg):
 
     @classmethod
     def inference(cls, model: MultimodalNet, server_state: State) -> torch.nn.Module:
-        generator_state = _unprefixed(server_state, GENERATOR)
+        generator_state = unprefixed(GENERATOR, server_state)
         if not generator_state:
             return model
         spec = model.spec
         generator = CrossModalGenerator(len(spec.modalities), spec.embed_dim, generator_state["net.0.weight"].shape[0])
         generator.load_state_dict(generator_state)
-        return GeneratedFeaturesNet(model, generator.eval(), _scaler_from(server_state, GENERATOR_SCALER)).eval()
+        return GeneratedFeaturesNet(model, generator.eval(), scaler_from(unprefixed(GENERATOR_SCALER, server_state))).eval()
 
     def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
         if self.generator is None:

@@ -69,6 +69,14 @@ class Imputer(ABC):
             for m, (name, x) in enumerate(values.items())
         }
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """What a fitted imputer needs to impute again (saved with a model that serves it)."""
+        raise ImputationError(f"imputer {self.name!r} cannot be saved to serve a model")
+
+    def restore(self, state: dict[str, torch.Tensor], model: MultimodalNet) -> Imputer:
+        """The fitted imputer again, from :meth:`state` and the model it was fitted with."""
+        raise ImputationError(f"imputer {self.name!r} cannot be restored")
+
     @abstractmethod
     def _fit(self, clients: list[TensorData], model: MultimodalNet, seed: int) -> None:
         """Learn from the clients; runs under ``torch.no_grad`` (enable grad where training)."""
@@ -89,6 +97,17 @@ def imputed_logits(
     else:
         embeddings = imputer.impute(model.embed(inputs, mask), mask, owners)
     return model.head(model.fuse(embeddings, everything if imputer.marks_present else mask))
+
+
+class ImputingNet(torch.nn.Module):
+    """A model that imputes absent modalities with a fitted imputer before fusing (inference)."""
+
+    def __init__(self, model: MultimodalNet, imputer: Imputer) -> None:
+        super().__init__()
+        self.model, self.imputer = model, imputer
+
+    def forward(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        return imputed_logits(self.imputer, self.model, inputs, mask)
 
 
 def standardized_blocks(model: MultimodalNet, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 IMPUTER_NAMES = ("zero", "mean", "knn", "iterative", "generator", "diffusion")
+SERVABLE = ("zero", "mean", "generator", "diffusion")
+"""Imputers that can serve a model at inference (client-local kNN / iterative need the sample's owner)."""
 RATES = (0.1, 0.3, 0.5, 0.7, 0.9)
 RANDOM = "random"
 MISSING = "missing:"
@@ -65,6 +67,9 @@ class ImputeConfig(_Section):
     """Which imputers to fit and how the evaluation masks held-out samples."""
 
     evaluate: bool = Field(False, description="run the evaluate_imputation step in the training pipeline")
+    serve: Literal[("none", *SERVABLE)] = Field(
+        "none", description="fit this imputer after training and register the model predicting through it",
+    )
     imputers: tuple[Literal[IMPUTER_NAMES], ...] = Field(IMPUTER_NAMES, min_length=1, description="which to fit")
     patterns: tuple[str, ...] = Field(
         (), description="'missing:<modality>' or 'random'; empty: one per modality plus 'random'",

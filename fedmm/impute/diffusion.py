@@ -19,7 +19,10 @@ from torch import nn
 from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import Imputer
 from fedmm.impute.config import DiffusionConfig
-from fedmm.impute.latent import LatentData, Scaler, client_latents, masked_targets, seeded_module, train_federated
+from fedmm.impute.latent import (
+    LatentData, Scaler, State, client_latents, masked_targets, prefixed, scaler_from, seeded_module, train_federated,
+    unprefixed,
+)
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.seeding import torch_generator
 
@@ -156,6 +159,22 @@ class DiffusionImputer(Imputer):
                 ),
                 self.config.rounds,
             )
+
+    def state(self) -> State:
+        return {
+            **prefixed("denoiser.", self.denoiser.state_dict()), **prefixed("scaler.", self.scaler.state_dict()),
+            "seed": torch.tensor(self.seed),
+        }
+
+    def restore(self, state: State, model: MultimodalNet) -> DiffusionImputer:
+        spec = model.spec
+        self.seed = int(state["seed"])
+        self.alpha_bar = cosine_alpha_bar(self.config.timesteps)
+        self.denoiser = Denoiser(len(spec.modalities), spec.embed_dim, self.config.hidden, self.config.timesteps)
+        self.denoiser.load_state_dict(unprefixed("denoiser.", state))
+        self.denoiser.eval()
+        self.scaler = scaler_from(unprefixed("scaler.", state))
+        return self
 
     def _impute(self, values: torch.Tensor, mask: torch.Tensor, owners: np.ndarray | None) -> torch.Tensor:
         noise = torch.randn(

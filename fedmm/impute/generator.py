@@ -19,7 +19,8 @@ from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import Imputer
 from fedmm.impute.config import GeneratorConfig
 from fedmm.impute.latent import (
-    LatentData, Scaler, client_latents, frozen, masked_targets, seeded_module, train_federated,
+    LatentData, Scaler, State, client_latents, frozen, masked_targets, prefixed, scaler_from, seeded_module,
+    train_federated, unprefixed,
 )
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.seeding import torch_generator
@@ -138,3 +139,14 @@ class GeneratorImputer(Imputer):
 
     def _impute(self, values: torch.Tensor, mask: torch.Tensor, owners: np.ndarray | None) -> torch.Tensor:
         return self.scaler.inverse(self.generator(self.scaler(values, mask), mask))
+
+    def state(self) -> State:
+        return {**prefixed("generator.", self.generator.state_dict()), **prefixed("scaler.", self.scaler.state_dict())}
+
+    def restore(self, state: State, model: MultimodalNet) -> GeneratorImputer:
+        spec = model.spec
+        self.generator = CrossModalGenerator(len(spec.modalities), spec.embed_dim, self.config.hidden)
+        self.generator.load_state_dict(unprefixed("generator.", state))
+        self.generator.eval()
+        self.scaler = scaler_from(unprefixed("scaler.", state))
+        return self

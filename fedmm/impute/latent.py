@@ -90,6 +90,21 @@ class Scaler(nn.Module):
         return self.clamp(scaled) * self.std + self.mean
 
 
+def prefixed(prefix: str, state: State) -> State:
+    """``state`` with every key under ``prefix``."""
+    return {prefix + name: value for name, value in state.items()}
+
+
+def unprefixed(prefix: str, state: State) -> State:
+    """The entries of ``state`` under ``prefix``, without it."""
+    return {name.removeprefix(prefix): value for name, value in state.items() if name.startswith(prefix)}
+
+
+def scaler_from(state: State) -> Scaler:
+    """A :class:`Scaler` from its ``state_dict``."""
+    return Scaler(*(state[k] for k in ("mean", "std", "low", "high")))
+
+
 def masked_targets(present: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Masked supervision: hide a random non-empty proper subset of each sample's present modalities.
 

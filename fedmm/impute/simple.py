@@ -24,6 +24,12 @@ class ZeroFill(Imputer):
     def _impute(self, values: torch.Tensor, mask: torch.Tensor, owners: np.ndarray | None) -> torch.Tensor:
         return torch.zeros_like(values)
 
+    def state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def restore(self, state: dict[str, torch.Tensor], model: MultimodalNet) -> ZeroFill:
+        return self
+
 
 class MeanFill(Imputer):
     """The per-feature mean of each modality's present values, from federated sums and counts."""
@@ -39,6 +45,13 @@ class MeanFill(Imputer):
                 for client in clients
             ]
             self.means[name] = torch.as_tensor(aggregate(payloads).mean, dtype=torch.float32)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return dict(self.means)
+
+    def restore(self, state: dict[str, torch.Tensor], model: MultimodalNet) -> MeanFill:
+        self.means = {name: state[name] for name in model.modalities}
+        return self
 
     def _impute(self, values: dict[str, torch.Tensor], mask: torch.Tensor, owners: np.ndarray | None) -> dict:
         return {

@@ -13,38 +13,17 @@ import mlflow.pyfunc
 import numpy as np
 import torch
 
-from fedmm.artifacts import read_json, read_npz, write_json, write_npz
-from fedmm.fl.engine import arrays_to_state, state_to_arrays
-from fedmm.fl.result import TrainResult
-from fedmm.fl.strategies import STRATEGIES
-from fedmm.models.multimodal import ModelSpec, MultimodalNet
+from fedmm.fl.result import load_predictor
+from fedmm.models.multimodal import MultimodalNet
 
 MASK_KEY = "mask"
-
-
-def save_model_dir(directory: Path, result: TrainResult) -> Path:
-    """Write the network as ``spec.json`` + ``weights.npz`` and the strategy's inference state (pickle-free)."""
-    write_json(directory / "spec.json", result.spec.to_dict())
-    write_json(directory / "strategy.json", {"strategy": result.strategy})
-    write_npz(directory / "weights.npz", state_to_arrays(result.state))
-    write_npz(directory / "server_state.npz", state_to_arrays(result.server_state))
-    return directory
-
-
-def load_model_dir(directory: Path) -> torch.nn.Module:
-    """The network as its strategy predicts with it (FedMobile: generated features for missing modalities)."""
-    directory = Path(directory)
-    model = MultimodalNet(ModelSpec.from_dict(read_json(directory / "spec.json")))
-    model.load_state_dict(arrays_to_state(read_npz(directory / "weights.npz"), "cpu"))
-    strategy = STRATEGIES[read_json(directory / "strategy.json")["strategy"]]
-    return strategy.inference(model.eval(), arrays_to_state(read_npz(directory / "server_state.npz"), "cpu")).eval()
 
 
 class MultimodalPyfunc(mlflow.pyfunc.PythonModel):
     """Predicts class probabilities from per-modality arrays and a presence mask."""
 
     def load_context(self, context) -> None:
-        self.model = load_model_dir(Path(context.artifacts["network"]))
+        self.model = load_predictor(Path(context.artifacts["network"]))
 
     def predict(self, context, model_input, params=None):  # untyped: MLflow reads hints as a schema
         return predict_probabilities(self.model, model_input)

@@ -26,7 +26,8 @@ from fedmm.artifacts import write_npz
 from fedmm.data.dataset import MultimodalDataset, load_npz
 from fedmm.fl.evaluation import classification_metrics
 from fedmm.fl.result import TrainResult
-from fedmm.tracking.pyfunc import MultimodalPyfunc, load_model_dir, model_input, predict_probabilities, save_model_dir
+from fedmm.fl.result import load_predictor
+from fedmm.tracking.pyfunc import MultimodalPyfunc, model_input, predict_probabilities
 from fedmm.tracking.runs import client
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
@@ -86,9 +87,9 @@ def register_model(
         folder = Path(tmp)
         write_npz(folder / "test_set.npz", test_set.to_arrays())
         mlflow_client.log_artifact(run_id, str(folder / "test_set.npz"), "eval")
-        network = save_model_dir(folder / "network", result)
+        network = result.save_predictor(folder / "network")
         example = {k: v[:4] for k, v in _test_inputs(test_set).items()}
-        signature = infer_signature(example, predict_probabilities(load_model_dir(network), example))
+        signature = infer_signature(example, predict_probabilities(load_predictor(network), example))
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",

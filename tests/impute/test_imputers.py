@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from fedmm.fl.evaluation import classification_metrics
-from fedmm.impute.base import ImputationError, imputed_logits
+from fedmm.impute.base import ImputationError, ImputingNet, imputed_logits
 from fedmm.impute.clients import random_owners
+from fedmm.impute.config import SERVABLE
 from fedmm.impute.evaluate import draw_mask, evaluate_imputation
 from fedmm.impute.registry import IMPUTERS, make_imputer
 from fedmm.impute.simple import MeanFill
@@ -105,3 +106,20 @@ def test_latent_imputation_keeps_gradients_of_present_entries(fitted, model, tes
     embeddings.requires_grad_(True)
     fitted["generator"].impute(embeddings, mask).sum().backward()
     torch.testing.assert_close(embeddings.grad, mask.unsqueeze(-1).expand_as(embeddings).float())
+
+
+@pytest.mark.parametrize("name", SERVABLE)
+def test_a_restored_imputer_imputes_exactly_as_the_fitted_one(name, fitted, model, config, test_set):
+    mask = torch.as_tensor(draw_mask("random", 0.5, len(test_set), ["a", "b"], seed=0))
+    observed = {key: x * mask[:, [m]] for m, (key, x) in enumerate(test_set.inputs.items())}
+    state = {k: v.clone() for k, v in fitted[name].state().items()}
+    restored = make_imputer(name, config).restore(state, model)
+    with torch.no_grad():
+        expected = imputed_logits(fitted[name], model, observed, mask)
+        torch.testing.assert_close(ImputingNet(model, restored)(observed, mask), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(set(IMPUTERS) - set(SERVABLE)))
+def test_client_local_imputers_cannot_serve(name, fitted):
+    with pytest.raises(ImputationError, match="cannot be saved"):
+        fitted[name].state()
