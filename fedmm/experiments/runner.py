@@ -9,6 +9,8 @@ Expectations suites are not rerun per cell.
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +39,8 @@ class ExperimentOutcome:
 
 
 def run_cell(cell: Cell, prepared_cache: dict[str, PreparedData]) -> dict:
-    """Train and evaluate one cell; returns its metrics."""
+    """Train and evaluate one cell; returns its metrics and its wall time in seconds."""
+    start = time.perf_counter()
     config = cell.config
     key = config.hash("data", "seed")
     if key not in prepared_cache:
@@ -46,7 +49,8 @@ def run_cell(cell: Cell, prepared_cache: dict[str, PreparedData]) -> dict:
     federated = workflow.make_partitions(config, prepared)
     result = workflow.train_models(config, prepared, federated)
     summary = workflow.evaluate_models(prepared, federated, result)["summary"]
-    return {"num_clients": federated.num_clients, "dropped_samples": federated.report["dropped_samples"], **summary}
+    return {"num_clients": federated.num_clients, "dropped_samples": federated.report["dropped_samples"], **summary,
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 def _row(cell: Cell, metrics: dict) -> dict:
