@@ -16,6 +16,8 @@ HEADLINE = (
     ("test_macro_f1", "macro-F1, held-out recordings"),
     ("centralized_macro_f1", "centralized macro-F1, held-out recordings"),
     ("test_gap_macro_f1", "gap to centralized (macro-F1)"),
+    ("test_missing_accuracy", "accuracy, held-out recordings under the training mask"),
+    ("test_missing_macro_f1", "macro-F1, held-out recordings under the training mask"),
     ("test_subjects_accuracy", "accuracy, held-out subjects"),
     ("test_subjects_macro_f1", "macro-F1, held-out subjects"),
     ("centralized_test_subjects_macro_f1", "centralized macro-F1, held-out subjects"),
@@ -38,6 +40,8 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     for key, label in HEADLINE:
         if key in summary:
             table.add_row(label, f"{summary[key]:.4f}")
+    if summary.get("served_imputer"):
+        table.add_row("imputes missing modalities with", summary["served_imputer"])
     aliases = ", ".join(summary["aliases"]) or "none"
     table.add_row("registered", f"{summary['model_name']} v{summary['model_version']} ({aliases})")
     table.add_row("promoted", "yes" if summary["promoted"] else "no")
