@@ -28,6 +28,11 @@ class RoundProgress:
         )
         self.bar.refresh()
 
+    def step(self, record: dict | None = None) -> None:
+        """Advance by one round (for callbacks whose records carry no global metrics, e.g. the audit's)."""
+        assert self.bar is not None
+        self.bar.update()
+
     def __exit__(self, *exc) -> None:
         assert self.bar is not None
         self.bar.close()

@@ -113,7 +113,10 @@ def log_results(run_id: str, result: TrainResult, evaluation: dict) -> None:
     runs.log_evaluation(run_id, evaluation, result.history, result.centralized_history)
 
 
-def audit_contributions(config: Config, prepared: PreparedData, federated: FederatedData, result: TrainResult) -> AuditReport:
+def audit_contributions(
+    config: Config, prepared: PreparedData, federated: FederatedData, result: TrainResult,
+    on_round: Callable[[dict], None] | None = None,
+) -> AuditReport:
     """Shapley audit of every stored round on the validation split.
 
     When the partition injected corrupted clients, their ground truth and the audit's
@@ -121,7 +124,10 @@ def audit_contributions(config: Config, prepared: PreparedData, federated: Feder
     """
     if not STRATEGIES[result.strategy].sends_deltas():
         raise ValueError(f"strategy {result.strategy!r} sends no parameter deltas: there are no updates to audit")
-    report = audit_run(result, prepared, federated, config.audit, resolve_device(config.train.device), seed=config.seed)
+    report = audit_run(
+        result, prepared, federated, config.audit, resolve_device(config.train.device), seed=config.seed,
+        on_round=on_round,
+    )
     truth = federated.report.get("corruption", {}).get("ground_truth", [])
     report.meta["corruption_ground_truth"] = truth
     if any(row["corrupted"] for row in truth):

@@ -8,6 +8,7 @@ from fedmm.config import Config
 from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.result import TrainResult
+from fedmm.progress import RoundProgress
 from steps.materializers import FolderArtifactMaterializer
 
 
@@ -16,7 +17,8 @@ def audit_contributions(
     config: Config, prepared: PreparedData, federated: FederatedData, result: TrainResult
 ) -> Annotated[AuditReport, "contribution_audit"]:
     """Shapley values of every client in every stored round, with flags and detection quality."""
-    return workflow.audit_contributions(config, prepared, federated, result)
+    with RoundProgress(len(result.history), "audit") as progress:
+        return workflow.audit_contributions(config, prepared, federated, result, progress.step)
 
 
 @step(enable_cache=False)

@@ -157,7 +157,7 @@ class DiffusionImputer(Imputer):
                 lambda module, data, r, k: train_denoiser_locally(
                     module, self.alpha_bar, self.scaler, data, self.config, seed, ("impute", "diffusion", r, k)
                 ),
-                self.config.rounds,
+                self.config.rounds, "fit diffusion imputer",
             )
 
     def state(self) -> State:

@@ -134,7 +134,7 @@ class GeneratorImputer(Imputer):
                 lambda module, data, r, k: train_generator_locally(
                     module, self.scaler, model, data, self.config, seed, ("impute", "generator", r, k)
                 ),
-                self.config.rounds,
+                self.config.rounds, "fit generator imputer",
             )
 
     def _impute(self, values: torch.Tensor, mask: torch.Tensor, owners: np.ndarray | None) -> torch.Tensor:

@@ -11,12 +11,14 @@ usable samples (two or more modalities present); the server takes the weighted m
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import ImputationError
@@ -150,13 +152,17 @@ def train_federated(
     clients: list[LatentData],
     local_train: Callable[[nn.Module, LatentData, int, int], None],
     rounds: int,
+    label: str,
 ) -> nn.Module:
-    """FedAvg over ``rounds``: every client with usable samples runs ``local_train(module, data, round, client)``."""
+    """FedAvg over ``rounds``: every client with usable samples runs ``local_train(module, data, round, client)``.
+
+    ``label`` names the progress bar.
+    """
     weights = [int(c.usable.sum()) for c in clients]
     if not any(weights):
         raise ImputationError("no client holds a sample with two modalities present: nothing to learn from")
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    for server_round in range(rounds):
+    for server_round in tqdm(range(rounds), desc=label, unit="round", file=sys.stderr, leave=False):
         states = []
         for k, data in enumerate(clients):
             if not weights[k]:
