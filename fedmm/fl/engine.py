@@ -206,14 +206,14 @@ def run_federated(
             updates.append(update)
             if client_kept is not None:
                 kept[ins.client_id] = client_kept
-        if all(isinstance(update, ClientUpdate) for update in updates):
+        if strategy.sends_deltas():
             store.write_round(server_round, state, updates)
         state = strategy.aggregate_train(server_round, state, updates)
         model.load_state_dict(state)
+        predictor = strategy.predictor(model)
         record = {
             "round": server_round + 1,
-            **{f"{split}_{k}": v for split, data in evaluation.items()
-               for k, v in evaluate(strategy.predictor(model), data).items()},
+            **{f"{split}_{k}": v for split, data in evaluation.items() for k, v in evaluate(predictor, data).items()},
             "clients": [
                 {"client": u.client_id, "num_examples": u.num_examples, **u.metrics} for u in updates
             ],
