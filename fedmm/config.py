@@ -315,7 +315,9 @@ class Config(_Section):
                 f"train.strategy {self.train.strategy!r} needs a server proxy set: set partition.proxy_fraction > 0"
             )
         if self.train.strategy == "fedmobile" and self.impute.serve != "none":
-            raise ValueError("impute.serve must be 'none' for train.strategy 'fedmobile' (it predicts with its own generator)")
+            raise ValueError(
+                "impute.serve must be 'none' for train.strategy 'fedmobile' (it predicts with its own generator)"
+            )
         return self
 
     def hash(self, *sections: str) -> str:

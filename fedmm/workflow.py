@@ -91,7 +91,10 @@ def record_validation(run_id: str, report: ValidationReport) -> None:
 def train_models(
     config: Config, prepared: PreparedData, federated: FederatedData, on_round: Callable[[dict], None] | None = None
 ) -> TrainResult:
-    """Train the federation; with ``impute.serve``, fit that imputer federatedly and make the model predict through it."""
+    """Train the federation; with ``impute.serve``, fit that imputer federatedly.
+
+    The result then predicts through the served imputer.
+    """
     result = train(config, prepared, federated, on_round)
     if config.impute.serve != "none":
         device = resolve_device(config.train.device)

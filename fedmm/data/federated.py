@@ -175,7 +175,7 @@ def partition_and_mask(
 def split_proxy(
     train_index: np.ndarray, labels: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(proxy, pool): a seeded, class-stratified ``fraction`` of the training rows for the server, the rest for clients."""
+    """(proxy, pool): a seeded, class-stratified ``fraction`` of the training rows for the server; the rest."""
     if fraction == 0:
         return np.zeros(0, dtype=train_index.dtype), train_index
     rng = rng_for(seed, "proxy")

@@ -94,7 +94,10 @@ def train_client(
     keep: Callable[[State], State | None],
     seed: int,
 ) -> tuple[ClientUpdate, State | None]:
-    """Train the worker (already holding ``global_state``) under ``loss_fn``; returns the delta payload and what the client keeps."""
+    """Train the worker (already holding ``global_state``) under ``loss_fn``.
+
+    Returns the delta payload and what the client keeps.
+    """
     model = worker.model
     optimizer = OPTIMIZERS[instruction.optimizer](model.parameters(), lr=instruction.lr)
     metrics = run_epochs(

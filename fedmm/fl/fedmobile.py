@@ -1,4 +1,7 @@
-"""FedMobile (Liu, Wang and Yuan 2025): generated latent features for missing modalities, contribution-aware aggregation."""
+"""FedMobile (Liu, Wang and Yuan 2025): generated latent features for missing modalities.
+
+Also contribution-aware aggregation of the global model and of the generators.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from fedmm.impute.generator import CrossModalGenerator, GeneratedFeaturesNet, tr
 from fedmm.impute.latent import (
     LatentData, Scaler, client_latents, fedavg_states, frozen, prefixed, scaler_from, seeded_module, unprefixed,
 )
-from fedmm.impute.moments import Moments, aggregate
+from fedmm.impute.moments import Moments
 from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
 
 GENERATOR = "generator."
@@ -84,8 +87,10 @@ class FedMobile(FedAvg):
     def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
         super().__init__(train, seed, server)
         self.config = train.fedmobile
+        self.server_model = None
         if server is not None and self.config.generator_weighting == "clustered_shapley":
             server.require_proxy(self.name)
+            self.server_model = build_model(server.spec, seed).to(server.device)
         self.generator: CrossModalGenerator | None = None
         self.generator_scaler: Scaler | None = None
         self.scaler: Scaler | None = None
@@ -108,9 +113,8 @@ class FedMobile(FedAvg):
         if any(k.startswith(SCALER) for k in state):
             self.scaler = scaler_from(unprefixed(SCALER, state))
         if any(k.startswith(GENERATOR) for k in state):
-            self.generator = self._new_generator(self.server.spec, self.server.device)
-            self.generator.load_state_dict(unprefixed(GENERATOR, state))
-            self.generator.eval()
+            generator = CrossModalGenerator.from_state(unprefixed(GENERATOR, state), self.server.spec)
+            self.generator = generator.to(self.server.device)
             self.generator_scaler = scaler_from(unprefixed(GENERATOR_SCALER, state))
 
     def predictor(self, model: MultimodalNet) -> torch.nn.Module:
@@ -124,15 +128,14 @@ class FedMobile(FedAvg):
         generator_state = unprefixed(GENERATOR, server_state)
         if not generator_state:
             return model
-        spec = model.spec
-        generator = CrossModalGenerator(len(spec.modalities), spec.embed_dim, generator_state["net.0.weight"].shape[0])
-        generator.load_state_dict(generator_state)
-        return GeneratedFeaturesNet(model, generator.eval(), scaler_from(unprefixed(GENERATOR_SCALER, server_state))).eval()
+        generator = CrossModalGenerator.from_state(generator_state, model.spec)
+        return GeneratedFeaturesNet(model, generator, scaler_from(unprefixed(GENERATOR_SCALER, server_state))).eval()
 
     def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
         if self.generator is None:
             return super().local_objective(model, global_state, kept)
-        completed = GeneratedFeaturesNet(model, copy.deepcopy(self.generator).requires_grad_(False), self.generator_scaler)
+        generator = copy.deepcopy(self.generator).requires_grad_(False)
+        completed = GeneratedFeaturesNet(model, generator, self.generator_scaler)
 
         def loss(out: Forward) -> torch.Tensor:
             embeddings, mask = completed.complete(out.embeddings, out.batch.mask)
@@ -158,18 +161,18 @@ class FedMobile(FedAvg):
         model = worker.model
         loss_before, _ = self._local_score(model, data)
         update, _ = train_client(
-            worker, global_state, data, instruction, self.local_objective(model, global_state, kept), self.keep, self.seed
+            worker, global_state, data, instruction, self.local_objective(model, global_state, kept), self.keep,
+            self.seed,
         )
         loss_after, accuracy = self._local_score(model, data)
         latents = client_latents(model.eval(), [data])[0]
-        moments = tuple(
-            Moments.of(latents.embeddings[:, m].cpu().numpy(), latents.present[:, m].cpu().numpy())
-            for m in range(latents.embeddings.shape[1])
-        )
+        moments = tuple(latents.moments())
         generator, usable = {}, int(latents.usable.sum())
         if self.scaler is not None and usable:
-            local = self.generator if self.generator is not None else self._new_generator(model.spec, self.scaler.mean.device)
-            local = copy.deepcopy(local).train()
+            start = self.generator
+            if start is None:
+                start = self._new_generator(model.spec, self.scaler.mean.device)
+            local = copy.deepcopy(start).train()
             with frozen(model):
                 train_generator_locally(
                     local, self.scaler, model, latents, self.config.generator, self.seed,
@@ -199,23 +202,18 @@ class FedMobile(FedAvg):
             self.generator.load_state_dict(fedavg_states([u.generator for u in trained], list(generator_weights)))
             self.generator.eval()
             self.generator_scaler = copy.deepcopy(self.scaler)
-        self.scaler = self._scaler([u.moments for u in updates if u.moments])
-        return merged
-
-    def _scaler(self, moments: list[tuple[Moments, ...]]) -> Scaler:
-        stats = [aggregate(list(per_modality)) for per_modality in zip(*moments)]
-        columns = [np.stack(c) for c in zip(*((s.mean, s.std, *s.bounds) for s in stats))]
         device = self.server.device if self.server is not None else "cpu"
-        return Scaler(*(torch.as_tensor(c, dtype=torch.float32, device=device) for c in columns))
+        self.scaler = Scaler.from_moments([u.moments for u in updates if u.moments]).to(device)
+        return merged
 
     def _generator_weights(self, server_round: int, merged: State, trained: list[FedMobileUpdate]) -> np.ndarray:
         examples = np.array([u.generator_examples for u in trained], dtype=float)
         if self.config.generator_weighting == "samples" or len(trained) == 1:
             return examples / examples.sum()
-        model = build_model(self.server.spec, self.seed).to(self.server.device)
-        model.load_state_dict(merged)
-        proxy = client_latents(model.eval(), [self.server.proxy])[0]
-        utility = GeneratorUtility(self._new_generator(self.server.spec, self.server.device), trained, self.scaler, proxy, self.generator)
+        self.server_model.load_state_dict(merged)
+        proxy = client_latents(self.server_model.eval(), [self.server.proxy])[0]
+        scratch = self._new_generator(self.server.spec, self.server.device)
+        utility = GeneratorUtility(scratch, trained, self.scaler, proxy, self.generator)
         values, _ = clustered_shapley(
             utility, utility.outputs(), min(self.config.clusters, len(trained)), seed=self.seed + server_round
         )

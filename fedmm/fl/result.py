@@ -70,7 +70,10 @@ class TrainResult:
         return _model(self.spec, self.state, device)
 
     def predictor(self, device: str = "cpu") -> torch.nn.Module:
-        """The global model as it predicts: through the served imputer, else as its strategy does (FedMobile's generator)."""
+        """The global model as it predicts: through the served imputer, else as its strategy does.
+
+        (FedMobile predicts through its generator.)
+        """
         model = self.model(device)
         if self.imputer is not None:
             return ImputingNet(model, self.imputer.build(model)).to(device).eval()

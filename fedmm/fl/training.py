@@ -36,7 +36,9 @@ def split_tensors(prepared: PreparedData, split: str, device: str) -> TensorData
     )
 
 
-def evaluation_sets(prepared: PreparedData, device: str, mask: MaskConfig | None = None, seed: int = 0) -> dict[str, TensorData]:
+def evaluation_sets(
+    prepared: PreparedData, device: str, mask: MaskConfig | None = None, seed: int = 0
+) -> dict[str, TensorData]:
     """Validation and test sets present in the prepared data, keyed by split name.
 
     With a mask that removes modalities, ``test_missing`` is the test split under that mask

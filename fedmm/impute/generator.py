@@ -22,7 +22,7 @@ from fedmm.impute.latent import (
     LatentData, Scaler, State, client_latents, frozen, masked_targets, prefixed, scaler_from, seeded_module,
     train_federated, unprefixed,
 )
-from fedmm.models.multimodal import MultimodalNet
+from fedmm.models.multimodal import ModelSpec, MultimodalNet
 from fedmm.seeding import torch_generator
 
 
@@ -38,16 +38,27 @@ class CrossModalGenerator(nn.Module):
             nn.Linear(hidden, width),
         )
 
+    @classmethod
+    def from_state(cls, state: State, spec: ModelSpec) -> CrossModalGenerator:
+        """A generator for ``spec``'s embeddings holding ``state`` (its hidden width read from it), in eval mode."""
+        generator = cls(len(spec.modalities), spec.embed_dim, state["net.0.weight"].shape[0])
+        generator.load_state_dict(state)
+        return generator.eval()
+
     def forward(self, scaled: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         inputs = torch.cat([(scaled * visible.unsqueeze(-1)).flatten(1), visible.to(scaled.dtype)], dim=1)
         return self.net(inputs).reshape(scaled.shape)
+
+    def generate(self, scaler: Scaler, embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Every modality's embedding (B, M, E) generated from the present ones, in the embedding space."""
+        return scaler.inverse(self(scaler(embeddings, present), present))
 
 
 class GeneratedFeaturesNet(nn.Module):
     """A model whose missing modalities' embeddings come from a generator (flagged present to the fusion).
 
-    This is how FedMobile's global model trains and predicts, and how a fitted ``generator``
-    imputer serves a model at inference.
+    This is how FedMobile's global model trains (gradients reach the present modalities'
+    encoders through the generator) and predicts.
     """
 
     def __init__(self, model: MultimodalNet, generator: CrossModalGenerator, scaler: Scaler) -> None:
@@ -56,7 +67,7 @@ class GeneratedFeaturesNet(nn.Module):
 
     def complete(self, embeddings: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings with every absent modality generated from the present ones, and the all-present mask."""
-        generated = self.scaler.inverse(self.generator(self.scaler(embeddings, mask), mask))
+        generated = self.generator.generate(self.scaler, embeddings, mask)
         return torch.where(mask.unsqueeze(-1), embeddings, generated), torch.ones_like(mask)
 
     def forward(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
@@ -138,15 +149,12 @@ class GeneratorImputer(Imputer):
             )
 
     def _impute(self, values: torch.Tensor, mask: torch.Tensor, owners: np.ndarray | None) -> torch.Tensor:
-        return self.scaler.inverse(self.generator(self.scaler(values, mask), mask))
+        return self.generator.generate(self.scaler, values, mask)
 
     def state(self) -> State:
         return {**prefixed("generator.", self.generator.state_dict()), **prefixed("scaler.", self.scaler.state_dict())}
 
     def restore(self, state: State, model: MultimodalNet) -> GeneratorImputer:
-        spec = model.spec
-        self.generator = CrossModalGenerator(len(spec.modalities), spec.embed_dim, self.config.hidden)
-        self.generator.load_state_dict(unprefixed("generator.", state))
-        self.generator.eval()
+        self.generator = CrossModalGenerator.from_state(unprefixed("generator.", state), model.spec)
         self.scaler = scaler_from(unprefixed("scaler.", state))
         return self

@@ -36,6 +36,13 @@ class LatentData:
     embeddings: torch.Tensor
     present: torch.Tensor
 
+    def moments(self) -> list[Moments]:
+        """Per-modality moments of the present embeddings (the client -> server payload of :meth:`Scaler.federated`)."""
+        return [
+            Moments.of(self.embeddings[:, m].cpu().numpy(), self.present[:, m].cpu().numpy())
+            for m in range(self.embeddings.shape[1])
+        ]
+
     @property
     def usable(self) -> torch.Tensor:
         """Samples with at least two modalities present: only those can teach cross-modal imputation."""
@@ -71,13 +78,14 @@ class Scaler(nn.Module):
 
     @classmethod
     def federated(cls, clients: list[LatentData]) -> Scaler:
-        stats = []
-        for m in range(clients[0].embeddings.shape[1]):
-            moments = aggregate(
-                [Moments.of(c.embeddings[:, m].cpu().numpy(), c.present[:, m].cpu().numpy()) for c in clients]
-            )
-            stats.append((moments.mean, moments.std, *moments.bounds))
-        return cls(*(torch.as_tensor(np.stack(column), dtype=torch.float32) for column in zip(*stats)))
+        return cls.from_moments([client.moments() for client in clients])
+
+    @classmethod
+    def from_moments(cls, payloads: list[list[Moments]]) -> Scaler:
+        """The scaler from every client's per-modality :meth:`LatentData.moments`."""
+        stats = [aggregate(list(per_modality)) for per_modality in zip(*payloads)]
+        columns = zip(*((s.mean, s.std, *s.bounds) for s in stats))
+        return cls(*(torch.as_tensor(np.stack(column), dtype=torch.float32) for column in columns))
 
     def forward(self, embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """Scaled embeddings, zero where absent."""
