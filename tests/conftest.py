@@ -7,16 +7,41 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 os.environ["FEDMM_HOME"] = tempfile.mkdtemp(prefix="fedmm-test-")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("ZENML_CONFIG_PATH", None)
 
 from fedmm import runtime  # noqa: E402
+from fedmm.data.federated import partition_and_mask, proxy_arrays  # noqa: E402
+from fedmm.data.prepare import prepare  # noqa: E402
+from fedmm.fl.strategy import ServerContext  # noqa: E402
+from fedmm.fl.tensors import TensorData  # noqa: E402
+from fedmm.fl.training import model_spec  # noqa: E402
 
 runtime.configure()
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def prepared_and_partitioned(config):
+    """A config's prepared data and client partition: what a strategy test trains on."""
+    prepared = prepare(config.data, config.seed)
+    return prepared, partition_and_mask(prepared, config.partition, config.mask, config.seed)
+
+
+def proxy_server(config, data) -> ServerContext:
+    """The server context of a config's run: model spec and its labelled proxy set."""
+    prepared, federated = data
+    return ServerContext(model_spec(config, prepared), proxy=TensorData.from_numpy(*proxy_arrays(prepared, federated)))
+
+
+def assert_same_training(a, b):
+    """Two training results with the same history and bit-identical final states."""
+    assert a.history == b.history
+    for name in a.state:
+        torch.testing.assert_close(a.state[name], b.state[name], rtol=0, atol=0)
 
 
 @contextmanager

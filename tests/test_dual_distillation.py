@@ -3,10 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import interrupted_after_round
+from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned
 from fedmm.config import ModelConfig, config_from_dict
-from fedmm.data.federated import partition_and_mask
-from fedmm.data.prepare import prepare
 from fedmm.fl.client import Worker, forward, trainable_state
 from fedmm.fl.dual_distillation import DistillationUpdate, DualDistillation
 from fedmm.fl.engine import UpdateStore
@@ -37,19 +35,11 @@ def config(*overrides):
 
 @pytest.fixture(scope="module")
 def data():
-    base = config()
-    prepared = prepare(base.data, base.seed)
-    return prepared, partition_and_mask(prepared, base.partition, base.mask, base.seed)
+    return prepared_and_partitioned(config())
 
 
 def run(data, tmp_path, name, *overrides):
     return train(config(*overrides), *data, workdir=tmp_path / name)
-
-
-def assert_same(a, b):
-    assert a.history == b.history
-    for name in a.state:
-        torch.testing.assert_close(a.state[name], b.state[name], rtol=0, atol=0)
 
 
 def synthetic(labels, seed):
@@ -92,7 +82,7 @@ def proxy_outputs_of(state):
 def test_zero_weights_are_fedavg_exactly(data, tmp_path):
     reference = run(data, tmp_path, "fedavg")
     zero = ("train.mmfed3.logit_weight=0", "train.mmfed3.feature_weight=0")
-    assert_same(run(data, tmp_path, "mmfed3", MMFED3, *zero), reference)
+    assert_same_training(run(data, tmp_path, "mmfed3", MMFED3, *zero), reference)
 
 
 def test_payload_carries_the_trained_models_proxy_outputs_and_the_server_distills_the_ensemble():
@@ -154,7 +144,7 @@ def test_deterministic_resumable_and_better_than_the_majority_class(data, tmp_pa
     assert len(UpdateStore(tmp_path / "reference" / "updates").rounds()) == 4
     with interrupted_after_round(2):
         run(data, tmp_path, "resumed", *settings)
-    assert_same(run(data, tmp_path, "resumed", *settings), reference)
+    assert_same_training(run(data, tmp_path, "resumed", *settings), reference)
 
     prepared = data[0]
     test_labels = prepared.dataset.labels[prepared.indices("test")]

@@ -2,10 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import interrupted_after_round
+from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned
 from fedmm.config import config_from_dict
-from fedmm.data.federated import client_arrays, partition_and_mask
-from fedmm.data.prepare import prepare
+from fedmm.data.federated import client_arrays
 from fedmm.fl.engine import UpdateStore
 from fedmm.fl.evaluation import evaluate
 from fedmm.fl.strategy import ClientUpdate, FedAvg
@@ -24,8 +23,7 @@ CONFIG = config_from_dict({
 
 @pytest.fixture(scope="module")
 def data():
-    prepared = prepare(CONFIG.data, CONFIG.seed)
-    return prepared, partition_and_mask(prepared, CONFIG.partition, CONFIG.mask, CONFIG.seed)
+    return prepared_and_partitioned(CONFIG)
 
 
 def test_fedavg_aggregates_by_sample_weight():
@@ -48,9 +46,7 @@ def test_same_seed_same_metrics_and_updates_are_kept(data, tmp_path):
     prepared, federated = data
     first = train(CONFIG, prepared, federated, workdir=tmp_path / "a")
     second = train(CONFIG, prepared, federated, workdir=tmp_path / "b")
-    assert first.history == second.history
-    for name in first.state:
-        torch.testing.assert_close(first.state[name], second.state[name], rtol=0, atol=0)
+    assert_same_training(first, second)
     rounds = UpdateStore(tmp_path / "a" / "updates").rounds()
     assert len(rounds) == 3
     stored = np.load(rounds[0])
@@ -68,9 +64,7 @@ def test_interrupted_run_resumes_to_the_same_result(data, tmp_path):
     seen = []
     resumed = train(CONFIG, prepared, federated, workdir=tmp_path / "resumed", on_round=seen.append)
     assert [record["round"] for record in seen] == [3]
-    assert resumed.history == reference.history
-    for name in reference.state:
-        torch.testing.assert_close(resumed.state[name], reference.state[name], rtol=0, atol=0)
+    assert_same_training(resumed, reference)
 
 
 def test_missing_modality_is_zero_in_embedding_space():

@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from conftest import interrupted_after_round
+from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned, proxy_server
 from fedmm.config import config_from_dict
-from fedmm.data.federated import client_arrays, partition_and_mask, proxy_arrays
-from fedmm.data.prepare import prepare
+from fedmm.data.federated import client_arrays
 from fedmm.fl import engine
 from fedmm.fl.client import Worker, trainable_state
 from fedmm.fl.engine import UpdateStore
@@ -14,7 +13,7 @@ from fedmm.fl.fedmekt import EmbeddingPayload, FedMekt, aggregate_embeddings
 from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.strategy import ServerContext, StrategyError
 from fedmm.fl.tensors import UNLABELLED, TensorData
-from fedmm.fl.training import model_spec, train
+from fedmm.fl.training import train
 from fedmm.models.multimodal import build_model
 
 RAW = {
@@ -41,14 +40,7 @@ def config(*overrides):
 
 @pytest.fixture(scope="module")
 def data():
-    base = config()
-    prepared = prepare(base.data, base.seed)
-    return prepared, partition_and_mask(prepared, base.partition, base.mask, base.seed)
-
-
-def server(data):
-    prepared, federated = data
-    return ServerContext(model_spec(config(), prepared), proxy=TensorData.from_numpy(*proxy_arrays(prepared, federated)))
+    return prepared_and_partitioned(config())
 
 
 def client(data, k):
@@ -75,7 +67,7 @@ def reference(data, tmp_path_factory):
 
 def fit(data, k, labels=None, mask=None):
     """One first-participation fit of client ``k`` on the initial global model."""
-    strategy = FedMekt(config().train, 0, server(data))
+    strategy = FedMekt(config().train, 0, proxy_server(config(), data))
     local = client(data, k)
     local = TensorData(local.inputs, local.mask if mask is None else mask, local.labels if labels is None else labels)
     model = build_model(strategy.server.spec, 0)
@@ -85,7 +77,7 @@ def fit(data, k, labels=None, mask=None):
 
 def test_clients_send_proxy_embeddings_and_never_parameters(data, reference):
     workdir, result, payloads = reference
-    proxy = server(data).proxy
+    proxy = proxy_server(config(), data).proxy
     assert payloads and all(type(p) is EmbeddingPayload for p in payloads)
     for payload in payloads:
         assert payload.embeddings.shape == (len(proxy), len(result.spec.modalities), result.spec.embed_dim)
@@ -139,13 +131,11 @@ def test_runs_are_deterministic_and_resume_to_the_same_result(data, reference, t
         train(config(), *data, workdir=tmp_path)
     assert (tmp_path / engine.KEPT_DIR / "after_0002.npz").is_file()
     resumed = train(config(), *data, workdir=tmp_path)
-    assert resumed.history == expected.history
-    for name, value in expected.state.items():
-        torch.testing.assert_close(resumed.state[name], value, rtol=0, atol=0)
+    assert_same_training(resumed, expected)
 
 
 def test_missing_proxy_set_is_a_clear_error(data):
-    full = server(data)
+    full = proxy_server(config(), data)
     for context in (ServerContext(full.spec), ServerContext(full.spec, proxy=full.proxy.take(torch.arange(0)))):
         with pytest.raises(StrategyError, match="partition.proxy_fraction"):
             FedMekt(config().train, 0, context)

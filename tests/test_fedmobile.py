@@ -6,18 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import interrupted_after_round
+from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned, proxy_server
 from fedmm.audit.clustered import aggregation_weights, clustered_shapley
 from fedmm.config import ConfigError, config_from_dict
-from fedmm.data.federated import partition_and_mask, proxy_arrays
-from fedmm.data.prepare import prepare
+from fedmm.data.federated import partition_and_mask
+from fedmm.evaluation import evaluate_training
 from fedmm.fl.client import forward
 from fedmm.fl.fedmobile import FedMobile, FedMobileUpdate, GeneratorUtility, contribution_weights
-from fedmm.fl.strategy import ServerContext, cross_entropy
-from fedmm.evaluation import evaluate_training
 from fedmm.fl.result import TrainResult
+from fedmm.fl.strategy import cross_entropy
 from fedmm.fl.tensors import TensorData
-from fedmm.fl.training import model_spec, train
+from fedmm.fl.training import train
 from fedmm.impute.generator import GeneratedFeaturesNet
 from fedmm.impute.latent import LatentData
 from fedmm.models.multimodal import build_model
@@ -37,9 +36,7 @@ def config(*overrides):
 
 @pytest.fixture(scope="module")
 def data():
-    base = config()
-    prepared = prepare(base.data, base.seed)
-    return prepared, partition_and_mask(prepared, base.partition, base.mask, base.seed)
+    return prepared_and_partitioned(config())
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +44,12 @@ def trained(data, tmp_path_factory):
     """A 3-round run and the strategy restored from its checkpoint (its generator and scalers)."""
     workdir = tmp_path_factory.mktemp("fedmobile")
     result = train(config(), *data, workdir=workdir)
-    strategy = FedMobile(config().train, 0, server(data))
+    strategy = FedMobile(config().train, 0, proxy_server(config(), data))
     strategy.load_server_state({
         k.removeprefix("server/"): torch.as_tensor(v)
         for k, v in np.load(workdir / "checkpoint.npz").items() if k.startswith("server/")
     })
     return result, strategy
-
-
-def server(data):
-    prepared, federated = data
-    return ServerContext(model_spec(config(), prepared), proxy=TensorData.from_numpy(*proxy_arrays(prepared, federated)))
 
 
 def update(client, examples=10, accuracy=0.5, before=1.0, after=0.5, generator=None, usable=5):
@@ -119,9 +111,7 @@ def test_scaler_and_generator_are_checkpointed_and_the_run_resumes_identically(d
     with interrupted_after_round(2):
         train(config(), *data, workdir=tmp_path / "run")
     resumed = train(config(), *data, workdir=tmp_path / "run")
-    assert resumed.history == result.history
-    for name in result.state:
-        torch.testing.assert_close(resumed.state[name], result.state[name], rtol=0, atol=0)
+    assert_same_training(resumed, result)
 
 
 def test_sample_weighting_needs_no_proxy_set():
@@ -132,7 +122,7 @@ def test_sample_weighting_needs_no_proxy_set():
 
 
 def test_untrained_generator_is_not_used_in_the_first_round(data):
-    strategy = FedMobile(config().train, 0, server(data))
+    strategy = FedMobile(config().train, 0, proxy_server(config(), data))
     model = build_model(strategy.server.spec, 0)
     assert strategy.predictor(model) is model
     assert strategy.local_objective(model, {}, None) is cross_entropy

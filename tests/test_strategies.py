@@ -6,11 +6,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import interrupted_after_round
+from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned
 from fedmm.cli import main
 from fedmm.config import ConfigError, ModelConfig, TrainConfig, config_from_dict
-from fedmm.data.federated import partition_and_mask
-from fedmm.data.prepare import prepare
 from fedmm.fl import engine
 from fedmm.fl.client import Worker, forward, trainable_state
 from fedmm.fl.engine import UpdateStore
@@ -36,19 +34,11 @@ def config(*overrides):
 
 @pytest.fixture(scope="module")
 def data():
-    base = config()
-    prepared = prepare(base.data, base.seed)
-    return prepared, partition_and_mask(prepared, base.partition, base.mask, base.seed)
+    return prepared_and_partitioned(config())
 
 
 def run(data, tmp_path, name, *overrides):
     return train(config(*overrides), *data, workdir=tmp_path / name)
-
-
-def assert_same(a, b):
-    assert a.history == b.history
-    for name in a.state:
-        torch.testing.assert_close(a.state[name], b.state[name], rtol=0, atol=0)
 
 
 def delta_norms(workdir):
@@ -65,7 +55,7 @@ def test_registry_matches_the_config_choices():
 @pytest.mark.parametrize("strategy, knob", [("fedprox", "train.fedprox.mu=0"), ("moon", "train.moon.mu=0")])
 def test_zero_weight_is_fedavg_exactly(data, tmp_path, strategy, knob):
     reference = run(data, tmp_path, "fedavg")
-    assert_same(run(data, tmp_path, strategy, f"train.strategy={strategy}", knob), reference)
+    assert_same_training(run(data, tmp_path, strategy, f"train.strategy={strategy}", knob), reference)
 
 
 def test_strong_proximal_term_keeps_clients_near_the_global_model(data, tmp_path):
@@ -106,7 +96,7 @@ def test_moon_keeps_state_and_resumes_to_the_same_result(data, tmp_path):
     assert sorted(p.name for p in (tmp_path / "reference" / engine.KEPT_DIR).iterdir()) == ["after_0003.npz"]
     with interrupted_after_round(2):
         run(data, tmp_path, "resumed", *moon)
-    assert_same(run(data, tmp_path, "resumed", *moon), reference)
+    assert_same_training(run(data, tmp_path, "resumed", *moon), reference)
 
 
 def test_worker_loads_and_reads_back_like_the_module():
