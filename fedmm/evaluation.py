@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedmm.config import MaskConfig
 from fedmm.data.federated import FederatedData, client_arrays
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.evaluation import confusion, evaluate
@@ -21,8 +20,7 @@ PROTOCOLS = {
 
 def evaluate_training(prepared: PreparedData, federated: FederatedData, result: TrainResult) -> dict:
     """Metrics of the federated model (and centralized reference) on every test protocol."""
-    mask = MaskConfig.model_validate(federated.report["mask_config"])
-    sets = evaluation_sets(prepared, "cpu", mask, federated.report["seed"])
+    sets = evaluation_sets(prepared, "cpu", federated)
     federated_model = result.predictor()
     central_model = result.centralized_model()
     report: dict = {"protocols": {}, "class_names": prepared.dataset.class_names}

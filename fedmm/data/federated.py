@@ -69,6 +69,11 @@ class FederatedData:
         }
 
     @property
+    def mask(self) -> MaskConfig:
+        """The modality mask the clients' presence was drawn with."""
+        return MaskConfig.model_validate(self.report["mask_config"])
+
+    @property
     def corruption(self) -> CorruptionPlan:
         """The injected corruptions (none unless configured), with their seed."""
         entry = self.report.get("corruption") or {"config": {}, "seed": self.report["seed"]}

@@ -37,21 +37,23 @@ def split_tensors(prepared: PreparedData, split: str, device: str) -> TensorData
 
 
 def evaluation_sets(
-    prepared: PreparedData, device: str, mask: MaskConfig | None = None, seed: int = 0
+    prepared: PreparedData, device: str, federated: FederatedData | None = None
 ) -> dict[str, TensorData]:
     """Validation and test sets present in the prepared data, keyed by split name.
 
-    With a mask that removes modalities, ``test_missing`` is the test split under that mask
-    (:func:`held_out_presence`; samples left with no modality dropped).
+    When the partition's mask removes modalities, ``test_missing`` is the test split under
+    that mask (:func:`held_out_presence`, with the partition's seed; samples left with no
+    modality dropped).
     """
     sets = {
         name: split_tensors(prepared, name, device)
         for name in ("val", "test", "test_subjects")
         if len(prepared.indices(name))
     }
-    if mask is not None and mask != MaskConfig():
+    mask = federated.mask if federated is not None else MaskConfig()
+    if mask != MaskConfig():
         index = prepared.indices("test")
-        presence = held_out_presence(mask, list(prepared.dataset.modalities), len(index), seed)
+        presence = held_out_presence(mask, list(prepared.dataset.modalities), len(index), federated.report["seed"])
         keep = presence.any(axis=1)
         index, presence = index[keep], presence[keep]
         sets["test_missing"] = TensorData.from_numpy(
@@ -119,7 +121,7 @@ def train(
         TensorData.from_numpy(*client_arrays(prepared, federated, k), device=device)
         for k in range(federated.num_clients)
     ]
-    evaluation = evaluation_sets(prepared, device, config.mask, config.seed)
+    evaluation = evaluation_sets(prepared, device, federated)
     server = ServerContext(spec, device, TensorData.from_numpy(*proxy_arrays(prepared, federated), device=device))
     strategy = make_strategy(config.train, config.seed, server)
     outcome = run_federated(
