@@ -25,8 +25,7 @@ import fedmm
 from fedmm.artifacts import write_npz
 from fedmm.data.dataset import MultimodalDataset, load_npz
 from fedmm.fl.evaluation import classification_metrics
-from fedmm.fl.result import TrainResult
-from fedmm.fl.result import load_predictor
+from fedmm.fl.result import TrainResult, load_predictor
 from fedmm.tracking.pyfunc import MultimodalPyfunc, model_input, predict_probabilities
 from fedmm.tracking.runs import client
 
