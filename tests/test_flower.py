@@ -45,9 +45,9 @@ def tiny(*overrides: str):
     return load_config(TINY, [*OVERRIDES, *overrides])
 
 
-def our_processes(home: Path) -> list[int]:
-    """Live processes started for this FEDMM_HOME's Flower runtime (and their descendants)."""
-    return Runtime(REPO / ".venv-site", home / "flower").live_processes()
+def our_processes(home: Path, runtime: str = "flower") -> list[int]:
+    """Live processes started with this FEDMM_HOME's Flower runtime folder ``runtime`` (and their descendants)."""
+    return Runtime(REPO / ".venv-site", home / runtime).live_processes()
 
 
 def in_process(config, data, workdir: Path):
@@ -150,15 +150,19 @@ def test_the_modules_a_site_imports_load_no_orchestrator_tracking_or_plotting():
 
 @pytest.fixture(scope="module")
 def federation():
-    """A SuperLink and three site SuperNodes on loopback, joined as separate sites would join."""
+    """A SuperLink and three site SuperNodes on loopback, joined as separate sites would join.
+
+    It has a runtime folder of its own, so the tests that start federations of their own can
+    check that theirs left no process while this one still runs.
+    """
     config = tiny()
     prepared = prepare(config.data, config.seed)
     federated = partition_and_mask(prepared, config.partition, config.mask, config.seed)
-    home = state_dir() / "flower"
-    sites = loopback_sites(prepared, federated, home / "shared-sites", node_auth=False)
+    home = state_dir() / "flower-shared"
+    sites = loopback_sites(prepared, federated, home / "sites", node_auth=False)
     with Federation(Runtime(REPO / ".venv-site", home), sites) as running:
         yield running, (prepared, federated)
-    assert our_processes(state_dir()) == []
+    assert our_processes(state_dir(), "flower-shared") == []
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -196,7 +200,7 @@ def test_a_killed_serverapp_resumes_from_its_checkpoint_and_the_sites_kept_state
 
 def test_a_killed_supernode_is_dropped_and_a_refused_site_is_named(tmp_path, capfd):
     overrides = ["partition.scheme=iid", "partition.num_clients=4", "train.centralized=false", "train.rounds=3",
-                 "train.transport=flower", "flower.round_timeout=8", "flower.min_clients=2"]
+                 "train.transport=flower", "flower.round_timeout=30", "flower.min_clients=2"]
     config = load_config(TINY, overrides)
     prepared = prepare(config.data, config.seed)
     federated = partition_and_mask(prepared, config.partition, config.mask, config.seed)
@@ -248,6 +252,7 @@ def test_tls_with_node_auth_refuses_an_unregistered_node(tmp_path):
     assert "Failed to activate SuperNode" in (home / "logs" / "supernode-2.log").read_text()
     nodes = json.loads(listed.stdout)["nodes"]
     assert len(nodes) == 2 and all(node["status"] == "online" for node in nodes)
+    assert our_processes(state_dir(), "flower-auth") == []
 
 
 # ----------------------------------------------------------------------------- the pipeline, as a user runs it
@@ -279,3 +284,17 @@ def test_a_site_keeps_what_a_rerun_round_needs(tmp_path):
     assert torch.equal(store.load(2, "cpu")["w"], torch.ones(2))  # round 2 rerun after a restart: round 1's state
     assert torch.equal(store.load(3, "cpu")["w"], torch.full((2,), 2.0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["client_4_round_0001.npz", "client_4_round_0002.npz"]
+
+
+def test_a_site_refuses_an_insecure_connection_beyond_loopback(tmp_path):
+    site_file = tmp_path / "site.npz"
+    site_file.write_bytes(b"")
+    done = subprocess.run(
+        [REPO / ".venv-site" / "bin" / "fedmm", "site", "--data", site_file, "--partition-id", "0",
+         "--superlink", "10.1.2.3:9092", "--insecure"],
+        capture_output=True, text=True, env={**os.environ, "FEDMM_HOME": str(tmp_path / "home")}, timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --insecure is allowed only on loopback, not '10.1.2.3:9092': give --root-certificates"
+    )

@@ -19,6 +19,8 @@ from fedmm.fl.tensors import TensorData
 
 RUN_FILE, EVALUATION_FILE, PROXY_FILE = "run.json", "evaluation.npz", "proxy.npz"
 SITES_FILE = "sites.json"
+TIMINGS_FILE = "flower_timings.json"
+"""Per round, how long the ServerApp waited for its clients' replies (push to last reply)."""
 """What the ServerApp learnt of the sites (client ids, data hashes, validation reports, refusals)."""
 ROUND_MARKER = "FEDMM_ROUND "
 """Prefix of the ServerApp's log line carrying a finished round's record (JSON), for progress."""

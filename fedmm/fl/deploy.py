@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from fedmm.config import is_loopback
 FEDERATION = "fedmm"
 APP_DIR = Path(__file__).resolve().parent.parent / "flower" / "app"
 STOP_SECONDS = 5.0
+FEDERATION_ENV = "FEDMM_FEDERATION"
+"""Set in every process a :class:`Federation` starts (inherited by theirs): how it finds them all to stop them."""
 
 
 class DeploymentError(RuntimeError):
@@ -158,13 +161,13 @@ class Runtime:
         )
         return env
 
-    def live_processes(self) -> list[int]:
-        """PIDs of running (not zombie) processes whose environment names this runtime's FLWR_HOME.
+    def live_processes(self, marker: str | None = None) -> list[int]:
+        """PIDs of running (not zombie) processes whose environment holds ``marker`` (default: this FLWR_HOME).
 
         That is everything started here and all its descendants, also those that left their
         process group (Flower's SuperExec starts a session of its own). Linux: reads /proc.
         """
-        marker = f"FLWR_HOME={self.env()['FLWR_HOME']}".encode()
+        marker = (marker or f"FLWR_HOME={self.env()['FLWR_HOME']}").encode()
         pids = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -189,7 +192,8 @@ class Federation:
     With ``certificates`` everything speaks TLS; with ``node_auth`` the SuperLink accepts only
     SuperNodes whose public keys were registered (each site's ``auth_key``). With
     ``superlink`` no SuperLink is started: the sites join that one (TLS verified with
-    ``root_certificates``, else insecure).
+    ``root_certificates``, else insecure). The sites' ClientApps run in at most ``executors``
+    long-running processes (default: one per core), each serving its share of the SuperNodes.
     """
 
     runtime: Runtime
@@ -198,9 +202,12 @@ class Federation:
     node_auth: bool = False
     superlink: str | None = None
     root_certificates: Path | None = None
+    executors: int = field(default_factory=lambda: os.cpu_count() or 1)
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     node_ports: dict[int, int] = field(default_factory=dict)
+    executor_of: dict[int, str] = field(default_factory=dict)
+    ident: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def address(self) -> str:
@@ -210,8 +217,8 @@ class Federation:
         log = open(self.runtime.home / "logs" / f"{name}.log", "ab")
         try:
             process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.runtime.env(),
-                start_new_session=True,
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env={**self.runtime.env(), FEDERATION_ENV: self.ident}, start_new_session=True,
             )
         finally:
             log.close()
@@ -255,10 +262,14 @@ class Federation:
             nodes[site.client_id] = self._start(f"supernode-{site.client_id}", args)
         for client, node in nodes.items():
             wait_for_port(self.node_ports[client], timeout, node, f"SuperNode {client}")
-            self._start(f"executor-{client}", [
-                self.runtime.python(), "-m", "fedmm.flower.executor", "--runtime-api",
-                f"127.0.0.1:{self.node_ports[client]}", "--parent-pid", str(node.pid),
-            ])
+        clients = list(nodes)
+        groups = [clients[i::self.executors] for i in range(min(self.executors, len(clients)))]
+        for group in groups:
+            apis = [arg for client in group for arg in ("--runtime-api", f"127.0.0.1:{self.node_ports[client]}")]
+            name = "executor-" + "-".join(map(str, group))
+            self._start(name, [self.runtime.python(), "-m", "fedmm.flower.executor", *apis,
+                               "--parent-pid", str(os.getpid())])
+            self.executor_of.update({client: name for client in group})
 
     def __enter__(self) -> Federation:
         self._previous = None
@@ -297,15 +308,15 @@ class Federation:
             process.wait()
 
     def kill_site(self, client_id: int) -> None:
-        """SIGKILL one site's SuperNode and executor (fault injection)."""
-        self.stop_processes([f"supernode-{client_id}", f"executor-{client_id}"], signal.SIGKILL)
+        """SIGKILL one site's SuperNode (fault injection; an executor it shares with other sites stays)."""
+        self.stop_processes([f"supernode-{client_id}"], signal.SIGKILL)
 
     def stop(self) -> None:
         """Stop every process of this federation, including those its SuperLink started in other sessions."""
         self.stop_processes([n for n in self.processes if n != "superlink"])
         self.stop_processes(["superlink"])
-        deadline = time.monotonic() + STOP_SECONDS
-        while (left := self.runtime.live_processes()) and time.monotonic() < deadline:
+        deadline, marker = time.monotonic() + STOP_SECONDS, f"{FEDERATION_ENV}={self.ident}"
+        while (left := self.runtime.live_processes(marker)) and time.monotonic() < deadline:
             for pid in left:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)

@@ -115,6 +115,14 @@ def run_over_flower(
     return _outcome(config, spec, workdir, resumed_from, code, failure or tail, runtime)
 
 
+def _last_error(log: list[str]) -> str:
+    """The last error in a run's log: the text of flwr's last boxed message, else the last line naming an error."""
+    boxed = [line.strip("│ ").strip() for line in log if line.startswith("│")]
+    if boxed:
+        return " ".join(part for part in boxed if part)
+    return next((line for line in reversed(log) if "rror" in line), log[-1] if log else "no output")
+
+
 def _to_cpu(data: TensorData) -> TensorData:
     return TensorData({k: v.cpu() for k, v in data.inputs.items()}, data.mask.cpu(), data.labels.cpu())
 
@@ -125,7 +133,7 @@ def _outcome(config: Config, spec: ModelSpec, workdir: Path, resumed_from: int, 
     loaded = _load_checkpoint(workdir / CHECKPOINT_FILE, "cpu")
     done = 0 if loaded is None else loaded[0]
     if done < config.train.rounds:
-        reason = next((line for line in reversed(log) if "rror" in line), log[-1] if log else "no output")
+        reason = _last_error(log)
         raise FederationError(
             f"the Flower run stopped after {done} of {config.train.rounds} rounds (flwr run exit code {code}): "
             f"{reason.strip()[:400]}; logs in {runtime.home / 'logs'}; rerun to resume from the checkpoint"

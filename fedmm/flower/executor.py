@@ -10,6 +10,9 @@ push the reply and the task's status, heartbeats while it runs), in this one pro
 torch, the site's data and its model stay loaded between rounds.
 
 Run it next to its SuperNode: ``python -m fedmm.flower.executor --runtime-api 127.0.0.1:PORT``.
+One executor may serve several SuperNodes of one machine (``--runtime-api`` repeated; their
+tasks then run one after another): a loopback federation of many sites on a few cores needs
+a few torch processes, not one per site.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import argparse
 import os
 import signal
 import time
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
+
+import httpx
 
 from flwr.app import Message
 from flwr.app.error import Error
@@ -39,13 +44,19 @@ from fedmm.flower.client_app import app as client_app
 POLL_SECONDS = 0.05
 
 
-def _runtime_client(address: str, certificates: bytes | None, component: str, token: str | None = None):
+def _runtime_client(
+    address: str, certificates: bytes | None, component: str, token: str | None = None, tries: int | None = None,
+):
+    """A Runtime API client; ``tries`` bounds its retries (Flower's default retries a refused connection forever)."""
     interceptors = [RuntimeVersionHttpInterceptor(component_name=component)]
     if token is not None:
         interceptors.append(RuntimeTokenHttpInterceptor(token))
+    retry = make_simple_http_retry_invoker()
+    if tries is not None:
+        retry.max_tries = tries
     return RuntimeHttpClient.from_server_address(
         server_address=address, insecure=certificates is None, root_certificates=certificates,
-        interceptors=interceptors, retry_invoker=make_simple_http_retry_invoker(),
+        interceptors=interceptors, retry_invoker=retry,
     )
 
 
@@ -66,34 +77,45 @@ def run_task(address: str, certificates: bytes | None, token: str) -> None:
         if message is not None:
             reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=details), reply_to=message)
     finally:
-        if reply is not None and context is not None:
-            push_message(client, reply, context)
-        push_task_output(client, context, status, details)
+        try:
+            if reply is not None and context is not None:
+                push_message(client, reply, context)
+            push_task_output(client, context, status, details)
+        except Exception as error:  # e.g. the run stopped meanwhile: nothing to deliver, serve the next task
+            log(WARNING, "could not deliver the task's reply: %s", error)
         heartbeat.stop()
         client.close()
 
 
-def serve(address: str, root_certificates: str | None = None, parent_pid: int | None = None) -> None:
-    """Claim and run this SuperNode's ClientApp tasks until stopped."""
+def serve(addresses: list[str], root_certificates: str | None = None, parent_pid: int | None = None) -> None:
+    """Claim and run the ClientApp tasks of these SuperNodes' Runtime APIs until stopped."""
     if parent_pid is not None:
         start_parent_process_monitor(parent_pid)
     certificates = validate_and_resolve_root_certificates(root_certificates, root_certificates is None)
-    control = _runtime_client(address, certificates, "SuperExec")
-    signal.signal(signal.SIGTERM, lambda *_: (control.close(), os._exit(0)))
-    log(INFO, "fedmm ClientApp executor on %s (pid %d)", address, os.getpid())
+    controls = {address: _runtime_client(address, certificates, "SuperExec", tries=1) for address in addresses}
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    log(INFO, "fedmm ClientApp executor for %s (pid %d)", ", ".join(addresses), os.getpid())
+    request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
     while True:
-        task = control.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
-        if task.HasField("task") and task.token:
-            run_task(address, certificates, task.token)
-        else:
+        idle = True
+        for address, control in controls.items():
+            try:
+                task = control.AcquireTask(request)
+            except httpx.HTTPError:  # this SuperNode is gone or restarting: keep serving the others
+                continue
+            if task.HasField("task") and task.token:
+                run_task(address, certificates, task.token)
+                idle = False
+        if idle:
             time.sleep(POLL_SECONDS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtime-api", required=True, help="the SuperNode's Runtime API address (HOST:PORT)")
+    parser.add_argument("--runtime-api", required=True, action="append",
+                        help="a SuperNode's Runtime API address (HOST:PORT); repeat for several")
     parser.add_argument("--root-certificates", default=None, help="CA certificate of a TLS Runtime API")
-    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process exits")
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the launcher) exits")
     args = parser.parse_args()
     serve(args.runtime_api, args.root_certificates, args.parent_pid)
 

@@ -24,7 +24,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedmm.data.validation import ValidationReport
-from fedmm.fl.bundle import FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, SITES_FILE, ServerBundle
+from fedmm.fl.bundle import FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, SITES_FILE, TIMINGS_FILE, ServerBundle
 from fedmm.fl.engine import ClientPool, RoundReplies, run_federated
 from fedmm.fl.federation import FederationError
 from fedmm.fl.messages import ClientUpdate, State, TrainInstruction
@@ -49,6 +49,7 @@ class FlowerClients(ClientPool):
         self.sites: dict[int, dict] = {}
         self.refused: dict[int, str] = {}
         self.lost: set[int] = set()
+        self.timings: list[dict] = []
         needs_proxy = bundle.run.parsed.train.needs_proxy
         self.proxy = proxy_inputs(bundle.proxy) if needs_proxy else None
 
@@ -112,7 +113,10 @@ class FlowerClients(ClientPool):
             )
             for ins in reachable
         }
+        started = time.monotonic()
         replies = self._exchange(messages, self.flower.round_timeout)
+        self.timings.append({"round": server_round + 1, "exchange_seconds": time.monotonic() - started,
+                             "clients": len(messages)})
         payloads, dropped = [], []
         for ins in instructions:
             reply = replies.get(ins.client_id)
@@ -163,6 +167,7 @@ def serve(grid: Grid, context: Context) -> None:
     strategy = make_strategy(config.train, config.seed, ServerContext(bundle.run.model_spec, "cpu", bundle.proxy))
 
     def report(record: dict) -> None:
+        (workdir / TIMINGS_FILE).write_text(json.dumps(pool.timings))
         print(ROUND_MARKER + json.dumps(record), flush=True)
 
     run_federated(

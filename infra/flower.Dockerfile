@@ -1,0 +1,25 @@
+# The Flower image: a site (`fedmm site`) or the SuperLink (whose ServerApp runs fedmm's round
+# engine). fedmm's core, torch (CPU), flwr and Great Expectations from requirements-site.lock;
+# no ZenML, MLflow, kfp or DVC. Build from the repository root:
+#   docker build -f infra/flower.Dockerfile -t fedmm-flower:0.1.0 .
+FROM python:3.11-slim
+
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
+    FEDMM_HOME=/var/lib/fedmm FLWR_HOME=/var/lib/fedmm/flwr FLWR_DISABLE_UPDATE_CHECK=1 \
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+WORKDIR /opt/fedmm
+COPY requirements-site.lock pyproject.toml README.md ./
+RUN python -m pip install pip==26.3 \
+ && grep -v '^torch==' requirements-site.lock > /tmp/lock-without-torch.txt \
+ && python -m pip install --index-url "$TORCH_INDEX" "$(grep '^torch==' requirements-site.lock)" \
+ && python -m pip install -r /tmp/lock-without-torch.txt
+COPY fedmm fedmm
+RUN python -m pip install --no-deps --no-build-isolation . \
+ && python -c "import fedmm.flower.client_app, fedmm.flower.server_app, fedmm.flower.executor"
+RUN useradd --system --uid 10001 --home-dir /var/lib/fedmm --create-home fedmm
+USER fedmm
+# A site: docker run ... fedmm-flower:0.1.0 site --data /data/site.npz --partition-id 3 \
+#   --superlink superlink.example.org:9092 --root-certificates /tls/ca.pem --auth-key /keys/site_3
+ENTRYPOINT ["fedmm"]
