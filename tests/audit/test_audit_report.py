@@ -62,10 +62,14 @@ def store(tmp_path_factory):
     return directory
 
 
+GROUPS = np.repeat(np.arange(30), 10)  # 30 "recordings" of 10 validation samples each
+
+
 @pytest.fixture(scope="module")
 def report(store):
     modalities = {10: ["x"], 11: ["x"], 12: ["x"], 13: ["x"], 14: []}
-    return audit_updates(store, Linear(), blobs(300, 0), AuditConfig(clusters=3), client_modalities=modalities)
+    return audit_updates(store, Linear(), blobs(300, 0), AuditConfig(estimator="exact", clusters=3),
+                         groups=GROUPS, group_key="recording", client_modalities=modalities)
 
 
 def test_exact_rounds_pass_the_axiom_checks(report):
@@ -92,8 +96,11 @@ def test_flags_find_the_free_rider_and_the_harmful_client(report):
     assert clients.loc[[10, 11, 12], "flags"].eq("").all()
     assert set(report.flags) == {"13", "14"}
     evidence = report.flags["14"][0]["evidence"]
-    assert evidence["ci_high"] < -report.meta["flags"]["thresholds"]["negligible_abs"] < 0
+    thresholds = report.meta["flags"]["thresholds"]
+    assert evidence["p_holm"] < thresholds["alpha"] and evidence["ci_high"] < -thresholds["min_effect"]
+    assert thresholds["group_key"] == "recording" and thresholds["n_groups"] == 30 and thresholds["df"] == 29
     assert report.flags["13"][0]["evidence"]["median_norm_ratio"] == 0.0
+    assert clients.loc[14, "verdict"] == "harmful" and clients.loc[10, "verdict"] == "not harmful"
     # run-level numbers are sums of the per-round ones
     per_round = report.rounds.groupby("client")["value"].sum()
     np.testing.assert_allclose(clients["value"], per_round.loc[clients.index], atol=1e-12)
@@ -105,11 +112,36 @@ def test_flags_find_the_free_rider_and_the_harmful_client(report):
     assert clients.loc[14, "modalities"] == "" and clients.loc[10, "modalities"] == "x"
 
 
+def test_exact_rounds_report_validation_uncertainty(report):
+    rows = report.rounds
+    assert (rows.loc[rows["client"] != 13, "val_stderr"] > 0).all() and (rows["mc_stderr"] == 0).all()
+    assert (rows.loc[rows["client"] == 13, "stderr"] == 0).all()  # a null player has no uncertainty at all
+    assert ((rows["ci_low"] < rows["value"]) | (rows["stderr"] == 0)).all() and (rows["ci_low"] <= rows["ci_high"]).all()
+    clients = report.clients.set_index("client")
+    assert (clients.loc[[10, 11, 12, 14], "stderr"] > 0).all()
+    # the three rounds share one validation set: the cumulative standard error is not their quadrature sum
+    quadrature = np.sqrt((rows.assign(v=rows["stderr"] ** 2).groupby("client")["v"].sum()))
+    assert (clients.loc[[10, 11, 14], "stderr"] > 1.2 * quadrature.loc[[10, 11, 14]]).all()
+
+
+def test_a_sample_clustered_audit_is_narrower_than_a_recording_clustered_one(store, report):
+    # blobs are independent samples: grouping them in tens changes little; cloning each recording's
+    # first sample ten times makes the clusters matter
+    data = blobs(300, 0)
+    cloned = data.take(torch.as_tensor(np.repeat(np.arange(0, 300, 10), 10)))
+    by_recording = audit_updates(store, Linear(), cloned, AuditConfig(estimator="exact"), groups=GROUPS,
+                                 group_key="recording")
+    by_sample = audit_updates(store, Linear(), cloned, AuditConfig(estimator="exact"))
+    assert by_sample.meta["game"]["inference"]["n_groups"] == 300
+    ratio = by_recording.clients["stderr"] / by_sample.clients["stderr"]
+    assert (ratio[by_sample.clients["stderr"] > 0] > 2.5).all()  # sqrt(10) in theory, less the dof factors
+
+
 def test_save_and_load_round_trip(report, tmp_path):
     report.save(tmp_path / "audit")
     names = {p.name for p in (tmp_path / "audit").iterdir()}
     assert {"rounds.csv", "rounds.parquet", "clients.csv", "clients.parquet", "audit.json"} <= names
-    assert {"values_heatmap.png", "cumulative_values.png", "convergence.png"} <= names
+    assert {"values_heatmap.png", "cumulative_values.png", "convergence.png", "report.html"} <= names
     back = AuditReport.load(tmp_path / "audit")
     pd.testing.assert_frame_equal(back.rounds, report.rounds)
     pd.testing.assert_frame_equal(back.clients, report.clients)
@@ -120,14 +152,15 @@ def test_save_and_load_round_trip(report, tmp_path):
 
 
 def test_sampled_rounds_report_uncertainty_and_agree_with_exact(store, report):
-    config = AuditConfig(exact_max_players=4, max_evaluations=24, clusters=3)
-    sampled = audit_updates(store, Linear(), blobs(300, 0), config)
+    config = AuditConfig(max_evaluations=24, min_samples=3, clusters=3)
+    sampled = audit_updates(store, Linear(), blobs(300, 0), config, groups=GROUPS, group_key="recording")
     for record in sampled.meta["rounds"]:
-        assert record["method"] == "permutation_shapley" and record["evaluations"] <= 24 + 2
+        assert record["method"] == "permutation_shapley" and record["evaluations"] <= 24
         assert record["residuals"]["efficiency"] <= 1e-9  # every permutation's marginals telescope
         assert "clustered" in record and "max_abs_error" not in record["clustered"]
     rows = sampled.rounds
-    assert (rows["stderr"] > 0).sum() >= 3 and (rows["ci_low"] <= rows["ci_high"]).all()
+    assert (rows["mc_stderr"] > 0).sum() >= 3 and (rows["ci_low"] <= rows["ci_high"]).all()
+    np.testing.assert_allclose(rows["stderr"] ** 2, rows["val_stderr"] ** 2 + rows["mc_stderr"] ** 2)
     assert rows["banzhaf"].isna().all()
     assert spearmanr(sampled.clients["value"], report.clients["value"])[0] >= 0.9
     assert sampled.meta["convergence"]["exact"] is None and len(sampled.meta["convergence"]["evaluations"]) >= 1
@@ -168,7 +201,7 @@ def test_audit_run_on_a_training_run(tmp_path):
 
 
 def test_linearised_audit_reports_its_error(store, report):
-    lin = audit_updates(store, Linear(), blobs(300, 0), AuditConfig(linearised=True, linearised_check=8))
+    lin = audit_updates(store, Linear(), blobs(300, 0), AuditConfig(estimator="exact", linearised=True, linearised_check=8))
     assert lin.meta["game"]["linearised"] is True and report.meta["game"]["linearised"] is False
     for record in lin.meta["rounds"]:
         assert record["linearised_error"]["coalitions"] == 8
