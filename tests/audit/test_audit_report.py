@@ -208,3 +208,42 @@ def test_linearised_audit_reports_its_error(store, report):
         assert record["linearised_error"]["max_abs"] < 1e-6  # the logits are linear in the weights here
         assert "anchor" in record["game"]["linearised"]
     np.testing.assert_allclose(lin.rounds["value"], report.rounds["value"], atol=1e-6)
+
+
+class Wide(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(400, 5)
+
+    def forward(self, inputs, mask):
+        return self.head(inputs["x"])
+
+
+def test_noise_updates_and_scaled_updates_are_flagged_whatever_their_value(tmp_path):
+    """Six clients over four rounds of a 2,005-parameter model: three honest (a shared step plus their
+    own noise), one sending pure noise of the same size, one its honest step x10, one nothing."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 5, 400)
+    x = 0.8 * np.eye(5, 400)[labels] + rng.normal(size=(400, 400))
+    val = TensorData.from_numpy({"x": x}, np.ones((400, 1), bool), labels)
+    write_json(tmp_path / "layout.json", [{"name": "head.weight", "shape": [5, 400]}, {"name": "head.bias", "shape": [5]}])
+    start = np.zeros(2005)
+    target = np.concatenate([0.02 * np.eye(5, 400).ravel(), np.zeros(5)])
+    for r in range(4):
+        step = 0.5 * (target - start)
+        honest = [step + 0.3 * np.linalg.norm(step) / np.sqrt(2005) * rng.normal(size=2005) for _ in range(3)]
+        noise = np.linalg.norm(step) / np.sqrt(2005) * rng.normal(size=2005)
+        deltas = np.stack([*honest, noise, 10 * honest[0], np.zeros(2005)])
+        write_npz(tmp_path / f"round_{r:04d}.npz", {
+            "start": start.astype(np.float32), "deltas": deltas.astype(np.float32),
+            "client_ids": np.arange(6), "num_examples": np.full(6, 50),
+        })
+        start = start + deltas.mean(axis=0)
+    report = audit_updates(tmp_path, Wide(), val, AuditConfig(estimator="exact"))
+    clients = report.clients.set_index("client")
+    assert clients.loc[3, "flags"] == "free_rider" and "noise update" in report.flags["3"][0]["rule"]
+    assert clients.loc[3, "rms_cosine_others"] < 0.05 < clients.loc[[0, 1, 2], "rms_cosine_others"].min()
+    assert "anomalous" in clients.loc[4, "flags"].split(",") and clients.loc[4, "median_norm_ratio"] > 5
+    assert clients.loc[5, "flags"] == "free_rider" and "zero update" in report.flags["5"][0]["rule"]
+    assert clients.loc[[0, 1, 2], "flags"].eq("").all()
+    assert report.meta["flags"]["thresholds"]["noise_rms_cosine_floor"] < 0.05
