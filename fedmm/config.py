@@ -276,8 +276,8 @@ class AuditConfig(_Section):
     detectable effect at power ``mde_power``), ``free_rider`` (a zero update: median norm
     ratio <= ``free_rider_norm``; or a noise update: root-mean-square cosine over rounds to
     the other clients' aggregate update below ``min_cosine``, where a random direction in P
-    dimensions has about 1/sqrt(P)), ``anomalous`` (median update norm / the
-    round's median outside [1/``anomalous_norm_ratio``, ``anomalous_norm_ratio``]).
+    dimensions has about 1/sqrt(P)), ``anomalous`` (median update norm / the round's median
+    above ``anomalous_norm_ratio``; small clients legitimately send small updates).
     ``gate_flags`` are the flags that fail the ``clean_audit`` promotion gate.
     ``linearised`` values a first-order approximation of each game instead (far cheaper; its
     error against the true game on ``linearised_check`` random coalitions is reported).
@@ -303,7 +303,7 @@ class AuditConfig(_Section):
     mde_power: float = Field(0.8, gt=0, lt=1, description="power at which the minimum detectable effect is reported")
     free_rider_norm: float = Field(0.05, ge=0, description="zero-update free rider: update norm / the round's median")
     min_cosine: float = Field(0.05, gt=0, lt=1, description="noise free rider: RMS cosine to the others below this")
-    anomalous_norm_ratio: float = Field(3.0, gt=1, description="anomalous: norm ratio beyond this or below its inverse")
+    anomalous_norm_ratio: float = Field(3.0, gt=1, description="anomalous: median update norm ratio above this")
     gate_flags: tuple[Literal["harmful", "free_rider", "anomalous"], ...] = Field(
         ("harmful", "anomalous"), description="flags that fail the clean_audit promotion gate"
     )

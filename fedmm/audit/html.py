@@ -153,8 +153,7 @@ def _definition(meta: dict) -> str:
         ("free rider", f"median update norm ratio at most {num(meta, 'flags.thresholds.free_rider_norm')} (zero "
                        f"update), or RMS cosine to the others' aggregate below "
                        f"{num(meta, 'flags.thresholds.min_cosine')} (noise update)"),
-        ("anomalous", f"median update norm ratio beyond {num(meta, 'flags.thresholds.anomalous_norm_ratio')} or "
-                      "below its inverse"),
+        ("anomalous", f"median update norm ratio above {num(meta, 'flags.thresholds.anomalous_norm_ratio')}"),
         ("estimator", html.escape(meta["config"]["estimator"])),
         ("seed", num(meta, "seed")),
     ]

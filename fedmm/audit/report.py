@@ -370,9 +370,8 @@ def client_summary(audits: Sequence[RoundAudit], statistic, config: AuditConfig)
             found.append(("free_rider", "zero update: median update norm / the round's median norm <= free_rider_norm"))
         elif row.rms_cosine_others < config.min_cosine and noise_floor[row.rounds] < config.min_cosine:
             found.append(("free_rider", "noise update: root-mean-square cosine to the others' aggregate < min_cosine"))
-        if row.median_norm_ratio > config.free_rider_norm and not (
-                1 / config.anomalous_norm_ratio < row.median_norm_ratio < config.anomalous_norm_ratio):
-            found.append(("anomalous", "median update norm ratio outside [1/anomalous_norm_ratio, anomalous_norm_ratio]"))
+        if row.median_norm_ratio > config.anomalous_norm_ratio:
+            found.append(("anomalous", "median update norm / the round's median norm > anomalous_norm_ratio"))
         if found:
             flags[str(int(row.client))] = [{"flag": f, "rule": why, "evidence": evidence_row} for f, why in found]
         labels.append(",".join(f for f, _ in found))
