@@ -43,14 +43,12 @@ GROUP_KEYS = ("recording", "subject", "sample")
 
 
 def validation_groups(recording: np.ndarray, subject: np.ndarray) -> tuple[str, np.ndarray]:
-    """The clustering key of a validation set: ``recording`` where samples share recordings,
-    else ``subject`` where there are several subjects with several samples, else ``sample``."""
-    recording, subject = np.asarray(recording), np.asarray(subject)
+    """The clustering key of a validation set: ``recording`` where at least two recordings hold
+    several samples between them, else ``subject`` likewise, else ``sample``."""
     n = len(recording)
-    if len(np.unique(recording)) < n:
-        return "recording", recording
-    if 1 < len(np.unique(subject)) < n:
-        return "subject", subject
+    for key, ids in (("recording", np.asarray(recording)), ("subject", np.asarray(subject))):
+        if 2 <= len(np.unique(ids)) < n:
+            return key, ids
     return "sample", np.arange(n)
 
 

@@ -1,17 +1,22 @@
 """Run-level contribution audit: every stored round valued, per-client evidence, flags and artifacts.
 
-Per round (one :class:`~fedmm.audit.utility.RoundGame` each): exact Shapley and Banzhaf when
-the round has at most ``exact_max_players`` clients (or 2^n fits the sampling budget), with
-the axiom self-checks on the full utility table; beyond that, permutation Shapley under a
-budget and stopping rule (standard errors, CIs, evaluation counts). Leave-one-out, cosine to
-the FedAvg aggregate update and update norm always; clustered Shapley when configured, with
-its error against exact values where those exist. With ``linearised`` the estimators value
-the first-order approximation of each game (:class:`~fedmm.audit.utility.LinearisedGame`)
-and each round records its error against the true game on random coalitions.
+Per round (one :class:`~fedmm.audit.utility.RoundGame` each), Shapley values with their
+per-validation-sample evidence (:mod:`fedmm.audit.samplewise`): by default antithetic
+permutation sampling until the Monte Carlo SE is ``mc_rel_tol`` of the validation SE; with
+``estimator: exact`` all 2^n coalitions up to ``exact_max_players`` clients, with Banzhaf
+values and the axiom self-checks on the full utility table. Leave-one-out, cosine to the
+FedAvg aggregate update (and to the others' aggregate) and update norms always; clustered
+Shapley when configured. Every value has a standard error clustered over the validation set
+(:mod:`fedmm.audit.inference`) plus its Monte Carlo part, and a t interval. With
+``linearised`` the estimators value the first-order approximation of each game
+(:class:`~fedmm.audit.utility.LinearisedGame`) and each round records its error against the
+true game on random coalitions.
 
-Per client over the run: cumulative value (sum over rounds; standard errors added in
-quadrature), rank, share of the total gain, flags with their evidence and thresholds, and a
-suggested aggregation weight (negative values clipped to 0, normalised).
+Per client over the run (:func:`client_summary`): cumulative value (per-sample values summed
+over rounds, so rounds sharing the validation set are correlated as they are), its interval,
+Holm-adjusted p-value, minimum detectable effect, verdict, flags with their evidence and
+thresholds, rank, share of the total gain and a suggested aggregation weight (negative
+values clipped to 0, normalised).
 """
 
 from __future__ import annotations

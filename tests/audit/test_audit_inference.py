@@ -69,6 +69,7 @@ def test_grouping_key_and_non_overlapping_windows():
     assert key == "subject" and groups.tolist() == [1, 1, 2, 2, 3, 3]
     key, groups = validation_groups(np.arange(4), np.zeros(4))
     assert key == "sample" and groups.tolist() == [0, 1, 2, 3]
+    assert validation_groups(np.zeros(4), np.array([1, 1, 2, 2]))[0] == "subject"  # one recording: no clusters
     recording = np.array([7, 7, 7, 7, 7, 9, 9, 9])
     assert non_overlapping(recording, 100, 50).tolist() == [0, 2, 4, 5, 7]
     assert non_overlapping(recording, 100, 100).tolist() == list(range(8))
