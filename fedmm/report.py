@@ -62,7 +62,7 @@ def print_audit(report, console: Console | None = None) -> None:
     for column in ("client", "value", f"{level:.0%} CI", "p (Holm)", "verdict", "flags", "weight"):
         table.add_column(column, justify="left" if column in ("flags", "verdict") else "right")
     for row in report.clients.sort_values("rank").itertuples():
-        table.add_row(str(int(row.client)), f"{row.value:+.4f}", f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]",
+        table.add_row(str(int(row.client)), f"{row.value:+.3f}", f"{row.ci_low:+.3f} to {row.ci_high:+.3f}",
                       f"{row.p_holm:.3f}", row.verdict, row.flags or "", f"{row.suggested_weight:.3f}")
     console.print(table)
     console.print(f"intervals: {inference['method']} over {inference['n_groups']} {inference['group_key']} clusters "

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -101,3 +103,20 @@ def test_bootstrap_statistic_rescoring_is_weighted_macro_f1():
     expect = f1_score(labels, preds[1], labels=[0, 1, 2], average="macro", sample_weight=w, zero_division=0)
     assert reps[1, 0] == pytest.approx(expect)
     assert (stat.variance(reps) > 0).all()
+
+
+def test_audit_validation_keeps_non_overlapping_smartwatch_windows_clustered_by_recording():
+    from fedmm.audit import audit_validation
+    from fedmm.config import AuditConfig, load_config
+    from fedmm.data.prepare import prepare
+
+    prepared = prepare(load_config(Path(__file__).parents[2] / "configs" / "default.yaml").data, 0)
+    index = prepared.indices("val")
+    every, groups_all, key_all = audit_validation(prepared, AuditConfig(validation_windows="all"))
+    thin, groups, key = audit_validation(prepared, AuditConfig())
+    assert key == key_all == "recording" and len(every) == len(index)
+    assert len(np.unique(groups)) == len(np.unique(groups_all)) == len(np.unique(prepared.dataset.recording[index]))
+    # window 100, stride 50: every second window of each recording, so about half of them
+    assert len(index) / 2 <= len(thin) <= len(index) / 2 + len(np.unique(groups))
+    kept = non_overlapping(prepared.dataset.recording[index], 100, 50)
+    np.testing.assert_array_equal(thin.labels.numpy(), prepared.dataset.labels[index][kept])
