@@ -247,3 +247,14 @@ def test_noise_updates_and_scaled_updates_are_flagged_whatever_their_value(tmp_p
     assert clients.loc[5, "flags"] == "free_rider" and "zero update" in report.flags["5"][0]["rule"]
     assert clients.loc[[0, 1, 2], "flags"].eq("").all()
     assert report.meta["flags"]["thresholds"]["noise_rms_cosine_floor"] < 0.05
+
+
+@pytest.mark.parametrize("metric, method", [("accuracy", "cr1"), ("macro_f1", "cluster_bootstrap")])
+def test_step_function_metrics_get_intervals_too(store, metric, method):
+    report = audit_updates(store, Linear(), blobs(300, 0), AuditConfig(metric=metric, estimator="exact"),
+                           groups=GROUPS, group_key="recording")
+    assert report.meta["game"]["inference"]["method"] == method
+    clients = report.clients.set_index("client")
+    assert (clients.loc[[10, 11, 12, 14], "stderr"] > 0).all() and clients.loc[13, "stderr"] == 0
+    assert clients.loc[14, "value"] < 0 < clients.loc[10, "value"]
+    assert clients.loc[14, "ci_high"] < 0 and clients.loc[10, "ci_low"] > 0
