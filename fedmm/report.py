@@ -53,17 +53,18 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
 
 
 def print_audit(report, console: Console | None = None) -> None:
-    """Per-client contribution over the run: value with its interval, Holm-adjusted p, verdict, flags, weight."""
+    """Per-client contribution over the run: value with its interval, Holm-adjusted p, verdict and flags."""
     console = console or Console()
     game = report.meta["game"]
     inference = game["inference"]
     level = report.meta["config"]["ci_level"]
     table = Table(title=f"contribution audit: Shapley values ({game['metric']}, {game['weighting']} weights)")
-    for column in ("client", "value", f"{level:.0%} CI", "p (Holm)", "verdict", "flags", "weight"):
-        table.add_column(column, justify="left" if column in ("flags", "verdict") else "right")
+    for column in ("client", "value", f"{level:.0%} CI", "p (Holm)", "verdict; flags"):
+        table.add_column(column, justify="left" if column.startswith("verdict") else "right")
     for row in report.clients.sort_values("rank").itertuples():
-        table.add_row(str(int(row.client)), f"{row.value:+.3f}", f"{row.ci_low:+.3f} to {row.ci_high:+.3f}",
-                      f"{row.p_holm:.3f}", row.verdict, row.flags or "", f"{row.suggested_weight:.3f}")
+        verdict = "; ".join([row.verdict, *([row.flags.replace(",", ", ")] if row.flags else [])])
+        table.add_row(str(int(row.client)), f"{row.value:+.3f}", f"{row.ci_low:+.3f}..{row.ci_high:+.3f}",
+                      f"{row.p_holm:.3f}", verdict)
     console.print(table)
     console.print(f"intervals: {inference['method']} over {inference['n_groups']} {inference['group_key']} clusters "
                   f"(t on {inference['df']} df); harmful needs Holm p < {report.meta['config']['alpha']} and the "

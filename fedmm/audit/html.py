@@ -51,7 +51,7 @@ def num(meta: dict, key: str, sign: int = 1) -> str:
 def _colour(value: float, bound: float) -> str:
     """Red (negative) through white to blue (positive), as a CSS colour."""
     x = 0.0 if bound <= 0 else max(-1.0, min(1.0, value / bound))
-    fade = int(round(255 * (1 - abs(x))))
+    fade = int(round(255 * (1 - 0.6 * abs(x))))  # at most 60% saturated: the numbers stay readable
     return f"rgb(255,{fade},{fade})" if x < 0 else f"rgb({fade},{fade},255)"
 
 
@@ -71,7 +71,8 @@ def _sentence(meta: dict, i: int) -> str:
     share = c.get("top_group_share")
     if share is not None and share > 0.5 and inference["group_key"] != "sample":
         text += (f"; most of the evidence comes from one {inference['group_key']} "
-                 f"({num(meta, key + '.top_group')}, share {num(meta, key + '.top_group_share')})")
+                 f"({inference['group_key']} {num(meta, key + '.top_group')} carries a share of "
+                 f"{num(meta, key + '.top_group_share')} of the absolute evidence)")
     text += ". "
     if c["verdict"] == "harmful":
         text += (f"It is flagged harmful: Holm-adjusted p = {num(meta, key + '.p_holm')}, "

@@ -331,12 +331,13 @@ def client_summary(audits: Sequence[RoundAudit], statistic, config: AuditConfig)
     out["p_holm"] = holm(out["p_value"].to_numpy())
     out["mde"] = min_detectable_effect(se, df, config.alpha / len(out), config.mde_power)
     parts, ids = statistic.group_contributions(evidence)
-    if parts is not None:
+    if parts is not None:  # the cluster contributing most in the value's direction, and its share of |evidence|
         signed = parts * np.sign(value)[:, None]
         top = signed.argmax(axis=1)
         out["top_group"] = ids[top]
+        total_abs = np.abs(parts).sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out["top_group_share"] = np.where(value != 0, parts[np.arange(len(out)), top] / value, np.nan)
+            out["top_group_share"] = np.where(total_abs > 0, signed[np.arange(len(out)), top] / total_abs, np.nan)
     else:
         out["top_group"], out["top_group_share"] = -1, np.nan
     out["rank"] = out["value"].rank(ascending=False, method="min").astype(np.int64)
