@@ -307,6 +307,7 @@ class AuditConfig(_Section):
     gate_flags: tuple[Literal["harmful", "free_rider", "anomalous"], ...] = Field(
         ("harmful", "anomalous"), description="flags that fail the clean_audit promotion gate"
     )
+    workers: int = Field(0, ge=0, description="rounds audited in parallel on CPU, one torch thread each (0: one per core)")
     memory_mb: float = Field(256.0, gt=0, description="memory one batched evaluation may use")
     backend: Literal["auto", "vmap", "sequential"] = Field("auto", description="auto: vmap on CUDA, else sequential")
     linearised: bool = Field(False, description="value a first-order approximation of each round's game (fast)")

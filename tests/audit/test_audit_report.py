@@ -260,3 +260,10 @@ def test_step_function_metrics_get_intervals_too(store, metric, method):
     assert (clients.loc[[10, 11, 12, 14], "stderr"] > 0).all() and clients.loc[13, "stderr"] == 0
     assert clients.loc[14, "value"] < 0 < clients.loc[10, "value"]
     assert clients.loc[14, "ci_high"] < 0 and clients.loc[10, "ci_low"] > 0
+
+
+def test_rounds_audited_in_parallel_give_the_same_report(store):
+    one, three = (audit_updates(store, Linear(), blobs(300, 0), AuditConfig(workers=w), groups=GROUPS) for w in (1, 3))
+    pd.testing.assert_frame_equal(one.rounds, three.rounds)
+    pd.testing.assert_frame_equal(one.clients, three.clients)
+    assert [r["round"] for r in three.meta["rounds"]] == [0, 1, 2]
