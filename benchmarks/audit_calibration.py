@@ -80,7 +80,7 @@ def summarise(cells: list[dict], seeds: int) -> None:
         by.setdefault(cell["scenario"], []).append(cell)
     print("\nhonest federations (target: at most 5% of client-audits flagged harmful)")
     print(f"{'federation':<18} {'seeds':>5} {'client-audits':>13} {'harmful':>8} {'rate':>6} {'any flag':>8} "
-          f"{'runs w/ harmful':>15} {'audit s (median)':>16}")
+          f"{'insufficient ev.':>16} {'runs w/ harmful':>15} {'audit s (median)':>16}")
     honest_total = honest_harmful = 0
     for name in HONEST:
         runs = by.get(name, [])
@@ -90,6 +90,7 @@ def summarise(cells: list[dict], seeds: int) -> None:
         honest_total, honest_harmful = honest_total + len(audits), honest_harmful + harmful
         rate = harmful / len(audits) if audits else float("nan")
         print(f"{name:<18} {len(runs):>5} {len(audits):>13} {harmful:>8} {rate:>6.1%} {flagged:>8} "
+              f"{sum(c['verdict'] == 'insufficient evidence' for c in audits):>16} "
               f"{sum(any('harmful' in c['flags'] for c in r['clients']) for r in runs):>15} "
               f"{_median([r['audit_s'] for r in runs]):>16.1f}")
     if honest_total:
