@@ -150,8 +150,9 @@ def audit_tags(report: AuditReport, run_id: str | None = None) -> dict[str, str]
     game = report.meta["game"]
     thresholds = report.meta["flags"]["thresholds"]
     clients = report.clients.set_index("client")
-    tests = {str(int(c)): {"p_holm": float(clients.loc[c, "p_holm"]), "ci": [float(clients.loc[c, "ci_low"]),
-             float(clients.loc[c, "ci_high"])], "verdict": clients.loc[c, "verdict"]} for c in clients.index}
+    short = lambda x: float(f"{x:.4g}")  # noqa: E731  (a tag value holds at most 5,000 characters)
+    tests = {str(int(c)): {"p_holm": short(clients.loc[c, "p_holm"]), "ci": [short(clients.loc[c, "ci_low"]),
+             short(clients.loc[c, "ci_high"])], "verdict": clients.loc[c, "verdict"]} for c in clients.index}
     tags = {
         registry.TAG_AUDIT_HARMFUL: json.dumps(harmful),
         registry.TAG_AUDIT_FLAGS: json.dumps({c: [f["flag"] for f in found] for c, found in report.flags.items()}),
