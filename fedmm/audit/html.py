@@ -1,7 +1,8 @@
 """``audit/report.html``: one self-contained page a non-expert can read, built from the audit JSON alone.
 
 One plain sentence per flagged or notable client, the cumulative values with their
-intervals, the rounds x clients heat map (an HTML table coloured by value), the game
+intervals, the rounds x clients heat map (an HTML table coloured by value, each cell with
+its interval), the game
 definition and the validation hash. Every number on the page is written by :func:`num`
 into a ``<span class="num" data-key="...">`` naming the audit-JSON entry it shows (with
 ``data-sign="-1"`` where the page shows its negation), so a reader or a test can check it.
@@ -131,7 +132,9 @@ def _heatmap(meta: dict) -> str:
                 row.append("<td></td>")
                 continue
             j, c = cells[client]
-            row.append(f'<td style="background:{_colour(c["value"], bound)}">{num(meta, f"rounds.{r}.clients.{j}.value")}</td>')
+            cell = f"rounds.{r}.clients.{j}"
+            row.append(f'<td style="background:{_colour(c["value"], bound)}">{num(meta, cell + ".value")}<br>'
+                       f'<small>± {num(meta, cell + ".ci_half_width")}</small></td>')
         body.append("<tr>" + "".join(row) + "</tr>")
     return f'<table class="heat"><tr><th>round \\ client</th>{head}</tr>{"".join(body)}</table>'
 
@@ -190,7 +193,7 @@ not the same as "cleared".</p>
 <ul>{sentences}</ul>
 <h2>Cumulative values</h2>
 {_client_table(meta)}
-<h2>Per round (rounds x clients)</h2>
+<h2>Per round (rounds x clients): value ± half its interval</h2>
 {_heatmap(meta)}
 {pictures}
 <h2>Game definition</h2>

@@ -259,7 +259,8 @@ def audit_round(
         "weighting": game.weighting,
         "validation_sha256": game.validation_sha256,
     })
-    record["clients"] = rows[["client", "value", "stderr", "ci_low", "ci_high"]].to_dict("records")
+    record["clients"] = rows[["client", "value", "stderr", "ci_low", "ci_high"]].assign(
+        ci_half_width=(hi - lo) / 2).to_dict("records")
     record["seconds"] = time.perf_counter() - t0
     return RoundAudit(rows=rows, record=record, estimate=est, table=table, trace=est.trace)
 
@@ -490,8 +491,9 @@ def load_round_game(
 
 
 def _workers(config: AuditConfig, n_rounds: int, device: torch.device) -> int:
-    """Rounds audited at once: ``audit.workers``, or one per CPU core (one on a GPU, which batches instead)."""
-    if device.type != "cpu":
+    """Rounds audited at once: ``audit.workers``, or one per CPU core (one on a GPU, which batches instead,
+    and one for linearised games: torch's forward-mode AD levels are process-wide, not per thread)."""
+    if device.type != "cpu" or config.linearised:
         return 1
     return max(1, min(n_rounds, config.workers or len(os.sched_getaffinity(0))))
 

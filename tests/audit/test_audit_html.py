@@ -101,5 +101,6 @@ def test_report_names_the_flagged_clients_in_plain_sentences(rendered):
             "game.inference.n_groups"} <= shown
     assert "flagged harmful" in dom and "Flagged free rider" in dom
     # the heat map shows every round's value of every client
-    assert sum(key.startswith("rounds.") and key.endswith(".value") for key in shown) == len(report.rounds)
+    for field in ("value", "ci_half_width"):
+        assert sum(key.startswith("rounds.") and key.endswith("." + field) for key in shown) == len(report.rounds)
     assert np.isfinite([c["value"] for c in clients]).all()
