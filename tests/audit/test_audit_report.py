@@ -267,3 +267,20 @@ def test_rounds_audited_in_parallel_give_the_same_report(store):
     pd.testing.assert_frame_equal(one.rounds, three.rounds)
     pd.testing.assert_frame_equal(one.clients, three.clients)
     assert [r["round"] for r in three.meta["rounds"]] == [0, 1, 2]
+
+
+def test_model_version_tags_carry_the_flags_tests_and_thresholds_the_gate_reads(report):
+    import json
+
+    from fedmm.tracking.registry import audit_gate
+    from fedmm.workflow import audit_tags
+
+    tags = audit_tags(report, "run123")
+    assert json.loads(tags["fedmm.audit.harmful_clients"]) == [14]
+    assert json.loads(tags["fedmm.audit.flags"]) == {"13": ["free_rider"], "14": ["harmful"]}
+    assert json.loads(tags["fedmm.audit.thresholds"])["n_groups"] == 30
+    tests = json.loads(tags["fedmm.audit.tests"])
+    assert tests["14"]["verdict"] == "harmful" and tests["14"]["p_holm"] < 0.05 and tests["14"]["ci"][1] < 0
+    assert tags["fedmm.audit.report"] == "runs:/run123/audit/report.html" and max(map(len, tags.values())) < 5000
+    gate = audit_gate(tags)
+    assert not gate.passed and "[14]" in gate.detail and "13" not in gate.detail  # free riders pass by default
