@@ -303,7 +303,7 @@ class RegistryConfig(_Section):
     min_macro_f1: float = Field(0.5, ge=0, le=1, description="test macro-F1 floor for promotion")
     champion_margin: float = Field(0.0, ge=0, le=1, description="how much the challenger must beat the champion by")
     require_clean_audit: bool = Field(
-        False, description="gate: promote only if the contribution audit flagged no client as harmful"
+        True, description="gate: promote only if the contribution audit flagged no client with one of audit.gate_flags"
     )
 
 
@@ -315,33 +315,54 @@ class AuditConfig(_Section):
     client's FedAvg weight among all of the round's participants: the grand coalition is the
     model FedAvg produced, values sum to its gain over the start model, and a client sending
     a zero update is an exact null player. With ``renormalised`` each coalition is a FedAvg
-    of its own members, so a zero update dilutes the others and is not null. The default
-    metric ``neg_log_loss`` is smooth, so values are rarely tied and sampled estimates
-    converge faster than for accuracy or macro-F1, which are step functions of the logits.
+    of its own members, so a zero update dilutes the others and is not null.
 
-    Flags, per client over the run, with ``scale`` = sum of |cumulative values|: free rider
-    (median update norm / round median norm <= ``free_rider_norm`` and |value| <=
-    ``negligible_value`` x scale), harmful (the value's CI lies below -``negligible_value``
-    x scale), low quality (neither, value in the bottom ``low_quality_quantile`` of clients
-    and mean cosine to the aggregate < ``low_quality_cosine``). ``linearised`` values a
-    first-order approximation of each game instead (far cheaper; its error against the true
-    game on ``linearised_check`` random coalitions is reported per round).
+    Uncertainty: per-sample values (log-loss, accuracy) or a cluster bootstrap (macro-F1),
+    clustered by recording, else subject, else sample; CR1 standard errors with t quantiles
+    on G - 1 degrees of freedom, plus the Monte Carlo variance of sampled rounds
+    (:mod:`fedmm.audit.inference`). ``estimator: sampled`` draws antithetic permutation pairs
+    until each Monte Carlo SE is at most ``mc_rel_tol`` x the validation SE (after
+    ``min_samples`` pairs, within ``max_evaluations``); ``exact`` enumerates all 2^n
+    coalitions up to ``exact_max_players`` clients.
+
+    Flags per client over the run: ``harmful`` (Holm-adjusted one-sided p < ``alpha`` and the
+    CI's upper bound < -``min_effect``, in metric units; otherwise the verdict is
+    ``insufficient evidence`` while the CI reaches below -``min_effect``, with the minimum
+    detectable effect at power ``mde_power``), ``free_rider`` (a zero update: median norm
+    ratio <= ``free_rider_norm``; or a noise update: root-mean-square cosine over rounds to
+    the other clients' aggregate update below ``min_cosine``, where a random direction in P
+    dimensions has about 1/sqrt(P)), ``anomalous`` (median update norm / the round's median
+    above ``anomalous_norm_ratio``; small clients legitimately send small updates).
+    ``gate_flags`` are the flags that fail the ``clean_audit`` promotion gate.
+    ``linearised`` values a first-order approximation of each game instead (far cheaper; its
+    error against the true game on ``linearised_check`` random coalitions is reported).
     """
 
     weighting: Literal["fixed", "renormalised"] = "fixed"
     metric: Literal["accuracy", "macro_f1", "neg_log_loss"] = "neg_log_loss"
-    exact_max_players: int = Field(10, ge=1, le=20, description="exact Shapley (2^n evaluations) up to this many")
-    max_evaluations: int = Field(2000, ge=16, description="sampled rounds: evaluation budget of permutation Shapley")
-    stderr_tol: float = Field(0.0, ge=0, description="sampled rounds: stop once every standard error is below (0: off)")
-    truncation_tol: float = Field(0.0, ge=0, lt=1, description="GTG truncation: prefixes within this share of |u(N)|")
+    estimator: Literal["sampled", "exact"] = Field("sampled", description="sampled coalitions, or all 2^n")
+    exact_max_players: int = Field(10, ge=1, le=20, description="estimator exact: 2^n evaluations up to this many")
+    max_evaluations: int = Field(2000, ge=16, description="sampled rounds: distinct coalitions evaluated at most")
+    mc_rel_tol: float = Field(0.1, gt=0, description="sampled rounds: stop at Monte Carlo SE <= this x validation SE")
+    min_samples: int = Field(6, ge=2, description="sampled rounds: permutation samples (antithetic pairs) at least")
     antithetic: bool = Field(True, description="sampled rounds: pair each permutation with its reverse")
+    validation_windows: Literal["non_overlapping", "all"] = Field(
+        "non_overlapping", description="score every ceil(window/stride)-th window of a recording, or all windows"
+    )
+    bootstrap_replicates: int = Field(200, ge=20, description="macro_f1: cluster-bootstrap replicates")
     banzhaf_evaluations: int = Field(0, ge=0, description="sampled rounds: MSR Banzhaf budget (0: exact rounds only)")
     clusters: int = Field(0, ge=0, description="clustered Shapley (FedMobile) with this many clusters (0: off)")
     ci_level: float = Field(0.95, gt=0, lt=1)
-    free_rider_norm: float = Field(0.05, ge=0, description="free rider: update norm / the round's median norm")
-    negligible_value: float = Field(0.01, ge=0, lt=1, description="|value| / sum of |values| counted as zero")
-    low_quality_quantile: float = Field(0.25, gt=0, lt=1)
-    low_quality_cosine: float = Field(0.0, ge=-1, le=1)
+    alpha: float = Field(0.05, gt=0, lt=1, description="family-wise error rate of the harmful flags (Holm)")
+    min_effect: float = Field(0.01, ge=0, description="harmful: the CI must lie below -min_effect (metric units)")
+    mde_power: float = Field(0.8, gt=0, lt=1, description="power at which the minimum detectable effect is reported")
+    free_rider_norm: float = Field(0.05, ge=0, description="zero-update free rider: update norm / the round's median")
+    min_cosine: float = Field(0.05, gt=0, lt=1, description="noise free rider: RMS cosine to the others below this")
+    anomalous_norm_ratio: float = Field(3.0, gt=1, description="anomalous: median update norm ratio above this")
+    gate_flags: tuple[Literal["harmful", "free_rider", "anomalous"], ...] = Field(
+        ("harmful", "anomalous"), description="flags that fail the clean_audit promotion gate"
+    )
+    workers: int = Field(0, ge=0, description="rounds audited in parallel on CPU, one torch thread each (0: one per core)")
     memory_mb: float = Field(256.0, gt=0, description="memory one batched evaluation may use")
     backend: Literal["auto", "vmap", "sequential"] = Field("auto", description="auto: vmap on CUDA, else sequential")
     linearised: bool = Field(False, description="value a first-order approximation of each round's game (fast)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from rich.console import Console
@@ -54,16 +53,21 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
 
 
 def print_audit(report, console: Console | None = None) -> None:
-    """Per-client contribution over the run: value with CI, rank, share, flags, suggested weight."""
+    """Per-client contribution over the run: value with its interval, Holm-adjusted p, verdict and flags."""
     console = console or Console()
     game = report.meta["game"]
+    inference = game["inference"]
+    level = report.meta["config"]["ci_level"]
     table = Table(title=f"contribution audit: Shapley values ({game['metric']}, {game['weighting']} weights)")
-    for column in ("client", "value", "CI", "rank", "share", "flags", "weight"):
-        table.add_column(column, justify="left" if column == "flags" else "right")
+    for column in ("client", "value", f"{level:.0%} CI", "p (Holm)", "verdict; flags"):
+        table.add_column(column, justify="left" if column.startswith("verdict") else "right")
     for row in report.clients.sort_values("rank").itertuples():
-        share = "" if math.isnan(row.share) else f"{row.share:.1%}"
-        table.add_row(str(int(row.client)), f"{row.value:+.4f}", f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]",
-                      str(int(row.rank)), share, row.flags or "", f"{row.suggested_weight:.3f}")
+        verdict = "; ".join([row.verdict, *([row.flags.replace(",", ", ")] if row.flags else [])])
+        table.add_row(str(int(row.client)), f"{row.value:+.3f}", f"{row.ci_low:+.3f}..{row.ci_high:+.3f}",
+                      f"{row.p_holm:.3f}", verdict)
     console.print(table)
+    console.print(f"intervals: {inference['method']} over {inference['n_groups']} {inference['group_key']} clusters "
+                  f"(t on {inference['df']} df); harmful needs Holm p < {report.meta['config']['alpha']} and the "
+                  f"interval below -{report.meta['config']['min_effect']}")
     for kind, quality in report.meta.get("detection", {}).get("kinds", {}).items():
         console.print(f"detection of {kind} clients {quality['corrupted_clients']}: AUROC {quality['auroc']:.3f}")

@@ -143,15 +143,27 @@ def record_audit(run_id: str, report: AuditReport) -> None:
     runs.log_audit(run_id, report)
 
 
-def audit_tags(report: AuditReport) -> dict[str, str]:
-    """Model-version tags of an audit: flagged clients (the clean-audit gate reads these) and the game."""
+def audit_tags(report: AuditReport, run_id: str | None = None) -> dict[str, str]:
+    """Model-version tags of an audit: flags, their tests and thresholds (the clean-audit gate reads these),
+    the game and, given the MLflow run it was logged to, where its report is."""
     harmful = sorted(int(c) for c, found in report.flags.items() if any(f["flag"] == "harmful" for f in found))
     game = report.meta["game"]
-    return {
+    thresholds = report.meta["flags"]["thresholds"]
+    clients = report.clients.set_index("client")
+    short = lambda x: float(f"{x:.4g}")  # noqa: E731  (a tag value holds at most 5,000 characters)
+    tests = {str(int(c)): {"p_holm": short(clients.loc[c, "p_holm"]), "ci": [short(clients.loc[c, "ci_low"]),
+             short(clients.loc[c, "ci_high"])], "verdict": clients.loc[c, "verdict"]} for c in clients.index}
+    tags = {
         registry.TAG_AUDIT_HARMFUL: json.dumps(harmful),
-        "fedmm.audit.flags": json.dumps({c: [f["flag"] for f in found] for c, found in report.flags.items()}),
+        registry.TAG_AUDIT_FLAGS: json.dumps({c: [f["flag"] for f in found] for c, found in report.flags.items()}),
+        registry.TAG_AUDIT_GATE_FLAGS: json.dumps(list(report.meta["config"]["gate_flags"])),
+        "fedmm.audit.thresholds": json.dumps(thresholds),
+        "fedmm.audit.tests": json.dumps(tests),
         "fedmm.audit.game": f"{game['weighting']} weights, {game['metric']}, validation sha256 {game['validation_sha256']}",
     }
+    if run_id is not None:
+        tags["fedmm.audit.report"] = f"runs:/{run_id}/{runs.AUDIT_REPORT}"
+    return tags
 
 
 def _tag_version(run_summary: dict, tags: dict[str, str]) -> None:
@@ -164,7 +176,7 @@ def _tag_version(run_summary: dict, tags: dict[str, str]) -> None:
 def attach_audit(report: AuditReport, run_summary: dict) -> None:
     """Log an audit of a past training run to its MLflow run and tag its registered model version."""
     runs.log_audit(run_summary["mlflow_run_id"], report)
-    _tag_version(run_summary, audit_tags(report))
+    _tag_version(run_summary, audit_tags(report, run_summary["mlflow_run_id"]))
 
 
 def evaluate_imputation(
@@ -223,7 +235,7 @@ def register_and_promote(
         "fedmm.mlflow_run_id": run_id,
         "fedmm.test_macro_f1": f"{evaluation['summary']['test_macro_f1']:.6f}",
         registry.TAG_VALIDATION: "true" if validation_passed else "false",
-        **(audit_tags(audit) if audit is not None else {}),
+        **(audit_tags(audit, run_id) if audit is not None else {}),
         **(extra_tags or {}),
     }
     version = registry.register_model(run_id, config.registry.model_name, result, test_set, tags)

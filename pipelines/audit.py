@@ -13,7 +13,7 @@ from steps.audit import attach_audit, audit_contributions
 @pipeline(enable_cache=False, execution_mode=ExecutionMode.FAIL_FAST)
 def audit_pipeline(config: Config, training_run_id: str) -> None:
     artifacts = training_artifacts(training_run_id)
-    report = audit_contributions(config, artifacts["prepared"], artifacts["federated"], artifacts["result"])
+    report = audit_contributions(config, artifacts["prepared"], artifacts["federated"], artifacts["result"], show=False)
     attach_audit(report, artifacts["run_summary"])
 
 

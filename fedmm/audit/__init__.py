@@ -2,8 +2,11 @@
 
 A utility maps a boolean coalition matrix ``(k, n_players)`` to ``(k,)`` values; the
 estimators never look inside it. Results are :class:`ValuationResult` objects.
-:class:`RoundGame` is the utility of one stored training round; :func:`audit_run` and
-:func:`audit_updates` value every round of a run into an :class:`AuditReport`.
+:class:`RoundGame` is the utility of one stored training round (``rows`` gives its
+per-validation-sample utilities); :mod:`.samplewise` values a round with that evidence and
+:mod:`.inference` turns it into clustered intervals and tests; :func:`audit_run` and
+:func:`audit_updates` value every round of a run into an :class:`AuditReport`
+(``audit.json``, tables, plots and ``report.html``).
 """
 
 from .axioms import (
@@ -39,17 +42,31 @@ from .game import (
     coalitions_to_masks,
     masks_to_coalitions,
 )
+from .html import render_html
+from .inference import (
+    BootstrapStatistic,
+    MeanStatistic,
+    cr1_variance,
+    holm,
+    min_detectable_effect,
+    non_overlapping,
+    t_interval,
+    validation_groups,
+)
 from .report import (
     AuditReport,
     RoundAudit,
     audit_round,
     audit_run,
     audit_updates,
+    audit_validation,
     client_summary,
     clustered_aggregation_weights,
     federated_modalities,
     load_round_game,
+    make_statistic,
 )
+from .samplewise import RoundEstimate, exact_round, sampled_round
 from .result import ValuationResult
 from .sampling import (
     AllOf,
@@ -89,6 +106,7 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "AuditReport",
+    "BootstrapStatistic",
     "CachedUtility",
     "Game",
     "GloveGame",
@@ -98,9 +116,11 @@ __all__ = [
     "MaxPermutations",
     "MaxSamples",
     "MaxTime",
+    "MeanStatistic",
     "QuadraticGame",
     "RandomGame",
     "RoundAudit",
+    "RoundEstimate",
     "RoundGame",
     "RunningMoments",
     "SamplerState",
@@ -117,6 +137,7 @@ __all__ = [
     "audit_round",
     "audit_run",
     "audit_updates",
+    "audit_validation",
     "axiom_residuals",
     "client_summary",
     "cluster_players",
@@ -124,30 +145,40 @@ __all__ = [
     "clustered_shapley",
     "coalitions_to_masks",
     "cosine_to_aggregate",
+    "cr1_variance",
     "efficiency_residual",
     "enumerate_coalitions",
     "exact_banzhaf",
+    "exact_round",
     "exact_from_table",
     "exact_shapley",
     "exact_shapley_banzhaf",
     "exact_values_from_table",
     "federated_modalities",
     "flatten_updates",
+    "holm",
     "leave_one_out",
     "load_round_game",
     "macro_f1_batched",
+    "make_statistic",
     "masks_to_coalitions",
     "metric_batched",
+    "min_detectable_effect",
     "msr_banzhaf",
     "neg_log_loss_batched",
+    "non_overlapping",
     "null_player_residual",
     "null_players",
     "permutation_shapley",
+    "render_html",
+    "sampled_round",
     "shapley_weights",
     "symmetric_pairs",
     "symmetry_residual",
+    "t_interval",
     "update_norms",
     "update_signals",
     "utility_table",
+    "validation_groups",
     "validation_sha256",
 ]

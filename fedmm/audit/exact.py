@@ -64,21 +64,25 @@ def shapley_weights(n_players: int) -> np.ndarray:
 
 
 def exact_values_from_table(table: np.ndarray, n_players: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shapley and Banzhaf values from a full bitmask-ordered table of 2^n utilities."""
+    """Shapley and Banzhaf values from a full bitmask-ordered table of 2^n utilities.
+
+    A ``(2^n, M)`` table (e.g. per-sample utilities) gives ``(n, M)`` values, column by column.
+    """
     n = _check_n(n_players)
-    t = np.asarray(table, dtype=float).reshape(-1)
-    if t.size != 2**n:
-        raise ValueError(f"table has {t.size} entries, expected 2**{n}")
+    t = np.asarray(table, dtype=float)
+    t = t.reshape(-1) if t.ndim < 2 else t
+    if t.shape[0] != 2**n:
+        raise ValueError(f"table has {t.shape[0]} entries, expected 2**{n}")
     base = np.arange(2 ** (n - 1), dtype=np.int64)
     # inserting a zero bit does not change the popcount, so |S| is the same for every player
-    w = shapley_weights(n)[popcount(base)]
-    shapley = np.empty(n)
-    banzhaf = np.empty(n)
+    w = shapley_weights(n)[popcount(base)].reshape(-1, *([1] * (t.ndim - 1)))
+    shapley = np.empty((n, *t.shape[1:]))
+    banzhaf = np.empty((n, *t.shape[1:]))
     for i in range(n):
         s = masks_without(n, [i])
         d = t[s | (1 << i)] - t[s]
-        shapley[i] = np.multiply(w, d).sum()  # not BLAS: avoids thread spin-up on busy hosts
-        banzhaf[i] = d.sum() / base.size
+        shapley[i] = np.multiply(w, d).sum(axis=0)  # not BLAS: avoids thread spin-up on busy hosts
+        banzhaf[i] = d.sum(axis=0) / base.size
     return shapley, banzhaf
 
 

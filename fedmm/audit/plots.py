@@ -11,7 +11,7 @@ from fedmm.plotting import plt, save_figure
 
 from .result import normal_interval
 
-_FLAG_COLOURS = {"harmful": "tab:red", "free_rider": "tab:gray", "low_quality": "tab:orange"}
+_FLAG_COLOURS = {"harmful": "tab:red", "free_rider": "tab:gray", "anomalous": "tab:orange"}
 
 
 def _game_line(frame: pd.DataFrame) -> str:

@@ -55,6 +55,8 @@ __all__ = [
     "macro_f1_batched",
     "neg_log_loss_batched",
     "metric_batched",
+    "sample_rows_batched",
+    "pool_before_relu",
     "validation_sha256",
     "activation_bytes_per_sample",
     "RoundGame",
@@ -99,6 +101,20 @@ def macro_f1_batched(logits: torch.Tensor, labels: torch.Tensor, num_classes: in
     return f1.mean(-1)
 
 
+def sample_rows_batched(name: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(C, N)`` float64 per-sample rows of a metric: ``log p(label)`` for ``neg_log_loss``,
+    correctness for ``accuracy`` (the metric is their mean), the predicted class for ``macro_f1``
+    (not a mean over samples: see :class:`~fedmm.audit.inference.BootstrapStatistic`)."""
+    if name == "neg_log_loss":
+        logp = torch.log_softmax(logits.double(), dim=-1)
+        return logp.gather(-1, labels.expand(logits.shape[0], -1).unsqueeze(-1)).squeeze(-1)
+    if name == "accuracy":
+        return (logits.argmax(-1) == labels).double()
+    if name == "macro_f1":
+        return logits.argmax(-1).double()
+    raise ValueError(f"unknown metric {name!r}; choose from {METRICS}")
+
+
 def metric_batched(name: str, logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """One of :data:`METRICS` for each coalition's logits."""
     if name == "accuracy":
@@ -139,6 +155,21 @@ def activation_bytes_per_sample(model: torch.nn.Module, data: TensorData) -> tup
         for h in handles:
             h.remove()
     return max(1, total[0] // len(probe)), int(logits.shape[-1])
+
+
+def pool_before_relu(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose ``ReLU -> MaxPool1d`` pairs inside ``nn.Sequential`` blocks run as
+    ``MaxPool1d -> ReLU``: the same outputs bit for bit (ReLU is monotone, so it commutes with a
+    max) with the ReLU on half the activations. Parameter names are unchanged."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Sequential):
+            layers = list(module)
+            for j in range(len(layers) - 1):
+                if isinstance(layers[j], torch.nn.ReLU) and isinstance(layers[j + 1], torch.nn.MaxPool1d):
+                    module[j], module[j + 1] = layers[j + 1], layers[j]
+                    layers[j], layers[j + 1] = layers[j + 1], layers[j]
+    return model
 
 
 def _layout(layout) -> list[tuple[str, tuple[int, ...]]]:
@@ -215,7 +246,7 @@ class RoundGame:
         if backend == "auto":
             backend = "vmap" if self.device.type == "cuda" else "sequential"
         self.backend = backend
-        self.model = model.to(self.device).eval()
+        self.model = pool_before_relu(model).to(self.device).eval()
         self._loop_model: torch.nn.Module | None = None
         self.fixed_weights = self.num_examples / self.num_examples.sum()
 
@@ -298,26 +329,37 @@ class RoundGame:
         With vmap every chunk of one call has the same size (the last is padded), so a
         coalition's value does not depend on where it falls.
         """
+        return self._map(coalitions, lambda logits: metric_batched(
+            self.metric, logits, self.data.labels, self.num_classes), ())
+
+    @torch.no_grad()
+    def rows(self, coalitions) -> np.ndarray:
+        """``(k, N)`` per-sample rows of ``(k, n)`` coalitions (see :func:`sample_rows_batched`)."""
+        return self._map(coalitions, lambda logits: sample_rows_batched(self.metric, logits, self.data.labels),
+                         (len(self.data),))
+
+    def _map(self, coalitions, reduce, shape: tuple) -> np.ndarray:
         c = as_coalition_matrix(coalitions, self.n_players)
         k = c.shape[0]
         if k == 0:
-            return np.empty(0)
+            return np.empty((0, *shape))
         size = min(self.coalition_chunk, k)
         coef = torch.as_tensor(self.coefficients(c), device=self.device)
-        out = np.empty(k)
+        out = np.empty((k, *shape))
         for lo in range(0, k, size):
             hi = min(lo + size, k)
             block = coef[lo:hi]
             if hi - lo < size and self.backend == "vmap":
                 block = torch.cat([block, block[-1:].expand(size - (hi - lo), -1)])
-            out[lo:hi] = self._evaluate(block).cpu().numpy()[: hi - lo]
+            out[lo:hi] = reduce(self._logits(block)).cpu().numpy()[: hi - lo]
         self.evaluations += k
         return out
 
     def _forward(self, params: dict[str, torch.Tensor], batch: TensorData) -> torch.Tensor:
         return functional_call(self.model, {**self._shared, **params}, (batch.inputs, batch.mask))
 
-    def _evaluate(self, coef: torch.Tensor) -> torch.Tensor:
+    def _logits(self, coef: torch.Tensor) -> torch.Tensor:
+        """``(c, N, K)`` validation logits of the coalition models with coefficient rows ``coef``."""
         params = self._batched_params(coef)
         c = coef.shape[0]
         logits = []
@@ -329,7 +371,7 @@ class RoundGame:
             else:
                 one = [self._forward({k: v[j] for k, v in params.items()}, batch) for j in range(c)]
                 logits.append(torch.stack(one))
-        return metric_batched(self.metric, torch.cat(logits, dim=1), self.data.labels, self.num_classes)
+        return torch.cat(logits, dim=1)
 
     def coalition_state(self, coalition) -> dict[str, torch.Tensor]:
         """One coalition's model state, summed client by client (the reference path's aggregation)."""
@@ -439,13 +481,22 @@ class LinearisedGame:
 
     @torch.no_grad()
     def __call__(self, coalitions) -> np.ndarray:
+        labels, k = self.game.data.labels, self.game.num_classes
+        return self._map(coalitions, lambda logits: metric_batched(self.metric, logits, labels, k), ())
+
+    @torch.no_grad()
+    def rows(self, coalitions) -> np.ndarray:
+        """``(k, N)`` per-sample rows (see :meth:`RoundGame.rows`)."""
+        labels = self.game.data.labels
+        return self._map(coalitions, lambda logits: sample_rows_batched(self.metric, logits, labels), (len(labels),))
+
+    def _map(self, coalitions, reduce, shape: tuple) -> np.ndarray:
         c = as_coalition_matrix(coalitions, self.n_players)
         shift = torch.as_tensor(self.game.coefficients(c) - self.anchor, device=self.base.device)
-        out = np.empty(c.shape[0])
-        labels, k = self.game.data.labels, self.game.num_classes
+        out = np.empty((c.shape[0], *shape))
         for lo in range(0, c.shape[0], self.coalition_chunk):
             logits = self.base + torch.einsum("cn,nbk->cbk", shift[lo : lo + self.coalition_chunk], self.jvps)
-            out[lo : lo + self.coalition_chunk] = metric_batched(self.metric, logits, labels, k).cpu().numpy()
+            out[lo : lo + self.coalition_chunk] = reduce(logits).cpu().numpy()
         self.evaluations += c.shape[0]
         return out
 

@@ -35,6 +35,8 @@ TEST_SET_ARTIFACT = "eval/test_set.npz"
 TAG_VALIDATION = "fedmm.validation_passed"
 TAG_REPLACED = "fedmm.replaced_version"
 TAG_AUDIT_HARMFUL = "fedmm.audit.harmful_clients"
+TAG_AUDIT_FLAGS = "fedmm.audit.flags"
+TAG_AUDIT_GATE_FLAGS = "fedmm.audit.gate_flags"
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "mlflow==3.17.2"]
 
 
@@ -160,13 +162,23 @@ def load_test_set(model_name: str, version: str) -> MultimodalDataset:
 
 
 def audit_gate(tags: dict[str, str]) -> Gate:
-    """Passes when the version's contribution audit flagged no client as harmful."""
+    """Passes when the version's contribution audit flagged no client with one of its gate flags.
+
+    The audit records its flags per client and the flags that block promotion
+    (``audit.gate_flags``; harmful only when an older audit did not record them).
+    """
     recorded = tags.get(TAG_AUDIT_HARMFUL)
     if recorded is None:
         return Gate("clean_audit", False, "no contribution audit is recorded on this version")
-    harmful = json.loads(recorded)
-    detail = f"clients {harmful} flagged harmful contributed" if harmful else "no client flagged harmful"
-    return Gate("clean_audit", not harmful, detail)
+    gate_flags = json.loads(tags.get(TAG_AUDIT_GATE_FLAGS, '["harmful"]'))
+    flags = {int(c): found for c, found in json.loads(tags.get(TAG_AUDIT_FLAGS, "{}")).items()}
+    flags.update({c: sorted({*flags.get(c, []), "harmful"}) for c in json.loads(recorded)})
+    blocking = {c: [f for f in found if f in gate_flags] for c, found in sorted(flags.items())}
+    blocking = {c: found for c, found in blocking.items() if found}
+    if not blocking:
+        return Gate("clean_audit", True, f"no client flagged {' or '.join(gate_flags)}")
+    why = ", ".join(f"{c}: {'+'.join(found)}" for c, found in blocking.items())
+    return Gate("clean_audit", False, f"clients {list(blocking)} flagged ({why}) contributed")
 
 
 def evaluate_gates(

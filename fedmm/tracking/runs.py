@@ -16,6 +16,7 @@ from fedmm.runtime import state_dir, tracking_uri
 from fedmm.tracking import plots
 
 EXPERIMENT = "fedmm"
+AUDIT_REPORT = "audit/report.html"
 
 
 def client() -> MlflowClient:
@@ -118,7 +119,8 @@ def log_evaluation(run_id: str, evaluation: dict, history: list[dict], centraliz
 
 
 def log_audit(run_id: str, report) -> None:
-    """A contribution audit (``fedmm.audit.AuditReport``): tables, JSON and plots under ``audit/``, headline metrics."""
+    """A contribution audit (``fedmm.audit.AuditReport``): tables, JSON, plots and the page ``audit/report.html``
+    (:data:`AUDIT_REPORT`) under ``audit/``, headline metrics."""
     mlflow_client = client()
     _log_metrics(mlflow_client, run_id, {f"final.{k}": v for k, v in report.summary().items()}, 0)
     cumulative = {f"audit.client_{int(r.client)}.value": float(r.value) for r in report.clients.itertuples()}

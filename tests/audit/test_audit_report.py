@@ -62,10 +62,14 @@ def store(tmp_path_factory):
     return directory
 
 
+GROUPS = np.repeat(np.arange(30), 10)  # 30 "recordings" of 10 validation samples each
+
+
 @pytest.fixture(scope="module")
 def report(store):
     modalities = {10: ["x"], 11: ["x"], 12: ["x"], 13: ["x"], 14: []}
-    return audit_updates(store, Linear(), blobs(300, 0), AuditConfig(clusters=3), client_modalities=modalities)
+    return audit_updates(store, Linear(), blobs(300, 0), AuditConfig(estimator="exact", clusters=3),
+                         groups=GROUPS, group_key="recording", client_modalities=modalities)
 
 
 def test_exact_rounds_pass_the_axiom_checks(report):
@@ -92,8 +96,11 @@ def test_flags_find_the_free_rider_and_the_harmful_client(report):
     assert clients.loc[[10, 11, 12], "flags"].eq("").all()
     assert set(report.flags) == {"13", "14"}
     evidence = report.flags["14"][0]["evidence"]
-    assert evidence["ci_high"] < -report.meta["flags"]["thresholds"]["negligible_abs"] < 0
+    thresholds = report.meta["flags"]["thresholds"]
+    assert evidence["p_holm"] < thresholds["alpha"] and evidence["ci_high"] < -thresholds["min_effect"]
+    assert thresholds["group_key"] == "recording" and thresholds["n_groups"] == 30 and thresholds["df"] == 29
     assert report.flags["13"][0]["evidence"]["median_norm_ratio"] == 0.0
+    assert clients.loc[14, "verdict"] == "harmful" and clients.loc[10, "verdict"] == "not harmful"
     # run-level numbers are sums of the per-round ones
     per_round = report.rounds.groupby("client")["value"].sum()
     np.testing.assert_allclose(clients["value"], per_round.loc[clients.index], atol=1e-12)
@@ -105,11 +112,38 @@ def test_flags_find_the_free_rider_and_the_harmful_client(report):
     assert clients.loc[14, "modalities"] == "" and clients.loc[10, "modalities"] == "x"
 
 
+def test_exact_rounds_report_validation_uncertainty(report):
+    rows = report.rounds
+    assert (rows.loc[rows["client"] != 13, "val_stderr"] > 0).all() and (rows["mc_stderr"] == 0).all()
+    assert (rows.loc[rows["client"] == 13, "stderr"] == 0).all()  # a null player has no uncertainty at all
+    assert ((rows["ci_low"] < rows["value"]) | (rows["stderr"] == 0)).all() and (rows["ci_low"] <= rows["ci_high"]).all()
+    clients = report.clients.set_index("client")
+    assert (clients.loc[[10, 11, 12, 14], "stderr"] > 0).all()
+    share = clients.loc[[10, 11, 12, 14], "top_group_share"]  # 30 similar recordings: none dominates
+    assert ((share > 1 / 30) & (share < 0.2)).all() and np.isnan(clients.loc[13, "top_group_share"])
+    # the three rounds share one validation set: the cumulative standard error is not their quadrature sum
+    quadrature = np.sqrt((rows.assign(v=rows["stderr"] ** 2).groupby("client")["v"].sum()))
+    assert (clients.loc[[10, 11, 14], "stderr"] > 1.2 * quadrature.loc[[10, 11, 14]]).all()
+
+
+def test_a_sample_clustered_audit_is_narrower_than_a_recording_clustered_one(store, report):
+    # blobs are independent samples: grouping them in tens changes little; cloning each recording's
+    # first sample ten times makes the clusters matter
+    data = blobs(300, 0)
+    cloned = data.take(torch.as_tensor(np.repeat(np.arange(0, 300, 10), 10)))
+    by_recording = audit_updates(store, Linear(), cloned, AuditConfig(estimator="exact"), groups=GROUPS,
+                                 group_key="recording")
+    by_sample = audit_updates(store, Linear(), cloned, AuditConfig(estimator="exact"))
+    assert by_sample.meta["game"]["inference"]["n_groups"] == 300
+    ratio = by_recording.clients["stderr"] / by_sample.clients["stderr"]
+    assert (ratio[by_sample.clients["stderr"] > 0] > 2.5).all()  # sqrt(10) in theory, less the dof factors
+
+
 def test_save_and_load_round_trip(report, tmp_path):
     report.save(tmp_path / "audit")
     names = {p.name for p in (tmp_path / "audit").iterdir()}
     assert {"rounds.csv", "rounds.parquet", "clients.csv", "clients.parquet", "audit.json"} <= names
-    assert {"values_heatmap.png", "cumulative_values.png", "convergence.png"} <= names
+    assert {"values_heatmap.png", "cumulative_values.png", "convergence.png", "report.html"} <= names
     back = AuditReport.load(tmp_path / "audit")
     pd.testing.assert_frame_equal(back.rounds, report.rounds)
     pd.testing.assert_frame_equal(back.clients, report.clients)
@@ -120,14 +154,15 @@ def test_save_and_load_round_trip(report, tmp_path):
 
 
 def test_sampled_rounds_report_uncertainty_and_agree_with_exact(store, report):
-    config = AuditConfig(exact_max_players=4, max_evaluations=24, clusters=3)
-    sampled = audit_updates(store, Linear(), blobs(300, 0), config)
+    config = AuditConfig(max_evaluations=24, min_samples=3, clusters=3)
+    sampled = audit_updates(store, Linear(), blobs(300, 0), config, groups=GROUPS, group_key="recording")
     for record in sampled.meta["rounds"]:
-        assert record["method"] == "permutation_shapley" and record["evaluations"] <= 24 + 2
+        assert record["method"] == "permutation_shapley" and record["evaluations"] <= 24
         assert record["residuals"]["efficiency"] <= 1e-9  # every permutation's marginals telescope
         assert "clustered" in record and "max_abs_error" not in record["clustered"]
     rows = sampled.rounds
-    assert (rows["stderr"] > 0).sum() >= 3 and (rows["ci_low"] <= rows["ci_high"]).all()
+    assert (rows["mc_stderr"] > 0).sum() >= 3 and (rows["ci_low"] <= rows["ci_high"]).all()
+    np.testing.assert_allclose(rows["stderr"] ** 2, rows["val_stderr"] ** 2 + rows["mc_stderr"] ** 2)
     assert rows["banzhaf"].isna().all()
     assert spearmanr(sampled.clients["value"], report.clients["value"])[0] >= 0.9
     assert sampled.meta["convergence"]["exact"] is None and len(sampled.meta["convergence"]["evaluations"]) >= 1
@@ -168,10 +203,84 @@ def test_audit_run_on_a_training_run(tmp_path):
 
 
 def test_linearised_audit_reports_its_error(store, report):
-    lin = audit_updates(store, Linear(), blobs(300, 0), AuditConfig(linearised=True, linearised_check=8))
+    lin = audit_updates(store, Linear(), blobs(300, 0), AuditConfig(estimator="exact", linearised=True, linearised_check=8))
     assert lin.meta["game"]["linearised"] is True and report.meta["game"]["linearised"] is False
     for record in lin.meta["rounds"]:
         assert record["linearised_error"]["coalitions"] == 8
         assert record["linearised_error"]["max_abs"] < 1e-6  # the logits are linear in the weights here
         assert "anchor" in record["game"]["linearised"]
     np.testing.assert_allclose(lin.rounds["value"], report.rounds["value"], atol=1e-6)
+
+
+class Wide(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(400, 5)
+
+    def forward(self, inputs, mask):
+        return self.head(inputs["x"])
+
+
+def test_noise_updates_and_scaled_updates_are_flagged_whatever_their_value(tmp_path):
+    """Six clients over four rounds of a 2,005-parameter model: three honest (a shared step plus their
+    own noise), one sending pure noise of the same size, one its honest step x10, one nothing."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 5, 400)
+    x = 0.8 * np.eye(5, 400)[labels] + rng.normal(size=(400, 400))
+    val = TensorData.from_numpy({"x": x}, np.ones((400, 1), bool), labels)
+    write_json(tmp_path / "layout.json", [{"name": "head.weight", "shape": [5, 400]}, {"name": "head.bias", "shape": [5]}])
+    start = np.zeros(2005)
+    target = np.concatenate([0.02 * np.eye(5, 400).ravel(), np.zeros(5)])
+    for r in range(4):
+        step = 0.5 * (target - start)
+        honest = [step + 0.3 * np.linalg.norm(step) / np.sqrt(2005) * rng.normal(size=2005) for _ in range(3)]
+        noise = np.linalg.norm(step) / np.sqrt(2005) * rng.normal(size=2005)
+        deltas = np.stack([*honest, noise, 10 * honest[0], np.zeros(2005)])
+        write_npz(tmp_path / f"round_{r:04d}.npz", {
+            "start": start.astype(np.float32), "deltas": deltas.astype(np.float32),
+            "client_ids": np.arange(6), "num_examples": np.full(6, 50),
+        })
+        start = start + deltas.mean(axis=0)
+    report = audit_updates(tmp_path, Wide(), val, AuditConfig(estimator="exact"))
+    clients = report.clients.set_index("client")
+    assert clients.loc[3, "flags"] == "free_rider" and "noise update" in report.flags["3"][0]["rule"]
+    assert clients.loc[3, "rms_cosine_others"] < 0.05 < clients.loc[[0, 1, 2], "rms_cosine_others"].min()
+    assert "anomalous" in clients.loc[4, "flags"].split(",") and clients.loc[4, "median_norm_ratio"] > 5
+    assert clients.loc[5, "flags"] == "free_rider" and "zero update" in report.flags["5"][0]["rule"]
+    assert clients.loc[[0, 1, 2], "flags"].eq("").all()
+    assert report.meta["flags"]["thresholds"]["noise_rms_cosine_floor"] < 0.05
+
+
+@pytest.mark.parametrize("metric, method", [("accuracy", "cr1"), ("macro_f1", "cluster_bootstrap")])
+def test_step_function_metrics_get_intervals_too(store, metric, method):
+    report = audit_updates(store, Linear(), blobs(300, 0), AuditConfig(metric=metric, estimator="exact"),
+                           groups=GROUPS, group_key="recording")
+    assert report.meta["game"]["inference"]["method"] == method
+    clients = report.clients.set_index("client")
+    assert (clients.loc[[10, 11, 12, 14], "stderr"] > 0).all() and clients.loc[13, "stderr"] == 0
+    assert clients.loc[14, "value"] < 0 < clients.loc[10, "value"]
+    assert clients.loc[14, "ci_high"] < 0 and clients.loc[10, "ci_low"] > 0
+
+
+def test_rounds_audited_in_parallel_give_the_same_report(store):
+    one, three = (audit_updates(store, Linear(), blobs(300, 0), AuditConfig(workers=w), groups=GROUPS) for w in (1, 3))
+    pd.testing.assert_frame_equal(one.rounds, three.rounds)
+    pd.testing.assert_frame_equal(one.clients, three.clients)
+    assert [r["round"] for r in three.meta["rounds"]] == [0, 1, 2]
+
+
+def test_model_version_tags_carry_the_flags_tests_and_thresholds_the_gate_reads(report):
+    import json
+
+    from fedmm.tracking.registry import audit_gate
+    from fedmm.workflow import audit_tags
+
+    tags = audit_tags(report, "run123")
+    assert json.loads(tags["fedmm.audit.harmful_clients"]) == [14]
+    assert json.loads(tags["fedmm.audit.flags"]) == {"13": ["free_rider"], "14": ["harmful"]}
+    assert json.loads(tags["fedmm.audit.thresholds"])["n_groups"] == 30
+    tests = json.loads(tags["fedmm.audit.tests"])
+    assert tests["14"]["verdict"] == "harmful" and tests["14"]["p_holm"] < 0.05 and tests["14"]["ci"][1] < 0
+    assert tags["fedmm.audit.report"] == "runs:/run123/audit/report.html" and max(map(len, tags.values())) < 5000
+    gate = audit_gate(tags)
+    assert not gate.passed and "[14]" in gate.detail and "13" not in gate.detail  # free riders pass by default

@@ -246,3 +246,17 @@ def test_from_states_builds_the_same_game_as_flat_vectors():
     grand = game.coalition_state(np.ones(3, dtype=bool))
     expect = start["head.bias"] + sum(w * d["head.bias"] for w, d in zip([1 / 6, 2 / 6, 3 / 6], deltas))
     torch.testing.assert_close(grand["head.bias"], expect)
+
+
+def test_max_pool_before_relu_is_bit_identical(run):
+    from fedmm.audit.utility import pool_before_relu
+    from fedmm.models.multimodal import build_model
+
+    result, val = run
+    model = build_model(result.spec, 3).eval()
+    fast = pool_before_relu(model)
+    order = [type(m).__name__ for m in fast.encoders["acc"].net[:3]]
+    assert order == ["Conv1d", "MaxPool1d", "ReLU"] and type(model.encoders["acc"].net[1]).__name__ == "ReLU"
+    assert fast.state_dict().keys() == model.state_dict().keys()
+    with torch.no_grad():
+        assert torch.equal(fast(val.inputs, val.mask), model(val.inputs, val.mask))

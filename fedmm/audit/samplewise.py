@@ -1,0 +1,186 @@
+"""One round's Shapley values with their evidence: exact enumeration or antithetic permutation sampling.
+
+Both estimators are linear in the coalition utilities, ``values = C @ u`` over the
+evaluated coalitions. Applied to per-sample rows instead of ``u`` they give per-sample
+values (log-loss, accuracy), and applied to bootstrap replicate utilities they give
+replicate values (macro-F1): the *evidence* a statistic turns into a validation-sampling
+variance (:mod:`fedmm.audit.inference`).
+
+The sampler draws permutations in antithetic pairs (a permutation and its reverse; a
+sample is the pair's average marginal vector) and stops when every client's Monte Carlo
+standard error is at most ``rel_tol`` times its validation standard error, after
+``min_pairs`` pairs, or when the evaluation budget is spent. Its Monte Carlo variance is
+reported and added to the validation variance. If it has evaluated every coalition, the
+exact values are returned instead (they cost nothing more).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._bits import enumerate_coalitions
+from .exact import exact_from_table, exact_values_from_table
+from .game import coalitions_to_masks
+
+__all__ = ["RoundEstimate", "RowStore", "exact_round", "sampled_round"]
+
+
+@dataclass
+class RoundEstimate:
+    """Values ``(n,)``, evidence ``(n, M)``, Monte Carlo variance ``(n,)`` of one round's Shapley values."""
+
+    values: np.ndarray
+    evidence: np.ndarray
+    mc_variance: np.ndarray
+    evaluations: int
+    method: str
+    table: np.ndarray | None = None  # the full utility table of an exact round
+    residuals: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    trace: dict | None = None
+
+
+class RowStore:
+    """Distinct coalitions evaluated once each: their utilities and expanded rows, by bitmask."""
+
+    def __init__(self, rows: Callable[[np.ndarray], np.ndarray], statistic, n_players: int):
+        self.rows, self.statistic, self.n = rows, statistic, n_players
+        self.index: dict = {}
+        self.point = np.empty(0)
+        self.expanded: np.ndarray | None = None
+        self.size = 0
+
+    def unseen(self, coalitions: np.ndarray) -> tuple[np.ndarray, list]:
+        keys = coalitions_to_masks(coalitions).tolist()
+        new, firsts = [], {}
+        for j, k in enumerate(keys):
+            if k not in self.index and k not in firsts:
+                firsts[k] = j
+                new.append(j)
+        return np.asarray(new, dtype=np.int64), keys
+
+    def lookup(self, coalitions: np.ndarray) -> np.ndarray:
+        """Indices of the coalitions' rows, evaluating the unseen ones in one call."""
+        new, keys = self.unseen(coalitions)
+        if new.size:
+            rows = np.asarray(self.rows(coalitions[new]), dtype=float)
+            point, expanded = self.statistic.utilities(rows), self.statistic.expand(rows)
+            if self.expanded is None:
+                self.expanded = np.empty((0, expanded.shape[1]))
+            self.point = np.concatenate([self.point, point])
+            self.expanded = np.concatenate([self.expanded, expanded])
+            for j in new.tolist():
+                self.index[keys[j]] = self.size
+                self.size += 1
+        return np.fromiter((self.index[k] for k in keys), dtype=np.int64, count=len(keys))
+
+
+def exact_round(rows: Callable[[np.ndarray], np.ndarray], statistic, n: int) -> RoundEstimate:
+    """Every coalition evaluated: exact Shapley values, per-sample (or per-replicate) evidence, axiom residuals."""
+    table_rows = np.asarray(rows(enumerate_coalitions(n)), dtype=float)
+    return _from_table(statistic.utilities(table_rows), statistic.expand(table_rows), n)
+
+
+def _from_table(point: np.ndarray, expanded: np.ndarray, n: int, **info) -> RoundEstimate:
+    shap, banz = exact_from_table(point, n)
+    evidence = exact_values_from_table(expanded, n)[0]
+    return RoundEstimate(
+        values=shap.values, evidence=evidence, mc_variance=np.zeros(n), evaluations=point.size,
+        method="exact_shapley", table=point, residuals=shap.residuals,
+        info={"banzhaf": banz.values, "banzhaf_residuals": banz.residuals, **info},
+    )
+
+
+def sampled_round(
+    rows: Callable[[np.ndarray], np.ndarray],
+    statistic,
+    n: int,
+    *,
+    rel_tol: float = 0.1,
+    min_pairs: int = 6,
+    max_evaluations: int = 2000,
+    batch_pairs: int = 2,
+    antithetic: bool = True,
+    seed=None,
+) -> tuple[RoundEstimate, RowStore]:
+    """Permutation Shapley under the relative stopping rule (see the module docstring).
+
+    A sample is an antithetic pair's average marginal vector (one permutation with
+    ``antithetic=False``). Returns the estimate and the store of evaluated rows (for
+    leave-one-out and other coalitions the caller needs).
+    """
+    if n < 2:
+        raise ValueError("sampling needs at least two players")
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    rng = np.random.default_rng(ss)
+    store = RowStore(rows, statistic, n)
+    t0 = time.perf_counter()
+    ends = np.zeros((2, n), dtype=bool)
+    ends[1] = True
+    store.lookup(ends)
+    total = 2**n if n < 63 else np.inf
+    counts = np.zeros((n, 0))
+    samples: list[np.ndarray] = []
+    perms_used = 0
+    trace = {"evaluations": [], "values": [], "stderr": []}
+    per = 2 if antithetic else 1
+    while True:
+        if antithetic:
+            half = rng.permuted(np.tile(np.arange(n), (batch_pairs, 1)), axis=1)
+            perms = np.empty((2 * batch_pairs, n), dtype=np.int64)
+            perms[0::2], perms[1::2] = half, half[:, ::-1]
+        else:
+            perms = rng.permuted(np.tile(np.arange(n), (batch_pairs, 1)), axis=1)
+        pos = np.argsort(perms, axis=1)
+        coal = (pos[:, None, :] < np.arange(n + 1)[None, :, None]).reshape(-1, n)  # prefixes 0..n
+        new, _ = store.unseen(coal)
+        if store.size + new.size > max(max_evaluations, 2):
+            reason = f"evaluation budget {max_evaluations} reached"
+            break
+        idx = store.lookup(coal).reshape(perms.shape[0], n + 1)
+        if counts.shape[1] < store.size:
+            counts = np.pad(counts, ((0, 0), (0, store.size - counts.shape[1])))
+        np.add.at(counts, (perms, idx[:, 1:]), 1.0)
+        np.add.at(counts, (perms, idx[:, :-1]), -1.0)
+        marg = np.take_along_axis(np.diff(store.point[idx], axis=1), pos, axis=1)
+        samples.append(marg.reshape(-1, per, n).mean(axis=1))
+        perms_used += perms.shape[0]
+        if store.size >= total:
+            point, expanded = _ordered(store, n)
+            est = _from_table(point, expanded, n, stop_reason="every coalition evaluated", permutations=perms_used)
+            return est, store
+        est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic)
+        trace["evaluations"].append(store.size)
+        trace["values"].append(est.values.tolist())
+        trace["stderr"].append(np.sqrt(est.mc_variance).tolist())
+        pairs = len(est.info["samples"])
+        if pairs >= min_pairs and np.all(np.sqrt(est.mc_variance) <= rel_tol * np.sqrt(est.info["val_variance"])):
+            reason = f"Monte Carlo SE <= {rel_tol:g} x validation SE after {pairs} samples"
+            break
+    if not samples:
+        raise ValueError(f"an evaluation budget of {max_evaluations} cannot fit one permutation of {n} players")
+    est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic)
+    est.info.update(stop_reason=reason, permutations=perms_used, seconds=time.perf_counter() - t0)
+    est.trace = trace
+    return est, store
+
+
+def _ordered(store: RowStore, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The store's rows in bitmask order (it holds every coalition)."""
+    order = store.lookup(enumerate_coalitions(n))
+    return store.point[order], store.expanded[order]
+
+
+def _estimate(store: RowStore, counts: np.ndarray, perms: int, samples: np.ndarray, statistic) -> RoundEstimate:
+    coef = counts[:, : store.size] / perms
+    evidence = coef @ store.expanded
+    k = samples.shape[0]
+    mc = samples.var(axis=0, ddof=1) / k if k > 1 else np.full(samples.shape[1], np.inf)
+    return RoundEstimate(
+        values=coef @ store.point, evidence=evidence, mc_variance=mc, evaluations=store.size,
+        method="permutation_shapley", info={"samples": samples, "val_variance": statistic.variance(evidence)},
+    )
