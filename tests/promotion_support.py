@@ -143,3 +143,30 @@ def drive(model_name: str, pairs: int, results: str, score_seconds: float) -> No
 
 if __name__ == "__main__":
     drive(sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
+
+
+def train_tiny(tmp_path: Path, model_name: str, seed: int = 0, extra: tuple[str, ...] = ()):
+    """Train the tiny config on a synthetic file in-process (no ZenML): (config, prepared, federated, result, evaluation)."""
+    from conftest import TINY, synthetic_overrides, write_synthetic_npz
+    from fedmm import workflow
+    from fedmm.config import load_config
+
+    path = write_synthetic_npz(tmp_path / f"data-{seed}.npz")
+    config = load_config(TINY, [*synthetic_overrides(path, model_name), "train.rounds=1", "train.centralized=false",
+                                "registry.min_test_samples=10", f"seed={seed}", *extra])
+    prepared = workflow.prepare_data(config)
+    federated = workflow.make_partitions(config, prepared)
+    result = workflow.train_models(config, prepared, federated)
+    return config, prepared, federated, result, workflow.evaluate_models(prepared, federated, result)
+
+
+def register_trained(trained, model_name: str) -> dict:
+    """Register and gate a trained model like the pipeline's register step; returns the run summary."""
+    from fedmm import workflow
+
+    config, prepared, federated, result, evaluation = trained
+    config = config.model_copy(update={"registry": config.registry.model_copy(update={"model_name": model_name})})
+    run_id = workflow.start_tracking(config)
+    return workflow.register_and_promote(config, run_id, prepared, federated, result, evaluation,
+                                         validation_passed=True)
+
