@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fedmm import workflow
 from fedmm.config import Config
 from fedmm.errors import log_file
 from fedmm.runtime import state_dir
@@ -65,6 +64,8 @@ def run_pipeline(config: Config, echo=print) -> dict:
 
     Preflight warnings and what was swept are passed to ``echo``. Returns the run summary.
     """
+    from fedmm import workflow
+
     for warning in workflow.preflight(config):
         echo(f"warning: {warning}")
     from fedmm.tracking.registry import sweep

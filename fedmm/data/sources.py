@@ -171,7 +171,12 @@ def read_npz_file(path: Path) -> MultimodalDataset:
     if path.stat().st_size == 0:
         raise DatasetError(f"{path} is empty (0 bytes): write it with numpy.savez")
     if not zipfile.is_zipfile(path):
-        raise DatasetError(f"{path} is not an .npz file (not a zip archive of .npy arrays): write it with numpy.savez")
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+        if head.startswith(b"PK\x03\x04"):
+            raise DatasetError(f"{path} is a truncated .npz file (its zip directory is missing): write it again")
+        what = "a single .npy array" if head == b"\x93NUMPY" else "not a zip archive of .npy arrays"
+        raise DatasetError(f"{path} is not an .npz file ({what}): write it with numpy.savez")
     try:
         dataset = load_npz(path)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
