@@ -28,12 +28,15 @@ def client() -> MlflowClient:
 
 
 def experiment_id(name: str = EXPERIMENT) -> str:
-    """The experiment's id, creating it with artifacts inside the state folder."""
+    """The experiment's id, creating it with artifacts inside the state folder.
+
+    On a tracking server (``http(s)://``) the server's own artifact root is used instead.
+    """
     mlflow_client = client()
     existing = mlflow_client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    location = (state_dir() / "mlartifacts").as_uri()
+    location = None if tracking_uri().startswith(("http://", "https://")) else (state_dir() / "mlartifacts").as_uri()
     return mlflow_client.create_experiment(name, artifact_location=location)
 
 
