@@ -18,7 +18,7 @@ from fedmm.audit.report import AuditReport, audit_run
 from fedmm.config import Config, ConfigError
 from fedmm.data.federated import FederatedData, partition_and_mask
 from fedmm.data.prepare import PreparedData, prepare
-from fedmm.data.sources import load_source, source_info
+from fedmm.data.sources import SOURCES, source_info
 from fedmm.data.validation import DataValidationError, ValidationReport, validate_dataset, validate_partitions
 from fedmm.evaluation import evaluate_training
 from fedmm.fl.result import ServedImputer, TrainResult
@@ -29,7 +29,7 @@ from fedmm.impute.clients import client_datasets, split_owners
 from fedmm.impute.registry import fit_imputers, make_imputer
 from fedmm.impute.report import ImputationReport
 from fedmm.runtime import resolve_device, tracking_uri
-from fedmm.tracking import registry, runs
+from fedmm.tracking import lock, registry, runs
 
 
 def preflight(config: Config) -> list[str]:
@@ -52,11 +52,12 @@ def preflight(config: Config) -> list[str]:
         )
     try:
         resolve_device(config.train.device)
-    except ValueError as error:
+        lock.check_supported(tracking_uri())
+    except (ValueError, lock.LockError) as error:
         raise ConfigError(str(error)) from None
     if config.data.source != "npz":
         return []
-    dataset, _ = load_source(config.data)
+    dataset = SOURCES["npz"].load(config.data, info)
     return data_fit(config, dataset.subject, dataset.recording)
 
 

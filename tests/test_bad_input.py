@@ -140,3 +140,10 @@ def test_concurrent_first_runs_initialise_the_store_once(tmp_path):
                  for _ in range(2)]
     errors = [p.communicate(timeout=180)[1] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], errors
+
+
+def test_a_tracking_server_without_a_registry_lock_is_refused_before_work(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5059")
+    monkeypatch.delenv("FEDMM_REGISTRY_LOCK_URI", raising=False)
+    result = _run(["run", "-c", str(TINY)])
+    assert result.exit_code == 2 and "cannot be serialised: set FEDMM_REGISTRY_LOCK_URI" in result.output

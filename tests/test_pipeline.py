@@ -80,7 +80,7 @@ def test_rerun_is_not_promoted_without_beating_champion_and_rollback_works(first
     assert result.exit_code == 0, result.output
     assert registry.aliases("fedmm-tiny")["champion"] == newest
     assert registry.aliases("fedmm-tiny")["previous-champion"] == champion
-    result = runner.invoke(main, ["rollback", "--model", "fedmm-tiny"])
+    result = runner.invoke(main, ["rollback", "-c", str(TINY), "--model", "fedmm-tiny"])  # through the gates
     assert result.exit_code == 0, result.output
     assert registry.aliases("fedmm-tiny")["champion"] == champion
     assert "previous-champion" not in registry.aliases("fedmm-tiny")
@@ -189,8 +189,8 @@ def test_knowledge_transfer_strategies_run_through_the_pipeline(first_run, tmp_p
         "run", "--config", str(TINY), "--set", f"train.strategy={strategy}", "--set", "partition.proxy_fraction=0.1",
         "--set", "mask.missing_rate={gyro: 0.5}", "--set", f"registry.model_name={name}",
     ], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
     summary = json.loads((summary_dir() / "summary.json").read_text())
+    assert result.exit_code == (0 if summary["promoted"] else 1), result.output  # a tiny model may miss the floor
     assert summary["strategy"] == strategy and "test_missing_macro_f1" in summary
     assert ("audit_flags" in summary) == (strategy == "fedmobile")
     test_set = registry.load_test_set(name, summary["model_version"])

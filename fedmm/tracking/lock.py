@@ -83,9 +83,22 @@ def lock_description(tracking_uri: str) -> str:
         return "file lock beside the SQLite store"
     if tracking_uri.startswith("postgresql"):
         return "PostgreSQL advisory lock on the tracking store"
-    if os.environ.get(LOCK_URI_ENV):
+    if os.environ.get(LOCK_URI_ENV, "").startswith("postgresql"):
         return f"PostgreSQL advisory lock on {LOCK_URI_ENV}"
     return "none"
+
+
+def check_supported(tracking_uri: str) -> None:
+    """Raise :class:`LockError` now when promotions on this tracking URI could not be serialised."""
+    if lock_description(tracking_uri) == "none":
+        raise LockError(_unsupported(tracking_uri))
+
+
+def _unsupported(tracking_uri: str) -> str:
+    return (
+        f"promotions on tracking server {tracking_uri} cannot be serialised: set {LOCK_URI_ENV} to the "
+        "server's PostgreSQL backend store (postgresql://...), as `make server` prints"
+    )
 
 
 @contextmanager
@@ -99,9 +112,6 @@ def registry_lock(tracking_uri: str, model_name: str, timeout: float = DEFAULT_T
         return
     lock_uri = tracking_uri if tracking_uri.startswith("postgresql") else os.environ.get(LOCK_URI_ENV)
     if not lock_uri or not lock_uri.startswith("postgresql"):
-        raise LockError(
-            f"promotions on tracking server {tracking_uri} cannot be serialised: set {LOCK_URI_ENV} to the "
-            "server's PostgreSQL backend store (postgresql://...), as `make server` prints"
-        )
+        raise LockError(_unsupported(tracking_uri))
     with advisory_lock(lock_uri, model_name, timeout):
         yield

@@ -172,7 +172,7 @@ def sweep() -> list[str]:
     except MlflowException:
         return swept
     for version in pending:
-        if mlflow_client.get_run(version.run_id).info.status != "RUNNING":
+        if not version.run_id or mlflow_client.get_run(version.run_id).info.status != "RUNNING":
             mlflow_client.delete_model_version(version.name, version.version)
             swept.append(f"half-registered {version.name} v{version.version} deleted")
     return swept

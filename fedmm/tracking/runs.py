@@ -162,7 +162,8 @@ def owner_alive(tags: dict[str, str]) -> bool | None:
         started = psutil.Process(int(tags[TAG_PID])).create_time()
     except (psutil.NoSuchProcess, ValueError):
         return False
-    return abs(started - float(tags.get(TAG_PROCESS_STARTED, "nan"))) < 0.01
+    recorded = tags.get(TAG_PROCESS_STARTED)
+    return recorded is None or abs(started - float(recorded)) < 0.01  # another process with a reused pid: gone
 
 
 def sweep_stale_runs() -> list[str]:
