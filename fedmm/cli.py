@@ -140,7 +140,10 @@ def _report_decision(decision, success: str) -> None:
     for gate in decision.gates:
         click.echo(f"{'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.detail}")
     click.echo(f"aliases: {decision.aliases}")
-    if not decision.promoted:
+    already = decision.champion_before == decision.version and all(gate.passed for gate in decision.gates)
+    if already:
+        success = f"{decision.model_name} v{decision.version} is already champion"
+    elif not decision.promoted:
         click.secho(f"{decision.model_name} v{decision.version} was not made champion (a gate failed)",
                     fg="yellow", err=True)
         sys.exit(EXIT_GATE_FAILED)
