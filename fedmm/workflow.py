@@ -87,6 +87,15 @@ def data_fit(config: Config, subject: np.ndarray, recording: np.ndarray) -> list
             f"data leaves about {pool} ({where}); use fewer clients or lower partition.min_samples"
         )
     warnings = []
+    held = len(subject) - kept
+    if data.holdout_subjects and held > 0.25 * len(subject):
+        warnings.append(
+            f"data.holdout_subjects={data.holdout_subjects} holds out about {held:.0f} of {len(subject)} samples "
+            f"({data.holdout_subjects} of {len(subjects)} subjects) as a second test set; set "
+            "data.holdout_subjects=0 to train on them"
+        )
+    if partition.scheme == "natural" and clients < 3:
+        warnings.append(f"only {clients} clients (one per subject not held out): {where}")
     if test < config.registry.min_test_samples:
         warnings.append(
             f"about {test} test samples ({where}): below registry.min_test_samples="

@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES_SCRIPT = REPO / "infra" / "postgres.sh"
@@ -36,6 +37,25 @@ def start_postgres() -> tuple[str, object]:
     if started.returncode != 0:
         raise RuntimeError(f"could not start PostgreSQL for the tests: {started.stderr.strip()}")
     return started.stdout.strip(), lambda: subprocess.run([str(POSTGRES_SCRIPT), "stop", data], check=False)
+
+
+@pytest.fixture(scope="module")
+def postgres_server():
+    """A PostgreSQL server for one test module (module scope: one server on the test port at a time)."""
+    uri, stop = start_postgres()
+    yield uri
+    stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, monkeypatch, tmp_path):
+    """The tracking store of one test: a fresh SQLite file, or a fresh database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    else:
+        uri = new_database(request.getfixturevalue("postgres_server"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return request.param
 
 
 def new_database(server_uri: str) -> str:

@@ -147,3 +147,18 @@ def test_a_tracking_server_without_a_registry_lock_is_refused_before_work(monkey
     monkeypatch.delenv("FEDMM_REGISTRY_LOCK_URI", raising=False)
     result = _run(["run", "-c", str(TINY)])
     assert result.exit_code == 2 and "cannot be serialised: set FEDMM_REGISTRY_LOCK_URI" in result.output
+
+
+def test_small_data_is_warned_about_with_numbers_before_work():
+    from fedmm import workflow
+    from fedmm.config import load_config
+
+    config = load_config(TINY, ["data.source=npz", "data.path=unused.npz", "registry.min_test_samples=30"])
+    subject, recording = np.repeat(np.arange(4), 20), np.repeat(np.arange(40), 2)  # 80 samples, 4 subjects
+    warnings = workflow.data_fit(config, subject, recording)
+    assert any("holds out about 40 of 80 samples (2 of 4 subjects)" in w for w in warnings)
+    assert any(w.startswith("only 2 clients") for w in warnings)
+    assert any(w.startswith("about 8 test samples") and "min_test_samples=30" in w for w in warnings)
+    roomy = load_config(TINY, ["data.source=npz", "data.path=unused.npz", "data.holdout_subjects=0",
+                               "registry.min_test_samples=10"])
+    assert workflow.data_fit(roomy, np.repeat(np.arange(4), 50), np.repeat(np.arange(100), 2)) == []

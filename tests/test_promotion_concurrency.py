@@ -11,30 +11,10 @@ import subprocess
 import sys
 import time
 
-import pytest
-
-from promotion_support import REPO, new_database, register_stress_versions, start_postgres
+from promotion_support import REPO, backend, postgres_server, register_stress_versions  # noqa: F401 (fixtures)
 from fedmm.tracking import registry
 
 PAIRS = 20
-
-
-@pytest.fixture(scope="module")
-def postgres_server():
-    uri, stop = start_postgres()
-    yield uri
-    stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, monkeypatch, tmp_path):
-    """The tracking store of one test: a fresh SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    else:
-        uri = new_database(request.getfixturevalue("postgres_server"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return request.param
 
 
 def _history(model_name: str) -> list[str]:

@@ -4,7 +4,6 @@ Models come from a one-round in-process training on a synthetic file (no ZenML),
 exactly as the pipeline's register step does.
 """
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from promotion_support import new_database, register_trained, start_postgres, train_tiny
+from promotion_support import backend, postgres_server, register_trained, train_tiny  # noqa: F401 (fixtures)
 from fedmm.cli import main
 from fedmm.tracking import registry, runs
-
-
-@pytest.fixture(scope="module")
-def postgres_server():
-    uri, stop = start_postgres()
-    yield uri
-    stop()
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +24,6 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_other_split(tmp_path_factory):
     return train_tiny(tmp_path_factory.mktemp("seed1"), "unused", seed=1)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, monkeypatch, tmp_path):
-    if request.param == "sqlite":
-        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    else:
-        uri = new_database(request.getfixturevalue("postgres_server"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return request.param
 
 
 def _register_again(name: str, trained, like: str) -> str:
@@ -159,4 +141,3 @@ def test_dead_process_runs_and_half_registered_versions_are_swept(tmp_path):
     runs.end_run(live)
     with pytest.raises(registry.RegistryError, match="no version"):
         registry.promote("half", pending, _policy())
-    assert json.loads(json.dumps(swept))  # one printable line per swept thing
