@@ -1,8 +1,8 @@
 """The bad-input trials of issue 13, rerun through the real `fedmm` command: one row per trial.
 
 Each trial runs `fedmm` as a user would (a fresh process) against one throwaway state
-folder and prints: the input, the exit code, the first line the user sees (progress bars
-left out), how many model versions the trial's model name has afterwards, and seconds.
+folder and prints: the input, the exit code, the error line (else the first line the user
+sees, progress bars left out), how many model versions the trial registered, and seconds.
 Every row should be a clear error with exit 2 and nothing registered, except the control
 run on good data (exit 0, one version, promoted).
 
@@ -132,13 +132,11 @@ def registered(home: Path, model: str) -> int:
 
 
 def first_line(stdout: str, stderr: str) -> str:
-    """What the user reads first: stderr's first line that is not a progress bar, else stdout's."""
-    for text in (stderr, stdout):
-        for line in text.splitlines():
-            line = line.split("\r")[-1].strip()
-            if line and "round/s" not in line and "round]" not in line and "|" not in line[:40]:
-                return line
-    return ""
+    """The error line when there is one, else the first line that is not a progress bar (stderr first)."""
+    lines = [line.split("\r")[-1].strip() for text in (stderr, stdout) for line in text.splitlines()]
+    lines = [line for line in lines if line and "round/s" not in line and "round]" not in line]
+    errors = [line for line in lines if line.lower().startswith(("error:", "internal error:"))]
+    return (errors or lines or [""])[0]
 
 
 def main() -> None:
@@ -154,13 +152,13 @@ def main() -> None:
     for name, model, arguments in trials(folder):
         if args.only and not any(word in name for word in args.only):
             continue
-        started = time.monotonic()
+        started, before = time.monotonic(), registered(home, model)
         done = subprocess.run([str(FEDMM), *arguments], capture_output=True, text=True, env=env, cwd=folder,
                               stdin=subprocess.DEVNULL)
-        rows.append((name, done.returncode, first_line(done.stdout, done.stderr), registered(home, model),
+        rows.append((name, done.returncode, first_line(done.stdout, done.stderr), registered(home, model) - before,
                      time.monotonic() - started))
         print(f"| {name} | {rows[-1][1]} | {rows[-1][2][:150]} | {rows[-1][3]} | {rows[-1][4]:.0f} |", flush=True)
-    print("\n| input | exit | first line | versions registered | s |\n| --- | ---: | --- | ---: | ---: |")
+    print("\n| input | exit | first line | versions it registered | s |\n| --- | ---: | --- | ---: | ---: |")
     for name, code, line, versions, seconds in rows:
         print(f"| {name} | {code} | {line[:150]} | {versions} | {seconds:.0f} |")
     if not args.keep:

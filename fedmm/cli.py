@@ -32,11 +32,18 @@ def _load(config_path: Path | None, overrides: tuple[str, ...]):
 
 
 class StatefulCommand(click.Command):
-    """A command that sets up the state folder when it runs (after ``--help`` was handled)."""
+    """A command that sets up the state folder when it runs (after ``--help`` was handled).
+
+    ZenML's log records (a failed step's traceback) go to a log file, not the terminal.
+    """
 
     def invoke(self, ctx: click.Context):
         runtime.configure()
-        return super().invoke(ctx)
+        from fedmm.errors import log_file
+        from pipelines.runner import zenml_logs_to
+
+        with zenml_logs_to(log_file(ctx.info_name or "fedmm")):
+            return super().invoke(ctx)
 
 
 class FriendlyGroup(click.Group):

@@ -1,9 +1,9 @@
-"""Launch the training pipeline and fetch its summary artifact.
+"""Launch the training pipeline and fetch its summary artifact; keep ZenML's failure noise off the terminal.
 
 ZenML logs a failed step as "Failed to run step" plus a long traceback before fedmm's own
-error reaches the caller. While a pipeline runs, ZenML's log records go to a log file
-instead of the terminal; the error itself is re-raised with the file's path as a note, so
-the CLI prints one line and where the details are.
+error reaches the caller. Inside :func:`zenml_logs_to` (every ``fedmm`` command runs in
+it) ZenML's log records go to a log file instead of the terminal; an error is re-raised
+with the file's path as a note, so the CLI prints one line and where the details are.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fedmm.config import Config
-from fedmm.errors import log_file
 from fedmm.runtime import state_dir
 from fedmm.tracking.lock import file_lock
 
@@ -74,8 +73,7 @@ def run_pipeline(config: Config, echo=print) -> dict:
     for line in sweep():
         echo(f"swept: {line}")
     ensure_store()
-    with zenml_logs_to(log_file("run")):
-        run = run_training(config)
+    run = run_training(config)
     summary = run.steps["register_and_promote"].outputs["run_summary"]
     artifact = summary[0] if isinstance(summary, list) else summary
     return {**artifact.load(), "zenml_pipeline_run": str(run.id)}
