@@ -5,9 +5,22 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export FEDMM_HOME ?= $(CURDIR)/.fedmm
 
-.PHONY: install run test kfp dvc clean-state
+.PHONY: install install-site run federation test kfp dvc clean-state
 
 install: $(STAMP)
+
+# The Flower runtime and the site install: fedmm's core, torch, flwr and GX, without the orchestrators.
+SITE_VENV := .venv-site
+SITE_STAMP := $(SITE_VENV)/.installed
+
+install-site: $(SITE_STAMP)
+
+$(SITE_STAMP): requirements-site.lock pyproject.toml
+	@test -x $(SITE_VENV)/bin/python || $(PYTHON) -m venv $(SITE_VENV)
+	$(SITE_VENV)/bin/python -m pip install --quiet pip==26.3
+	$(SITE_VENV)/bin/python -m pip install --quiet -r requirements-site.lock
+	$(SITE_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
 
 # Recreated only when the lock or the package metadata change: a second call installs nothing.
 $(STAMP): requirements.lock pyproject.toml
@@ -21,7 +34,11 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/fedmm run --config configs/default.yaml
 
-test: $(STAMP)
+# The same pipeline with every client a real Flower SuperNode process on loopback.
+federation: $(STAMP) $(SITE_STAMP)
+	$(BIN)/fedmm run --config configs/default.yaml --set train.transport=flower
+
+test: $(STAMP) $(SITE_STAMP)
 	$(BIN)/python -m pytest -q tests
 
 kfp: $(STAMP)

@@ -211,6 +211,11 @@ class TrainConfig(_Section):
     """Federated rounds, local training and the centralized reference."""
 
     strategy: Literal["fedavg", "fedprox", "moon", "fedmekt", "fedmobile", "mmfed3"] = "fedavg"
+    transport: Literal["inprocess", "flower"] = Field(
+        "inprocess",
+        description="inprocess: every client simulated in this process; flower: a Flower SuperLink and one "
+        "SuperNode per site (real processes; settings in the flower section)",
+    )
     rounds: int = Field(20, ge=1)
     client_fraction: float = Field(1.0, gt=0, le=1)
     local_epochs: int = Field(1, ge=1)
@@ -232,6 +237,56 @@ class TrainConfig(_Section):
         if self.strategy == "fedmobile":
             return self.fedmobile.generator_weighting == "clustered_shapley"
         return self.strategy in ("fedmekt", "mmfed3")
+
+
+class FlowerConfig(_Section):
+    """The Flower deployment runtime (``train.transport: flower``).
+
+    Without ``superlink`` fedmm starts a SuperLink and one SuperNode per client on loopback,
+    each SuperNode holding only its own site file, and stops them all afterwards. With
+    ``superlink`` (``HOST:PORT`` of a SuperLink that sites have joined) it starts nothing and
+    trains with the SuperNodes connected there.
+    """
+
+    superlink: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.\-\[\]:]+:\d+$", description="HOST:PORT of an existing SuperLink (none: loopback)",
+    )
+    num_sites: int | None = Field(None, ge=1, description="with superlink: SuperNodes to wait for (default: the partition's clients)")
+    round_timeout: float = Field(120.0, gt=0, description="seconds a round waits for its clients' replies")
+    min_clients: int | None = Field(
+        None, ge=1, description="replies a round needs to go on (default: half its selected clients, rounded up)",
+    )
+    connect_timeout: float = Field(120.0, gt=0, description="seconds to wait for every site to connect")
+    tls: bool = Field(False, description="loopback: TLS with a CA and certificates generated in the state folder")
+    node_auth: bool = Field(False, description="loopback: SuperNode authentication with generated, registered keys")
+    root_certificates: str | None = Field(None, description="with superlink: the CA certificate (PEM) to verify it by")
+    insecure: bool = Field(False, description="with superlink: connect without TLS (refused unless it is loopback)")
+    threads_per_site: int = Field(1, ge=1, description="torch threads of each site and of the ServerApp")
+    validate_sites: bool = Field(True, description="each site runs the data suite on its own file before training")
+    venv: str = Field(".venv-site", description="the Flower virtual environment (make install-site builds it)")
+
+    @model_validator(mode="after")
+    def _check(self) -> FlowerConfig:
+        if self.superlink is None and (self.root_certificates or self.insecure):
+            raise ValueError("flower.root_certificates and flower.insecure apply only with flower.superlink")
+        if self.superlink is not None and not self.insecure and not self.root_certificates:
+            raise ValueError(f"flower.superlink {self.superlink!r} needs flower.root_certificates (or flower.insecure on loopback)")
+        if self.superlink is not None and self.insecure and not is_loopback(self.superlink):
+            raise ValueError(f"flower.insecure is allowed only on loopback, not {self.superlink!r}: give flower.root_certificates")
+        return self
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``HOST:PORT`` names this machine's loopback interface."""
+    import ipaddress
+
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ValidationConfig(_Section):
@@ -320,6 +375,7 @@ class Config(_Section):
     corruption: CorruptionConfig = CorruptionConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    flower: FlowerConfig = FlowerConfig()
     validation: ValidationConfig = ValidationConfig()
     registry: RegistryConfig = RegistryConfig()
     audit: AuditConfig = AuditConfig()

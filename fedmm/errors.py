@@ -25,9 +25,16 @@ class PastRunError(ValueError):
 def user_errors() -> tuple[type[Exception], ...]:
     """Error types that name a problem in the user's input (config, data, registry request)."""
     from fedmm.data.validation import DataValidationError
-    from fedmm.tracking.registry import RegistryError
+    from fedmm.fl.deploy import DeploymentError
+    from fedmm.fl.federation import FederationError
 
-    return (ConfigError, DatasetError, MaskError, PartitionError, DataValidationError, RegistryError, PastRunError)
+    errors = [ConfigError, DatasetError, MaskError, PartitionError, DataValidationError, PastRunError,
+              DeploymentError, FederationError]
+    try:
+        from fedmm.tracking.registry import RegistryError
+    except ImportError:  # a site install has no MLflow
+        return tuple(errors)
+    return (*errors, RegistryError)
 
 
 def log_file(kind: str) -> Path:

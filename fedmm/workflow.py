@@ -306,6 +306,7 @@ def register_and_promote(
         "num_clients": federated.num_clients,
         "rounds": len(result.history),
         "strategy": result.strategy,
+        "transport": config.train.transport,
         "served_imputer": result.imputer.name if result.imputer is not None else None,
         "test_samples": int(len(test_set)),
         "dropped_samples": int(np.sum(~federated.kept)),

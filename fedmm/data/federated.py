@@ -210,17 +210,50 @@ def masked_arrays(
     }
 
 
+def client_inputs(
+    modalities: dict[str, np.ndarray], labels: np.ndarray, presence: np.ndarray, labelled: np.ndarray, client: int,
+    corruption: CorruptionPlan, num_classes: int,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """A client's training inputs from its kept samples: absent values zeroed, corruption applied, hidden labels."""
+    masked = {
+        name: array * presence[:, m].reshape(-1, *[1] * (array.ndim - 1))
+        for m, (name, array) in enumerate(modalities.items())
+    }
+    inputs, labels = corruption.corrupt_data(client, masked, labels, num_classes)
+    return inputs, presence, np.where(labelled, labels, UNLABELLED)
+
+
 def client_arrays(
     prepared: PreparedData, federated: FederatedData, client: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """A client's training inputs (masked values zeroed, corruption applied), presence mask and labels."""
     rows = federated.client_rows(client)
     index = federated.pool_index[rows]
-    presence = federated.presence[rows]
-    inputs, labels = federated.corruption.corrupt_data(
-        client, masked_arrays(prepared, index, presence), prepared.dataset.labels[index], prepared.dataset.num_classes
+    return client_inputs(
+        {name: array[index] for name, array in prepared.dataset.modalities.items()}, prepared.dataset.labels[index],
+        federated.presence[rows], federated.labelled[rows], client, federated.corruption, prepared.dataset.num_classes,
     )
-    return inputs, presence, np.where(federated.labelled[rows], labels, UNLABELLED)
+
+
+def site_arrays(
+    modalities: dict[str, np.ndarray], labels: np.ndarray, client: int, num_clients: int, mask: MaskConfig,
+    label_fraction: float, corruption: CorruptionPlan, seed: int, num_classes: int,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """What :func:`client_arrays` gives client ``client``, computed at the site from its own samples alone.
+
+    ``modalities`` (in the federation's modality order) and ``labels`` are the site's samples,
+    unmasked, in the order the partition listed them. The modalities it holds, its per-sample
+    mask, which labels it keeps and its corruption come from the same seeded streams as
+    :func:`partition_and_mask` draws them from, so no mask ever has to leave the server.
+    """
+    masker = ModalityMasker(list(modalities), mask, seed)
+    held = masker.client_modalities(num_clients)[client]
+    drawn = masker.mask_client(client, len(labels), held)
+    kept = drawn.kept
+    return client_inputs(
+        {name: array[kept] for name, array in modalities.items()}, labels[kept], drawn.presence[kept],
+        label_draw(int(kept.sum()), label_fraction, seed, client), client, corruption, num_classes,
+    )
 
 
 def held_out_presence(mask: MaskConfig, modalities: list[str], num_samples: int, seed: int) -> np.ndarray:

@@ -8,8 +8,9 @@ after round r and resumed from its checkpoint ends exactly where an uninterrupte
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,76 @@ class FederatedOutcome:
     model: torch.nn.Module
     history: list[dict]
     resumed_from: int
+    server_state: State = field(default_factory=dict)
+
+
+@dataclass
+class RoundReplies:
+    """What came back from a round's clients: payloads in client-id order, and who did not reply."""
+
+    payloads: list
+    dropped: list[int] = field(default_factory=list)
+
+
+class ClientPool(ABC):
+    """How the engine reaches a round's clients: in this process, or over a transport (Flower)."""
+
+    num_clients: int
+
+    @abstractmethod
+    def fit_round(
+        self, server_round: int, state: State, instructions: list[TrainInstruction], strategy: Strategy
+    ) -> RoundReplies:
+        """Send each instruction (with the global state) to its client and collect the payloads."""
+
+    def resume(self, completed: int) -> None:
+        """Restore what clients keep as it was after ``completed`` rounds (before the first round trained)."""
+
+    def snapshot(self, completed: int) -> None:
+        """Persist what clients keep after ``completed`` rounds (called before that round's checkpoint)."""
+
+    def prune(self, completed: int) -> None:
+        """Drop snapshots older than ``completed`` rounds (called after that round's checkpoint)."""
+
+
+class InProcessClients(ClientPool):
+    """Every client simulated in this process, one after another on one shared worker model.
+
+    What clients keep between participations lives in memory and in a :class:`KeptStore`.
+    """
+
+    def __init__(
+        self, spec: ModelSpec, clients: list[TensorData], seed: int, device: str, workdir: Path,
+        corruption: CorruptionPlan | None = None,
+    ) -> None:
+        self.clients, self.corruption, self.device = clients, corruption, device
+        self.num_clients = len(clients)
+        self.worker = Worker(build_model(spec, seed).to(device))
+        self.kept_store = KeptStore(Path(workdir) / KEPT_DIR)
+        self.kept: dict[int, State] = {}
+
+    def resume(self, completed: int) -> None:
+        self.kept = self.kept_store.load(completed, self.device)
+
+    def fit_round(
+        self, server_round: int, state: State, instructions: list[TrainInstruction], strategy: Strategy
+    ) -> RoundReplies:
+        payloads = []
+        for ins in instructions:
+            update, client_kept = client_payload(
+                self.worker, state, self.clients[ins.client_id], ins, strategy, self.corruption,
+                self.kept.get(ins.client_id),
+            )
+            payloads.append(update)
+            if client_kept is not None:
+                self.kept[ins.client_id] = client_kept
+        return RoundReplies(payloads)
+
+    def snapshot(self, completed: int) -> None:
+        self.kept_store.save(completed, self.kept)
+
+    def prune(self, completed: int) -> None:
+        self.kept_store.prune(completed)
 
 
 def _load_checkpoint(path: Path, device: str) -> tuple[int, State, State, list[dict]] | None:
@@ -166,7 +237,7 @@ def client_payload(
 
 def run_federated(
     spec: ModelSpec,
-    clients: list[TensorData],
+    pool: ClientPool,
     evaluation: dict[str, TensorData],
     strategy: Strategy,
     rounds: int,
@@ -174,19 +245,17 @@ def run_federated(
     workdir: Path,
     device: str,
     on_round: Callable[[dict], None] | None = None,
-    corruption: CorruptionPlan | None = None,
 ) -> FederatedOutcome:
-    """Run (or resume) ``rounds`` federated rounds; checkpoint and store updates every round.
+    """Run (or resume) ``rounds`` federated rounds over ``pool``; checkpoint and store updates every round.
 
-    ``evaluation`` maps a name (``val``, ``test``, ...) to data the global model is scored
-    on after each round; ``corruption`` tampers with the updates of the clients it names.
+    ``evaluation`` maps a name (``val``, ``test``, ...) to data the global model is scored on
+    after each round. A round's record names the clients that were asked but did not reply
+    (``dropped``); the engine aggregates what came back.
     """
     workdir = Path(workdir)
     checkpoint = workdir / CHECKPOINT_FILE
     store = UpdateStore(workdir / UPDATES_DIR)
-    kept_store = KeptStore(workdir / KEPT_DIR)
     model = build_model(spec, seed).to(device)
-    worker = Worker(build_model(spec, seed).to(device))
     state = trainable_state(model)
     history: list[dict] = []
     start = 0
@@ -196,16 +265,10 @@ def run_federated(
         strategy.load_server_state(server_state)
     else:
         store.write_layout(state)
-    kept = kept_store.load(start, device)
+    pool.resume(start)
     for server_round in range(start, rounds):
-        updates = []
-        for ins in strategy.configure_train(server_round, len(clients)):
-            update, client_kept = client_payload(
-                worker, state, clients[ins.client_id], ins, strategy, corruption, kept.get(ins.client_id)
-            )
-            updates.append(update)
-            if client_kept is not None:
-                kept[ins.client_id] = client_kept
+        replies = pool.fit_round(server_round, state, strategy.configure_train(server_round, pool.num_clients), strategy)
+        updates = replies.payloads
         if strategy.sends_deltas():
             store.write_round(server_round, state, updates)
         state = strategy.aggregate_train(server_round, state, updates)
@@ -217,12 +280,13 @@ def run_federated(
             "clients": [
                 {"client": u.client_id, "num_examples": u.num_examples, **u.metrics} for u in updates
             ],
+            "dropped": replies.dropped,
         }
         history.append(record)
-        kept_store.save(server_round + 1, kept)
+        pool.snapshot(server_round + 1)
         _save_checkpoint(checkpoint, server_round + 1, state, strategy.server_state(), history)
-        kept_store.prune(server_round + 1)
+        pool.prune(server_round + 1)
         if on_round is not None:
             on_round(record)
     model.load_state_dict(state)
-    return FederatedOutcome(model=model, history=history, resumed_from=start)
+    return FederatedOutcome(model=model, history=history, resumed_from=start, server_state=strategy.server_state())

@@ -14,8 +14,9 @@ from fedmm.config import Config, MaskConfig
 from fedmm.data.federated import FederatedData, client_arrays, held_out_presence, masked_arrays, proxy_arrays
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.client import OPTIMIZERS, run_epochs
-from fedmm.fl.engine import UPDATES_DIR, arrays_to_state, run_federated, state_to_arrays
+from fedmm.fl.engine import UPDATES_DIR, InProcessClients, arrays_to_state, run_federated, state_to_arrays
 from fedmm.fl.evaluation import evaluate
+from fedmm.fl.federation import run_over_flower
 from fedmm.fl.result import TrainResult
 from fedmm.fl.strategies import make_strategy
 from fedmm.fl.strategy import ServerContext, cross_entropy
@@ -122,12 +123,15 @@ def train(
         for k in range(federated.num_clients)
     ]
     evaluation = evaluation_sets(prepared, device, federated)
-    server = ServerContext(spec, device, TensorData.from_numpy(*proxy_arrays(prepared, federated), device=device))
-    strategy = make_strategy(config.train, config.seed, server)
-    outcome = run_federated(
-        spec, clients, evaluation, strategy, config.train.rounds, config.seed, workdir, device, on_round,
-        federated.corruption,
-    )
+    proxy = TensorData.from_numpy(*proxy_arrays(prepared, federated), device=device)
+    if config.train.transport == "flower":
+        outcome = run_over_flower(config, prepared, federated, spec, fingerprint, evaluation, proxy, workdir, on_round)
+    else:
+        strategy = make_strategy(config.train, config.seed, ServerContext(spec, device, proxy))
+        pool = InProcessClients(spec, clients, config.seed, device, workdir, federated.corruption)
+        outcome = run_federated(
+            spec, pool, evaluation, strategy, config.train.rounds, config.seed, workdir, device, on_round,
+        )
     central_state = central_history = None
     if config.train.centralized:
         central_file, central_json = workdir / CENTRAL_FILE, workdir / CENTRAL_HISTORY_FILE
@@ -149,5 +153,5 @@ def train(
         updates_dir=workdir / UPDATES_DIR,
         centralized_state=central_state,
         centralized_history=central_history,
-        server_state={k: v.cpu() for k, v in strategy.server_state().items()},
+        server_state={k: v.cpu() for k, v in outcome.server_state.items()},
     )

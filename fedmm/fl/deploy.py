@@ -1,0 +1,375 @@
+"""Flower's deployment runtime as processes: SuperLink, SuperNodes with their ClientApp executors, ``flwr run``.
+
+This module starts and stops programs of the Flower virtual environment (``flower.venv``,
+built by ``make install-site``); it never imports ``flwr`` itself, so the pipeline's
+environment can drive a federation. Every process it starts gets its own process group and
+is stopped (TERM, then KILL) when the :class:`Federation` context ends, on errors and on
+SIGTERM too. TLS material and SuperNode keys are generated with ``cryptography``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedmm.config import is_loopback
+
+FEDERATION = "fedmm"
+APP_DIR = Path(__file__).resolve().parent.parent / "flower" / "app"
+STOP_SECONDS = 5.0
+
+
+class DeploymentError(RuntimeError):
+    """A Flower process did not start, or the federation's run failed."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise DeploymentError(f"{what} exited with code {process.returncode} before listening on port {port}")
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise DeploymentError(f"{what} did not listen on port {port} within {timeout:g} s")
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A CA and a server certificate for 127.0.0.1/localhost, as PEM files."""
+
+    ca: Path
+    certificate: Path
+    key: Path
+
+
+def make_certificates(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> Certificates:
+    """A fresh CA and a server certificate signed by it, valid for ``hosts`` (IP addresses or names)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, server_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedmm federation CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    names = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    server = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = Certificates(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths.certificate.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths.key.write_bytes(server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption(),
+    ))
+    paths.key.chmod(0o600)
+    return paths
+
+
+def make_node_key(directory: Path, name: str) -> tuple[Path, Path]:
+    """A SuperNode authentication key pair (EC P-384, OpenSSH format): (private, public)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    private, public = directory / name, directory / f"{name}.pub"
+    private.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption(),
+    ))
+    private.chmod(0o600)
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
+    return private, public
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """One SuperNode: its client id, its own data file, where it keeps state, its auth key."""
+
+    client_id: int
+    data_path: Path
+    state_dir: Path
+    auth_key: Path | None = None
+
+    def node_config(self, threads: int) -> str:
+        return (f'partition-id={self.client_id} data-path="{self.data_path}" '
+                f'state-dir="{self.state_dir}" torch-threads={threads}')
+
+
+@dataclass
+class Runtime:
+    """The Flower virtual environment and the folder holding FLWR_HOME and the logs."""
+
+    venv: Path
+    home: Path
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        self.venv, self.home = Path(self.venv).resolve(), Path(self.home).resolve()
+        if not (self.venv / "bin" / "flower-superlink").is_file():
+            raise DeploymentError(
+                f"no Flower runtime in {self.venv} (flower.venv): run `make install-site` to build it"
+            )
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONHOME"))}
+        threads = str(self.threads)
+        env.update(
+            FLWR_HOME=str(self.home / "flwr"), FLWR_DISABLE_UPDATE_CHECK="1", PYTHONUNBUFFERED="1",
+            PATH=f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", OMP_NUM_THREADS=threads,
+            MKL_NUM_THREADS=threads, FLWR_TELEMETRY_ENABLED="0",
+        )
+        return env
+
+    def live_processes(self) -> list[int]:
+        """PIDs of running (not zombie) processes whose environment names this runtime's FLWR_HOME.
+
+        That is everything started here and all its descendants, also those that left their
+        process group (Flower's SuperExec starts a session of its own). Linux: reads /proc.
+        """
+        marker = f"FLWR_HOME={self.env()['FLWR_HOME']}".encode()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            with contextlib.suppress(OSError):
+                running = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+                if running and marker in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+        return pids
+
+    def command(self, name: str) -> str:
+        return str(self.venv / "bin" / name)
+
+    def python(self) -> str:
+        return self.command("python")
+
+
+@dataclass
+class Federation:
+    """A SuperLink and one SuperNode (plus its ClientApp executor) per site, on loopback.
+
+    With ``certificates`` everything speaks TLS; with ``node_auth`` the SuperLink accepts only
+    SuperNodes whose public keys were registered (each site's ``auth_key``). With
+    ``superlink`` no SuperLink is started: the sites join that one (TLS verified with
+    ``root_certificates``, else insecure).
+    """
+
+    runtime: Runtime
+    sites: list[SiteSpec]
+    certificates: Certificates | None = None
+    node_auth: bool = False
+    superlink: str | None = None
+    root_certificates: Path | None = None
+    port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    node_ports: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return self.superlink or f"127.0.0.1:{self.port}"
+
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.runtime.home / "logs" / f"{name}.log", "ab")
+        try:
+            process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.runtime.env(),
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self.processes[name] = process
+        return process
+
+    def _tls_args(self, server: bool) -> list[str]:
+        if server and self.certificates is not None:
+            return ["--ssl-ca-certfile", str(self.certificates.ca), "--ssl-certfile", str(self.certificates.certificate),
+                    "--ssl-keyfile", str(self.certificates.key)]
+        ca = self.certificates.ca if self.certificates is not None else self.root_certificates
+        return ["--insecure"] if ca is None else ["--root-certificates", str(ca)]
+
+    def start_superlink(self, timeout: float = 60.0) -> None:
+        args = [self.runtime.command("flower-superlink"), *self._tls_args(server=True),
+                "--disable-runtime-dependency-installation", "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.node_auth:
+            args.append("--enable-supernode-auth")
+        wait_for_port(self.port, timeout, self._start("superlink", args), "the SuperLink")
+        write_connection(self.runtime, self.address, self.certificates.ca if self.certificates else None)
+
+    def register(self, public_key: Path) -> None:
+        """Register a SuperNode's public key with the SuperLink (node authentication)."""
+        done = subprocess.run(
+            [self.runtime.command("flwr"), "supernode", "register", str(public_key), FEDERATION],
+            env=self.runtime.env(), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
+        )
+        if done.returncode != 0:
+            raise DeploymentError(f"registering {public_key.name} failed: {(done.stdout + done.stderr).strip()[-400:]}")
+
+    def start_sites(self, sites: list[SiteSpec], timeout: float = 60.0) -> None:
+        """A SuperNode per site (``--isolation process``), all at once, then the executors that run their ClientApps."""
+        nodes = {}
+        for site in sites:
+            port = self.node_ports[site.client_id] = free_port()
+            args = [self.runtime.command("flower-supernode"), *self._tls_args(server=False),
+                    "--superlink", self.address, "--isolation", "process", "--host", "127.0.0.1", "--port", str(port),
+                    "--node-config", site.node_config(self.runtime.threads)]
+            if site.auth_key is not None:
+                args += ["--auth-supernode-private-key", str(site.auth_key)]
+            nodes[site.client_id] = self._start(f"supernode-{site.client_id}", args)
+        for client, node in nodes.items():
+            wait_for_port(self.node_ports[client], timeout, node, f"SuperNode {client}")
+            self._start(f"executor-{client}", [
+                self.runtime.python(), "-m", "fedmm.flower.executor", "--runtime-api",
+                f"127.0.0.1:{self.node_ports[client]}", "--parent-pid", str(node.pid),
+            ])
+
+    def __enter__(self) -> Federation:
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            if self.superlink is None:
+                self.start_superlink()
+            if self.node_auth and self.superlink is None:
+                for site in self.sites:
+                    if site.auth_key is not None:
+                        self.register(Path(f"{site.auth_key}.pub"))
+            self.start_sites(self.sites)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop_processes(self, names: list[str], sig: int = signal.SIGTERM) -> None:
+        """Signal the processes' groups at once, KILL what is left after a grace period, and reap them."""
+        processes = [self.processes.pop(name) for name in names if name in self.processes]
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+        deadline = time.monotonic() + STOP_SECONDS
+        for process in processes:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def kill_site(self, client_id: int) -> None:
+        """SIGKILL one site's SuperNode and executor (fault injection)."""
+        self.stop_processes([f"supernode-{client_id}", f"executor-{client_id}"], signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop every process of this federation, including those its SuperLink started in other sessions."""
+        self.stop_processes([n for n in self.processes if n != "superlink"])
+        self.stop_processes(["superlink"])
+        deadline = time.monotonic() + STOP_SECONDS
+        while (left := self.runtime.live_processes()) and time.monotonic() < deadline:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        if getattr(self, "_previous", None) is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+def run_site(
+    runtime: Runtime, site: SiteSpec, superlink: str, root_certificates: Path | None, insecure: bool,
+) -> int:
+    """Join ``superlink`` as one site (a SuperNode and its ClientApp executor) until either exits or we are stopped."""
+    if insecure and not is_loopback(superlink):
+        raise DeploymentError(f"--insecure is allowed only on loopback, not {superlink!r}: give --root-certificates")
+    if not insecure and root_certificates is None:
+        raise DeploymentError("give --root-certificates (the SuperLink's CA) or, on loopback only, --insecure")
+    with Federation(runtime, [site], superlink=superlink, root_certificates=root_certificates) as federation:
+        while all(process.poll() is None for process in federation.processes.values()):
+            time.sleep(0.5)
+    return 0
+
+
+def write_connection(runtime: Runtime, address: str, root_certificates: Path | str | None) -> None:
+    """The ``flwr`` CLI's connection named ``fedmm`` (``$FLWR_HOME/config.toml``): TLS unless no CA is given."""
+    lines = [f"[superlink.{FEDERATION}]", f'address = "{address}"']
+    if root_certificates is None:
+        lines.append("insecure = true")
+    else:
+        lines.append(f'root-certificates = "{Path(root_certificates).resolve()}"')
+    home = Path(runtime.env()["FLWR_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text("\n".join(lines) + "\n")
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run_app(
+    runtime: Runtime, run_config: dict[str, str | int], on_line: Callable[[str], None], timeout: float | None = None,
+) -> int:
+    """``flwr run`` the fedmm Flower App on the ``fedmm`` connection, streaming its log lines to ``on_line``."""
+    config = " ".join(f"{key}={_toml(value)}" for key, value in run_config.items())
+    process = subprocess.Popen(
+        [runtime.command("flwr"), "run", str(APP_DIR), FEDERATION, "--stream", "--run-config", config],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=runtime.env(), text=True,
+        start_new_session=True,
+    )
+    timer = threading.Timer(timeout, lambda: os.killpg(process.pid, signal.SIGKILL)) if timeout else None
+    try:
+        if timer is not None:
+            timer.start()
+        for line in process.stdout:
+            on_line(line.rstrip("\n"))
+        return process.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _toml(value: str | int) -> str:
+    return str(value) if isinstance(value, int) else '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

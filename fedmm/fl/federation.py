@@ -1,0 +1,136 @@
+"""The training stage over Flower (``train.transport: flower``): bundle, sites, processes, outcome.
+
+On loopback (no ``flower.superlink``) each client's raw samples become that site's own data
+file, and a SuperLink plus one SuperNode per site run as separate processes of the Flower
+environment until the ServerApp has trained every round; then all of them are stopped.
+With ``flower.superlink`` nothing is started: sites have joined that SuperLink with their
+own files (``fedmm site``). Either way the ServerApp writes the same checkpoint and
+client-update store as the in-process engine, which is where the outcome is read back from.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from fedmm.config import Config
+from fedmm.data.federated import FederatedData
+from fedmm.data.prepare import PreparedData
+from fedmm.fl.bundle import FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, ServerBundle
+from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, make_node_key, run_app, write_connection
+from fedmm.fl.engine import CHECKPOINT_FILE, FederatedOutcome, _load_checkpoint
+from fedmm.fl.site import RunSpec, export_site_files
+from fedmm.fl.tensors import TensorData
+from fedmm.models.multimodal import ModelSpec, build_model
+from fedmm.runtime import state_dir
+
+LOG_TAIL = 25
+
+
+class FederationError(RuntimeError):
+    """The federation over Flower could not run or did not finish; the message says why and what is kept."""
+
+
+def run_spec(config: Config, prepared: PreparedData, federated: FederatedData, spec: ModelSpec,
+             fingerprint: str) -> RunSpec:
+    """What every site is told: the config, the model spec, modality order, client count and value bounds."""
+    bounds = {k: list(v) for k, v in prepared.manifest["value_bounds"].items()}
+    bounds.update({k: list(v) for k, v in config.validation.value_bounds.items()})
+    return RunSpec(config.model_dump(mode="json"), spec.to_dict(), list(federated.modalities),
+                   federated.num_clients, fingerprint, bounds)
+
+
+def completed_rounds(workdir: Path) -> int:
+    loaded = _load_checkpoint(Path(workdir) / CHECKPOINT_FILE, "cpu")
+    return 0 if loaded is None else loaded[0]
+
+
+def runtime_for(config: Config) -> Runtime:
+    """The Flower environment ``flower.venv`` (a relative path: here, else beside the fedmm source tree)."""
+    venv = Path(config.flower.venv)
+    beside_source = Path(__file__).resolve().parents[2] / venv
+    if not venv.is_absolute() and not venv.exists() and beside_source.exists():
+        venv = beside_source
+    return Runtime(venv, state_dir() / "flower", config.flower.threads_per_site)
+
+
+def loopback_sites(prepared: PreparedData, federated: FederatedData, directory: Path, node_auth: bool) -> list[SiteSpec]:
+    """Each client's own data file (raw samples only), state folder and, with node auth, key pair."""
+    paths = export_site_files(prepared, federated, directory / "data")
+    return [
+        SiteSpec(k, path, directory / "state" / f"site_{k}",
+                 make_node_key(directory / "keys", f"site_{k}")[0] if node_auth else None)
+        for k, path in enumerate(paths)
+    ]
+
+
+def run_over_flower(
+    config: Config, prepared: PreparedData, federated: FederatedData, spec: ModelSpec, fingerprint: str,
+    evaluation: dict[str, TensorData], proxy: TensorData, workdir: Path,
+    on_round: Callable[[dict], None] | None = None, federation_hook: Callable[[Federation], None] | None = None,
+) -> FederatedOutcome:
+    """Train ``config.train.rounds`` rounds over Flower, resuming from ``workdir``'s checkpoint.
+
+    ``federation_hook`` is called with the running loopback :class:`Federation` (fault injection).
+    """
+    flower, workdir = config.flower, Path(workdir)
+    runtime = runtime_for(config)
+    resumed_from = completed_rounds(workdir)
+    cpu = {split: _to_cpu(data) for split, data in evaluation.items()}
+    bundle = ServerBundle(run_spec(config, prepared, federated, spec, fingerprint), cpu, _to_cpu(proxy))
+    bundle_dir = bundle.save(workdir / "flower" / "bundle")
+    tail: list[str] = []
+    failure: list[str] = []
+
+    def on_line(line: str) -> None:
+        if line.startswith(ROUND_MARKER):
+            if on_round is not None:
+                on_round(json.loads(line.removeprefix(ROUND_MARKER)))
+            return
+        if line.startswith(REFUSED_MARKER):
+            print(line, file=sys.stderr)
+        if line.startswith(FAILED_MARKER):
+            failure.append(line.removeprefix(FAILED_MARKER))
+        tail.append(line)
+        del tail[:-LOG_TAIL]
+
+    run_config = {"bundle": str(bundle_dir), "workdir": str(workdir),
+                  "sites": flower.num_sites or federated.num_clients}
+    if flower.superlink is None:
+        sites_dir = workdir / "flower" / "sites"
+        sites = loopback_sites(prepared, federated, sites_dir, flower.node_auth)
+        tls = flower.tls or flower.node_auth
+        certificates = make_certificates(sites_dir / "tls") if tls else None
+        if not tls:
+            print("flower: insecure (no TLS, no node authentication): loopback 127.0.0.1 only", file=sys.stderr)
+        with Federation(runtime, sites, certificates, flower.node_auth) as federation:
+            if federation_hook is not None:
+                federation_hook(federation)
+            code = run_app(runtime, run_config, on_line)
+    else:
+        write_connection(runtime, flower.superlink, flower.root_certificates)
+        code = run_app(runtime, run_config, on_line)
+    return _outcome(config, spec, workdir, resumed_from, code, failure or tail, runtime)
+
+
+def _to_cpu(data: TensorData) -> TensorData:
+    return TensorData({k: v.cpu() for k, v in data.inputs.items()}, data.mask.cpu(), data.labels.cpu())
+
+
+def _outcome(config: Config, spec: ModelSpec, workdir: Path, resumed_from: int, code: int, log: list[str],
+             runtime: Runtime) -> FederatedOutcome:
+    """The finished run from its checkpoint, or the reason it stopped (``log``: its failure line, else its last lines)."""
+    loaded = _load_checkpoint(workdir / CHECKPOINT_FILE, "cpu")
+    done = 0 if loaded is None else loaded[0]
+    if done < config.train.rounds:
+        reason = next((line for line in reversed(log) if "rror" in line), log[-1] if log else "no output")
+        raise FederationError(
+            f"the Flower run stopped after {done} of {config.train.rounds} rounds (flwr run exit code {code}): "
+            f"{reason.strip()[:400]}; logs in {runtime.home / 'logs'}; rerun to resume from the checkpoint"
+        )
+    _, state, server_state, history = loaded
+    model = build_model(spec, config.seed)
+    model.load_state_dict(state)
+    return FederatedOutcome(model=model, history=history, resumed_from=resumed_from, server_state=server_state)

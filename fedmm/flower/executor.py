@@ -1,0 +1,102 @@
+"""A long-running ClientApp executor for a SuperNode started with ``--isolation process``.
+
+Flower 1.42's default (``--isolation subprocess``) starts a fresh ``flwr-clientapp`` process
+for every message, which imports torch and rebuilds the site each time (measured: about 40 s
+a round for 8 sites on 2 cores). With ``--isolation process`` the SuperNode leaves running
+ClientApps to "a separate independent process"; this is that process. It claims the
+SuperNode's ClientApp tasks over the SuperNode's Runtime API (as Flower's SuperExec does)
+and runs each with Flower's own task functions (pull the task input, run the ClientApp,
+push the reply and the task's status, heartbeats while it runs), in this one process, so
+torch, the site's data and its model stay loaded between rounds.
+
+Run it next to its SuperNode: ``python -m fedmm.flower.executor --runtime-api 127.0.0.1:PORT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+from logging import ERROR, INFO
+
+from flwr.app import Message
+from flwr.app.error import Error
+from flwr.common.constant import ErrorCode, SubStatus
+from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+from flwr.supercore import log
+from flwr.supercore.app_utils import start_parent_process_monitor
+from flwr.supercore.constant import TaskType
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supercore.tls import validate_and_resolve_root_certificates
+from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+
+from fedmm.flower.client_app import app as client_app
+
+POLL_SECONDS = 0.05
+
+
+def _runtime_client(address: str, certificates: bytes | None, component: str, token: str | None = None):
+    interceptors = [RuntimeVersionHttpInterceptor(component_name=component)]
+    if token is not None:
+        interceptors.append(RuntimeTokenHttpInterceptor(token))
+    return RuntimeHttpClient.from_server_address(
+        server_address=address, insecure=certificates is None, root_certificates=certificates,
+        interceptors=interceptors, retry_invoker=make_simple_http_retry_invoker(),
+    )
+
+
+def run_task(address: str, certificates: bytes | None, token: str) -> None:
+    """One ClientApp task, as ``flwr-clientapp`` runs it, without leaving the process."""
+    client = _runtime_client(address, certificates, "flwr-clientapp", token)
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat.start()
+    message = context = reply = None
+    status, details = SubStatus.FAILED, "ClientApp task failed"
+    try:
+        message, context, _run, _fab = pull_task_input(client)
+        reply = client_app(message=message, context=context)
+        status, details = SubStatus.COMPLETED, ""
+    except Exception as error:  # the server gets the reason as an error reply, as with flwr-clientapp
+        log(ERROR, "ClientApp raised an exception", exc_info=error)
+        details = f"{type(error).__name__}: {error}"
+        if message is not None:
+            reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=details), reply_to=message)
+    finally:
+        if reply is not None and context is not None:
+            push_message(client, reply, context)
+        push_task_output(client, context, status, details)
+        heartbeat.stop()
+        client.close()
+
+
+def serve(address: str, root_certificates: str | None = None, parent_pid: int | None = None) -> None:
+    """Claim and run this SuperNode's ClientApp tasks until stopped."""
+    if parent_pid is not None:
+        start_parent_process_monitor(parent_pid)
+    certificates = validate_and_resolve_root_certificates(root_certificates, root_certificates is None)
+    control = _runtime_client(address, certificates, "SuperExec")
+    signal.signal(signal.SIGTERM, lambda *_: (control.close(), os._exit(0)))
+    log(INFO, "fedmm ClientApp executor on %s (pid %d)", address, os.getpid())
+    while True:
+        task = control.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+        if task.HasField("task") and task.token:
+            run_task(address, certificates, task.token)
+        else:
+            time.sleep(POLL_SECONDS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtime-api", required=True, help="the SuperNode's Runtime API address (HOST:PORT)")
+    parser.add_argument("--root-certificates", default=None, help="CA certificate of a TLS Runtime API")
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process exits")
+    args = parser.parse_args()
+    serve(args.runtime_api, args.root_certificates, args.parent_pid)
+
+
+if __name__ == "__main__":
+    main()

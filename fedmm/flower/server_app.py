@@ -1,0 +1,171 @@
+"""The fedmm ServerApp: the in-process round engine, with its clients reached over Flower's Grid.
+
+The run config names a server bundle (:class:`~fedmm.fl.bundle.ServerBundle`, written by the
+training stage) and the working folder (checkpoints, client-update store), so a restarted
+ServerApp resumes from the last finished round exactly as the in-process engine does.
+
+Before the first round every SuperNode is asked who it is (its ``partition-id``) and, with
+``flower.validate_sites``, for its own validation report; a site whose data fails is refused
+(named with its failed expectations) and only that report ever reaches the server.
+Each round the selected clients get a train message; replies are aggregated in client-id
+order (so the result is bit-identical to the in-process engine), and a client that has not
+replied within ``flower.round_timeout`` is dropped from that round and the rest of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from fedmm.data.validation import ValidationReport
+from fedmm.fl.bundle import FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, SITES_FILE, ServerBundle
+from fedmm.fl.engine import ClientPool, RoundReplies, run_federated
+from fedmm.fl.federation import FederationError
+from fedmm.fl.messages import ClientUpdate, State, TrainInstruction
+from fedmm.fl.site import proxy_inputs
+from fedmm.fl.strategies import make_strategy
+from fedmm.fl.strategy import ServerContext, Strategy
+from fedmm.flower.records import RUN, read_payload, train_content
+
+POLL_SECONDS = 0.05
+
+app = ServerApp()
+
+
+class FlowerClients(ClientPool):
+    """The round's clients as SuperNodes behind a Flower Grid."""
+
+    def __init__(self, grid: Grid, bundle: ServerBundle) -> None:
+        self.grid, self.bundle = grid, bundle
+        self.flower = bundle.run.parsed.flower
+        self.num_clients = bundle.run.num_clients
+        self.nodes: dict[int, int] = {}
+        self.sites: dict[int, dict] = {}
+        self.refused: dict[int, str] = {}
+        self.lost: set[int] = set()
+        needs_proxy = bundle.run.parsed.train.needs_proxy
+        self.proxy = proxy_inputs(bundle.proxy) if needs_proxy else None
+
+    def _exchange(self, messages: dict[int, Message], timeout: float) -> dict[int, Message]:
+        """Push one message per client, pull replies until all came back or ``timeout`` passed."""
+        ids = dict(zip(self.grid.push_messages(list(messages.values())), messages))
+        replies: dict[int, Message] = {}
+        deadline = time.monotonic() + timeout
+        while ids and time.monotonic() < deadline:
+            for reply in self.grid.pull_messages(list(ids)):
+                replies[ids.pop(reply.metadata.reply_to_message_id)] = reply
+            if ids:
+                time.sleep(POLL_SECONDS)
+        return replies
+
+    def connect(self, num_sites: int) -> None:
+        """Wait for ``num_sites`` SuperNodes, learn their client ids, refuse sites whose data fails validation."""
+        deadline = time.monotonic() + self.flower.connect_timeout
+        while len(list(self.grid.get_node_ids())) < num_sites:
+            if time.monotonic() > deadline:
+                found = len(list(self.grid.get_node_ids()))
+                raise FederationError(f"only {found} of {num_sites} sites connected within "
+                                      f"flower.connect_timeout={self.flower.connect_timeout:g} s")
+            time.sleep(0.2)
+        content = RecordDict({RUN: ConfigRecord({"spec": self.bundle.run.to_json(),
+                                                 "validate": self.flower.validate_sites})})
+        queries = {
+            node: Message(content, dst_node_id=node, message_type="query")
+            for node in sorted(self.grid.get_node_ids())
+        }
+        for node, reply in self._exchange(queries, self.flower.connect_timeout).items():
+            if reply.has_error():
+                raise FederationError(f"site on node {node} failed to describe itself: {reply.error.reason}")
+            site = dict(reply.content["site"])
+            client = int(site["client_id"])
+            if client in self.nodes:
+                raise FederationError(f"two SuperNodes claim client id {client}")
+            report = json.loads(site.pop("validation", "null"))
+            self.sites[client] = {**site, "node_id": node, "validation": report}
+            if report is not None and not report["success"]:
+                failed = ValidationReport.from_dict(report).failed()
+                self.refused[client] = "; ".join(o.describe() for o in failed)
+                print(f"{REFUSED_MARKER}{client}: its data failed validation: {self.refused[client]}", flush=True)
+                continue
+            self.nodes[client] = node
+        missing = sorted(set(range(self.num_clients)) - set(self.sites))
+        if missing:
+            raise FederationError(f"no site answered for client ids {missing}")
+        if not self.nodes:
+            raise FederationError(f"every site was refused: {self.refused}")
+
+    def fit_round(
+        self, server_round: int, state: State, instructions: list[TrainInstruction], strategy: Strategy
+    ) -> RoundReplies:
+        server_state = strategy.server_state()
+        reachable = [ins for ins in instructions if ins.client_id in self.nodes and ins.client_id not in self.lost]
+        messages = {
+            ins.client_id: Message(
+                train_content(self.bundle.run, ins, state, server_state, self.proxy),
+                dst_node_id=self.nodes[ins.client_id], message_type="train", group_id=str(server_round),
+            )
+            for ins in reachable
+        }
+        replies = self._exchange(messages, self.flower.round_timeout)
+        payloads, dropped = [], []
+        for ins in instructions:
+            reply = replies.get(ins.client_id)
+            if reply is None or reply.has_error():
+                dropped.append(ins.client_id)
+                if reply is not None:
+                    print(f"round {server_round + 1}: client {ins.client_id} failed: {reply.error.reason}", flush=True)
+                elif ins.client_id in messages:
+                    self.lost.add(ins.client_id)
+                continue
+            payload = read_payload(reply.content, self.payload_classes(strategy))
+            if hasattr(payload, "delta"):
+                payload.delta.update({name: payload.delta.pop(name) for name in state})
+            payloads.append(payload)
+        needed = self.flower.min_clients or math.ceil(len(instructions) / 2)
+        if len(payloads) < needed:
+            raise FederationError(
+                f"round {server_round + 1}: {len(payloads)} of {len(instructions)} selected clients replied within "
+                f"flower.round_timeout={self.flower.round_timeout:g} s (dropped {dropped}); flower.min_clients is "
+                f"{needed}. The checkpoint after round {server_round} is kept: rerun to resume"
+            )
+        return RoundReplies(payloads, dropped)
+
+    @staticmethod
+    def payload_classes(strategy: Strategy) -> tuple[type, ...]:
+        """The strategy's payload and the plain update a free rider sends."""
+        return (strategy.payload_type, ClientUpdate)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    try:
+        serve(grid, context)
+    except FederationError as error:
+        print(FAILED_MARKER + str(error), flush=True)
+        raise
+
+
+def serve(grid: Grid, context: Context) -> None:
+    """Connect the sites, then run (or resume) the configured rounds over them."""
+    bundle = ServerBundle.load(str(context.run_config["bundle"]))
+    workdir = Path(str(context.run_config["workdir"]))
+    config = bundle.run.parsed
+    torch.set_num_threads(config.flower.threads_per_site)
+    pool = FlowerClients(grid, bundle)
+    pool.connect(int(context.run_config["sites"]))
+    (workdir / SITES_FILE).write_text(json.dumps({"sites": pool.sites, "refused": pool.refused}, indent=2))
+    strategy = make_strategy(config.train, config.seed, ServerContext(bundle.run.model_spec, "cpu", bundle.proxy))
+
+    def report(record: dict) -> None:
+        print(ROUND_MARKER + json.dumps(record), flush=True)
+
+    run_federated(
+        bundle.run.model_spec, pool, bundle.evaluation, strategy, config.train.rounds, config.seed, workdir, "cpu",
+        on_round=report,
+    )
