@@ -134,7 +134,7 @@ def registered(home: Path, model: str) -> int:
 def first_line(stdout: str, stderr: str) -> str:
     """The error line when there is one, else the first line that is not a progress bar (stderr first)."""
     lines = [line.split("\r")[-1].strip() for text in (stderr, stdout) for line in text.splitlines()]
-    lines = [line for line in lines if line and "round/s" not in line and "round]" not in line]
+    lines = [line for line in lines if line and "/round" not in line and "round/s" not in line and "round]" not in line]
     errors = [line for line in lines if line.lower().startswith(("error:", "internal error:"))]
     return (errors or lines or [""])[0]
 
