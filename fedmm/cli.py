@@ -1,4 +1,10 @@
-"""The ``fedmm`` command."""
+"""The ``fedmm`` command.
+
+Exit codes: 0 success (``run``/``promote``/``rollback``: the version is champion), 1 a
+promotion gate failed, 2 a user error (bad config, data or registry request), 3 an
+internal error. Errors are one line plus the path of a log file with the traceback.
+``fedmm --help`` and ``fedmm <command> --help`` touch no state.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,7 @@ from pathlib import Path
 import click
 
 from fedmm import runtime
-
-runtime.configure()
+from fedmm.errors import EXIT_GATE_FAILED, EXIT_INTERNAL_ERROR, EXIT_USER_ERROR
 
 CONFIG_OPTION = click.option(
     "--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -26,17 +31,49 @@ def _load(config_path: Path | None, overrides: tuple[str, ...]):
     return load_config(config_path, list(overrides))
 
 
-class FriendlyGroup(click.Group):
-    """Turns fedmm's own errors into one clear line and exit code 2, without a traceback."""
+class StatefulCommand(click.Command):
+    """A command that sets up the state folder when it runs (after ``--help`` was handled).
+
+    ZenML's log records (a failed step's traceback) go to a log file, not the terminal.
+    """
 
     def invoke(self, ctx: click.Context):
-        from fedmm.errors import user_errors
+        runtime.configure()
+        from fedmm.errors import log_file
+        from pipelines.runner import zenml_logs_to
+
+        with zenml_logs_to(log_file(ctx.info_name or "fedmm")):
+            return super().invoke(ctx)
+
+
+class FriendlyGroup(click.Group):
+    """Turns errors into one clear line (exit 2 for the user's errors, 3 for internal ones).
+
+    The traceback goes to a log file whose path is printed on the next line.
+    """
+
+    command_class = StatefulCommand
+
+    def invoke(self, ctx: click.Context):
+        from fedmm.errors import details_path, user_errors
 
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except user_errors() as error:
-            click.secho(f"error: {error}", fg="red", err=True)
-            sys.exit(2)
+            click.secho(f"error: {_one_line(error)}", fg="red", err=True)
+            click.echo(f"details: {details_path(error)}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+        except Exception as error:
+            click.secho(f"internal error: {type(error).__name__}: {_one_line(error)}", fg="red", err=True)
+            click.echo(f"details: {details_path(error)}", err=True)
+            sys.exit(EXIT_INTERNAL_ERROR)
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message without the notes Python would print after it."""
+    return str(error) or type(error).__name__
 
 
 @click.group(cls=FriendlyGroup)
@@ -54,10 +91,14 @@ def run(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     from fedmm.report import print_summary, write_summary
 
     config = _load(config_path, overrides)
-    summary = run_pipeline(config)
-    path = write_summary(summary)
+    summary = run_pipeline(config, echo=click.echo)
+    paths = write_summary(summary)
     print_summary(summary)
-    click.echo(f"summary: {path}")
+    click.echo(f"summary: {paths['summary']}")
+    if not summary["promoted"]:
+        click.secho(f"{summary['model_name']} v{summary['model_version']} was not promoted (a gate failed)",
+                    fg="yellow", err=True)
+        sys.exit(EXIT_GATE_FAILED)
 
 
 @main.command("config")
@@ -72,46 +113,83 @@ def show_config(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     click.echo(f"# config hash: {config.hash()}")
 
 
-@main.command()
-@click.option("--model", "model_name", required=True, help="Registered model name.")
-@click.option("--version", "version", required=True, help="Model version to promote.")
-@click.option("--min-macro-f1", type=float, default=None, help="Floor (default: the config's registry.min_macro_f1).")
-@click.option("--margin", type=float, default=None, help="Margin over the champion (default: the config's).")
-@click.option("--require-clean-audit/--no-require-clean-audit", default=None,
-              help="Gate on the contribution audit (default: the config's registry.require_clean_audit).")
-@CONFIG_OPTION
-def promote(model_name: str, version: str, min_macro_f1: float | None, margin: float | None,
-            require_clean_audit: bool | None, config_path: Path | None) -> None:
-    """Promote a version to champion if every gate passes (exit 1 when it does not)."""
-    from fedmm.tracking.registry import promote as promote_version
-    from pipelines.model_control_plane import mirror_aliases
+FLOOR_OPTION = click.option(
+    "--min-macro-f1", type=click.FloatRange(0, 1), default=None,
+    help="Floor in [0, 1] (default: the config's registry.min_macro_f1).",
+)
+AUDIT_OPTION = click.option(
+    "--require-clean-audit/--no-require-clean-audit", default=None,
+    help="Gate on the contribution audit (default: the config's registry.require_clean_audit).",
+)
 
-    config = _load(config_path, ())
-    floor = config.registry.min_macro_f1 if min_macro_f1 is None else min_macro_f1
-    margin = config.registry.champion_margin if margin is None else margin
-    if require_clean_audit is None:
-        require_clean_audit = config.registry.require_clean_audit
-    decision = promote_version(model_name, version, floor, margin, require_clean_audit=require_clean_audit)
-    mirror_aliases(model_name)
+
+def _policy(config_path: Path | None, **overrides):
+    from fedmm.tracking.registry import GatePolicy
+
+    return GatePolicy.from_config(_load(config_path, ()).registry, **overrides)
+
+
+def _sweep() -> None:
+    """Report what crashed runs left behind and clean it up (stale runs, half-registered versions)."""
+    from fedmm.tracking.registry import sweep
+
+    for line in sweep():
+        click.echo(f"swept: {line}")
+
+
+def _report_decision(decision, success: str) -> None:
+    """Print the gates and aliases of a decision; exit 1 when it was refused."""
+    from pipelines.model_control_plane import mirror_aliases
+    from pipelines.runner import ensure_store
+
+    ensure_store()
+    mirror_aliases(decision.model_name)
     for gate in decision.gates:
         click.echo(f"{'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.detail}")
     click.echo(f"aliases: {decision.aliases}")
-    if not decision.promoted:
-        click.secho(f"{model_name} v{version} was not promoted", fg="yellow", err=True)
-        sys.exit(1)
-    click.echo(f"{model_name} v{version} is now champion")
+    already = decision.champion_before == decision.version and all(gate.passed for gate in decision.gates)
+    if already:
+        success = f"{decision.model_name} v{decision.version} is already champion"
+    elif not decision.promoted:
+        click.secho(f"{decision.model_name} v{decision.version} was not made champion (a gate failed)",
+                    fg="yellow", err=True)
+        sys.exit(EXIT_GATE_FAILED)
+    click.echo(success)
 
 
 @main.command()
 @click.option("--model", "model_name", required=True, help="Registered model name.")
-def rollback(model_name: str) -> None:
-    """Make previous-champion the champion again."""
-    from fedmm.tracking.registry import rollback as rollback_model
-    from pipelines.model_control_plane import mirror_aliases
+@click.option("--version", "version", required=True, help="Model version to promote.")
+@FLOOR_OPTION
+@click.option("--margin", type=click.FloatRange(0, 1), default=None,
+              help="Margin in [0, 1] the challenger must beat the champion by (default: the config's).")
+@AUDIT_OPTION
+@CONFIG_OPTION
+def promote(model_name: str, version: str, min_macro_f1: float | None, margin: float | None,
+            require_clean_audit: bool | None, config_path: Path | None) -> None:
+    """Promote a version to champion if every gate passes (exit 1 when one fails)."""
+    from fedmm.tracking.registry import promote as promote_version
 
-    moved = rollback_model(model_name)
-    mirror_aliases(model_name)
-    click.echo(f"aliases: {moved}")
+    policy = _policy(config_path, min_macro_f1=min_macro_f1, margin=margin, require_clean_audit=require_clean_audit)
+    _sweep()
+    decision = promote_version(model_name, version, policy)
+    _report_decision(decision, f"{model_name} v{decision.version} is now champion")
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="Registered model name.")
+@FLOOR_OPTION
+@AUDIT_OPTION
+@CONFIG_OPTION
+def rollback(model_name: str, min_macro_f1: float | None, require_clean_audit: bool | None,
+             config_path: Path | None) -> None:
+    """Make previous-champion the champion again, if it passes the gates (exit 1 when one fails)."""
+    from fedmm.tracking.registry import rollback as rollback_model
+
+    policy = _policy(config_path, min_macro_f1=min_macro_f1, require_clean_audit=require_clean_audit)
+    _sweep()
+    decision = rollback_model(model_name, policy)
+    _report_decision(decision, f"{model_name} v{decision.version} is champion again")
 
 
 @main.command("stage")

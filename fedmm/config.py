@@ -9,6 +9,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -295,6 +298,13 @@ class ValidationConfig(_Section):
         default_factory=dict, description="plausible [low, high] per modality; the source's when empty"
     )
 
+    @model_validator(mode="after")
+    def _check(self) -> ValidationConfig:
+        for name, (low, high) in self.value_bounds.items():
+            if low > high:
+                raise ValueError(f"validation.value_bounds.{name}: low {low:g} is above high {high:g}")
+        return self
+
 
 class RegistryConfig(_Section):
     """Model registration and promotion gates."""
@@ -305,6 +315,13 @@ class RegistryConfig(_Section):
     require_clean_audit: bool = Field(
         True, description="gate: promote only if the contribution audit flagged no client with one of audit.gate_flags"
     )
+    min_test_samples: int = Field(30, ge=1, description="gate: a version tested on fewer samples is not promoted")
+    confidence: float = Field(
+        0.95, gt=0, lt=1,
+        description="level of the paired bootstrap interval of (challenger - champion) macro-F1; the challenger "
+        "is promoted when its lower bound is at least champion_margin",
+    )
+    bootstrap_resamples: int = Field(1000, ge=100, le=100000, description="resamples of that interval (by recording)")
 
 
 class AuditConfig(_Section):
@@ -372,7 +389,7 @@ class AuditConfig(_Section):
 class Config(_Section):
     """The whole pipeline configuration."""
 
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="fits in 64 bits (torch, NumPy and SQL stores take it)")
     data: DataConfig = DataConfig()
     partition: PartitionConfig = PartitionConfig()
     mask: MaskConfig = MaskConfig()
@@ -410,7 +427,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} is not of the form key.path=value")
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        return key.strip().split("."), yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        reason = " ".join(str(getattr(error, "problem", None) or error).split())
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({reason})") from None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -431,18 +452,69 @@ def _describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
         where = ".".join(str(part) for part in problem["loc"]) or "config"
-        message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
+        message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"].removeprefix("Value error, ")
         lines.append(f"  {where}: {message}")
     return "\n".join(lines)
+
+
+def _model_type(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _is_number(annotation: Any) -> bool:
+    """Whether a field holds an int or a float (optionally None) and never a bool."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = set(typing.get_args(annotation)) - {type(None)}
+    else:
+        members = {annotation}
+    return bool(members) and members <= {int, float}
+
+
+def _scalar_problems(model: type[BaseModel], raw: Any, where: str = "") -> list[str]:
+    """Values pydantic would coerce silently: a YAML boolean for a number (``rounds: true`` is not 1)."""
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        return problems
+    for name, value in raw.items():
+        field = model.model_fields.get(name) if isinstance(name, str) else None
+        if field is None:
+            continue
+        section = _model_type(field.annotation)
+        if section is not None:
+            problems += _scalar_problems(section, value, f"{where}{name}.")
+        elif isinstance(value, bool) and _is_number(field.annotation):
+            problems.append(f"  {where}{name}: expected a number, got the boolean {value}")
+    return problems
+
+
+def _nonfinite(raw: Any, where: str = "config") -> list[str]:
+    """Every infinite or NaN number in a raw config (no setting takes one)."""
+    if isinstance(raw, float) and not math.isfinite(raw):
+        return [f"  {where}: {raw} is not a finite number"]
+    if isinstance(raw, dict):
+        return [p for key, value in raw.items() for p in _nonfinite(value, f"{where}.{key}" if where != "config" else str(key))]
+    if isinstance(raw, (list, tuple)):
+        return [p for i, value in enumerate(raw) for p in _nonfinite(value, f"{where}.{i}")]
+    return []
 
 
 def config_from_dict(raw: dict | None, overrides: list[str] | None = None) -> Config:
     """Validate a raw mapping (plus overrides) into a :class:`Config`, or raise ConfigError."""
     raw = apply_overrides(copy.deepcopy(raw or {}), list(overrides or []))
+    problems = _scalar_problems(Config, raw) + _nonfinite(raw)
+    if problems:
+        raise ConfigError(_invalid(problems))
     try:
         return Config.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError("invalid configuration:\n" + _describe(error)) from None
+        raise ConfigError(_invalid(_describe(error).split("\n"))) from None
+
+
+def _invalid(problems: list[str]) -> str:
+    """One line for one problem, one line per problem for several."""
+    if len(problems) == 1:
+        return "invalid configuration: " + problems[0].strip()
+    return "invalid configuration:\n" + "\n".join(problems)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

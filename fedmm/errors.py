@@ -1,9 +1,21 @@
-"""The errors a user can cause and fix: the CLI prints these as one line, without a traceback."""
+"""The errors a user can cause and fix: the CLI prints these as one line, without a traceback.
+
+Exit codes of the ``fedmm`` command: 0 success (for ``run`` and ``promote``: promoted),
+1 a promotion gate failed, 2 a user error (config, data, registry request), 3 an internal
+error. Tracebacks go to a log file under ``$FEDMM_HOME/logs`` whose path is printed.
+"""
+
+import os
+import time
+import traceback
+from pathlib import Path
 
 from fedmm.config import ConfigError
 from fedmm.data.dataset import DatasetError
 from fedmm.data.masking import MaskError
 from fedmm.data.partition import PartitionError
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 0, 1, 2, 3
 
 
 class PastRunError(ValueError):
@@ -23,3 +35,22 @@ def user_errors() -> tuple[type[Exception], ...]:
     except ImportError:  # a site install has no MLflow
         return tuple(errors)
     return (*errors, RegistryError)
+
+
+def log_file(kind: str) -> Path:
+    """A new log file path under the state folder (``logs/<kind>-<UTC time>-<pid>.log``)."""
+    from fedmm.runtime import state_dir
+
+    folder = state_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{kind}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.log"
+
+
+def details_path(error: BaseException) -> str:
+    """Where the error's traceback is: the note a pipeline run added, else a new log file."""
+    for note in getattr(error, "__notes__", []):
+        if note.startswith("details: "):
+            return note[len("details: "):]
+    path = log_file("error")
+    path.write_text("".join(traceback.format_exception(error)))
+    return str(path)

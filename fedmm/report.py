@@ -1,15 +1,22 @@
-"""The run summary: machine-readable JSON for CI and a short table for people."""
+"""The run summary: machine-readable JSON, a Markdown job summary and JUnit XML for CI, a table for people.
+
+They go to ``$FEDMM_HOME/reports/latest/`` (``summary.json``, ``job_summary.md``,
+``gates.xml``), so runs with different state folders never overwrite each other. On
+GitHub Actions the Markdown is also appended to ``$GITHUB_STEP_SUMMARY``.
+"""
 
 from __future__ import annotations
 
+import math
+import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from fedmm.artifacts import write_json
-
-SUMMARY_DIR = Path("reports") / "latest"
+from fedmm.artifacts import write_json, write_text
+from fedmm.runtime import state_dir
 HEADLINE = (
     ("test_accuracy", "accuracy, held-out recordings"),
     ("test_macro_f1", "macro-F1, held-out recordings"),
@@ -23,11 +30,61 @@ HEADLINE = (
 )
 
 
-def write_summary(summary: dict, directory: Path = SUMMARY_DIR) -> Path:
-    """Write ``summary.json`` atomically and return its path."""
-    path = Path(directory) / "summary.json"
-    write_json(path, summary)
-    return path
+def summary_dir() -> Path:
+    """Where the latest run's reports go: ``$FEDMM_HOME/reports/latest``."""
+    return state_dir() / "reports" / "latest"
+
+
+def job_summary(summary: dict) -> str:
+    """The run as Markdown for a CI job summary: outcome, gates, headline metrics, lineage."""
+    outcome = "promoted to champion" if summary["promoted"] else "not promoted"
+    lines = [
+        f"## fedmm: {summary['model_name']} v{summary['model_version']} {outcome}",
+        "",
+        "| gate | result | evidence |",
+        "| --- | --- | --- |",
+        *(f"| {g['name']} | {'pass' if g['passed'] else '**FAIL**'} | {g['detail']} |" for g in summary["gates"]),
+        "",
+        "| metric | value |",
+        "| --- | ---: |",
+        *(f"| {label} | {summary[key]:.4f} |" for key, label in HEADLINE if key in summary),
+        "",
+        f"aliases: {', '.join(summary['aliases']) or 'none'}; strategy {summary['strategy']}, "
+        f"{summary['num_clients']} clients, {summary['rounds']} rounds, {summary.get('test_samples', '?')} test samples; "
+        f"data sha256 `{summary['data_sha256'][:12]}`, config hash `{summary['config_hash'][:12]}`, "
+        f"tracking `{summary['tracking_uri']}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def gates_junit(summary: dict) -> str:
+    """The promotion gates as a JUnit XML test suite (one test case per gate)."""
+    gates = summary["gates"]
+    suite = ET.Element("testsuite", name=f"fedmm.gates.{summary['model_name']}", tests=str(len(gates)),
+                       failures=str(sum(not g["passed"] for g in gates)), errors="0")
+    for gate in gates:
+        case = ET.SubElement(suite, "testcase", classname=f"{summary['model_name']}.v{summary['model_version']}",
+                             name=gate["name"])
+        if not gate["passed"]:
+            ET.SubElement(case, "failure", message=gate["detail"]).text = gate["detail"]
+        else:
+            ET.SubElement(case, "system-out").text = gate["detail"]
+    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_summary(summary: dict, directory: Path | None = None) -> dict[str, Path]:
+    """Write ``summary.json``, ``job_summary.md`` and ``gates.xml`` atomically; returns their paths."""
+    directory = Path(directory) if directory is not None else summary_dir()
+    paths = {"summary": directory / "summary.json", "job_summary": directory / "job_summary.md",
+             "junit": directory / "gates.xml"}
+    write_json(paths["summary"], summary)
+    markdown = job_summary(summary)
+    write_text(paths["job_summary"], markdown)
+    write_text(paths["junit"], gates_junit(summary))
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as handle:
+            handle.write(markdown)
+    return paths
 
 
 def print_summary(summary: dict, console: Console | None = None) -> None:

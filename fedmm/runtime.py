@@ -66,7 +66,7 @@ def quiet_libraries() -> None:
     logging.captureWarnings(True)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method", category=UserWarning)
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
 

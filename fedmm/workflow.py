@@ -15,10 +15,10 @@ import numpy as np
 
 from fedmm.audit.detection import detection_quality
 from fedmm.audit.report import AuditReport, audit_run
-from fedmm.config import Config
+from fedmm.config import Config, ConfigError
 from fedmm.data.federated import FederatedData, partition_and_mask
 from fedmm.data.prepare import PreparedData, prepare
-from fedmm.data.sources import source_info
+from fedmm.data.sources import SOURCES, source_info
 from fedmm.data.validation import DataValidationError, ValidationReport, validate_dataset, validate_partitions
 from fedmm.evaluation import evaluate_training
 from fedmm.fl.result import ServedImputer, TrainResult
@@ -29,11 +29,17 @@ from fedmm.impute.clients import client_datasets, split_owners
 from fedmm.impute.registry import fit_imputers, make_imputer
 from fedmm.impute.report import ImputationReport
 from fedmm.runtime import resolve_device, tracking_uri
-from fedmm.tracking import registry, runs
+from fedmm.tracking import lock, registry, runs
 
 
-def preflight(config: Config) -> None:
-    """Checks that need the data's description but no work: modality names in the mask config."""
+def preflight(config: Config) -> list[str]:
+    """Checks that need no work: the data's description, the device, and whether the data can fill the config.
+
+    Raises on what would fail later (a modality the data lacks, CUDA without a GPU, a
+    bring-your-own-data file that is corrupt or unusable, more clients than the data can
+    fill); returns warnings with numbers for what would only disappoint (a test set too
+    small for promotion).
+    """
     info = source_info(config.data)
     named = {m for group in config.mask.client_modalities for m in group.modalities} | set(config.mask.missing_rate)
     named |= set(config.validation.value_bounds)
@@ -44,6 +50,58 @@ def preflight(config: Config) -> None:
             f"the config names modalities {sorted(unknown)} that data source {info.name!r} lacks; "
             f"it has {list(info.modalities)}"
         )
+    try:
+        resolve_device(config.train.device)
+        lock.check_supported(tracking_uri())
+    except (ValueError, lock.LockError) as error:
+        raise ConfigError(str(error)) from None
+    if config.data.source != "npz":
+        return []
+    dataset = SOURCES["npz"].load(config.data, info)
+    return data_fit(config, dataset.subject, dataset.recording)
+
+
+def data_fit(config: Config, subject: np.ndarray, recording: np.ndarray) -> list[str]:
+    """Whether the configured split and partition fit a dataset of this size (estimates, before any work)."""
+    data, partition = config.data, config.partition
+    subjects = np.unique(subject)
+    if data.holdout_subjects >= len(subjects):
+        raise ConfigError(
+            f"data.holdout_subjects={data.holdout_subjects} but the data has {len(subjects)} subject(s); "
+            "set data.holdout_subjects=0 (the default holds out 2 whole subjects as a second test set)"
+        )
+    kept = len(subject) * (1 - data.holdout_subjects / len(subjects))
+    recordings = len(np.unique(recording))
+    pool = int(kept * (1 - data.test_fraction - data.val_fraction) * (1 - partition.proxy_fraction))
+    test = int(kept * data.test_fraction)
+    where = (f"{len(subject)} samples in {recordings} recordings, {len(subjects)} subject(s), "
+             f"{data.holdout_subjects} held out, {data.test_fraction:.0%} test, {data.val_fraction:.0%} validation")
+    if partition.scheme == "natural":
+        clients = len(subjects) - data.holdout_subjects
+    else:
+        clients = partition.num_clients
+    needed = max(partition.min_samples, config.validation.min_samples_per_client)
+    if clients * needed > pool:
+        raise ConfigError(
+            f"{clients} clients of at least {needed} samples need {clients * needed} training samples, but the "
+            f"data leaves about {pool} ({where}); use fewer clients or lower partition.min_samples"
+        )
+    warnings = []
+    held = len(subject) - kept
+    if data.holdout_subjects and held > 0.25 * len(subject):
+        warnings.append(
+            f"data.holdout_subjects={data.holdout_subjects} holds out about {held:.0f} of {len(subject)} samples "
+            f"({data.holdout_subjects} of {len(subjects)} subjects) as a second test set; set "
+            "data.holdout_subjects=0 to train on them"
+        )
+    if partition.scheme == "natural" and clients < 3:
+        warnings.append(f"only {clients} clients (one per subject not held out): {where}")
+    if test < config.registry.min_test_samples:
+        warnings.append(
+            f"about {test} test samples ({where}): below registry.min_test_samples="
+            f"{config.registry.min_test_samples}, so the model will not be promoted"
+        )
+    return warnings
 
 
 def start_tracking(config: Config, run_name: str | None = None) -> str:
@@ -174,9 +232,13 @@ def _tag_version(run_summary: dict, tags: dict[str, str]) -> None:
 
 
 def attach_audit(report: AuditReport, run_summary: dict) -> None:
-    """Log an audit of a past training run to its MLflow run and tag its registered model version."""
+    """Log an audit of a past training run to its MLflow run and tag its registered model version.
+
+    The version keeps its earlier audits' tags (``fedmm.audit.history.<n>.*``).
+    """
     runs.log_audit(run_summary["mlflow_run_id"], report)
-    _tag_version(run_summary, audit_tags(report, run_summary["mlflow_run_id"]))
+    registry.record_audit(run_summary["model_name"], run_summary["model_version"],
+                          audit_tags(report, run_summary["mlflow_run_id"]))
 
 
 def evaluate_imputation(
@@ -235,13 +297,12 @@ def register_and_promote(
         "fedmm.mlflow_run_id": run_id,
         "fedmm.test_macro_f1": f"{evaluation['summary']['test_macro_f1']:.6f}",
         registry.TAG_VALIDATION: "true" if validation_passed else "false",
-        **(audit_tags(audit, run_id) if audit is not None else {}),
+        **(registry.audit_record_tags({}, audit_tags(audit, run_id)) if audit is not None else {}),
         **(extra_tags or {}),
     }
     version = registry.register_model(run_id, config.registry.model_name, result, test_set, tags)
     decision = registry.promote(
-        config.registry.model_name, version, config.registry.min_macro_f1, config.registry.champion_margin, test_set,
-        require_clean_audit=config.registry.require_clean_audit,
+        config.registry.model_name, version, registry.GatePolicy.from_config(config.registry), test_set
     )
     runs.log_dict(run_id, decision.to_dict(), "registry/promotion.json")
     return {

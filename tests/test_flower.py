@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from conftest import REPO, TINY
 from fedmm.artifacts import read_npz, write_npz
 from fedmm.config import load_config
+from fedmm.report import summary_dir
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.dataset import load_npz
 from fedmm.data.federated import client_arrays, partition_and_mask, site_arrays
@@ -267,7 +268,7 @@ def test_fedmm_run_over_flower_registers_and_leaves_no_process(tmp_path):
         result = runner.invoke(main, ["run", "--config", str(TINY), *[f"--set={o}" for o in OVERRIDES],
                                       "--set", "train.transport=flower", "--set", "registry.model_name=fedmm-flower"],
                                catch_exceptions=False)
-        summary = json.loads(Path("reports/latest/summary.json").read_text())
+        summary = json.loads((summary_dir() / "summary.json").read_text())
     assert result.exit_code == 0, result.output
     assert summary["transport"] == "flower" and "champion" in summary["aliases"]
     assert "insecure (no TLS, no node authentication): loopback 127.0.0.1 only" in result.output

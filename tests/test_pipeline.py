@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from conftest import TINY, synthetic_overrides, write_synthetic_npz
 from fedmm.cli import main
 from fedmm.config import load_config
+from fedmm.report import summary_dir
 from fedmm.tracking import registry
 from mlflow.exceptions import MlflowException
 
@@ -27,7 +28,7 @@ def first_run(tmp_path_factory):
     runner = CliRunner()
     with runner.isolated_filesystem(temp_dir=workdir):
         result = runner.invoke(main, ["run", "--config", str(TINY)], catch_exceptions=False)
-        summary = json.loads(open("reports/latest/summary.json").read())
+        summary = json.loads((summary_dir() / "summary.json").read_text())
     return result, summary
 
 
@@ -61,11 +62,11 @@ def test_rerun_is_not_promoted_without_beating_champion_and_rollback_works(first
     runner = CliRunner()
     result = runner.invoke(main, ["run", "-c", str(TINY), "--set", "registry.champion_margin=0.01",
                                   "--set", "train.gpus=1"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1 and "FAIL: " in result.output, result.output  # registered, a gate failed
     # the GPU request reaches the training step's ZenML settings (the local orchestrator ignores it)
     from zenml.client import Client
 
-    run_id = json.loads(open("reports/latest/summary.json").read())["zenml_pipeline_run"]
+    run_id = json.loads((summary_dir() / "summary.json").read_text())["zenml_pipeline_run"]
     settings = Client().get_pipeline_run(run_id).steps["train_federated"].config.settings
     assert settings["resources"].gpu_count == 1
     aliases = registry.aliases("fedmm-tiny")
@@ -79,7 +80,7 @@ def test_rerun_is_not_promoted_without_beating_champion_and_rollback_works(first
     assert result.exit_code == 0, result.output
     assert registry.aliases("fedmm-tiny")["champion"] == newest
     assert registry.aliases("fedmm-tiny")["previous-champion"] == champion
-    result = runner.invoke(main, ["rollback", "--model", "fedmm-tiny"])
+    result = runner.invoke(main, ["rollback", "-c", str(TINY), "--model", "fedmm-tiny"])  # through the gates
     assert result.exit_code == 0, result.output
     assert registry.aliases("fedmm-tiny")["champion"] == champion
     assert "previous-champion" not in registry.aliases("fedmm-tiny")
@@ -114,8 +115,8 @@ def test_harmful_client_blocks_promotion_when_the_audit_gate_is_on(tmp_path, mon
                  "impute.evaluate=true", "impute.imputers=[zero, mean]", "impute.rates=[0.5]"]
     result = CliRunner().invoke(main, ["run", "-c", str(TINY), *sum([["--set", o] for o in overrides], [])],
                                 catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    summary = json.loads(open("reports/latest/summary.json").read())
+    assert result.exit_code == 1, result.output  # the clean-audit gate failed
+    summary = json.loads((summary_dir() / "summary.json").read_text())
     # x-4 over two rounds: an update norm four times the others' (anomalous), harmful when the evidence suffices
     assert {f["flag"] for f in summary["audit_flags"]["1"]} & {"harmful", "anomalous"}
     assert set(summary["audit_flags"]) == {"1"}
@@ -148,16 +149,22 @@ def test_bad_data_fails_validation_and_registers_nothing(tmp_path, defect):
     arrays = dict(np.load(path))
     if defect == "nan":
         arrays["modality/acc"][[3, 50, 90], 0, 5] = np.nan
-        expected = "acc_nonfinite"
+        expected = "validation failed"  # found by the Great Expectations suite, after prepare
+        detail = "acc_nonfinite"
     else:
         arrays["labels"][7] = 9
-        expected = "label"
+        expected = "label 9 but only 3 class_names"  # found by the preflight, before any work
+        detail = "labels must be 0..2"
     np.savez(path, **arrays)
     name = f"fedmm-bad-{defect.replace('_', '-')}"
     before = _versions(name)
     result = CliRunner().invoke(main, ["run", "-c", str(TINY), *sum([["--set", o] for o in synthetic_overrides(path, name)], [])])
-    assert result.exit_code != 0
-    assert "validation failed" in result.output and expected in result.output
+    assert result.exit_code == 2
+    assert expected in result.output and detail in result.output
+    # one error line and where the details are, not ZenML's step-failure traceback
+    assert "Traceback" not in result.output and "Failed to run step" not in result.output
+    log = [line for line in result.output.splitlines() if line.startswith("details: ")][0].removeprefix("details: ")
+    assert "Traceback" in open(log).read()
     assert _versions(name) == before == 0
 
 
@@ -184,8 +191,8 @@ def test_knowledge_transfer_strategies_run_through_the_pipeline(first_run, tmp_p
         "run", "--config", str(TINY), "--set", f"train.strategy={strategy}", "--set", "partition.proxy_fraction=0.1",
         "--set", "mask.missing_rate={gyro: 0.5}", "--set", f"registry.model_name={name}",
     ], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    summary = json.loads(open("reports/latest/summary.json").read())
+    summary = json.loads((summary_dir() / "summary.json").read_text())
+    assert result.exit_code == (0 if summary["promoted"] else 1), result.output  # a tiny model may miss the floor
     assert summary["strategy"] == strategy and "test_missing_macro_f1" in summary
     assert ("audit_flags" in summary) == (strategy == "fedmobile")
     test_set = registry.load_test_set(name, summary["model_version"])

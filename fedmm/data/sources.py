@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,17 +159,79 @@ def load_uci_mfeat(config: DataConfig, info: SourceInfo) -> MultimodalDataset:
     return MultimodalDataset.from_arrays(arrays, origin=str(info.path))
 
 
-def npz_info(config: DataConfig) -> SourceInfo:
-    path = Path(config.path or "")
+# Bring-your-own-data default bounds: the 0.1% and 99.9% quantiles widened by this many times their distance.
+ROBUST_BOUNDS_QUANTILES = (0.001, 0.999)
+ROBUST_BOUNDS_WIDEN = 10.0
+
+
+def read_npz_file(path: Path) -> MultimodalDataset:
+    """Load and check a bring-your-own-data ``.npz``, naming what is wrong with the file in one line."""
     if not path.is_file():
         raise DatasetError(f"dataset file not found: {path}")
-    with np.load(path, allow_pickle=False) as data:
-        modalities = tuple(k[len(MODALITY_PREFIX):] for k in data.files if k.startswith(MODALITY_PREFIX))
-    return SourceInfo(name="npz", path=path, sha256=sha256_file(path), modalities=modalities, value_bounds={})
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{path} is empty (0 bytes): write it with numpy.savez")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+        if head.startswith(b"PK\x03\x04"):
+            raise DatasetError(f"{path} is a truncated .npz file (its zip directory is missing): write it again")
+        what = "a single .npy array" if head == b"\x93NUMPY" else "not a zip archive of .npy arrays"
+        raise DatasetError(f"{path} is not an .npz file ({what}): write it with numpy.savez")
+    try:
+        dataset = load_npz(path)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+        raise DatasetError(f"{path} is truncated or corrupt ({error}): write it again with numpy.savez") from None
+    check_byod(dataset, path)
+    return dataset
+
+
+def check_byod(dataset: MultimodalDataset, origin: Path) -> None:
+    """What the pipeline cannot train or evaluate on: empty modalities, bad or gapped labels, one class."""
+    for name, array in dataset.modalities.items():
+        if 0 in array.shape[1:]:
+            what = "features" if array.ndim == 2 else ("channels" if array.shape[1] == 0 else "time steps")
+            raise DatasetError(f"{origin}: modality {name!r} has shape {tuple(array.shape[1:])} per sample: 0 {what}")
+    labels = dataset.labels
+    if labels.min() < 0:
+        raise DatasetError(
+            f"{origin}: labels must be 0..K-1, found {int(labels.min())} ({int((labels < 0).sum())} samples below 0)"
+        )
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise DatasetError(f"{origin}: all {len(labels)} samples have label {int(present[0])}; a classifier needs 2 or more classes")
+    k = len(dataset.class_names)
+    if int(labels.max()) >= k:
+        raise DatasetError(f"{origin}: label {int(labels.max())} but only {k} class_names; labels must be 0..{k - 1}")
+    missing = sorted(set(range(k)) - set(present.tolist()))
+    if missing:
+        raise DatasetError(
+            f"{origin}: labels {present.tolist()} leave classes {missing} without samples; labels must be the "
+            f"consecutive classes 0..K-1 (or give class_names and a sample of every class)"
+        )
+
+
+def robust_bounds(array: np.ndarray) -> tuple[float, float]:
+    """Plausible [low, high] for a modality from its own finite values (outliers cannot move it)."""
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        return (0.0, 0.0)
+    low, high = np.quantile(finite, ROBUST_BOUNDS_QUANTILES)
+    spread = float(high - low) or max(abs(float(low)), 1.0)
+    return (float(low - ROBUST_BOUNDS_WIDEN * spread), float(high + ROBUST_BOUNDS_WIDEN * spread))
+
+
+def npz_info(config: DataConfig) -> SourceInfo:
+    """A checked bring-your-own-data file; its value bounds come from robust statistics of its values."""
+    path = Path(config.path or "")
+    dataset = read_npz_file(path)
+    return SourceInfo(
+        name="npz", path=path, sha256=sha256_file(path), modalities=tuple(dataset.modalities),
+        value_bounds={name: robust_bounds(array) for name, array in dataset.modalities.items()},
+    )
 
 
 def load_npz_source(config: DataConfig, info: SourceInfo) -> MultimodalDataset:
-    return load_npz(info.path)
+    return read_npz_file(info.path)
 
 
 @dataclass(frozen=True)

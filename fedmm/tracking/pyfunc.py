@@ -3,20 +3,35 @@
 Input: a dict of arrays, one per modality (float32, (B, C, T) or (B, D)) plus ``mask``
 (float32 (B, M), 1 where the modality is present, in the model's modality order).
 Output: class probabilities (B, K).
+
+The model is saved with MLflow's models-from-code: the class comes from
+``model_code.py`` (copied into the model), the weights are the predictor's npz/JSON files,
+so nothing is unpickled at load. Every file of the saved model is hashed at registration
+(:func:`directory_sha256`) and checked again before anything of it is loaded
+(:func:`load_verified`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import torch
 
+import fedmm
+from fedmm.artifacts import sha256_file
 from fedmm.fl.result import load_predictor
 from fedmm.models.multimodal import MultimodalNet
 
 MASK_KEY = "mask"
+MODEL_CODE = Path(__file__).with_name("model_code.py")
+PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "mlflow==3.17.2"]
+
+
+class TamperedModelError(ValueError):
+    """A registered model's files differ from those hashed at registration."""
 
 
 class MultimodalPyfunc(mlflow.pyfunc.PythonModel):
@@ -49,3 +64,39 @@ def model_modalities(model: torch.nn.Module) -> list[str]:
 def model_input(arrays: dict[str, np.ndarray], presence: np.ndarray) -> dict[str, np.ndarray]:
     """The pyfunc input dict for per-modality arrays and a boolean presence matrix."""
     return {**{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}, MASK_KEY: presence.astype(np.float32)}
+
+
+def directory_sha256(folder: str | Path) -> str:
+    """SHA-256 over every file of a folder: its relative path and content hash, in path order."""
+    folder = Path(folder)
+    lines = sorted(
+        f"{path.relative_to(folder).as_posix()} {sha256_file(path)}\n" for path in folder.rglob("*") if path.is_file()
+    )
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def save_pyfunc(path: Path, network: Path, example: dict[str, np.ndarray], signature) -> str:
+    """Save the model (models-from-code, npz/JSON weights) to ``path``; returns its :func:`directory_sha256`."""
+    mlflow.pyfunc.save_model(
+        path=str(path),
+        python_model=str(MODEL_CODE),
+        artifacts={"network": str(network)},
+        signature=signature,
+        input_example=example,
+        code_paths=[str(Path(fedmm.__file__).parent)],
+        pip_requirements=PIP_REQUIREMENTS,
+    )
+    return directory_sha256(path)
+
+
+def load_verified(path: Path, expected_sha256: str | None, what: str):
+    """Load a saved pyfunc only if its files hash to ``expected_sha256`` (recorded at registration)."""
+    if not expected_sha256:
+        raise TamperedModelError(f"{what} records no model SHA-256: it was not registered by this fedmm; refusing to load it")
+    actual = directory_sha256(path)
+    if actual != expected_sha256:
+        raise TamperedModelError(
+            f"the files of {what} hash to {actual[:16]}..., not the {expected_sha256[:16]}... recorded at "
+            "registration: refusing to load a modified model"
+        )
+    return mlflow.pyfunc.load_model(str(path))

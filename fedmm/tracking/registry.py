@@ -1,18 +1,28 @@
 """Model registration, promotion gates, promotion and rollback (MLflow aliases, no stages).
 
-- A new version gets the ``challenger`` alias and lineage tags.
+- Registration is two-phase: the version is created with all its tags and
+  ``fedmm.registration=pending``, gets the ``challenger`` alias, then is marked
+  ``complete``. :func:`sweep` deletes half-registered versions (and marks runs whose process
+  died FAILED) on the next start. The model is saved from code with npz/JSON weights and
+  the SHA-256 of its files, checked before every load.
 - Promotion to ``champion`` happens only when every gate passes: validation passed, test
-  macro-F1 at least a floor, and at least the current champion's macro-F1 *on the same
-  frozen test set* (both models are re-scored on the candidate's logged test set) plus a
-  margin. The old champion keeps ``previous-champion``.
-- Alias moves are all-or-nothing: on any failure the aliases are restored as they were.
+  macro-F1 at least a floor, a test set of at least ``min_test_samples``, and the lower
+  bound of a paired cluster-bootstrap interval of (challenger - champion) macro-F1 at least
+  a margin, both scored on the challenger's frozen test set. A champion whose recorded test
+  set differs is not comparable: the gate fails and says so. The old champion keeps
+  ``previous-champion``; rollback goes through the same gates (less the comparison).
+- Promotion and rollback hold the model's registry lock (:mod:`fedmm.tracking.lock`) across
+  read-score-move, so concurrent promotions serialise. Alias moves are all-or-nothing.
+- A re-audit keeps the earlier audits' tags under ``fedmm.audit.history.<n>.*``.
 """
 
 from __future__ import annotations
 
 import json
-
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,23 +31,34 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-import fedmm
 from fedmm.artifacts import write_npz
 from fedmm.data.dataset import MultimodalDataset, load_npz
 from fedmm.fl.evaluation import classification_metrics
 from fedmm.fl.result import TrainResult, load_predictor
-from fedmm.tracking.pyfunc import MultimodalPyfunc, model_input, predict_probabilities
+from fedmm.runtime import tracking_uri
+from fedmm.tracking import lock, runs
+from fedmm.tracking.compare import paired_difference
+from fedmm.tracking.pyfunc import (
+    TamperedModelError, load_verified, model_input, predict_probabilities, save_pyfunc,
+)
 from fedmm.tracking.runs import client
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
 TEST_SET_ARTIFACT = "eval/test_set.npz"
+MODEL_ARTIFACT = "model"
 TAG_VALIDATION = "fedmm.validation_passed"
 TAG_REPLACED = "fedmm.replaced_version"
 TAG_AUDIT_HARMFUL = "fedmm.audit.harmful_clients"
 TAG_AUDIT_FLAGS = "fedmm.audit.flags"
 TAG_AUDIT_GATE_FLAGS = "fedmm.audit.gate_flags"
-PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "mlflow==3.17.2"]
+TAG_AUDIT_COUNT = "fedmm.audit.count"
+TAG_AUDIT_RECORDED = "fedmm.audit.recorded_at"
+AUDIT_HISTORY = "fedmm.audit.history."
+TAG_TEST_SHA = "fedmm.test_sha256"
+TAG_MODEL_SHA = "fedmm.model_sha256"
+TAG_REGISTRATION = "fedmm.registration"
+PENDING, COMPLETE = "pending", "complete"
 
 
 class RegistryError(RuntimeError):
@@ -51,9 +72,35 @@ class Gate:
     detail: str
 
 
+@dataclass(frozen=True)
+class GatePolicy:
+    """What a version must show to become champion (see ``RegistryConfig``)."""
+
+    min_macro_f1: float
+    margin: float = 0.0
+    require_clean_audit: bool = False
+    min_test_samples: int = 30
+    confidence: float = 0.95
+    resamples: int = 1000
+
+    @classmethod
+    def from_config(cls, registry_config, **overrides) -> GatePolicy:
+        """The policy of a config's ``registry`` section; ``None`` overrides are ignored."""
+        values = {
+            "min_macro_f1": registry_config.min_macro_f1,
+            "margin": registry_config.champion_margin,
+            "require_clean_audit": registry_config.require_clean_audit,
+            "min_test_samples": registry_config.min_test_samples,
+            "confidence": registry_config.confidence,
+            "resamples": registry_config.bootstrap_resamples,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
 @dataclass
 class PromotionDecision:
-    """What a promotion attempt decided and why."""
+    """What a promotion (or rollback) attempt decided and why."""
 
     model_name: str
     version: str
@@ -61,6 +108,7 @@ class PromotionDecision:
     gates: list[Gate]
     champion_before: str | None
     aliases: dict[str, str] = field(default_factory=dict)
+    test_samples: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +119,15 @@ def _test_inputs(test_set: MultimodalDataset) -> dict[str, np.ndarray]:
     return model_input(test_set.modalities, presence)
 
 
+def _ensure_registered_model(model_name: str) -> None:
+    mlflow_client = client()
+    try:
+        mlflow_client.create_registered_model(model_name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
 def register_model(
     run_id: str,
     model_name: str,
@@ -78,10 +135,11 @@ def register_model(
     test_set: MultimodalDataset,
     tags: dict[str, str],
 ) -> str:
-    """Log the model to the run, register it, tag its lineage, alias it ``challenger``.
+    """Log the model and the frozen test set to the run, register it in two phases, end the run.
 
-    The frozen test set is logged with the run so later promotions re-score on it. Ends the
-    MLflow run.
+    Phase one creates the version with every tag and ``fedmm.registration=pending`` (one
+    call, so a version never exists without its lineage); the ``challenger`` alias follows;
+    phase two marks it ``complete``. Only complete versions can be promoted.
     """
     mlflow_client = client()
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,29 +149,61 @@ def register_model(
         network = result.save_predictor(folder / "network")
         example = {k: v[:4] for k, v in _test_inputs(test_set).items()}
         signature = infer_signature(example, predict_probabilities(load_predictor(network), example))
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=MultimodalPyfunc(),
-                artifacts={"network": str(network)},
-                signature=signature,
-                input_example=example,
-                code_paths=[str(Path(fedmm.__file__).parent)],
-                pip_requirements=PIP_REQUIREMENTS,
-                registered_model_name=model_name,
-            )
-    version = str(info.registered_model_version)
-    for key, value in tags.items():
-        mlflow_client.set_model_version_tag(model_name, version, key, str(value))
+        digest = save_pyfunc(folder / MODEL_ARTIFACT, network, example, signature)
+        mlflow_client.log_artifacts(run_id, str(folder / MODEL_ARTIFACT), MODEL_ARTIFACT)
+    _ensure_registered_model(model_name)
+    source = f"{mlflow_client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
+    all_tags = {**{k: str(v) for k, v in tags.items()}, TAG_MODEL_SHA: digest, TAG_REGISTRATION: PENDING}
+    version = str(mlflow_client.create_model_version(model_name, source, run_id=run_id, tags=all_tags).version)
     mlflow_client.set_registered_model_alias(model_name, CHALLENGER, version)
+    mlflow_client.set_model_version_tag(model_name, version, TAG_REGISTRATION, COMPLETE)
+    runs.end_run(run_id)
     return version
+
+
+def sweep() -> list[str]:
+    """Clean up after crashed or killed processes; returns one line per thing swept.
+
+    Runs whose process on this host is gone are marked FAILED; versions still ``pending``
+    whose run is no longer RUNNING are deleted (they never finished registering).
+    """
+    swept = runs.sweep_stale_runs()
+    mlflow_client = client()
+    try:
+        pending = mlflow_client.search_model_versions(f"tags.`{TAG_REGISTRATION}` = '{PENDING}'")
+    except MlflowException:
+        return swept
+    for version in pending:
+        if not version.run_id or mlflow_client.get_run(version.run_id).info.status != "RUNNING":
+            mlflow_client.delete_model_version(version.name, version.version)
+            swept.append(f"half-registered {version.name} v{version.version} deleted")
+    return swept
+
+
+def _download_model(model_name: str, version: str, folder: Path) -> Path:
+    uri = client().get_model_version_download_uri(model_name, version)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+
+
+def predict_version(model_name: str, version: str, test_set: MultimodalDataset) -> np.ndarray:
+    """Predicted classes of a registered version on a test set (all modalities present).
+
+    The version's files are checked against the SHA-256 recorded at registration first.
+    """
+    expected = client().get_model_version(model_name, version).tags.get(TAG_MODEL_SHA)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _download_model(model_name, version, Path(tmp))
+        try:
+            model = load_verified(path, expected, f"{model_name} v{version}")
+        except TamperedModelError as error:
+            raise RegistryError(str(error)) from None
+        probabilities = model.predict(_test_inputs(test_set))
+    return np.asarray(probabilities).argmax(1)
 
 
 def score_version(model_name: str, version: str, test_set: MultimodalDataset) -> float:
     """Macro-F1 of a registered version on a test set (all modalities present)."""
-    model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
-    probabilities = model.predict(_test_inputs(test_set))
-    return classification_metrics(test_set.labels, np.asarray(probabilities).argmax(1))["macro_f1"]
+    return classification_metrics(test_set.labels, predict_version(model_name, version, test_set))["macro_f1"]
 
 
 def aliases(model_name: str) -> dict[str, str]:
@@ -153,12 +243,74 @@ def _apply(model_name: str, moves: dict[str, str | None]) -> None:
         raise
 
 
+@contextmanager
+def locked(model_name: str) -> Iterator[None]:
+    """Hold the model's registry lock (file lock on SQLite, advisory lock on PostgreSQL)."""
+    try:
+        with lock.registry_lock(tracking_uri(), model_name):
+            yield
+    except lock.LockError as error:
+        raise RegistryError(str(error)) from None
+
+
 def load_test_set(model_name: str, version: str) -> MultimodalDataset:
-    """The frozen test set logged with a version's run."""
-    run_id = client().get_model_version(model_name, version).run_id
+    """The frozen test set logged with a version's run, checked against its recorded hash."""
+    model_version = client().get_model_version(model_name, version)
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TEST_SET_ARTIFACT, dst_path=tmp)
-        return load_npz(path)
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=model_version.run_id, artifact_path=TEST_SET_ARTIFACT, dst_path=tmp
+            )
+        except (MlflowException, OSError):
+            raise RegistryError(f"{model_name} v{version} has no frozen test set ({TEST_SET_ARTIFACT})") from None
+        test_set = load_npz(path)
+    recorded = model_version.tags.get(TAG_TEST_SHA)
+    if recorded is not None and recorded != test_set.content_hash():
+        raise RegistryError(
+            f"the frozen test set of {model_name} v{version} does not match its recorded {TAG_TEST_SHA}: "
+            "refusing to gate on a modified test set"
+        )
+    return test_set
+
+
+def _model_version(model_name: str, version: str):
+    try:
+        return client().get_model_version(model_name, str(version))
+    except MlflowException:
+        raise RegistryError(f"model {model_name!r} has no version {version}") from None
+
+
+def _require_complete(model_version) -> None:
+    state = model_version.tags.get(TAG_REGISTRATION)
+    if state is not None and state != COMPLETE:
+        raise RegistryError(
+            f"{model_version.name} v{model_version.version} is half-registered ({TAG_REGISTRATION}={state}): "
+            "it cannot be promoted"
+        )
+
+
+def audit_record_tags(existing: dict[str, str], audit: dict[str, str]) -> dict[str, str]:
+    """The tags that record a new audit on a version, keeping the earlier ones.
+
+    The current audit's tags move to ``fedmm.audit.history.<n>.*`` (n = 1 for the first
+    audit), and ``fedmm.audit.count`` says how many audits the version has had.
+    """
+    count = int(existing.get(TAG_AUDIT_COUNT, "1" if TAG_AUDIT_HARMFUL in existing else "0"))
+    archived = {
+        f"{AUDIT_HISTORY}{count}.{key[len('fedmm.audit.'):]}": value
+        for key, value in existing.items()
+        if key.startswith("fedmm.audit.") and not key.startswith(AUDIT_HISTORY) and key != TAG_AUDIT_COUNT
+    }
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {**archived, **audit, TAG_AUDIT_COUNT: str(count + 1), TAG_AUDIT_RECORDED: stamp}
+
+
+def record_audit(model_name: str, version: str, audit: dict[str, str]) -> None:
+    """Tag a version with a (re-)audit, keeping each earlier audit under the history tags."""
+    mlflow_client = client()
+    existing = mlflow_client.get_model_version(model_name, str(version)).tags
+    for key, value in audit_record_tags(existing, audit).items():
+        mlflow_client.set_model_version_tag(model_name, str(version), key, value)
 
 
 def audit_gate(tags: dict[str, str]) -> Gate:
@@ -181,82 +333,151 @@ def audit_gate(tags: dict[str, str]) -> Gate:
     return Gate("clean_audit", False, f"clients {list(blocking)} flagged ({why}) contributed")
 
 
+def _which_audit(tags: dict[str, str]) -> str:
+    """Which of a version's audits the clean-audit gate read."""
+    count = tags.get(TAG_AUDIT_COUNT)
+    if count is None:
+        return ""
+    return f" (audit {count} of {count}, recorded {tags.get(TAG_AUDIT_RECORDED, 'at registration')})"
+
+
+def _comparable(champion_tags: dict[str, str], test_sha: str, champion: str) -> str | None:
+    """Why the champion cannot be compared on this test set, or None when it can."""
+    recorded = champion_tags.get(TAG_TEST_SHA)
+    if recorded is None:
+        return f"champion v{champion} records no {TAG_TEST_SHA}: its test set is unknown, the scores are not comparable"
+    if recorded != test_sha:
+        return (
+            f"champion v{champion} was tested on test set {recorded[:12]}, this version on {test_sha[:12]} "
+            "(different data or split): the scores are not comparable and the champion may have trained on "
+            "these test samples; retrain on the champion's data and split, or retire the champion first"
+        )
+    return None
+
+
+def _champion_gate(
+    model_name: str, champion: str, test_set: MultimodalDataset, predicted: np.ndarray, policy: GatePolicy
+) -> Gate:
+    champion_tags = _model_version(model_name, champion).tags
+    reason = _comparable(champion_tags, test_set.content_hash(), champion)
+    if reason is not None:
+        return Gate("beats_champion", False, reason)
+    try:
+        champion_predicted = predict_version(model_name, champion, test_set)
+    except Exception as error:  # an incompatible champion cannot be compared: the gate fails
+        return Gate("beats_champion", False, f"champion v{champion} cannot score this test set: {error}")
+    difference = paired_difference(
+        test_set.labels, predicted, champion_predicted, test_set.recording, policy.confidence, policy.resamples
+    )
+    return Gate(
+        "beats_champion",
+        difference.low >= policy.margin,
+        f"macro-F1 {difference.a:.4f} vs champion v{champion} {difference.b:.4f}: difference "
+        f"{difference.estimate:+.4f}, {difference.level:.0%} paired bootstrap interval "
+        f"[{difference.low:+.4f}, {difference.high:+.4f}] over {difference.clusters} recordings; "
+        f"promoted when the lower bound is at least the margin {policy.margin:.4f}",
+    )
+
+
+def _own_gates(
+    model_name: str, version: str, test_set: MultimodalDataset, policy: GatePolicy
+) -> tuple[list[Gate], np.ndarray]:
+    """The gates a version passes or fails on its own, and its predictions on the test set."""
+    tags = _model_version(model_name, version).tags
+    validated = tags.get(TAG_VALIDATION) == "true"
+    gates = [Gate("validation", validated, f"{TAG_VALIDATION}={tags.get(TAG_VALIDATION, 'missing')}")]
+    if policy.require_clean_audit:
+        audit = audit_gate(tags)
+        gates.append(Gate(audit.name, audit.passed, audit.detail + _which_audit(tags)))
+    predicted = predict_version(model_name, version, test_set)
+    score = classification_metrics(test_set.labels, predicted)["macro_f1"]
+    gates.append(
+        Gate("min_macro_f1", score >= policy.min_macro_f1, f"test macro-F1 {score:.4f} vs floor {policy.min_macro_f1:.4f}")
+    )
+    recordings = len(np.unique(test_set.recording))
+    gates.append(
+        Gate("test_size", len(test_set) >= policy.min_test_samples,
+             f"{len(test_set)} test samples from {recordings} recordings vs minimum {policy.min_test_samples}")
+    )
+    return gates, predicted
+
+
 def evaluate_gates(
     model_name: str,
     version: str,
     test_set: MultimodalDataset,
-    min_macro_f1: float,
-    margin: float,
-    require_clean_audit: bool = False,
+    policy: GatePolicy,
+    champion: str | None,
 ) -> list[Gate]:
-    """The promotion gates for a version, each with its evidence."""
-    mlflow_client = client()
-    tags = mlflow_client.get_model_version(model_name, version).tags
-    validated = tags.get(TAG_VALIDATION) == "true"
-    gates = [Gate("validation", validated, f"{TAG_VALIDATION}={tags.get(TAG_VALIDATION, 'missing')}")]
-    if require_clean_audit:
-        gates.append(audit_gate(tags))
-    score = score_version(model_name, version, test_set)
-    gates.append(Gate("min_macro_f1", score >= min_macro_f1, f"test macro-F1 {score:.4f} vs floor {min_macro_f1:.4f}"))
-    champion = aliases(model_name).get(CHAMPION)
+    """The promotion gates for a version against the current ``champion``, each with its evidence."""
+    gates, predicted = _own_gates(model_name, version, test_set, policy)
     if champion is None or champion == version:
         gates.append(Gate("beats_champion", True, "no other champion to beat"))
     else:
-        try:
-            best = score_version(model_name, champion, test_set)
-        except Exception as error:  # an incompatible champion cannot be compared: the gate fails
-            gates.append(Gate("beats_champion", False, f"champion v{champion} cannot score this test set: {error}"))
-        else:
-            gates.append(
-                Gate(
-                    "beats_champion",
-                    score >= best + margin,
-                    f"test macro-F1 {score:.4f} vs champion v{champion} {best:.4f} + margin {margin:.4f}",
-                )
-            )
+        gates.append(_champion_gate(model_name, champion, test_set, predicted, policy))
     return gates
+
+
+def _record_decision(model_name: str, version: str, outcome: str, gates: list[Gate]) -> None:
+    mlflow_client = client()
+    mlflow_client.set_model_version_tag(model_name, version, "fedmm.promotion", outcome)
+    mlflow_client.set_model_version_tag(
+        model_name, version, "fedmm.gates", "; ".join(f"{g.name}={'pass' if g.passed else 'FAIL'}" for g in gates)
+    )
 
 
 def promote(
     model_name: str,
     version: str,
-    min_macro_f1: float,
-    margin: float,
+    policy: GatePolicy,
     test_set: MultimodalDataset | None = None,
-    require_clean_audit: bool = False,
 ) -> PromotionDecision:
-    """Promote a version to ``champion`` if every gate passes; record the decision on it."""
-    mlflow_client = client()
+    """Promote a version to ``champion`` if every gate passes; record the decision on it.
+
+    The model's registry lock is held from reading the champion to moving the aliases, so a
+    concurrent promotion waits and is then compared with whichever version won.
+    """
     version = str(version)
-    try:
-        mlflow_client.get_model_version(model_name, version)
-    except MlflowException:
-        raise RegistryError(f"model {model_name!r} has no version {version}") from None
-    test_set = test_set if test_set is not None else load_test_set(model_name, version)
-    gates = evaluate_gates(model_name, version, test_set, min_macro_f1, margin, require_clean_audit)
-    champion = aliases(model_name).get(CHAMPION)
-    promoted = all(gate.passed for gate in gates) and champion != version
-    if promoted:
-        _apply(model_name, {PREVIOUS: champion, CHAMPION: version})
-        if champion is not None:
-            mlflow_client.set_model_version_tag(model_name, version, TAG_REPLACED, champion)
-    decision = PromotionDecision(model_name, version, promoted, gates, champion, aliases(model_name))
-    mlflow_client.set_model_version_tag(model_name, version, "fedmm.promotion", "promoted" if promoted else "rejected")
-    mlflow_client.set_model_version_tag(
-        model_name, version, "fedmm.gates", "; ".join(f"{g.name}={'pass' if g.passed else 'FAIL'}" for g in gates)
-    )
-    return decision
+    with locked(model_name):
+        _require_complete(_model_version(model_name, version))
+        test_set = test_set if test_set is not None else load_test_set(model_name, version)
+        champion = aliases(model_name).get(CHAMPION)
+        gates = evaluate_gates(model_name, version, test_set, policy, champion)
+        promoted = all(gate.passed for gate in gates) and champion != version
+        if promoted:
+            _apply(model_name, {PREVIOUS: champion, CHAMPION: version})
+            client().set_model_version_tag(model_name, version, TAG_REPLACED, champion or "none")
+        _record_decision(model_name, version, "promoted" if promoted else "rejected", gates)
+        return PromotionDecision(model_name, version, promoted, gates, champion, aliases(model_name), len(test_set))
 
 
-def rollback(model_name: str) -> dict[str, str]:
-    """Make ``previous-champion`` the champion again; returns the aliases after the move."""
-    current = aliases(model_name)
-    previous = current.get(PREVIOUS)
-    if previous is None:
-        raise RegistryError(f"model {model_name!r} has no {PREVIOUS!r} version to roll back to")
-    mlflow_client = client()
-    before = mlflow_client.get_model_version(model_name, previous).tags.get(TAG_REPLACED)
-    _apply(model_name, {CHAMPION: previous, PREVIOUS: before})
-    if CHAMPION in current:
-        mlflow_client.set_model_version_tag(model_name, current[CHAMPION], "fedmm.rolled_back", "true")
-    return aliases(model_name)
+def rollback(model_name: str, policy: GatePolicy) -> PromotionDecision:
+    """Make ``previous-champion`` the champion again, if it passes the gates on its own test set.
+
+    Every gate but the comparison with the champion applies (validation, floor, test size,
+    clean audit when required). ``previous-champion`` then becomes the version the restored
+    champion had replaced, unless that is the version rolled back from: repeated rollbacks
+    walk back the history instead of swapping two versions.
+    """
+    with locked(model_name):
+        try:
+            current = aliases(model_name)
+        except MlflowException:
+            raise RegistryError(f"no registered model {model_name!r}") from None
+        previous = current.get(PREVIOUS)
+        if previous is None:
+            raise RegistryError(f"model {model_name!r} has no {PREVIOUS!r} version to roll back to")
+        target = _model_version(model_name, previous)
+        _require_complete(target)
+        test_set = load_test_set(model_name, previous)
+        gates, _ = _own_gates(model_name, previous, test_set, policy)
+        champion = current.get(CHAMPION)
+        passed = all(gate.passed for gate in gates)
+        if passed:
+            before = target.tags.get(TAG_REPLACED)
+            before = None if before in (None, "none", champion) else before
+            _apply(model_name, {CHAMPION: previous, PREVIOUS: before})
+            if champion is not None:
+                client().set_model_version_tag(model_name, champion, "fedmm.rolled_back", "true")
+        _record_decision(model_name, previous, "rolled back to" if passed else "rollback rejected", gates)
+        return PromotionDecision(model_name, previous, passed, gates, champion, aliases(model_name), len(test_set))

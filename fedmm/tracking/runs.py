@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import mlflow
+import psutil
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
@@ -17,6 +20,7 @@ from fedmm.tracking import plots
 
 EXPERIMENT = "fedmm"
 AUDIT_REPORT = "audit/report.html"
+TAG_HOST, TAG_PID, TAG_PROCESS_STARTED = "fedmm.host", "fedmm.pid", "fedmm.process_started"
 
 
 def client() -> MlflowClient:
@@ -25,12 +29,15 @@ def client() -> MlflowClient:
 
 
 def experiment_id(name: str = EXPERIMENT) -> str:
-    """The experiment's id, creating it with artifacts inside the state folder."""
+    """The experiment's id, creating it with artifacts inside the state folder.
+
+    On a tracking server (``http(s)://``) the server's own artifact root is used instead.
+    """
     mlflow_client = client()
     existing = mlflow_client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    location = (state_dir() / "mlartifacts").as_uri()
+    location = None if tracking_uri().startswith(("http://", "https://")) else (state_dir() / "mlartifacts").as_uri()
     return mlflow_client.create_experiment(name, artifact_location=location)
 
 
@@ -60,7 +67,8 @@ def start_run(config: Config, run_name: str | None = None) -> str:
     run = mlflow_client.create_run(
         experiment_id(),
         run_name=run_name,
-        tags={"fedmm.config_hash": config.hash(), "fedmm.git_commit": git_commit(), "fedmm.strategy": config.train.strategy},
+        tags={"fedmm.config_hash": config.hash(), "fedmm.git_commit": git_commit(), "fedmm.strategy": config.train.strategy,
+              **owner_tags()},
     )
     params = flatten(config.model_dump(mode="json"))
     for key, value in params.items():
@@ -140,3 +148,39 @@ def log_imputation(run_id: str, report) -> None:
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     client().set_terminated(run_id, status=status)
+
+
+def owner_tags() -> dict[str, str]:
+    """Which process owns a run: host, pid and the process's start time (pids are reused)."""
+    return {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()),
+            TAG_PROCESS_STARTED: f"{psutil.Process().create_time():.3f}"}
+
+
+def owner_alive(tags: dict[str, str]) -> bool | None:
+    """Whether the process that created a run still runs; None when that cannot be known here."""
+    if tags.get(TAG_HOST) != socket.gethostname() or TAG_PID not in tags:
+        return None
+    try:
+        started = psutil.Process(int(tags[TAG_PID])).create_time()
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+    recorded = tags.get(TAG_PROCESS_STARTED)
+    return recorded is None or abs(started - float(recorded)) < 0.01  # another process with a reused pid: gone
+
+
+def sweep_stale_runs() -> list[str]:
+    """Mark RUNNING runs whose process on this host is gone as FAILED; returns what was swept.
+
+    Runs started on another host (or before fedmm recorded owners) are left alone.
+    """
+    mlflow_client = client()
+    experiment = mlflow_client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return []
+    swept = []
+    for run in mlflow_client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        if owner_alive(run.data.tags) is False:
+            mlflow_client.set_tag(run.info.run_id, "fedmm.swept", f"process {run.data.tags[TAG_PID]} is gone")
+            mlflow_client.set_terminated(run.info.run_id, status="FAILED")
+            swept.append(f"run {run.info.run_id} (process {run.data.tags[TAG_PID]} gone) marked FAILED")
+    return swept

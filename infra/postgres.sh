@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# A local PostgreSQL for the MLflow tracking server (`make server`) and the tests.
+#   infra/postgres.sh start DATA_DIR [PORT]   initialise if needed, start, print the server's URI
+#   infra/postgres.sh stop DATA_DIR           stop it (nothing if it is not running)
+# Idempotent and quiet; runs the server as the `postgres` user when called as root.
+# Needs Debian's `postgresql` package (.ci/run installs it).
+set -euo pipefail
+command=${1:?start or stop}
+data=${2:?data folder}
+port=${3:-5440}
+bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$bin" ]; then bin=$(dirname "$(command -v initdb || echo /nonexistent/initdb)"); fi
+if [ ! -x "$bin/initdb" ]; then
+    echo "PostgreSQL is not installed (apt-get install -y postgresql)" >&2
+    exit 2
+fi
+as_owner() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+case $command in
+start)
+    mkdir -p "$data"
+    if [ "$(id -u)" = 0 ]; then chown postgres "$data"; chmod 700 "$data"; fi
+    if [ ! -s "$data/PG_VERSION" ]; then
+        as_owner "$bin/initdb" -D "$data" -A trust -U fedmm --no-sync >/dev/null
+    fi
+    if ! as_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+        as_owner "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -s \
+            -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+    fi
+    as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U fedmm -d postgres -tAq \
+        -c "SELECT 1 FROM pg_database WHERE datname = 'fedmm'" | grep -q 1 \
+        || as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U fedmm fedmm
+    echo "postgresql://fedmm@127.0.0.1:$port/fedmm"
+    ;;
+stop)
+    if [ -s "$data/PG_VERSION" ]; then
+        as_owner "$bin/pg_ctl" -D "$data" -m fast -s stop >/dev/null 2>&1 || true
+    fi
+    ;;
+*)
+    echo "usage: $0 start|stop DATA_DIR [PORT]" >&2
+    exit 2
+    ;;
+esac

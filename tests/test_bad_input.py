@@ -1,0 +1,164 @@
+"""Bad input ends in one clear error line and exit code 2, before any work, with nothing registered.
+
+Every case goes through the real ``fedmm`` command (in-process); they fail in the config
+parser or the preflight, so no pipeline runs. Failures inside a pipeline step (the
+Great Expectations suite) are covered in test_pipeline.py.
+"""
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import TINY, synthetic_overrides, write_synthetic_npz
+from fedmm.cli import main
+from fedmm.data.sources import robust_bounds
+from promotion_support import REPO
+
+CONFIG_TRIALS = {
+    "train.rounds=[1,": "the value is not valid YAML",
+    "train.rounds=!!python/object/apply:os.system [echo pwned]": "could not determine a constructor",
+    "train.lr=.inf": "train.lr: inf is not a finite number",
+    "train.rounds=true": "train.rounds: expected a number, got the boolean True",
+    f"seed={2 ** 70}": "seed: Input should be less than or equal to 9223372036854775807",
+    "validation.value_bounds={acc: [5, -5]}": "validation.value_bounds.acc: low 5 is above high -5",
+    "train.device=cuda": "no CUDA device is available",
+}
+
+
+def _error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith(("error:", "internal error:"))]
+
+
+def _run(args: list[str]):
+    result = CliRunner().invoke(main, args)
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.mark.parametrize("override", CONFIG_TRIALS)
+def test_bad_config_values_are_one_line_and_exit_2(override):
+    import torch
+
+    if override == "train.device=cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: train.device=cuda is valid here")
+    result = _run(["run", "-c", str(TINY), "--set", override])
+    assert result.exit_code == 2, result.output
+    assert len(_error_lines(result.output)) == 1 and CONFIG_TRIALS[override] in _error_lines(result.output)[0]
+
+
+def _npz(tmp_path, **changes):
+    path = write_synthetic_npz(tmp_path / "data.npz")
+    arrays = dict(np.load(path))
+    arrays.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del arrays[key]
+    np.savez(path, **arrays)
+    return path
+
+
+def _bytes(tmp_path, content: bytes):
+    path = tmp_path / "data.npz"
+    path.write_bytes(content)
+    return path
+
+
+def _crc_corrupt(tmp_path):
+    path = write_synthetic_npz(tmp_path / "data.npz")
+    content = bytearray(path.read_bytes())
+    content[400] ^= 0xFF
+    return _bytes(tmp_path, bytes(content))
+
+
+NPZ_TRIALS = {
+    "zero_bytes": (lambda t: _bytes(t, b""), "is empty (0 bytes)"),
+    "truncated": (lambda t: _bytes(t, write_synthetic_npz(t / "full.npz").read_bytes()[:5000]), "truncated"),
+    "crc_corrupt": (_crc_corrupt, "truncated or corrupt (Bad CRC-32"),
+    "pickle_file": (lambda t: _bytes(t, pickle.dumps({"labels": [0, 1]})), "is not an .npz file"),
+    "negative_labels": (lambda t: _npz(t, labels=np.arange(240) % 3 - 1), "labels must be 0..K-1, found -1"),
+    "single_class": (lambda t: _npz(t, labels=np.zeros(240, dtype=np.int64)), "a classifier needs 2 or more classes"),
+    "zero_time_steps": (lambda t: _npz(t, **{"modality/acc": np.zeros((240, 3, 0), np.float32)}), "0 time steps"),
+    "zero_features": (lambda t: _npz(t, **{"modality/acc": np.zeros((240, 0), np.float32)}), "0 features"),
+    "label_gap": (lambda t: _npz(t, labels=np.where(np.arange(240) % 3 == 2, 7, np.arange(240) % 3), class_names=None),
+                  "leave classes [2, 3, 4, 5, 6] without samples"),
+}
+
+
+@pytest.mark.parametrize("trial", NPZ_TRIALS)
+def test_bad_data_files_are_one_line_and_exit_2(tmp_path, trial):
+    make, expected = NPZ_TRIALS[trial]
+    path = make(tmp_path)
+    result = _run(["run", "-c", str(TINY), *sum([["--set", o] for o in synthetic_overrides(path, "bad")], [])])
+    assert result.exit_code == 2, result.output
+    assert len(_error_lines(result.output)) == 1 and expected in _error_lines(result.output)[0]
+
+
+def test_more_clients_than_the_data_can_fill_is_refused_before_work(synthetic_npz):
+    overrides = [*synthetic_overrides(synthetic_npz, "bad"), "partition.scheme=iid", "partition.num_clients=50"]
+    result = _run(["run", "-c", str(TINY), *sum([["--set", o] for o in overrides], [])])
+    assert result.exit_code == 2
+    assert "50 clients of at least 10 samples need 500 training samples, but the data leaves about" in result.output
+
+
+def test_an_absurd_value_falls_outside_the_default_bounds(synthetic_npz):
+    arrays = dict(np.load(synthetic_npz))
+    low, high = robust_bounds(arrays["modality/acc"])
+    assert -100 < low < high < 100
+    arrays["modality/acc"][5, 0, 0] = 1e30
+    assert robust_bounds(arrays["modality/acc"]) == pytest.approx((low, high), rel=0.05)
+
+
+def test_help_creates_no_state(tmp_path, monkeypatch):
+    home = tmp_path / "fresh-home"
+    monkeypatch.setenv("FEDMM_HOME", str(home))
+    for args in (["--help"], ["run", "--help"], ["promote", "--help"], ["--version"]):
+        assert CliRunner().invoke(main, args).exit_code == 0
+    assert not home.exists()
+
+
+def test_an_internal_error_is_one_line_exit_3_with_the_traceback_in_a_log(monkeypatch):
+    import fedmm.config
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(fedmm.config, "load_config", broken)
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code == 3
+    assert result.output.splitlines()[0] == "internal error: RuntimeError: disk on fire"
+    log = result.output.splitlines()[1].removeprefix("details: ")
+    assert "Traceback" in open(log).read() and "Traceback" not in result.output
+
+
+def test_concurrent_first_runs_initialise_the_store_once(tmp_path):
+    code = "from fedmm import runtime; runtime.configure(); from pipelines.runner import ensure_store; ensure_store()"
+    env = {"PATH": "/usr/bin:/bin", "FEDMM_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    processes = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    errors = [p.communicate(timeout=180)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], errors
+
+
+def test_a_tracking_server_without_a_registry_lock_is_refused_before_work(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5059")
+    monkeypatch.delenv("FEDMM_REGISTRY_LOCK_URI", raising=False)
+    result = _run(["run", "-c", str(TINY)])
+    assert result.exit_code == 2 and "cannot be serialised: set FEDMM_REGISTRY_LOCK_URI" in result.output
+
+
+def test_small_data_is_warned_about_with_numbers_before_work():
+    from fedmm import workflow
+    from fedmm.config import load_config
+
+    config = load_config(TINY, ["data.source=npz", "data.path=unused.npz", "registry.min_test_samples=30"])
+    subject, recording = np.repeat(np.arange(4), 20), np.repeat(np.arange(40), 2)  # 80 samples, 4 subjects
+    warnings = workflow.data_fit(config, subject, recording)
+    assert any("holds out about 40 of 80 samples (2 of 4 subjects)" in w for w in warnings)
+    assert any(w.startswith("only 2 clients") for w in warnings)
+    assert any(w.startswith("about 8 test samples") and "min_test_samples=30" in w for w in warnings)
+    roomy = load_config(TINY, ["data.source=npz", "data.path=unused.npz", "data.holdout_subjects=0",
+                               "registry.min_test_samples=10"])
+    assert workflow.data_fit(roomy, np.repeat(np.arange(4), 50), np.repeat(np.arange(100), 2)) == []
