@@ -181,11 +181,15 @@ def train_tiny(tmp_path: Path, model_name: str, seed: int = 0, extra: tuple[str,
 
 
 def register_trained(trained, model_name: str) -> dict:
-    """Register and gate a trained model like the pipeline's register step; returns the run summary."""
+    """Register and gate a trained model like the pipeline's register step, without an audit; returns the run summary.
+
+    There is no audit here, so the clean-audit gate (on by default) is switched off for these registry tests.
+    """
     from fedmm import workflow
 
     config, prepared, federated, result, evaluation = trained
-    config = config.model_copy(update={"registry": config.registry.model_copy(update={"model_name": model_name})})
+    config = config.model_copy(update={"registry": config.registry.model_copy(
+        update={"model_name": model_name, "require_clean_audit": False})})
     run_id = workflow.start_tracking(config)
     return workflow.register_and_promote(config, run_id, prepared, federated, result, evaluation,
                                          validation_passed=True)
