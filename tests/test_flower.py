@@ -7,7 +7,6 @@ drive it from the pipeline's environment as the training stage does.
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,6 @@ from fedmm.data.prepare import prepare
 from fedmm.fl.codec import decode, encode
 from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, make_node_key
 from fedmm.fl.dual_distillation import DistillationUpdate
-from fedmm.fl.engine import UPDATES_DIR
 from fedmm.fl.federation import FederationError, loopback_sites
 from fedmm.fl.fedmekt import EmbeddingPayload
 from fedmm.fl.fedmobile import FedMobileUpdate

@@ -20,7 +20,6 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fedmm.artifacts import read_npz, write_npz
 from fedmm.config import Config
