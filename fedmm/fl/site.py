@@ -132,10 +132,6 @@ class Site:
             self._strategy = make_strategy(config.train, config.seed, ServerContext(run.model_spec, self.device, proxy))
         return self._strategy
 
-    @property
-    def num_examples(self) -> int:
-        return len(self._data) if self._data is not None else 0
-
     def fit(
         self, run: RunSpec, global_state: State, server_state: State, instruction: TrainInstruction,
         proxy: TensorData | None = None,
