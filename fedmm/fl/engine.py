@@ -55,13 +55,14 @@ class UpdateStore:
         write_json(self.directory / LAYOUT_FILE, layout)
 
     def write_round(self, server_round: int, start: State, updates: list[ClientUpdate]) -> None:
-        """Flatten on the device, then one copy to the host per matrix."""
+        """Flatten on the device (every delta in the start state's order), then one copy to the host per matrix."""
         flat = lambda *states: torch.cat([v.detach().reshape(-1).float() for s in states for v in s.values()])
         write_npz(
             self.directory / f"round_{server_round:04d}.npz",
             {
                 "start": flat(start).cpu().numpy(),
-                "deltas": flat(*(update.delta for update in updates)).reshape(len(updates), -1).cpu().numpy(),
+                "deltas": flat(*({name: u.delta[name] for name in start} for u in updates))
+                .reshape(len(updates), -1).cpu().numpy(),
                 "client_ids": np.array([update.client_id for update in updates], dtype=np.int64),
                 "num_examples": np.array([update.num_examples for update in updates], dtype=np.int64),
             },

@@ -127,10 +127,7 @@ class FlowerClients(ClientPool):
                 elif ins.client_id in messages:
                     self.lost.add(ins.client_id)
                 continue
-            payload = read_payload(reply.content, self.payload_classes(strategy))
-            if hasattr(payload, "delta"):
-                payload.delta.update({name: payload.delta.pop(name) for name in state})
-            payloads.append(payload)
+            payloads.append(read_payload(reply.content, self.payload_classes(strategy)))
         needed = self.flower.min_clients or math.ceil(len(instructions) / 2)
         if len(payloads) < needed:
             raise FederationError(
