@@ -38,7 +38,11 @@ class DataConfig(_Section):
     stride: int = Field(50, ge=1, description="step between window starts")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of recordings held out for test")
     val_fraction: float = Field(0.15, ge=0, lt=1, description="share of recordings held out for validation")
-    holdout_subjects: int = Field(2, ge=0, description="whole subjects held out as a second test set")
+    holdout_subjects: int | Literal["auto"] = Field(
+        "auto",
+        description="whole subjects held out as a second test set; 'auto' holds out one per five subjects, "
+        "at most 2 (none below five subjects)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -48,6 +52,8 @@ class DataConfig(_Section):
             raise ValueError("data.test_fraction + data.val_fraction must be below 1")
         if self.stride > self.window:
             raise ValueError("data.stride must not exceed data.window (windows would skip samples)")
+        if self.holdout_subjects != "auto" and self.holdout_subjects < 0:
+            raise ValueError(f"data.holdout_subjects={self.holdout_subjects} must be 'auto' or at least 0")
         return self
 
 

@@ -17,7 +17,7 @@ from fedmm.audit.detection import detection_quality
 from fedmm.audit.report import AuditReport, audit_run
 from fedmm.config import Config, ConfigError
 from fedmm.data.federated import FederatedData, partition_and_mask
-from fedmm.data.prepare import PreparedData, prepare
+from fedmm.data.prepare import PreparedData, holdout_count, prepare
 from fedmm.data.sources import SOURCES, source_info
 from fedmm.data.validation import DataValidationError, ValidationReport, validate_dataset, validate_partitions
 from fedmm.evaluation import evaluate_training
@@ -65,19 +65,20 @@ def data_fit(config: Config, subject: np.ndarray, recording: np.ndarray) -> list
     """Whether the configured split and partition fit a dataset of this size (estimates, before any work)."""
     data, partition = config.data, config.partition
     subjects = np.unique(subject)
-    if data.holdout_subjects >= len(subjects):
+    holdout = holdout_count(data.holdout_subjects, len(subjects))
+    if holdout >= len(subjects):
         raise ConfigError(
-            f"data.holdout_subjects={data.holdout_subjects} but the data has {len(subjects)} subject(s); "
-            "set data.holdout_subjects=0 (the default holds out 2 whole subjects as a second test set)"
+            f"data.holdout_subjects={holdout} but the data has {len(subjects)} subject(s); "
+            "set data.holdout_subjects=0 or auto"
         )
-    kept = len(subject) * (1 - data.holdout_subjects / len(subjects))
+    kept = len(subject) * (1 - holdout / len(subjects))
     recordings = len(np.unique(recording))
     pool = int(kept * (1 - data.test_fraction - data.val_fraction) * (1 - partition.proxy_fraction))
     test = int(kept * data.test_fraction)
     where = (f"{len(subject)} samples in {recordings} recordings, {len(subjects)} subject(s), "
-             f"{data.holdout_subjects} held out, {data.test_fraction:.0%} test, {data.val_fraction:.0%} validation")
+             f"{holdout} held out, {data.test_fraction:.0%} test, {data.val_fraction:.0%} validation")
     if partition.scheme == "natural":
-        clients = len(subjects) - data.holdout_subjects
+        clients = len(subjects) - holdout
     else:
         clients = partition.num_clients
     needed = max(partition.min_samples, config.validation.min_samples_per_client)
@@ -88,10 +89,10 @@ def data_fit(config: Config, subject: np.ndarray, recording: np.ndarray) -> list
         )
     warnings = []
     held = len(subject) - kept
-    if data.holdout_subjects and held > 0.25 * len(subject):
+    if holdout and held > 0.25 * len(subject):
         warnings.append(
-            f"data.holdout_subjects={data.holdout_subjects} holds out about {held:.0f} of {len(subject)} samples "
-            f"({data.holdout_subjects} of {len(subjects)} subjects) as a second test set; set "
+            f"data.holdout_subjects={holdout} holds out about {held:.0f} of {len(subject)} samples "
+            f"({holdout} of {len(subjects)} subjects) as a second test set; set "
             "data.holdout_subjects=0 to train on them"
         )
     if partition.scheme == "natural" and clients < 3:

@@ -153,7 +153,8 @@ def test_small_data_is_warned_about_with_numbers_before_work():
     from fedmm import workflow
     from fedmm.config import load_config
 
-    config = load_config(TINY, ["data.source=npz", "data.path=unused.npz", "registry.min_test_samples=30"])
+    config = load_config(TINY, ["data.source=npz", "data.path=unused.npz", "data.holdout_subjects=2",
+                                "registry.min_test_samples=30"])
     subject, recording = np.repeat(np.arange(4), 20), np.repeat(np.arange(40), 2)  # 80 samples, 4 subjects
     warnings = workflow.data_fit(config, subject, recording)
     assert any("holds out about 40 of 80 samples (2 of 4 subjects)" in w for w in warnings)
@@ -162,3 +163,15 @@ def test_small_data_is_warned_about_with_numbers_before_work():
     roomy = load_config(TINY, ["data.source=npz", "data.path=unused.npz", "data.holdout_subjects=0",
                                "registry.min_test_samples=10"])
     assert workflow.data_fit(roomy, np.repeat(np.arange(4), 50), np.repeat(np.arange(100), 2)) == []
+
+
+def test_default_holdout_scales_with_the_number_of_subjects():
+    from fedmm import workflow
+    from fedmm.config import load_config
+    from fedmm.data.prepare import holdout_count
+
+    assert [holdout_count("auto", n) for n in (1, 4, 5, 9, 10, 40)] == [0, 0, 1, 1, 2, 2]
+    assert holdout_count(3, 10) == 3
+    config = load_config(TINY, ["data.source=npz", "data.path=unused.npz", "registry.min_test_samples=16"])
+    subject, recording = np.repeat(np.arange(4), 20), np.arange(80)  # 80 recordings of 4 subjects
+    assert workflow.data_fit(config, subject, recording) == []  # nothing held out: 16 test samples, 4 clients

@@ -65,4 +65,4 @@ def test_prepared_views_get_mlp_encoders():
 
 def test_holding_out_subjects_is_refused():
     with pytest.raises(ValueError, match="holdout_subjects=2 but the data has 1 subject"):
-        prepare(DataConfig(source="uci_mfeat"), 0)
+        prepare(DataConfig(source="uci_mfeat", holdout_subjects=2), 0)

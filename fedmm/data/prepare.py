@@ -23,20 +23,31 @@ ARRAYS_FILE = "arrays.npz"
 MANIFEST_FILE = "manifest.json"
 
 
+def holdout_count(setting: int | str, num_subjects: int) -> int:
+    """How many whole subjects ``data.holdout_subjects`` holds out of ``num_subjects``.
+
+    ``auto`` holds out one subject per five, at most 2: the smartwatch data's 10 subjects
+    give 2; a bring-your-own-data file with fewer than five subjects keeps them all for
+    training, validation and the recording-level test set.
+    """
+    return min(2, num_subjects // 5) if setting == "auto" else int(setting)
+
+
 def split_by_recording(
     dataset: MultimodalDataset,
     test_fraction: float,
     val_fraction: float,
-    holdout_subjects: int,
+    holdout_subjects: int | str,
     seed: int,
 ) -> np.ndarray:
     """Assign each sample a split code (index into SPLITS), keeping every recording whole.
 
-    ``holdout_subjects`` whole subjects go to ``test_subjects``; the remaining recordings
+    ``holdout_subjects`` (:func:`holdout_count`) whole subjects go to ``test_subjects``; the remaining recordings
     are split per class into test, validation and train.
     """
     split = np.zeros(len(dataset), dtype=np.int8)
     subjects = np.unique(dataset.subject)
+    holdout_subjects = holdout_count(holdout_subjects, len(subjects))
     held: np.ndarray = np.array([], dtype=np.int64)
     if holdout_subjects:
         if holdout_subjects >= len(subjects):
