@@ -91,3 +91,19 @@ def test_make_partitioner_follows_config():
     assert isinstance(make_partitioner(PartitionConfig(), 0), NaturalPartitioner)
     partitioner = make_partitioner(PartitionConfig(scheme="dirichlet", num_clients=4, alpha=2.0), 0)
     assert isinstance(partitioner, DirichletPartitioner) and partitioner.alpha == 2.0
+
+
+def test_clients_that_masking_shrinks_below_min_samples_are_refused(tmp_path):
+    from conftest import write_synthetic_npz
+    from fedmm.config import DataConfig, MaskConfig
+    from fedmm.data.federated import partition_and_mask
+    from fedmm.data.partition import PartitionError
+    from fedmm.data.prepare import prepare
+
+    path = write_synthetic_npz(tmp_path / "data.npz", n_recordings=80, windows_per_recording=1)
+    prepared = prepare(DataConfig(source="npz", path=str(path)), seed=0)
+    partition = PartitionConfig(scheme="dirichlet", num_clients=3, alpha=0.5, min_samples=10)
+    complete = partition_and_mask(prepared, partition, MaskConfig(), seed=0)
+    assert min(row["n_samples"] for row in complete.report["clients"]) >= 10
+    with pytest.raises(PartitionError, match=r"under the mask, client 0 keeps \d of \d+.* partition.min_samples=10"):
+        partition_and_mask(prepared, partition, MaskConfig(missing_rate={"acc": 0.5, "gyro": 0.5}), seed=0)

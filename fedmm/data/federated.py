@@ -148,6 +148,15 @@ def partition_and_mask(
         rows.append(row)
     if not presence.any(axis=1).any():
         raise PartitionError("every training sample lost all its modalities")
+    small = [row for row in rows if row["n_samples"] < partition.min_samples]
+    if small:
+        listed = ", ".join(f"client {r['client']} keeps {r['n_samples']} of {r['n_samples'] + r['n_dropped']}"
+                           for r in small)
+        raise PartitionError(
+            f"under the mask, {listed} (samples that lose every modality are dropped), below "
+            f"partition.min_samples={partition.min_samples}: lower mask.missing_rate, partition.min_samples "
+            "or partition.num_clients"
+        )
     plan = CorruptionPlan(corruption or CorruptionConfig(), seed)
     plan.check(partitioner.num_partitions, masker.modalities)
     report = {
