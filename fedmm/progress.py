@@ -1,4 +1,4 @@
-"""Per-round progress for a terminal: one bar, the latest global metrics beside it."""
+"""Progress for a terminal: one bar per long phase (rounds, audit rounds, centralized epochs)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from tqdm import tqdm
 
 
 class RoundProgress:
-    """A tqdm bar over rounds; ``update(record)`` is the engine's ``on_round`` callback."""
+    """A tqdm bar over rounds (or epochs); ``update(record)`` is the engine's ``on_round`` callback."""
 
-    def __init__(self, rounds: int, label: str) -> None:
-        self.rounds, self.label = rounds, label
+    def __init__(self, rounds: int, label: str, unit: str = "round") -> None:
+        self.rounds, self.label, self.unit = rounds, label, unit
         self.bar: tqdm | None = None
 
     def __enter__(self) -> RoundProgress:
-        self.bar = tqdm(total=self.rounds, desc=self.label, unit="round", file=sys.stderr, dynamic_ncols=True)
+        self.bar = tqdm(total=self.rounds, desc=self.label, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
         return self
 
     def update(self, record: dict) -> None:
@@ -29,7 +29,7 @@ class RoundProgress:
         self.bar.refresh()
 
     def step(self, record: dict | None = None) -> None:
-        """Advance by one round (for callbacks whose records carry no global metrics, e.g. the audit's)."""
+        """Advance by one (for callbacks whose records carry no global metrics: audit rounds, epochs)."""
         assert self.bar is not None
         self.bar.update()
 

@@ -89,3 +89,11 @@ def test_evaluation_scores_labelled_samples_only(data):
     partial = evaluate(model, TensorData.from_numpy(inputs, presence, hidden))
     odd = evaluate(model, TensorData.from_numpy({k: v[1::2] for k, v in inputs.items()}, presence[1::2], labels[1::2]))
     assert partial == pytest.approx(odd)
+
+
+def test_centralized_reference_shows_its_progress_per_epoch(data, tmp_path, capsys):
+    prepared, federated = data
+    config = CONFIG.model_copy(update={"train": CONFIG.train.model_copy(update={"rounds": 1, "centralized": True})})
+    result = train(config, prepared, federated, workdir=tmp_path)
+    assert [row["epoch"] for row in result.centralized_history] == [1]
+    assert "centralized reference: 100%" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from fedmm.fl.strategies import make_strategy
 from fedmm.fl.strategy import ServerContext, cross_entropy
 from fedmm.fl.tensors import TensorData
 from fedmm.models.multimodal import ModelSpec, build_model
+from fedmm.progress import RoundProgress
 from fedmm.runtime import resolve_device, state_dir
 
 CENTRAL_FILE = "centralized.npz"
@@ -87,18 +88,21 @@ def train_centralized(
     model = build_model(spec, config.seed).to(device)
     optimizer = OPTIMIZERS[config.train.optimizer](model.parameters(), lr=config.train.lr)
     history = []
-    for epoch in range(centralized_epochs(config)):
-        metrics = run_epochs(
-            model,
-            pooled,
-            cross_entropy,
-            1,
-            config.train.batch_size,
-            optimizer,
-            ("centralized", epoch),
-            config.seed,
-        )
-        history.append({"epoch": epoch + 1, **metrics})
+    epochs = centralized_epochs(config)
+    with RoundProgress(epochs, "centralized reference", unit="epoch") as progress:
+        for epoch in range(epochs):
+            metrics = run_epochs(
+                model,
+                pooled,
+                cross_entropy,
+                1,
+                config.train.batch_size,
+                optimizer,
+                ("centralized", epoch),
+                config.seed,
+            )
+            history.append({"epoch": epoch + 1, **metrics})
+            progress.step()
     history[-1].update(
         {f"{split}_{k}": v for split, data in evaluation.items() for k, v in evaluate(model, data).items()}
     )
