@@ -261,7 +261,9 @@ def impute(training_run_id: str, config_path: Path | None, overrides: tuple[str,
 
     run = run_imputation(_load(config_path, overrides), training_run_id)
     report = run.steps["evaluate_imputation"].outputs["imputation_report"][0].load()
-    click.echo(report.markdown(rate=0.5 if 0.5 in report.table["rate"].values else None))
+    click.echo(report.markdown())
+    click.echo(f"{report.meta['samples']} test samples; patterns {', '.join(report.meta['patterns'])}; "
+               f"rates {', '.join(f'{r:g}' for r in report.meta['rates'])} (impute.rates)")
     click.echo(f"imputation pipeline run: {run.id}")
 
 

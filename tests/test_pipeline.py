@@ -138,6 +138,7 @@ def test_imputation_evaluation_of_a_past_run(first_run):
                                        *sum([["--set", o] for o in overrides], [])], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "generator" in result.output
+    assert "rates 0.5 (impute.rates)" in result.output and "gap_recovered = (macro_f1 - floor_macro_f1)" in result.output
     version = registry.client().get_model_version("fedmm-tiny", summary["model_version"])
     assert version.tags["fedmm.imputation.imputers"] == "zero,mean,generator"
     assert version.tags["fedmm.imputation.best"] in ("mean", "generator")

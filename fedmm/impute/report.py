@@ -18,7 +18,14 @@ F1_PLOT = "macro_f1_vs_rate.png"
 PANELS_PER_ROW = 4
 MARKDOWN_COLUMNS = (
     "pattern", "rate", "imputer", "space", "nrmse_own", "nrmse_latent", "cosine_latent", "macro_f1",
-    "macro_f1_absent", "gap_recovered", "fit_seconds", "impute_seconds_per_1k",
+    "macro_f1_absent", "floor_macro_f1", "oracle_macro_f1", "gap_recovered", "fit_seconds", "impute_seconds_per_1k",
+)
+LEGEND = (
+    "gap_recovered = (macro_f1 - floor_macro_f1) / (oracle_macro_f1 - floor_macro_f1): the share of the "
+    "zero-fill-to-true-values gap an imputer closes. It is nan where there is no gap (the model loses nothing "
+    "when the modality is absent), below 0 where the imputer does worse than leaving the modality absent, "
+    "and above 1 where it beats the true values (usually noise on a small gap: compare the gap with one "
+    "test sample's share of macro-F1)."
 )
 
 
@@ -41,9 +48,9 @@ class ImputationReport:
         """The rows at one missing rate."""
         return self.table[(self.table["rate"] - rate).abs() < 1e-9].reset_index(drop=True)
 
-    def markdown(self, rate: float | None = None) -> str:
-        frame = self.table if rate is None else self.at(rate)
-        return markdown_table(frame[list(MARKDOWN_COLUMNS)])
+    def markdown(self) -> str:
+        """The table, followed by how to read ``gap_recovered``."""
+        return markdown_table(self.table[list(MARKDOWN_COLUMNS)]) + "\n" + LEGEND + "\n"
 
     def plot(self, metric: str, path: Path, reference: str | None = None) -> Path:
         """``metric`` against the rate, one panel per pattern, one line per imputer."""

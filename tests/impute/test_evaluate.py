@@ -53,7 +53,9 @@ def test_report_save_and_load_round_trip(report, tmp_path):
     pd.testing.assert_frame_equal(loaded.table, report.table)
     assert loaded.meta == report.meta
     markdown = (tmp_path / "imputation.md").read_text()
-    assert markdown.startswith("| pattern | rate | imputer |") and markdown.count("\n") == len(report.table) + 2
+    table, legend = markdown.split("\n\n")
+    assert table.startswith("| pattern | rate | imputer |") and table.count("\n") == len(report.table) + 1
+    assert legend.startswith("gap_recovered = (macro_f1 - floor_macro_f1)") and "below 0 where" in legend
     assert len(loaded.at(0.3)) == 9
 
 
