@@ -70,3 +70,11 @@ server: $(STAMP)
 # The MLflow UI over the embedded store (runs, metrics, audit and validation artifacts, registry).
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(FEDMM_HOME)/mlflow.db" --host 127.0.0.1 --port $(UI_PORT)
+
+# The ZenML dashboard over the embedded pipeline store (runs, steps, artifacts, lineage): a local
+# ZenML server in the foreground; Ctrl-C stops it and the client falls back to the store itself.
+DASHBOARD_PORT ?= 8237
+.PHONY: dashboard
+dashboard: $(STAMP)
+	ZENML_CONFIG_PATH="$(FEDMM_HOME)/zenml" ZENML_ANALYTICS_OPT_IN=false ZENML_AUTO_OPEN_DASHBOARD=false \
+		$(BIN)/zenml login --local --blocking --port $(DASHBOARD_PORT)
