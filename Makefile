@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export FEDMM_HOME ?= $(CURDIR)/.fedmm
 
-.PHONY: install install-site run federation test kfp dvc clean-state
+.PHONY: install install-site run federation test test-fast kfp dvc clean-state
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ federation: $(STAMP) $(SITE_STAMP)
 
 test: $(STAMP) $(SITE_STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# The fast tier for local iteration (CI runs `make test`, everything).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 kfp: $(STAMP)
 	$(BIN)/python -m components.pipeline --config configs/default.yaml --output kfp/fedmm_training.yaml

@@ -1,6 +1,12 @@
-"""One isolated fedmm state folder (ZenML store, MLflow DB) shared by the whole test session."""
+"""One isolated fedmm state folder (ZenML store, MLflow DB) shared by the whole test session.
+
+The folder is removed when every test passed (kept, for inspection, when one failed).
+Modules in ``SLOW_MODULES`` are marked ``slow``: ``make test-fast`` leaves them out, CI
+(``make test``) runs everything.
+"""
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +29,24 @@ from fedmm.fl.training import model_spec  # noqa: E402
 runtime.configure()
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Each takes minutes on 2 cores: real Flower processes, ZenML/kfp/DVC pipelines, experiment
+# matrices, two registry backends, resumable strategy runs.
+SLOW_MODULES = {
+    "test_flower", "test_pipeline", "test_experiment", "test_kfp", "test_dvc", "test_fedmekt", "test_fedmobile",
+    "test_strategies", "test_promotion_concurrency", "test_promotion_registry", "test_serve_imputer",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus == 0:
+        shutil.rmtree(os.environ["FEDMM_HOME"], ignore_errors=True)
 
 
 def prepared_and_partitioned(config):
