@@ -112,6 +112,9 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
 def print_audit(report, console: Console | None = None) -> None:
     """Per-client contribution over the run: value with its interval, Holm-adjusted p, verdict and flags."""
     console = console or Console()
+    if report.state == "not_auditable":
+        console.print(f"contribution audit: nothing to audit ({report.meta['reason']})")
+        return
     game = report.meta["game"]
     inference = game["inference"]
     level = report.meta["config"]["ci_level"]
