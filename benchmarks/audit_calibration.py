@@ -66,7 +66,7 @@ def run_cell(name: str, seed: int, args) -> dict:
         {"client": int(r.client), "value": float(r.value), "ci_low": float(r.ci_low), "ci_high": float(r.ci_high),
          "p_holm": float(r.p_holm), "verdict": r.verdict, "flags": [f for f in r.flags.split(",") if f],
          "median_norm_ratio": float(r.median_norm_ratio), "rms_cosine_others": float(r.rms_cosine_others),
-         "num_examples": int(r.num_examples),
+         "median_cosine": float(r.median_cosine), "p_opposed": float(r.p_opposed), "num_examples": int(r.num_examples),
          "corrupted": bool(truth.get(int(r.client), {}).get("corrupted", False))}
         for r in report.clients.itertuples()
     ]
