@@ -298,6 +298,13 @@ def client_summary(audits: Sequence[RoundAudit], statistic, config: AuditConfig)
     accounts for rounds sharing one validation set; the rounds' Monte Carlo variances add.
     ``harmful`` needs the Holm-adjusted one-sided p-value (H1: value < 0; t test on ``G - 1``
     degrees of freedom) below ``alpha`` and the CI's upper bound below ``-min_effect``.
+
+    Direction (``anomalous`` when opposed): each round's median cosine to the other clients'
+    updates is one replicate; one-sided t-test over the client's T rounds (H0: mean >= 0, T - 1
+    df), Holm-adjusted over clients, and the CI's upper bound must lie below ``-min_cosine``.
+    Given the training history a round's cosine is its mean for that model state plus noise
+    from fresh local minibatches (a martingale difference), so the sample variance, which also
+    holds the drift of the per-round means over training, makes the test conservative.
     """
     rounds = pd.concat([a.rows for a in audits], ignore_index=True)
     clients = np.unique(rounds["client"].to_numpy())
