@@ -15,7 +15,7 @@ import base64
 import html
 from pathlib import Path
 
-__all__ = ["render_html", "num", "lookup"]
+__all__ = ["render_html", "render_not_auditable", "num", "lookup"]
 
 METRIC_WORDS = {
     "neg_log_loss": ("validation log-likelihood", "nats per validation sample"),
@@ -179,12 +179,15 @@ img{max-width:100%}
 """
 
 
+def render_not_auditable(meta: dict) -> str:
+    """The page of an audit that had nothing to value: its reason."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Contribution audit</title>'
+            f"<style>{_STYLE}</style></head>\n<body>\n<h1>Contribution audit</h1>\n<p>Nothing to audit: "
+            f"{html.escape(meta['reason'])}.</p>\n</body></html>\n")
+
+
 def render_html(meta: dict, images: dict[str, Path] | None = None) -> str:
     """The page for an audit's JSON record; ``images`` (title -> PNG file) are embedded as base64."""
-    if meta.get("state") == "not_auditable":
-        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Contribution audit</title>'
-                f"<style>{_STYLE}</style></head>\n<body>\n<h1>Contribution audit</h1>\n<p>Nothing to audit: "
-                f"{html.escape(meta['reason'])}.</p>\n</body></html>\n")
     words, unit = METRIC_WORDS[meta["game"]["metric"]]
     sentences = "".join(_sentence(meta, i) for i in _notable(meta))
     pictures = "".join(

@@ -45,7 +45,7 @@ from .axioms import efficiency_residual
 from .clustered import aggregation_weights, clustered_shapley
 from .exact import exact_from_table, utility_table
 from .game import CachedUtility, TableGame
-from .html import render_html
+from .html import render_html, render_not_auditable
 from .inference import (
     BootstrapStatistic,
     MeanStatistic,
@@ -387,6 +387,7 @@ def client_summary(audits: Sequence[RoundAudit], statistic, config: AuditConfig)
         "min_cosine": config.min_cosine,
         "noise_rms_cosine_floor": max(noise_floor.values()),
         "anomalous_norm_ratio": config.anomalous_norm_ratio,
+        "direction_test": "one-sided t over rounds of the median cosine to each other client's update, holm",
         **statistic.describe(),
     }
     flags: dict[str, list[dict]] = {}
@@ -493,7 +494,7 @@ class AuditReport:
             frame.to_parquet(directory / f"{name}.parquet", index=False)
             frame.to_csv(directory / f"{name}.csv", index=False)
         if plots and self.state == NOT_AUDITABLE:
-            (directory / HTML_FILE).write_text(render_html(self.meta), encoding="utf-8")
+            (directory / HTML_FILE).write_text(render_not_auditable(self.meta), encoding="utf-8")
         elif plots:
             from . import plots as audit_plots
 
