@@ -66,7 +66,7 @@ def run_cell(name: str, seed: int, args) -> dict:
         {"client": int(r.client), "value": float(r.value), "ci_low": float(r.ci_low), "ci_high": float(r.ci_high),
          "p_holm": float(r.p_holm), "verdict": r.verdict, "flags": [f for f in r.flags.split(",") if f],
          "median_norm_ratio": float(r.median_norm_ratio), "rms_cosine_others": float(r.rms_cosine_others),
-         "num_examples": int(r.num_examples),
+         "median_cosine": float(r.median_cosine), "p_opposed": float(r.p_opposed), "num_examples": int(r.num_examples),
          "corrupted": bool(truth.get(int(r.client), {}).get("corrupted", False))}
         for r in report.clients.itertuples()
     ]
@@ -97,7 +97,8 @@ def summarise(cells: list[dict], seeds: int) -> None:
         print(f"{'all honest':<18} {'':>5} {honest_total:>13} {honest_harmful:>8} {honest_harmful / honest_total:>6.1%}")
     print(f"\ncorrupted federations (3 of 10 clients; target: every corrupted client flagged in >= 9 of {seeds} seeds)")
     print(f"{'scenario':<18} {'target':>6} {'seeds':>5} {'all flagged':>11} {'corrupted flagged':>17} "
-          f"{'flags seen':<28} {'honest harmful':>14} {'corrupted value (mean)':>22} {'value > 0':>9}")
+          f"{'flags seen':<28} {'honest harmful':>14} {'honest any flag':>15} {'corrupted value (mean)':>22} "
+          f"{'value > 0':>9}")
     for name, (_, target) in CORRUPTED.items():
         runs = by.get(name, [])
         if not runs:
@@ -109,7 +110,8 @@ def summarise(cells: list[dict], seeds: int) -> None:
         mean_value = sum(c["value"] for c in bad) / len(bad)
         print(f"{name:<18} {'yes' if target else 'report':>6} {len(runs):>5} {all_flagged:>11} "
               f"{sum(bool(c['flags']) for c in bad):>9}/{len(bad):<7} {','.join(kinds) or '-':<28} "
-              f"{sum('harmful' in c['flags'] for c in honest):>6}/{len(honest):<7} {mean_value:>22.3f} "
+              f"{sum('harmful' in c['flags'] for c in honest):>6}/{len(honest):<7} "
+              f"{sum(bool(c['flags']) for c in honest):>7}/{len(honest):<7} {mean_value:>22.3f} "
               f"{sum(c['value'] > 0 for c in bad):>5}/{len(bad):<3}")
 
 

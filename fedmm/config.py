@@ -355,7 +355,9 @@ class AuditConfig(_Section):
     ratio <= ``free_rider_norm``; or a noise update: root-mean-square cosine over rounds to
     the other clients' aggregate update below ``min_cosine``, where a random direction in P
     dimensions has about 1/sqrt(P)), ``anomalous`` (median update norm / the round's median
-    above ``anomalous_norm_ratio``; small clients legitimately send small updates).
+    above ``anomalous_norm_ratio``; small clients legitimately send small updates; or updates
+    opposed to the others': per-round median cosine to each other client's update, one-sided
+    t-test over rounds Holm-adjusted below ``alpha`` and its CI below -``min_cosine``).
     ``gate_flags`` are the flags that fail the ``clean_audit`` promotion gate.
     ``linearised`` values a first-order approximation of each game instead (far cheaper; its
     error against the true game on ``linearised_check`` random coalitions is reported).

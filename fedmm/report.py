@@ -111,7 +111,12 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
 
 def print_audit(report, console: Console | None = None) -> None:
     """Per-client contribution over the run: value with its interval, Holm-adjusted p, verdict and flags."""
+    from fedmm.audit.report import NOT_AUDITABLE  # lazy: torch
+
     console = console or Console()
+    if report.state == NOT_AUDITABLE:
+        console.print(f"contribution audit: nothing to audit ({report.meta['reason']})")
+        return
     game = report.meta["game"]
     inference = game["inference"]
     level = report.meta["config"]["ci_level"]

@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from fedmm.audit.detection import detection_quality
-from fedmm.audit.report import AuditReport, audit_run
+from fedmm.audit.report import NOT_AUDITABLE, AuditReport, audit_run
 from fedmm.config import Config, ConfigError
 from fedmm.data.federated import FederatedData, partition_and_mask
 from fedmm.data.prepare import PreparedData, holdout_count, prepare
@@ -185,7 +185,8 @@ def audit_contributions(
     detection quality (AUROC per corruption kind) go into the report.
     """
     if not STRATEGIES[result.strategy].sends_deltas():
-        raise ValueError(f"strategy {result.strategy!r} sends no parameter deltas: there are no updates to audit")
+        return AuditReport.not_auditable(f"strategy {result.strategy!r} sends no parameter deltas", config.audit,
+                                         config.seed)
     report = audit_run(
         result, prepared, federated, config.audit, resolve_device(config.train.device), seed=config.seed,
         on_round=on_round,
@@ -205,6 +206,8 @@ def record_audit(run_id: str, report: AuditReport) -> None:
 def audit_tags(report: AuditReport, run_id: str | None = None) -> dict[str, str]:
     """Model-version tags of an audit: flags, their tests and thresholds (the clean-audit gate reads these),
     the game and, given the MLflow run it was logged to, where its report is."""
+    if report.state == NOT_AUDITABLE:
+        return {registry.TAG_AUDIT_STATE: report.state, registry.TAG_AUDIT_REASON: report.meta["reason"]}
     harmful = sorted(int(c) for c, found in report.flags.items() if any(f["flag"] == "harmful" for f in found))
     game = report.meta["game"]
     thresholds = report.meta["flags"]["thresholds"]
@@ -213,8 +216,10 @@ def audit_tags(report: AuditReport, run_id: str | None = None) -> dict[str, str]
     tests = {str(int(c)): {"p_holm": short(clients.loc[c, "p_holm"]), "ci": [short(clients.loc[c, "ci_low"]),
              short(clients.loc[c, "ci_high"])], "verdict": clients.loc[c, "verdict"]} for c in clients.index}
     tags = {
+        registry.TAG_AUDIT_STATE: report.state,
         registry.TAG_AUDIT_HARMFUL: json.dumps(harmful),
-        registry.TAG_AUDIT_FLAGS: json.dumps({c: [f["flag"] for f in found] for c, found in report.flags.items()}),
+        registry.TAG_AUDIT_FLAGS: json.dumps({c: list(dict.fromkeys(f["flag"] for f in found))
+                                              for c, found in report.flags.items()}),
         registry.TAG_AUDIT_GATE_FLAGS: json.dumps(list(report.meta["config"]["gate_flags"])),
         "fedmm.audit.thresholds": json.dumps(thresholds),
         "fedmm.audit.tests": json.dumps(tests),
@@ -285,6 +290,8 @@ def register_and_promote(
 
     Returns the run summary (the content of ``reports/latest/summary.json``).
     """
+    if audit is None and not STRATEGIES[result.strategy].sends_deltas():
+        audit = audit_contributions(config, prepared, federated, result)  # records that there is nothing to audit
     test_set = prepared.dataset.subset(prepared.indices("test"))
     tags = {
         "fedmm.data_sha256": prepared.data_sha256,

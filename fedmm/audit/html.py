@@ -15,7 +15,7 @@ import base64
 import html
 from pathlib import Path
 
-__all__ = ["render_html", "num", "lookup"]
+__all__ = ["render_html", "render_not_auditable", "num", "lookup"]
 
 METRIC_WORDS = {
     "neg_log_loss": ("validation log-likelihood", "nats per validation sample"),
@@ -87,6 +87,10 @@ def _sentence(meta: dict, i: int) -> str:
         if flag["flag"] == "free_rider":
             text += f" Flagged free rider ({html.escape(flag['rule'])}; median norm ratio " \
                     f"{num(meta, key + '.median_norm_ratio')}, RMS cosine {num(meta, key + '.rms_cosine_others')})."
+        elif flag["flag"] == "anomalous" and flag["rule"].startswith("update opposed"):
+            text += f" Flagged anomalous: its updates point against the other clients' (mean over rounds of the " \
+                    f"median cosine to them {num(meta, key + '.median_cosine')}, interval up to " \
+                    f"{num(meta, key + '.median_cosine_high')}, Holm-adjusted p = {num(meta, key + '.p_opposed')})."
         elif flag["flag"] == "anomalous":
             text += f" Flagged anomalous: its update norm is {num(meta, key + '.median_norm_ratio')} times the " \
                     f"round's median (limit {num(meta, 'config.anomalous_norm_ratio')})."
@@ -104,7 +108,7 @@ def _notable(meta: dict) -> list[int]:
 
 def _client_table(meta: dict) -> str:
     head = ("client", "value", "interval", "p (Holm)", "min. detectable harm", "verdict", "flags",
-            "median norm ratio", "RMS cosine to others")
+            "median norm ratio", "RMS cosine to others", "median cosine to each other")
     rows = []
     for i, c in enumerate(meta["clients"]):
         k = f"clients.{i}"
@@ -113,7 +117,7 @@ def _client_table(meta: dict) -> str:
             f"<td>[{num(meta, k + '.ci_low')}, {num(meta, k + '.ci_high')}]</td><td>{num(meta, k + '.p_holm')}</td>"
             f"<td>{num(meta, k + '.mde')}</td><td>{html.escape(c['verdict'])}</td>"
             f"<td>{html.escape(c['flags'].replace(',', ', '))}</td><td>{num(meta, k + '.median_norm_ratio')}</td>"
-            f"<td>{num(meta, k + '.rms_cosine_others')}</td></tr>"
+            f"<td>{num(meta, k + '.rms_cosine_others')}</td><td>{num(meta, k + '.median_cosine')}</td></tr>"
         )
     return "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
 
@@ -157,7 +161,10 @@ def _definition(meta: dict) -> str:
         ("free rider", f"median update norm ratio at most {num(meta, 'flags.thresholds.free_rider_norm')} (zero "
                        f"update), or RMS cosine to the others' aggregate below "
                        f"{num(meta, 'flags.thresholds.min_cosine')} (noise update)"),
-        ("anomalous", f"median update norm ratio above {num(meta, 'flags.thresholds.anomalous_norm_ratio')}"),
+        ("anomalous", f"median update norm ratio above {num(meta, 'flags.thresholds.anomalous_norm_ratio')}, or "
+                      "updates opposed to the other clients': the per-round median cosine to their updates has a "
+                      f"Holm-adjusted one-sided p below {num(meta, 'flags.thresholds.alpha')} (t over rounds) and "
+                      f"an interval below -{num(meta, 'flags.thresholds.min_cosine')}"),
         ("estimator", html.escape(meta["config"]["estimator"])),
         ("seed", num(meta, "seed")),
     ]
@@ -170,6 +177,13 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 table.heat td{font-size:80%;min-width:3.5em}dt{font-weight:bold;margin-top:.5em}code{font-size:85%}
 img{max-width:100%}
 """
+
+
+def render_not_auditable(meta: dict) -> str:
+    """The page of an audit that had nothing to value: its reason."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Contribution audit</title>'
+            f"<style>{_STYLE}</style></head>\n<body>\n<h1>Contribution audit</h1>\n<p>Nothing to audit: "
+            f"{html.escape(meta['reason'])}.</p>\n</body></html>\n")
 
 
 def render_html(meta: dict, images: dict[str, Path] | None = None) -> str:

@@ -45,7 +45,7 @@ from .axioms import efficiency_residual
 from .clustered import aggregation_weights, clustered_shapley
 from .exact import exact_from_table, utility_table
 from .game import CachedUtility, TableGame
-from .html import render_html
+from .html import render_html, render_not_auditable
 from .inference import (
     BootstrapStatistic,
     MeanStatistic,
@@ -64,7 +64,7 @@ from .sampling import (
     msr_banzhaf,
     permutation_shapley,
 )
-from .signals import cosine_to_aggregate, update_norms
+from .signals import cosine_to_aggregate, median_cosine_to_others, update_norms
 from .utility import RoundGame
 
 if TYPE_CHECKING:
@@ -73,6 +73,8 @@ if TYPE_CHECKING:
     from fedmm.fl.result import TrainResult
 
 __all__ = [
+    "AUDITED",
+    "NOT_AUDITABLE",
     "AuditReport",
     "RoundAudit",
     "audit_round",
@@ -87,10 +89,12 @@ __all__ = [
 ]
 
 ROUNDS_FILE, CLIENTS_FILE, META_FILE = "rounds", "clients", "audit.json"
+AUDITED, NOT_AUDITABLE = "audited", "not_auditable"  # an audit's state
 _PERMUTATION_BATCH = 16  # permutations per batch: the convergence trace's resolution
 CLIENT_FIELDS = (
     "client", "value", "stderr", "val_stderr", "mc_stderr", "ci_low", "ci_high", "ci_half_width", "p_value", "p_holm", "mde", "verdict",
-    "flags", "rounds", "median_norm_ratio", "rms_cosine_others", "p_independent", "top_group", "top_group_share",
+    "flags", "rounds", "median_norm_ratio", "rms_cosine_others", "p_independent", "median_cosine",
+    "median_cosine_high", "p_opposed", "top_group", "top_group_share",
     "rank", "share", "suggested_weight",
 )
 PLOTS = {"heatmap": "values_heatmap.png", "cumulative": "cumulative_values.png", "convergence": "convergence.png"}
@@ -179,6 +183,7 @@ def audit_round(
     cosine = cosine_to_aggregate(game.deltas, game.fixed_weights)
     cosine_others = cosine_to_aggregate(game.deltas, game.fixed_weights, exclude_self=True)
     norms = update_norms(game.deltas)
+    median_cosine = median_cosine_to_others(game.deltas)
     key = -1 if r is None else r
     played = game.linearised() if config.linearised else game
     record: dict[str, Any] = {"round": r, "game": played.game_definition()}
@@ -250,6 +255,7 @@ def audit_round(
         "clustered_weight": clustered_weight,
         "cosine": cosine,
         "cosine_others": cosine_others,
+        "median_cosine": median_cosine,
         "norm": norms,
         "norm_ratio": norms / max(float(np.median(norms)), np.finfo(float).tiny),
         "num_examples": game.num_examples.astype(np.int64),
@@ -292,6 +298,13 @@ def client_summary(audits: Sequence[RoundAudit], statistic, config: AuditConfig)
     accounts for rounds sharing one validation set; the rounds' Monte Carlo variances add.
     ``harmful`` needs the Holm-adjusted one-sided p-value (H1: value < 0; t test on ``G - 1``
     degrees of freedom) below ``alpha`` and the CI's upper bound below ``-min_effect``.
+
+    Direction (``anomalous`` when opposed): each round's median cosine to the other clients'
+    updates is one replicate; one-sided t-test over the client's T rounds (H0: mean >= 0, T - 1
+    df), Holm-adjusted over clients, and the CI's upper bound must lie below ``-min_cosine``.
+    Given the training history a round's cosine is its mean for that model state plus noise
+    from fresh local minibatches (a martingale difference), so the sample variance, which also
+    holds the drift of the per-round means over training, makes the test conservative.
     """
     rounds = pd.concat([a.rows for a in audits], ignore_index=True)
     clients = np.unique(rounds["client"].to_numpy())
@@ -329,10 +342,18 @@ def client_summary(audits: Sequence[RoundAudit], statistic, config: AuditConfig)
     out["ci_half_width"] = (out["ci_high"] - out["ci_low"]) / 2
     se = out["stderr"].to_numpy()
     value = out["value"].to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tstat = np.where(se > 0, value / np.where(se > 0, se, 1.0), np.where(value < 0, -np.inf, np.inf))
-    out["p_value"] = stats.t.cdf(tstat, df)
+    out["p_value"] = _p_below_zero(value, se, df)
     out["p_holm"] = holm(out["p_value"].to_numpy())
+    # direction: per-round median cosine to the other clients' updates, rounds as replicates (t on T - 1 df)
+    cos = g["median_cosine"]
+    cos_se = (cos.std(ddof=1) / np.sqrt(n_rounds)).to_numpy()
+    out["median_cosine"] = cos.mean().to_numpy()
+    with np.errstate(invalid="ignore"):
+        out["median_cosine_high"] = t_interval(out["median_cosine"], cos_se, n_rounds - 1, config.ci_level)[1]
+        p_opposed = _p_below_zero(out["median_cosine"].to_numpy(), cos_se, n_rounds - 1)
+    finite = np.isfinite(p_opposed)
+    out["p_opposed"] = np.nan
+    out.loc[finite, "p_opposed"] = holm(p_opposed[finite])
     out["mde"] = min_detectable_effect(se, df, config.alpha / len(out), config.mde_power)
     parts, ids = statistic.group_contributions(evidence)
     if parts is not None:  # the cluster contributing most in the value's direction, and its share of |evidence|
@@ -350,6 +371,7 @@ def client_summary(audits: Sequence[RoundAudit], statistic, config: AuditConfig)
     out["suggested_weight"] = aggregation_weights(out["value"].to_numpy())
 
     harmful = (out["p_holm"] < config.alpha) & (out["ci_high"] < -config.min_effect)
+    opposed = (out["p_opposed"] < config.alpha) & (out["median_cosine_high"] < -config.min_cosine)
     # RMS cosine a random direction stays below with probability 1 - alpha over T rounds: the noise test
     # only applies where this is below min_cosine (enough parameters to tell noise from signal)
     noise_floor = {t: float(np.sqrt(stats.chi2.ppf(1 - config.alpha, t) / (t * n_parameters))) for t in set(n_rounds)}
@@ -365,14 +387,15 @@ def client_summary(audits: Sequence[RoundAudit], statistic, config: AuditConfig)
         "min_cosine": config.min_cosine,
         "noise_rms_cosine_floor": max(noise_floor.values()),
         "anomalous_norm_ratio": config.anomalous_norm_ratio,
+        "direction_test": "one-sided t over rounds of the median cosine to each other client's update, holm",
         **statistic.describe(),
     }
     flags: dict[str, list[dict]] = {}
     labels = []
-    for row, is_harmful in zip(out.itertuples(index=False), harmful):
+    for row, is_harmful, is_opposed in zip(out.itertuples(index=False), harmful, opposed):
         evidence_row = {k: getattr(row, k) for k in (
             "value", "stderr", "ci_low", "ci_high", "p_value", "p_holm", "mde", "median_norm_ratio",
-            "rms_cosine_others", "p_independent")}
+            "rms_cosine_others", "p_independent", "median_cosine", "median_cosine_high", "p_opposed")}
         found = []
         if is_harmful:
             found.append(("harmful", "Holm-adjusted p < alpha and the CI lies below -min_effect"))
@@ -382,11 +405,21 @@ def client_summary(audits: Sequence[RoundAudit], statistic, config: AuditConfig)
             found.append(("free_rider", "noise update: root-mean-square cosine to the others' aggregate < min_cosine"))
         if row.median_norm_ratio > config.anomalous_norm_ratio:
             found.append(("anomalous", "median update norm / the round's median norm > anomalous_norm_ratio"))
+        if is_opposed:
+            found.append(("anomalous", "update opposed to the others': the per-round median cosine to the other "
+                                       "clients' updates has Holm-adjusted p < alpha and its CI lies below -min_cosine"))
         if found:
             flags[str(int(row.client))] = [{"flag": f, "rule": why, "evidence": evidence_row} for f, why in found]
-        labels.append(",".join(f for f, _ in found))
+        labels.append(",".join(dict.fromkeys(f for f, _ in found)))
     out["flags"] = labels
     return out, {"thresholds": _clean(thresholds), "clients": _clean(flags), "total_gain": total}
+
+
+def _p_below_zero(mean: np.ndarray, se: np.ndarray, df) -> np.ndarray:
+    """One-sided t-test p-values of H0: the mean is at least 0 (a zero SE gives 0 or 1)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tstat = np.where(se > 0, mean / np.where(se > 0, se, 1.0), np.where(mean < 0, -np.inf, np.inf))
+        return stats.t.cdf(tstat, df)
 
 
 def _convergence(audits: list[RoundAudit], config: AuditConfig, seed: int) -> dict | None:
@@ -419,6 +452,18 @@ class AuditReport:
     clients: pd.DataFrame
     meta: dict = field(default_factory=dict)
 
+    @classmethod
+    def not_auditable(cls, reason: str, config: AuditConfig = AuditConfig(), seed: int = 0) -> AuditReport:
+        """The record of a run with nothing to value (e.g. its clients send no parameter deltas), and why."""
+        meta = {"state": NOT_AUDITABLE, "reason": reason, "config": config.model_dump(mode="json"), "seed": seed,
+                "rounds": [], "clients": [], "flags": {"thresholds": {}, "clients": {}, "total_gain": 0.0}}
+        return cls(rounds=pd.DataFrame(), clients=pd.DataFrame(columns=list(CLIENT_FIELDS)), meta=meta)
+
+    @property
+    def state(self) -> str:
+        """``audited``, or ``not_auditable`` (``meta["reason"]`` says why)."""
+        return self.meta.get("state", AUDITED)
+
     @property
     def flags(self) -> dict[str, list[dict]]:
         """Flagged clients (id as string) -> ``[{"flag", "evidence"}, ...]``."""
@@ -448,7 +493,9 @@ class AuditReport:
         for name, frame in ((ROUNDS_FILE, self.rounds), (CLIENTS_FILE, self.clients)):
             frame.to_parquet(directory / f"{name}.parquet", index=False)
             frame.to_csv(directory / f"{name}.csv", index=False)
-        if plots:
+        if plots and self.state == NOT_AUDITABLE:
+            (directory / HTML_FILE).write_text(render_not_auditable(self.meta), encoding="utf-8")
+        elif plots:
             from . import plots as audit_plots
 
             audit_plots.values_heatmap(self.rounds, directory / PLOTS["heatmap"])
@@ -558,6 +605,7 @@ def audit_updates(
     clients, flags = client_summary(audits, statistic, config)
     clients = clients.assign(**{k: first[k] for k in ("metric", "weighting", "validation_sha256")})
     meta = {
+        "state": AUDITED,
         "config": config.model_dump(mode="json"),
         "seed": seed,
         "game": {

@@ -1,4 +1,4 @@
-"""Cheap per-client signals: update norm and cosine similarity to the aggregate update."""
+"""Cheap per-client signals: update norm, cosine similarity to the aggregate update and to each other update."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ __all__ = [
     "update_norms",
     "aggregate_update",
     "cosine_to_aggregate",
+    "median_cosine_to_others",
     "update_signals",
 ]
 
@@ -66,6 +67,22 @@ def cosine_to_aggregate(
         agg_sq = np.full(n, total @ total)
     denom = np.sqrt(sq) * np.sqrt(agg_sq)
     return np.where(denom > eps, dot / np.maximum(denom, eps), 0.0)
+
+
+def median_cosine_to_others(updates, eps: float = 1e-12) -> np.ndarray:
+    """Median over the other clients ``j`` of ``cos(x_i, x_j)``; NaN for a lone client.
+
+    Unlike the cosine to the others' aggregate, this reference is robust to a minority of
+    clients sending corrupted updates (a reversed x-2 client drags the aggregate against the
+    honest clients, not the median). Zero vectors give cosine 0.
+    """
+    x = flatten_updates(updates)
+    n = x.shape[0]
+    norms = np.linalg.norm(x, axis=1)
+    unit = x / np.where(norms > eps, norms, np.inf)[:, None]
+    gram = unit @ unit.T
+    others = gram[~np.eye(n, dtype=bool)].reshape(n, n - 1)
+    return np.median(others, axis=1) if n > 1 else np.full(n, np.nan)
 
 
 def update_signals(updates, weights=None, *, exclude_self: bool = False) -> dict[str, np.ndarray]:

@@ -32,6 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from fedmm.artifacts import write_npz
+from fedmm.audit.report import NOT_AUDITABLE
 from fedmm.data.dataset import MultimodalDataset, load_npz
 from fedmm.fl.evaluation import classification_metrics
 from fedmm.fl.result import TrainResult, load_predictor
@@ -52,6 +53,8 @@ TAG_REPLACED = "fedmm.replaced_version"
 TAG_AUDIT_HARMFUL = "fedmm.audit.harmful_clients"
 TAG_AUDIT_FLAGS = "fedmm.audit.flags"
 TAG_AUDIT_GATE_FLAGS = "fedmm.audit.gate_flags"
+TAG_AUDIT_STATE = "fedmm.audit.state"  # audited, or not_auditable (nothing to value; the reason tag says why)
+TAG_AUDIT_REASON = "fedmm.audit.reason"
 TAG_AUDIT_COUNT = "fedmm.audit.count"
 TAG_AUDIT_RECORDED = "fedmm.audit.recorded_at"
 AUDIT_HISTORY = "fedmm.audit.history."
@@ -317,8 +320,12 @@ def audit_gate(tags: dict[str, str]) -> Gate:
     """Passes when the version's contribution audit flagged no client with one of its gate flags.
 
     The audit records its flags per client and the flags that block promotion
-    (``audit.gate_flags``; harmful only when an older audit did not record them).
+    (``audit.gate_flags``; harmful only when an older audit did not record them). A run with
+    nothing to audit (state ``not_auditable``, e.g. FedMEKT sends no parameter deltas) passes,
+    with the recorded reason.
     """
+    if tags.get(TAG_AUDIT_STATE) == NOT_AUDITABLE:
+        return Gate("clean_audit", True, f"nothing to audit: {tags.get(TAG_AUDIT_REASON, 'no reason recorded')}")
     recorded = tags.get(TAG_AUDIT_HARMFUL)
     if recorded is None:
         return Gate("clean_audit", False, "no contribution audit is recorded on this version")

@@ -92,12 +92,15 @@ def test_exact_rounds_pass_the_axiom_checks(report):
 def test_flags_find_the_free_rider_and_the_harmful_client(report):
     clients = report.clients.set_index("client")
     assert clients.loc[13, "flags"] == "free_rider"
-    assert clients.loc[14, "flags"] == "harmful"
+    assert clients.loc[14, "flags"] == "harmful,anomalous"  # the negated update also points against the others'
     assert clients.loc[[10, 11, 12], "flags"].eq("").all()
     assert set(report.flags) == {"13", "14"}
-    evidence = report.flags["14"][0]["evidence"]
+    harmful, opposed = report.flags["14"]
+    evidence = harmful["evidence"]
     thresholds = report.meta["flags"]["thresholds"]
     assert evidence["p_holm"] < thresholds["alpha"] and evidence["ci_high"] < -thresholds["min_effect"]
+    assert opposed["rule"].startswith("update opposed") and evidence["median_cosine"] == pytest.approx(-1, abs=1e-5)
+    assert evidence["p_opposed"] < thresholds["alpha"] and clients.loc[10, "median_cosine"] > 0
     assert thresholds["group_key"] == "recording" and thresholds["n_groups"] == 30 and thresholds["df"] == 29
     assert report.flags["13"][0]["evidence"]["median_norm_ratio"] == 0.0
     assert clients.loc[14, "verdict"] == "harmful" and clients.loc[10, "verdict"] == "not harmful"
@@ -277,10 +280,29 @@ def test_model_version_tags_carry_the_flags_tests_and_thresholds_the_gate_reads(
 
     tags = audit_tags(report, "run123")
     assert json.loads(tags["fedmm.audit.harmful_clients"]) == [14]
-    assert json.loads(tags["fedmm.audit.flags"]) == {"13": ["free_rider"], "14": ["harmful"]}
+    assert json.loads(tags["fedmm.audit.flags"]) == {"13": ["free_rider"], "14": ["harmful", "anomalous"]}
+    assert tags["fedmm.audit.state"] == "audited"
     assert json.loads(tags["fedmm.audit.thresholds"])["n_groups"] == 30
     tests = json.loads(tags["fedmm.audit.tests"])
     assert tests["14"]["verdict"] == "harmful" and tests["14"]["p_holm"] < 0.05 and tests["14"]["ci"][1] < 0
     assert tags["fedmm.audit.report"] == "runs:/run123/audit/report.html" and max(map(len, tags.values())) < 5000
     gate = audit_gate(tags)
     assert not gate.passed and "[14]" in gate.detail and "13" not in gate.detail  # free riders pass by default
+
+
+def test_a_run_with_nothing_to_audit_is_recorded_as_such_and_passes_the_gate(tmp_path):
+    import json
+
+    from fedmm.tracking.registry import audit_gate
+    from fedmm.workflow import audit_tags
+
+    report = AuditReport.not_auditable("strategy 'fedmekt' sends no parameter deltas")
+    assert report.state == "not_auditable" and report.flags == {} and report.summary()["audit_rounds"] == 0
+    saved = AuditReport.load(report.save(tmp_path / "audit"))
+    assert saved.state == "not_auditable" and json.loads((tmp_path / "audit" / "audit.json").read_text())["reason"]
+    assert "Nothing to audit: strategy &#x27;fedmekt&#x27;" in (tmp_path / "audit" / "report.html").read_text()
+    tags = audit_tags(report)
+    assert tags == {"fedmm.audit.state": "not_auditable",
+                    "fedmm.audit.reason": "strategy 'fedmekt' sends no parameter deltas"}
+    gate = audit_gate(tags)
+    assert gate.passed and gate.detail == "nothing to audit: strategy 'fedmekt' sends no parameter deltas"

@@ -1,6 +1,7 @@
 import numpy as np
 
 from fedmm.audit import aggregate_update, cosine_to_aggregate, update_norms, update_signals
+from fedmm.audit.signals import median_cosine_to_others
 
 
 def cos(a, b):
@@ -31,3 +32,17 @@ def test_signals_edge_cases_and_list_input():
     assert c[2] < 0 < c[0]
     # a single client has no "others": cosine 0
     np.testing.assert_allclose(cosine_to_aggregate(np.ones((1, 3)), exclude_self=True), [0.0])
+
+
+def test_median_cosine_is_robust_to_a_reversed_minority():
+    rng = np.random.default_rng(0)
+    step = rng.normal(size=50)
+    honest = [step + 0.5 * rng.normal(size=50) for _ in range(7)]
+    ups = np.stack([*honest, *(-2 * h for h in honest[:3])])  # three clients send their update x-2
+    flat = ups.reshape(10, -1)
+    loops = [np.median([cos(flat[i], flat[j]) for j in range(10) if j != i]) for i in range(10)]
+    med = median_cosine_to_others(ups)
+    np.testing.assert_allclose(med, loops, atol=1e-12)
+    assert med[7:].max() < 0 < med[:7].min()
+    assert cosine_to_aggregate(ups, exclude_self=True)[:7].min() < 0  # the others' aggregate is dragged against some
+    assert np.isnan(median_cosine_to_others(np.ones((1, 3)))).all()
