@@ -145,7 +145,7 @@ def test_experiment_runs_resumably_and_dedupes_structure_only_runs(tmp_path):
     spec_file = tmp_path / "kg.yaml"
     spec_file.write_text(
         "task: fedmkgc\nname: kg-test\nconfig: {clients: 3, keep: 0.5, dim: 8, rounds: 1, local_epochs: 1}\n"
-        "datasets: [nations]\nmethods: [fede, fede_text]\nmissing_rates: [0.0, 0.5]\nseeds: [0, 1]\n"
+        "datasets: {nations: {dim: 4}}\nmethods: [fede, fede_text]\nmissing_rates: [0.0, 0.5]\nseeds: [0, 1]\n"
     )
     spec, configs = load_kg_spec(spec_file)
     first = run_kg_experiment(spec, configs, tmp_path / "out", track=False)
@@ -159,6 +159,6 @@ def test_a_bad_experiment_file_fails_before_any_run(tmp_path):
     from fedmm.config import ConfigError
 
     spec_file = tmp_path / "kg.yaml"
-    spec_file.write_text("task: fedmkgc\nname: x\ndatasets: [wordnet]\nmethods: [fede]\nmissing_rates: [0]\nseeds: [0]\n")
+    spec_file.write_text("task: fedmkgc\nname: x\ndatasets: {wordnet: {}}\nmethods: [fede]\nmissing_rates: [0]\nseeds: [0]\n")
     with pytest.raises(ConfigError, match="datasets"):
         load_kg_spec(spec_file)

@@ -37,7 +37,7 @@ class KGExperimentSpec(BaseModel):
     task: Literal[TASK]
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     config: dict = Field(default_factory=dict, description="KGConfig fields shared by every run")
-    datasets: list[Literal[KG_NAMES]] = Field(min_length=1)
+    datasets: dict[Literal[KG_NAMES], dict] = Field(min_length=1, description="per dataset, KGConfig fields over config")
     methods: list[Literal[tuple(METHODS)]] = Field(min_length=1)
     missing_rates: list[float] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
@@ -58,8 +58,9 @@ def load_kg_spec(path: str | Path) -> tuple[KGExperimentSpec, list[KGConfig]]:
     try:
         spec = KGExperimentSpec.model_validate(yaml.safe_load(Path(path).read_text()) or {})
         configs = [
-            KGConfig(**{**spec.config, "dataset": d, "method": m, "missing_rate": r, "seed": s})
-            for d in spec.datasets for r in spec.missing_rates for m in spec.methods for s in spec.seeds
+            KGConfig(**{**spec.config, **(overrides or {}), "dataset": d, "method": m, "missing_rate": r, "seed": s})
+            for d, overrides in spec.datasets.items() for r in spec.missing_rates for m in spec.methods
+            for s in spec.seeds
         ]
     except (OSError, yaml.YAMLError, ValidationError) as error:
         raise ConfigError(f"experiment file {path} is invalid:\n{error}") from None

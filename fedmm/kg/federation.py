@@ -39,10 +39,14 @@ class ClientGraph:
 
 
 def modality_features(kg: KnowledgeGraph, text: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The non-structure modalities (name -> (entities, dim)) and where the data has them."""
+    """The non-structure modalities (name -> (entities, dim)) and where the data has them.
+
+    Text embeddings are standardised per dimension over the graph's entity names: MiniLM's
+    mean-pooled vectors share a large common component that would otherwise dominate.
+    """
     features, available = {}, [np.ones(kg.num_entities, dtype=bool)]
     if text is not None:
-        features["text"] = text
+        features["text"] = ((text - text.mean(0)) / (text.std(0) + 1e-6)).astype(np.float32)
         available.append(np.ones(kg.num_entities, dtype=bool))
     if kg.numeric is not None:
         features["numeric"] = kg.numeric

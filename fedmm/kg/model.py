@@ -1,7 +1,8 @@
 """A masked multimodal entity encoder with ComplEx or RotatE scoring, 1-N over candidate entities.
 
 An entity's embedding is its structure embedding plus a linear projection of each of its
-present modalities (text, numeric literals); a missing modality adds nothing (zero-fill) or,
+present modalities (text, numeric literals), initialised at zero so training starts from the
+structure-only model; a missing modality adds nothing (zero-fill) or,
 with HidE, an imputed embedding in the same projected space. Relations come in pairs, r and
 its reciprocal r + R, so tails and heads are both predicted as "tails".
 """
@@ -20,6 +21,9 @@ class EntityEncoder(nn.Module):
         self.structure = nn.Embedding(num_entities, width)
         nn.init.normal_(self.structure.weight, std=0.1)
         self.project = nn.ModuleDict({name: nn.Linear(dim, width) for name, dim in feature_dims.items()})
+        for layer in self.project.values():
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def modalities(self, features: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         """Structure first, then each feature modality in ``project`` order; zero where absent."""

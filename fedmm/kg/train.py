@@ -127,7 +127,9 @@ def local_training(participant: Participant, features: Features, config: KGConfi
     candidates = torch.as_tensor(graph.entities)
     position = torch.full((len(participant.present),), -1, dtype=torch.long)
     position[candidates] = torch.arange(len(candidates))
-    optimizer = torch.optim.Adam([p for m in models for p in m.parameters()], lr=config.lr)
+    projections = [p for m in models for p in m.encoder.project.parameters()]
+    others = [p for m in models for name, p in m.named_parameters() if not name.startswith("encoder.project.")]
+    optimizer = torch.optim.Adam([{"params": others}, {"params": projections, "lr": config.feature_lr}], lr=config.lr)
     for epoch in range(config.local_epochs):
         order = torch.randperm(len(data), generator=torch_generator(config.seed, "kg", "batches", graph.index, round_, epoch))
         for start in range(0, len(data), config.batch_size):
