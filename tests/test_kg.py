@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import REPO
 
 from fedmm.data.sources import SourceIntegrityError
 from fedmm.kg import data as kg_data
@@ -112,10 +113,11 @@ def test_distillation_vanishes_on_equal_scores_and_trains_only_the_student():
     assert student.grad.abs().sum() > 0 and teacher.grad is None
 
 
-@pytest.mark.parametrize("method", ["local", "fede_hide", "mmfed3_hide", "centralized"])
-def test_every_method_trains_and_ranks_the_same_queries(nations, method):
+@pytest.mark.parametrize("method,scorer", [("local", "complex"), ("fede_hide", "complex"), ("mmfed3_hide", "rotate"),
+                                           ("centralized", "complex")])
+def test_every_method_trains_and_ranks_the_same_queries(nations, method, scorer):
     kg, text = nations
-    config = KGConfig(**TINY, method=method, missing_rate=0.5)
+    config = KGConfig(**TINY, method=method, scorer=scorer, missing_rate=0.5)
     features, available = modality_features(kg, text)
     clients = federate(kg, config, available)
     participants, tensors = train(clients, features, config, kg.num_entities, kg.num_relations)
@@ -153,6 +155,12 @@ def test_experiment_runs_resumably_and_dedupes_structure_only_runs(tmp_path):
     assert len(first["summary"]) == 4
     again = run_kg_experiment(spec, configs, tmp_path / "out", track=False)
     assert again["ran"] == 0 and "### nations, missing rate 0.5" in again["outputs"]["table"].read_text()
+
+
+def test_shipped_experiment_files_validate():
+    for name, runs in (("fedmkgc", 243), ("fedmkgc_ci", 14)):
+        spec, configs = load_kg_spec(REPO / "configs" / "experiments" / f"{name}.yaml")
+        assert len({c.run_id() for c in configs}) == runs
 
 
 def test_a_bad_experiment_file_fails_before_any_run(tmp_path):

