@@ -1,6 +1,7 @@
 """FedMKGC: the shipped graphs, their validation, the federation, the models, HidE and MMFeD3, the table."""
 
 import shutil
+import sys
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ def test_shipped_graphs_have_their_published_sizes():
     assert nations.num_entities == 14 and nations.numeric.shape == (14, 2)
     assert nations.numeric_present.sum() == 13 and not nations.numeric_present[nations.entities.index("ussr")]
     assert np.allclose(nations.numeric[nations.numeric_present].mean(0), 0, atol=1e-5)
+    assert "pykeen" not in sys.modules
 
 
 def test_a_modified_graph_file_is_refused(tmp_path, monkeypatch):
