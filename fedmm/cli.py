@@ -276,7 +276,10 @@ def impute(training_run_id: str, config_path: Path | None, overrides: tuple[str,
 def experiment(spec_path: Path, output: Path | None, dry_run: bool) -> None:
     """Run a matrix of configs resumably: CSV, Markdown table and plots, one MLflow parent run."""
     from fedmm.experiments.matrix import expand, load_spec
+    from fedmm.kg.experiment import is_kg_spec
 
+    if is_kg_spec(spec_path):
+        return kg_experiment(spec_path, output, dry_run)
     spec, base = load_spec(spec_path)
     cells = expand(spec, base)
     if dry_run:
@@ -290,6 +293,22 @@ def experiment(spec_path: Path, output: Path | None, dry_run: bool) -> None:
     click.echo(outcome.outputs["table"].read_text())
     click.echo(f"ran {outcome.ran} cells, {outcome.skipped} already done; results: {outcome.outputs['cells'].parent}")
     click.echo(f"MLflow parent run: {outcome.parent_run_id}")
+
+
+def kg_experiment(spec_path: Path, output: Path | None, dry_run: bool) -> None:
+    """A FedMKGC matrix (``task: fedmkgc``): filtered MRR and Hits@k per dataset, missing rate and method."""
+    from fedmm.kg.experiment import load_kg_spec, run_kg_experiment
+
+    spec, configs = load_kg_spec(spec_path)
+    if dry_run:
+        for config in configs:
+            click.echo(f"{config.run_id()}  {config.dataset} {config.method} r={config.missing_rate:g} seed={config.seed}")
+        click.echo(f"{len(configs)} cells, {len({c.run_id() for c in configs})} distinct runs")
+        return
+    outcome = run_kg_experiment(spec, configs, output or Path("reports") / "experiments" / spec.name)
+    click.echo(outcome["outputs"]["table"].read_text())
+    click.echo(f"ran {outcome['ran']} runs; results: {outcome['outputs']['cells'].parent}")
+    click.echo(f"MLflow parent run: {outcome['parent_run_id']}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Federated multimodal knowledge-graph completion (FedMKGC): data, federation, models, training, evaluation."""
