@@ -199,12 +199,13 @@ class FedMobileConfig(_Section):
 
 
 class DualDistillConfig(_Section):
-    """MMFeD3: logit and feature distillation between server and clients on the proxy set, both ways."""
+    """MMFeD3: logit and feature distillation, on the clients' own batches and on the server's proxy inputs."""
 
     logit_weight: float = Field(1.0, ge=0, description="weight of the temperature-scaled logit KL")
     feature_weight: float = Field(1.0, ge=0, description="weight of the fused-representation alignment (MSE)")
     temperature: float = Field(3.0, gt=0)
     server_epochs: int = Field(2, ge=1, description="server epochs distilling the client ensemble on the proxy set")
+    warmup_rounds: int = Field(0, ge=0, description="rounds of plain FedAvg before distillation starts (both ways)")
 
 
 class TrainConfig(_Section):
