@@ -134,6 +134,10 @@ class FedMekt(FedAvg):
         self.global_model = build_model(server.spec, seed).to(server.device) if server is not None else None
         self._broadcast: tuple[int, torch.Tensor] | None = None
 
+    @classmethod
+    def extra_labels(cls, train: TrainConfig) -> bool:
+        return True
+
     def broadcast(self, server_round: int, global_state: State) -> torch.Tensor:
         """The round's global proxy embeddings (P, M, E): all the server sends to clients."""
         if self._broadcast is None or self._broadcast[0] != server_round:

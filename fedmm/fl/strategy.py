@@ -76,6 +76,11 @@ class Strategy(ABC):
         """Whether clients send parameter deltas (what update corruptions and the contribution audit act on)."""
         return issubclass(cls.payload_type, ClientUpdate)
 
+    @classmethod
+    def extra_labels(cls, train: TrainConfig) -> bool:
+        """Whether the method trains on labels FedAvg never sees (the server's labelled proxy set)."""
+        return False
+
     @abstractmethod
     def configure_train(self, server_round: int, num_clients: int) -> list[TrainInstruction]:
         """Choose this round's clients and their local settings."""
