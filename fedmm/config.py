@@ -208,10 +208,36 @@ class DualDistillConfig(_Section):
     warmup_rounds: int = Field(0, ge=0, description="rounds of plain FedAvg before distillation starts (both ways)")
 
 
+class ProxyConfig(_Section):
+    """The proxy-set baselines: proxy_only (the server's labelled proxy set alone) and fedavg_ft (FedAvg, then fine-tuning)."""
+
+    epochs: int = Field(3, ge=1, description="proxy_only: epochs over the proxy set per round")
+    finetune_epochs: int = Field(5, ge=1, description="fedavg_ft: epochs over the proxy set after the last round")
+    modality_dropout: bool = Field(True, description="also show every proxy batch with each single modality absent")
+
+
+class DropoutConfig(_Section):
+    """fedavg_dropout: clients also train on their batches with present modalities dropped at random."""
+
+    rate: float = Field(0.5, gt=0, lt=1, description="probability each present modality is dropped (one always stays)")
+
+
+class FedAdamConfig(_Section):
+    """FedAdam (FedOpt, Reddi et al. 2021): Adam on the server over the negated mean client delta."""
+
+    server_lr: float = Field(0.01, gt=0, description="server learning rate (eta)")
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-3, gt=0, description="adaptivity (Adam's eps)")
+
+
 class TrainConfig(_Section):
     """Federated rounds, local training and the centralized reference."""
 
-    strategy: Literal["fedavg", "fedprox", "moon", "fedmekt", "fedmobile", "mmfed3"] = "fedavg"
+    strategy: Literal[
+        "fedavg", "fedprox", "moon", "fedmekt", "fedmobile", "mmfed3", "fedadam", "fedavg_dropout", "fedavg_ft",
+        "proxy_only",
+    ] = "fedavg"
     transport: Literal["inprocess", "flower"] = Field(
         "inprocess",
         description="inprocess: every client simulated in this process; flower: a Flower SuperLink and one "
@@ -231,13 +257,16 @@ class TrainConfig(_Section):
     fedmekt: FedMektConfig = FedMektConfig()
     fedmobile: FedMobileConfig = FedMobileConfig()
     mmfed3: DualDistillConfig = DualDistillConfig()
+    fedadam: FedAdamConfig = FedAdamConfig()
+    dropout: DropoutConfig = DropoutConfig()
+    proxy: ProxyConfig = ProxyConfig()
 
     @property
     def needs_proxy(self) -> bool:
         """Whether the strategy uses the server's proxy set."""
         if self.strategy == "fedmobile":
             return self.fedmobile.generator_weighting == "clustered_shapley"
-        return self.strategy in ("fedmekt", "mmfed3")
+        return self.strategy in ("fedmekt", "mmfed3", "fedavg_ft", "proxy_only")
 
 
 class FlowerConfig(_Section):
