@@ -63,6 +63,10 @@ class PartitionConfig(_Section):
         description="share of the training pool the server holds as a labelled proxy set (every modality "
         "present, given to no client); the knowledge-transfer strategies need it",
     )
+    proxy_from: Literal["pool", "subjects"] = Field(
+        "pool", description="pool: a class-stratified proxy_fraction of the training rows; subjects: every row of "
+        "a proxy_fraction of the training subjects (at least one), who then hold no client data",
+    )
     label_fraction: float = Field(
         1.0, gt=0, le=1, description="share of each client's samples that keep their label (semi-supervised below 1)"
     )
