@@ -201,6 +201,9 @@ class FedMobileConfig(_Section):
         0.5, ge=0, le=1,
         description="aggregation score = w * local accuracy + (1 - w) * relative local loss reduction",
     )
+    model_weighting: Literal["contribution", "samples"] = Field(
+        "contribution", description="how client model deltas are weighted: contribution-aware scores, or example counts",
+    )
     generator_weighting: Literal["clustered_shapley", "samples"] = Field(
         "clustered_shapley", description="how client generators are weighted when aggregated",
     )
