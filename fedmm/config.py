@@ -217,7 +217,9 @@ class DualDistillConfig(_Section):
     logit_weight: float = Field(1.0, ge=0, description="weight of the temperature-scaled logit KL")
     feature_weight: float = Field(1.0, ge=0, description="weight of the fused-representation alignment (MSE)")
     temperature: float = Field(3.0, gt=0)
-    server_epochs: int = Field(2, ge=1, description="server epochs distilling the client ensemble on the proxy set")
+    server_epochs: int = Field(
+        2, ge=0, description="server epochs distilling the client ensemble on the proxy set (0: clients distil only)"
+    )
     warmup_rounds: int = Field(0, ge=0, description="rounds of plain FedAvg before distillation starts (both ways)")
 
 

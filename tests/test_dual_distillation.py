@@ -162,6 +162,16 @@ def test_warmup_rounds_are_fedavg(data, tmp_path):
     assert run(data, tmp_path, "late", MMFED3, "train.mmfed3.warmup_rounds=2").history[:2] == reference.history[:2]
 
 
+def test_without_server_epochs_the_server_averages():
+    distill = strategy("train.mmfed3.server_epochs=0")
+    global_state = trainable_state(build_model(SPEC, 0))
+    update, _ = distill.fit(Worker(build_model(SPEC, 0)), global_state, synthetic([0, 1, 2] * 4, 1), instruction(0), None)
+    merged = distill.aggregate_train(0, global_state, [update])
+    averaged = FedAvg(config().train, 0).aggregate_train(0, global_state, [update])
+    for name in merged:
+        torch.testing.assert_close(merged[name], averaged[name], rtol=0, atol=0)
+
+
 def test_deterministic_resumable_and_better_than_the_majority_class(data, tmp_path):
     settings = (MMFED3, "train.rounds=4", "train.lr=0.01", "train.local_epochs=2")
     reference = run(data, tmp_path, "reference", *settings)

@@ -71,7 +71,8 @@ class DualDistillation(FedAvg):
     ``server_epochs`` of Adam (fresh each round, ``train.lr``) on ``distillation_loss``
     towards the client ensemble on the proxy inputs (the example-weighted mean of the
     clients' tempered softmaxes and of their representations). A payload without proxy
-    outputs (a free rider's) counts as the round's global model.
+    outputs (a free rider's) counts as the round's global model. ``server_epochs: 0`` keeps
+    the client direction only.
 
     The first ``warmup_rounds`` rounds are FedAvg (no distillation either way), so clients
     distil towards a global model that has learnt something. With both weights 0 the
@@ -155,7 +156,7 @@ class DualDistillation(FedAvg):
 
     def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
         merged = super().aggregate_train(server_round, global_state, updates)
-        if not self.distills_in(server_round):
+        if not self.distills_in(server_round) or not self.config.server_epochs:
             return merged
         teacher_probs, teacher_features = self.ensemble(server_round, global_state, updates)
         self.server_model.load(merged)
