@@ -69,6 +69,10 @@ class PartitionConfig(_Section):
         description="share of the training pool the server holds as a labelled proxy set (every modality "
         "present, given to no client); the knowledge-transfer strategies need it",
     )
+    proxy_from: Literal["pool", "subjects"] = Field(
+        "pool", description="pool: a class-stratified proxy_fraction of the training rows; subjects: every row of "
+        "a proxy_fraction of the training subjects (at least one), who then hold no client data",
+    )
     label_fraction: float = Field(
         1.0, gt=0, le=1, description="share of each client's samples that keep their label (semi-supervised below 1)"
     )
@@ -184,7 +188,13 @@ class FedMektConfig(_Section):
     """FedMEKT: clients train multimodal autoencoders on unlabelled data and send proxy-set embeddings."""
 
     recon_weight: float = Field(1.0, ge=0, description="weight of the clients' reconstruction loss")
-    distill_weight: float = Field(1.0, ge=0, description="weight of the clients' KL toward the global proxy embeddings")
+    reconstruction: Literal["cross_modal", "joint"] = Field(
+        "cross_modal", description="cross_modal: each present modality predicts every present one (FedMEKT's code); "
+        "joint: each is decoded from the mean of the present embeddings",
+    )
+    distill_weight: float = Field(
+        0.1, ge=0, description="weight of the clients' KL toward the global proxy embeddings (public code: alpha 0.1)"
+    )
     temperature: float = Field(3.0, gt=0, description="softmax temperature over embedding dimensions (public code: 3)")
     server_epochs: int = Field(5, ge=1, description="server epochs distilling aggregated embeddings into the encoders")
     classifier_epochs: int = Field(10, ge=1, description="server epochs training fusion and head on the labelled proxy")
@@ -197,6 +207,9 @@ class FedMobileConfig(_Section):
         0.5, ge=0, le=1,
         description="aggregation score = w * local accuracy + (1 - w) * relative local loss reduction",
     )
+    model_weighting: Literal["contribution", "samples"] = Field(
+        "contribution", description="how client model deltas are weighted: contribution-aware scores, or example counts",
+    )
     generator_weighting: Literal["clustered_shapley", "samples"] = Field(
         "clustered_shapley", description="how client generators are weighted when aggregated",
     )
@@ -205,18 +218,47 @@ class FedMobileConfig(_Section):
 
 
 class DualDistillConfig(_Section):
-    """MMFeD3: logit and feature distillation between server and clients on the proxy set, both ways."""
+    """MMFeD3: logit and feature distillation, on the clients' own batches and on the server's proxy inputs."""
 
     logit_weight: float = Field(1.0, ge=0, description="weight of the temperature-scaled logit KL")
     feature_weight: float = Field(1.0, ge=0, description="weight of the fused-representation alignment (MSE)")
     temperature: float = Field(3.0, gt=0)
-    server_epochs: int = Field(2, ge=1, description="server epochs distilling the client ensemble on the proxy set")
+    server_epochs: int = Field(
+        2, ge=0, description="server epochs distilling the client ensemble on the proxy set (0: clients distil only)"
+    )
+    warmup_rounds: int = Field(0, ge=0, description="rounds of plain FedAvg before distillation starts (both ways)")
+
+
+class ProxyConfig(_Section):
+    """The proxy-set baselines: proxy_only (the server's labelled proxy set alone) and fedavg_ft (FedAvg, then fine-tuning)."""
+
+    epochs: int = Field(3, ge=1, description="proxy_only: epochs over the proxy set per round")
+    finetune_epochs: int = Field(5, ge=1, description="fedavg_ft: epochs over the proxy set after the last round")
+    modality_dropout: bool = Field(True, description="also show every proxy batch with each single modality absent")
+
+
+class DropoutConfig(_Section):
+    """fedavg_dropout: clients also train on their batches with present modalities dropped at random."""
+
+    rate: float = Field(0.5, gt=0, lt=1, description="probability each present modality is dropped (one always stays)")
+
+
+class FedAdamConfig(_Section):
+    """FedAdam (FedOpt, Reddi et al. 2021): Adam on the server over the negated mean client delta."""
+
+    server_lr: float = Field(0.01, gt=0, description="server learning rate (eta)")
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-3, gt=0, description="adaptivity (Adam's eps)")
 
 
 class TrainConfig(_Section):
     """Federated rounds, local training and the centralized reference."""
 
-    strategy: Literal["fedavg", "fedprox", "moon", "fedmekt", "fedmobile", "mmfed3"] = "fedavg"
+    strategy: Literal[
+        "fedavg", "fedprox", "moon", "fedmekt", "fedmobile", "mmfed3", "fedadam", "fedavg_dropout", "fedavg_ft",
+        "proxy_only",
+    ] = "fedavg"
     transport: Literal["inprocess", "flower"] = Field(
         "inprocess",
         description="inprocess: every client simulated in this process; flower: a Flower SuperLink and one "
@@ -236,13 +278,16 @@ class TrainConfig(_Section):
     fedmekt: FedMektConfig = FedMektConfig()
     fedmobile: FedMobileConfig = FedMobileConfig()
     mmfed3: DualDistillConfig = DualDistillConfig()
+    fedadam: FedAdamConfig = FedAdamConfig()
+    dropout: DropoutConfig = DropoutConfig()
+    proxy: ProxyConfig = ProxyConfig()
 
     @property
     def needs_proxy(self) -> bool:
         """Whether the strategy uses the server's proxy set."""
         if self.strategy == "fedmobile":
             return self.fedmobile.generator_weighting == "clustered_shapley"
-        return self.strategy in ("fedmekt", "mmfed3")
+        return self.strategy in ("fedmekt", "mmfed3", "fedavg_ft", "proxy_only")
 
 
 class FlowerConfig(_Section):

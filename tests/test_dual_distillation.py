@@ -71,11 +71,15 @@ def kl(target_probs, logits):
     return F.kl_div(F.log_softmax(logits / 3.0, dim=1), target_probs, reduction="batchmean").item()
 
 
-def proxy_outputs_of(state):
+def outputs_of(state, batch):
     model = build_model(SPEC, 0)
     model.load_state_dict(state)
     with torch.no_grad():
-        out = forward(model, PROXY)
+        return forward(model, batch)
+
+
+def proxy_outputs_of(state):
+    out = outputs_of(state, PROXY)
     return out.logits, out.representation
 
 
@@ -123,18 +127,49 @@ def test_a_payload_without_proxy_outputs_counts_as_the_global_model():
     torch.testing.assert_close(features, representation)
 
 
+def test_clients_distil_the_global_model_on_their_own_batches_under_their_own_masks():
+    global_state = trainable_state(build_model(SPEC, 0))
+    student = build_model(SPEC, 1)
+    local = synthetic([0, 1, 2, 0, 1, 2], seed=3)
+    local.mask[::2, 1] = False  # every other sample lacks gyro
+    out = forward(student, local)
+    teacher = outputs_of(global_state, local)
+    expected = F.cross_entropy(out.logits, local.labels) + 9 * F.kl_div(
+        F.log_softmax(out.logits / 3, dim=1), tempered(teacher.logits), reduction="batchmean"
+    ) + F.mse_loss(out.representation, teacher.representation)
+    torch.testing.assert_close(strategy().client_objective(student, global_state)(out), expected)
+
+
 def test_the_local_objective_pulls_the_client_towards_the_global_model():
     global_state = trainable_state(build_model(SPEC, 0))
-    global_probs = tempered(proxy_outputs_of(global_state)[0])
     tiny = synthetic([0] * 6, seed=3)
+    global_probs = tempered(outputs_of(global_state, tiny).logits)
 
     def divergence(*weights):
         worker = Worker(build_model(SPEC, 0))
         update, _ = strategy(*weights).fit(worker, global_state, tiny, instruction(0, epochs=20), None)
-        return kl(global_probs, update.proxy_logits)
+        trained = {k: global_state[k] + update.delta[k] for k in global_state}
+        return kl(global_probs, outputs_of(trained, tiny).logits)
 
     undistilled = divergence("train.mmfed3.logit_weight=0", "train.mmfed3.feature_weight=0")
     assert divergence("train.mmfed3.logit_weight=1", "train.mmfed3.feature_weight=0") < undistilled
+
+
+def test_warmup_rounds_are_fedavg(data, tmp_path):
+    reference = run(data, tmp_path, "fedavg")
+    warm = run(data, tmp_path, "warm", MMFED3, "train.mmfed3.warmup_rounds=3")
+    assert_same_training(warm, reference)
+    assert run(data, tmp_path, "late", MMFED3, "train.mmfed3.warmup_rounds=2").history[:2] == reference.history[:2]
+
+
+def test_without_server_epochs_the_server_averages():
+    distill = strategy("train.mmfed3.server_epochs=0")
+    global_state = trainable_state(build_model(SPEC, 0))
+    update, _ = distill.fit(Worker(build_model(SPEC, 0)), global_state, synthetic([0, 1, 2] * 4, 1), instruction(0), None)
+    merged = distill.aggregate_train(0, global_state, [update])
+    averaged = FedAvg(config().train, 0).aggregate_train(0, global_state, [update])
+    for name in merged:
+        torch.testing.assert_close(merged[name], averaged[name], rtol=0, atol=0)
 
 
 def test_deterministic_resumable_and_better_than_the_majority_class(data, tmp_path):

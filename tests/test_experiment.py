@@ -1,7 +1,9 @@
 """The experiment matrix: cells, patterns, a resumable run with its table, plots and MLflow runs."""
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from click.testing import CliRunner
 
 from conftest import REPO
@@ -9,6 +11,7 @@ from fedmm.artifacts import read_json
 from fedmm.cli import main
 from fedmm.config import ConfigError, load_config
 from fedmm.experiments.matrix import expand, load_spec, pattern_overrides
+from fedmm.experiments.results import aggregate, markdown_table
 from fedmm.tracking import runs
 
 CI_MATRIX = REPO / "configs" / "experiments" / "ci.yaml"
@@ -66,3 +69,42 @@ def test_matrix_runs_resumably_into_table_plots_and_mlflow(tmp_path):
     )
     assert len(children) == 8
     assert {a.path for a in runs.client().list_artifacts(parent_id)} >= {"cells.csv", "summary.csv", "table.md", "plots"}
+
+
+def test_named_strategy_variants_are_rows_with_their_own_overrides(tmp_path):
+    spec_file = tmp_path / "variants.yaml"
+    spec_file.write_text(CI_MATRIX.read_text().replace("base: ../tiny.yaml", f"base: {REPO / 'configs' / 'tiny.yaml'}")
+                         .replace("strategies: [fedavg]", "strategies: [fedavg, {name: fedavg-e3, strategy: fedavg, "
+                                  "set: [train.local_epochs=3]}]"))
+    cells = expand(*load_spec(spec_file))
+    variant = [c for c in cells if c.strategy == "fedavg-e3"]
+    assert len(variant) == 12 and all(c.config.train.local_epochs == 3 for c in variant)
+    assert all(c.config.train.strategy == "fedavg" for c in variant)
+
+
+def test_results_pair_each_strategy_with_fedavg_on_the_same_seeds():
+    seeds = [0, 1, 2, 3]
+    fedavg = np.array([0.80, 0.82, 0.78, 0.81])
+    other = np.array([0.83, 0.82, 0.80, 0.85])
+    rows = [
+        {"dataset": "d", "pattern": "one_modality", "missing_rate": 0.9, "seed": seed, "strategy": name,
+         "test_accuracy": f1, "test_macro_f1": f1, "test_missing_accuracy": f1 - 0.1, "test_missing_macro_f1": f1 - 0.1,
+         "extra_labels": name == "proxy_only", "centralized_macro_f1": 0.9 if name == "fedavg" else np.nan,
+         "centralized_accuracy": 0.9 if name == "fedavg" else np.nan}
+        for name, values in (("fedavg", fedavg), ("proxy_only", other)) for seed, f1 in zip(seeds, values)
+    ]
+    summary = aggregate(pd.DataFrame(rows[::-1])).set_index("strategy")  # pairing is by seed, not by order
+    diff = other - fedavg
+    half = stats.t.ppf(0.975, 3) * diff.std(ddof=1) / 2
+    row = summary.loc["proxy_only"]
+    assert row["test_macro_f1_diff"] == pytest.approx(diff.mean())
+    assert (row["test_macro_f1_diff_low"], row["test_macro_f1_diff_high"]) == pytest.approx(
+        (diff.mean() - half, diff.mean() + half))
+    assert row["test_macro_f1_p"] == pytest.approx(stats.ttest_rel(other, fedavg).pvalue)
+    assert row["test_macro_f1_std"] == pytest.approx(other.std(ddof=1)) and row["extra_labels"]
+    assert summary.loc["fedavg", "test_macro_f1_diff"] == 0 and not summary.loc["fedavg", "extra_labels"]
+    central = summary.loc["centralized"]
+    assert central["seeds"] == 4 and central["test_macro_f1_diff"] == pytest.approx(0.9 - fedavg.mean())
+    table = markdown_table(summary.reset_index())
+    assert "| proxy_only | yes | 0.825 ± 0.021 (4); Δ +0.022 [-0.005, +0.050], p 0.078 |" in table
+    assert "| fedavg |  | 0.802 ± 0.017 (4) |" in table

@@ -9,7 +9,7 @@ from fedmm.data.federated import client_arrays
 from fedmm.fl import engine
 from fedmm.fl.client import Worker, trainable_state
 from fedmm.fl.engine import UpdateStore
-from fedmm.fl.fedmekt import EmbeddingPayload, FedMekt, aggregate_embeddings
+from fedmm.fl.fedmekt import Autoencoder, EmbeddingPayload, FedMekt, aggregate_embeddings
 from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.strategy import ServerContext, StrategyError
 from fedmm.fl.tensors import UNLABELLED, TensorData
@@ -139,3 +139,22 @@ def test_missing_proxy_set_is_a_clear_error(data):
     for context in (ServerContext(full.spec), ServerContext(full.spec, proxy=full.proxy.take(torch.arange(0)))):
         with pytest.raises(StrategyError, match="partition.proxy_fraction"):
             FedMekt(config().train, 0, context)
+
+
+def test_cross_modal_reconstruction_decodes_every_present_modality_from_each_one(data):
+    autoencoder = Autoencoder(proxy_server(config(), data).spec)
+    batch = client(data, 0).take(torch.arange(4))
+    batch = TensorData(batch.inputs, torch.tensor([[True, True], [True, True], [True, False], [False, True]]), batch.labels)
+    embeddings = autoencoder.embed(batch.inputs, batch.mask)
+    errors = []
+    for i, present in enumerate(batch.mask.tolist()):
+        held = [m for m, name in enumerate(autoencoder.modalities) if present[m]]
+        for source in held:
+            for target in held:
+                name = autoencoder.modalities[target]
+                decoded = autoencoder.decoders[name](embeddings[i, source].unsqueeze(0))
+                errors.append((decoded - autoencoder.standardize[name](batch.inputs[name][i:i + 1])).pow(2).mean())
+    torch.testing.assert_close(autoencoder.reconstruction_loss(batch), torch.stack(errors).mean())
+    single = batch.take(torch.arange(2, 4))  # one modality each: cross-modal is the joint loss
+    torch.testing.assert_close(autoencoder.reconstruction_loss(single), autoencoder.reconstruction_loss(single, "joint"))
+    assert not torch.isclose(autoencoder.reconstruction_loss(batch), autoencoder.reconstruction_loss(batch, "joint"))

@@ -114,6 +114,14 @@ def test_scaler_and_generator_are_checkpointed_and_the_run_resumes_identically(d
     assert_same_training(resumed, result)
 
 
+def test_sample_model_weighting_is_fedavgs(data):
+    updates = [update(0, accuracy=0.9, after=0.2), update(1, examples=30, accuracy=0.1, after=1.0)]
+    ablated = FedMobile(config("train.fedmobile.model_weighting=samples").train, 0, proxy_server(config(), data))
+    np.testing.assert_allclose(ablated.model_weights(updates), [0.25, 0.75])
+    aware = FedMobile(config().train, 0, proxy_server(config(), data))
+    np.testing.assert_allclose(aware.model_weights(updates), contribution_weights(updates, 0.5))
+
+
 def test_sample_weighting_needs_no_proxy_set():
     config_from_dict({**RAW, "partition": {**RAW["partition"], "proxy_fraction": 0.0}},
                      ["train.fedmobile.generator_weighting=samples"])

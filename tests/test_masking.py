@@ -125,6 +125,16 @@ def test_proxy_set_is_stratified_and_never_given_to_a_client(prepared):
                                                         MaskConfig(), 0).content_hash
 
 
+def test_a_proxy_from_subjects_holds_whole_subjects_no_client_is(prepared):
+    partition = PartitionConfig(proxy_fraction=0.1, proxy_from="subjects")
+    federated = partition_and_mask(prepared, partition, MaskConfig(), 0)
+    subject = prepared.dataset.subject
+    proxy_subjects = set(subject[federated.proxy_index])
+    assert len(proxy_subjects) == 1 and not proxy_subjects & set(subject[federated.pool_index])
+    assert set(subject[prepared.indices("train")]) == proxy_subjects | set(subject[federated.pool_index])
+    assert federated.num_clients == len(set(subject[federated.pool_index]))
+
+
 def test_label_fraction_hides_labels_per_client(prepared):
     partition = PartitionConfig(scheme="iid", num_clients=4, label_fraction=0.2)
     federated = partition_and_mask(prepared, partition, MaskConfig(), 0)

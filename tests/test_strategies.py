@@ -11,13 +11,17 @@ from fedmm.cli import main
 from fedmm.config import ConfigError, ModelConfig, TrainConfig, config_from_dict
 from fedmm.fl import engine
 from fedmm.fl.client import Worker, forward, trainable_state
+from fedmm.fl.baselines import drop_modalities
 from fedmm.fl.engine import UpdateStore
+from fedmm.fl.fedadam import FedAdam
+from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.moon import Moon
 from fedmm.fl.strategies import STRATEGIES, make_strategy
-from fedmm.fl.strategy import cross_entropy
+from fedmm.fl.strategy import FedAvg, cross_entropy
 from fedmm.fl.tensors import TensorData
 from fedmm.fl.training import model_spec, train
 from fedmm.models.multimodal import ModelSpec, build_model
+from fedmm.seeding import torch_generator
 
 RAW = {
     "data": {"window": 50, "stride": 50},
@@ -35,6 +39,11 @@ def config(*overrides):
 @pytest.fixture(scope="module")
 def data():
     return prepared_and_partitioned(config())
+
+
+@pytest.fixture(scope="module")
+def proxy_data():
+    return prepared_and_partitioned(config("partition.proxy_fraction=0.1"))
 
 
 def run(data, tmp_path, name, *overrides):
@@ -114,7 +123,7 @@ def test_worker_loads_and_reads_back_like_the_module():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.strategy=fedsgd", "train.strategy: Input should be 'fedavg', 'fedprox', 'moon', 'fedmekt', 'fedmobile' or 'mmfed3'"),
+        ("train.strategy=fedsgd", "train.strategy: Input should be 'fedavg', 'fedprox', 'moon', 'fedmekt', 'fedmobile', 'mmfed3', 'fedadam', 'fedavg_dropout', 'fedavg_ft' or 'proxy_only'"),
         ("train.fedprox.mu=-1", "train.fedprox.mu: Input should be greater than or equal to 0"),
         ("train.moon.temperature=0", "train.moon.temperature: Input should be greater than 0"),
         ("train.moon.tau=0.5", "train.moon.tau: unknown key"),
@@ -132,4 +141,49 @@ def test_strategy_is_selected_from_the_command_line():
     assert result.exit_code == 0 and "strategy: fedprox" in result.output and "mu: 0.1" in result.output
     result = CliRunner().invoke(main, ["run", "--set", "train.strategy=fedsgd"])
     assert result.exit_code == 2
-    assert "train.strategy: Input should be 'fedavg', 'fedprox', 'moon', 'fedmekt', 'fedmobile' or 'mmfed3'" in result.output
+    assert "train.strategy: Input should be 'fedavg', 'fedprox', 'moon', 'fedmekt', 'fedmobile', 'mmfed3', 'fedadam', 'fedavg_dropout', 'fedavg_ft' or 'proxy_only'" in result.output
+
+
+def test_fedadam_is_adam_on_the_negated_mean_delta_and_resumes_its_moments(data, tmp_path):
+    settings = ("train.strategy=fedadam", "train.fedadam.server_lr=0.02")
+    state = {"w": torch.tensor([1.0, -2.0, 0.5])}
+    updates = [ClientUpdate(0, 1, {"w": torch.tensor([0.1, 0.0, -0.3])}), ClientUpdate(1, 3, {"w": torch.tensor([0.5, 0.0, 0.1])})]
+    mean = FedAvg(config().train, 0).mean_delta(0, updates)["w"]
+    torch.testing.assert_close(mean, torch.tensor([0.4, 0.0, 0.0]))
+    param = torch.nn.Parameter(state["w"].clone())
+    reference = torch.optim.Adam([param], lr=0.02, betas=(0.9, 0.99), eps=1e-3)
+    fedadam = FedAdam(config(*settings).train, 0)
+    for server_round in range(2):
+        param.grad = -mean
+        reference.step()
+        state = fedadam.aggregate_train(server_round, state, updates)
+        torch.testing.assert_close(state["w"], param.detach())
+    assert state["w"][1] == -2.0  # a zero delta moves nothing
+
+    baseline = run(data, tmp_path, "reference", *settings)
+    with interrupted_after_round(2):
+        run(data, tmp_path, "resumed", *settings)
+    assert_same_training(run(data, tmp_path, "resumed", *settings), baseline)
+
+
+def test_modality_dropout_keeps_a_modality_per_sample_and_is_seeded():
+    mask = torch.tensor([[True, True]] * 200 + [[True, False]] * 50)
+    dropped = drop_modalities(mask, 0.5, torch_generator(0, "x"))
+    assert dropped.any(1).all() and not (dropped & ~mask).any()
+    assert (dropped[200:] == mask[200:]).all() and 0.2 < (~dropped[:200]).float().mean() < 0.5
+    assert torch.equal(dropped, drop_modalities(mask, 0.5, torch_generator(0, "x")))
+
+
+@pytest.mark.parametrize("strategy", ["fedavg_dropout", "fedavg_ft", "proxy_only"])
+def test_baselines_train_and_differ_from_fedavg(proxy_data, tmp_path, strategy):
+    settings = (f"train.strategy={strategy}", "partition.proxy_fraction=0.1", "train.proxy.epochs=1",
+                "train.proxy.finetune_epochs=2")
+    result = run(proxy_data, tmp_path, strategy, *settings)
+    fedavg = run(proxy_data, tmp_path, "fedavg", "partition.proxy_fraction=0.1")
+    assert any(not torch.equal(result.state[name], fedavg.state[name]) for name in fedavg.state)
+    if strategy == "fedavg_ft":  # FedAvg until the fine-tuning after the last round
+        assert result.history[:-1] == fedavg.history[:-1]
+    if strategy == "proxy_only":
+        assert all(record["clients"] == [] for record in result.history)
+        assert not (tmp_path / strategy / "updates").exists() or not UpdateStore(tmp_path / strategy / "updates").rounds()
+    assert STRATEGIES[strategy].extra_labels(config(*settings).train) == (strategy != "fedavg_dropout")

@@ -114,7 +114,10 @@ def partition_and_mask(
 ) -> FederatedData:
     """Split the training pool across clients, draw their modality masks, plan any corruption."""
     dataset = prepared.dataset
-    proxy_index, pool_index = split_proxy(prepared.indices("train"), dataset.labels, partition.proxy_fraction, seed)
+    proxy_index, pool_index = split_proxy(
+        prepared.indices("train"), dataset.labels, partition.proxy_fraction, seed,
+        dataset.subject if partition.proxy_from == "subjects" else None,
+    )
     partitioner = make_partitioner(partition, seed).fit(dataset.labels[pool_index], dataset.subject[pool_index])
     client = partitioner.assignment
     masker = ModalityMasker(dataset.modality_names, mask, seed)
@@ -187,12 +190,25 @@ def partition_and_mask(
 
 
 def split_proxy(
-    train_index: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+    train_index: np.ndarray, labels: np.ndarray, fraction: float, seed: int, subjects: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(proxy, pool): a seeded, class-stratified ``fraction`` of the training rows for the server; the rest."""
+    """(proxy, pool): the server's rows and the rest of the training rows.
+
+    Without ``subjects``: a seeded, class-stratified ``fraction`` of the rows. With them: every
+    row of a seeded ``fraction`` of the training subjects (rounded, at least one, never all),
+    so the proxy comes from people no client is.
+    """
     if fraction == 0:
         return np.zeros(0, dtype=train_index.dtype), train_index
     rng = rng_for(seed, "proxy")
+    if subjects is not None:
+        pool_subjects = np.unique(subjects[train_index])
+        if len(pool_subjects) < 2:
+            raise ValueError("partition.proxy_from 'subjects' needs at least two training subjects")
+        count = min(max(1, int(round(fraction * len(pool_subjects)))), len(pool_subjects) - 1)
+        chosen_subjects = rng.choice(pool_subjects, size=count, replace=False)
+        proxy = np.sort(train_index[np.isin(subjects[train_index], chosen_subjects)])
+        return proxy, np.setdiff1d(train_index, proxy)
     chosen = []
     for label in np.unique(labels[train_index]):
         rows = train_index[labels[train_index] == label]

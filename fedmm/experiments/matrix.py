@@ -31,6 +31,16 @@ class DatasetEntry(BaseModel):
     missing_modality: str | None = Field(None, description="one_modality pattern: which one (default: the last)")
 
 
+class StrategyEntry(BaseModel):
+    """A named variant of a strategy: its overrides go after the cell's, so one matrix compares settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$", description="the row name in the results table")
+    strategy: str = Field(description="train.strategy of the variant")
+    set: list[str] = Field(default_factory=list, description="overrides, as for fedmm run --set")
+
+
 class ExperimentSpec(BaseModel):
     """The matrix as written in ``configs/experiments/*.yaml``."""
 
@@ -40,7 +50,7 @@ class ExperimentSpec(BaseModel):
     base: str | None = Field(None, description="base config, relative to the experiment file")
     set: list[str] = Field(default_factory=list, description="overrides applied to every cell")
     datasets: dict[str, DatasetEntry] = Field(min_length=1)
-    strategies: list[str] = Field(min_length=1)
+    strategies: list[str | StrategyEntry] = Field(min_length=1, description="names, or named variants")
     patterns: list[Literal[PATTERNS]] = Field(min_length=1)
     missing_rates: list[float] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
@@ -50,7 +60,14 @@ class ExperimentSpec(BaseModel):
         for rate in self.missing_rates:
             if not 0 <= rate < 1:
                 raise ValueError(f"missing rate {rate} must be in [0, 1)")
+        names = [entry.name for entry in self.variants()]
+        if len(names) != len(set(names)):
+            raise ValueError(f"strategies name a row twice: {names}")
         return self
+
+    def variants(self) -> list[StrategyEntry]:
+        """Every strategy entry as a named variant (a bare name is the strategy with no overrides)."""
+        return [StrategyEntry(name=s, strategy=s) if isinstance(s, str) else s for s in self.strategies]
 
 
 @dataclass(frozen=True)
@@ -128,13 +145,14 @@ def expand(spec: ExperimentSpec, base: Path | None) -> list[Cell]:
         modalities = list(source_info(data_config.data).modalities)
         if entry.missing_modality is not None and entry.missing_modality not in modalities:
             raise ConfigError(f"dataset {dataset}: missing_modality {entry.missing_modality!r} is not in {modalities}")
-        for strategy in spec.strategies:
+        for variant in spec.variants():
+            strategy = variant.name
             for pattern in spec.patterns:
                 for rate in spec.missing_rates:
                     for seed in spec.seeds:
                         overrides = (
-                            *spec.set, *entry.set, f"train.strategy={strategy}", f"seed={seed}",
-                            *pattern_overrides(pattern, rate, modalities, entry.missing_modality),
+                            *spec.set, *entry.set, f"train.strategy={variant.strategy}", f"seed={seed}",
+                            *pattern_overrides(pattern, rate, modalities, entry.missing_modality), *variant.set,
                         )
                         try:
                             config = load_config(dataset_base, list(overrides))

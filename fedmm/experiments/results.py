@@ -1,68 +1,131 @@
-"""Results of an experiment matrix: the per-cell CSV, the mean ± std table, and plots."""
+"""Results of an experiment matrix: the per-cell CSV, the summary table against FedAvg, and plots.
+
+Every strategy is compared with FedAvg on the same seeds (the same data split, partition and
+mask): the table gives mean and sd over seeds, the mean paired difference to FedAvg with its
+t confidence interval and the paired t-test's p-value, and marks the settings that give the
+method labels FedAvg never sees (a labelled server proxy set).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from fedmm.artifacts import write_text
 from fedmm.plotting import plt, save_figure
 
 KEYS = ["dataset", "pattern", "strategy", "missing_rate"]
+GROUP = ["dataset", "pattern", "missing_rate"]
 VIEWS = {
     "test": "complete test inputs",
     "test_missing": "test inputs under the training mask",
 }
 METRICS = [f"{view}_{metric}" for view in VIEWS for metric in ("accuracy", "macro_f1")]
+REFERENCE = "fedavg"
+CENTRALIZED = "centralized"
+CONFIDENCE = 0.95
+CENTRALIZED_COLUMNS = {
+    "centralized_accuracy": "test_accuracy", "centralized_macro_f1": "test_macro_f1",
+    "centralized_test_missing_accuracy": "test_missing_accuracy",
+    "centralized_test_missing_macro_f1": "test_missing_macro_f1",
+}
+
+
+def with_centralized(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells plus a ``centralized`` row per (dataset, pattern, rate, seed) where a cell trained the reference.
+
+    The centralized model pools the clients' data under the same mask; it sees no proxy set.
+    """
+    present = [c for c in CENTRALIZED_COLUMNS if c in cells.columns]
+    if "centralized_macro_f1" not in present:
+        return cells
+    central = cells.dropna(subset=["centralized_macro_f1"]).drop_duplicates(GROUP + ["seed"])
+    central = central[GROUP + ["seed", *present]].rename(columns=CENTRALIZED_COLUMNS)
+    central["strategy"], central["extra_labels"] = CENTRALIZED, False
+    return pd.concat([cells, central], ignore_index=True)
+
+
+def paired_difference(values: pd.Series, reference: pd.Series, confidence: float = CONFIDENCE) -> dict[str, float]:
+    """Mean of ``values - reference`` over the seeds both have, its t interval and the paired t-test's p."""
+    diff = (values - reference).dropna()
+    n = len(diff)
+    out = {"diff": diff.mean() if n else np.nan, "diff_low": np.nan, "diff_high": np.nan, "p": np.nan, "pairs": n}
+    if n >= 2:
+        half = stats.t.ppf((1 + confidence) / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n)
+        out.update(diff_low=out["diff"] - half, diff_high=out["diff"] + half)
+        out["p"] = stats.ttest_1samp(diff, 0.0).pvalue
+    return out
 
 
 def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and seed count of each metric per (dataset, pattern, strategy, missing rate).
+    """Per (dataset, pattern, strategy, missing rate): mean, sd and seeds of each metric, and the paired
+    difference to FedAvg (``<metric>_diff``, ``_diff_low``, ``_diff_high``, ``_p``, ``_pairs``).
 
     A cell without ``test_missing`` metrics (missing rate 0: the mask removes nothing) takes
     its complete-input metrics there.
     """
-    cells = cells.copy()
+    cells = with_centralized(cells.copy())
+    if "extra_labels" not in cells.columns:
+        cells["extra_labels"] = False
     for metric in ("accuracy", "macro_f1"):
         column = cells.get(f"test_missing_{metric}", pd.Series(index=cells.index, dtype=float))
         cells[f"test_missing_{metric}"] = column.fillna(cells[f"test_{metric}"])
-    grouped = cells.groupby(KEYS)[METRICS]
-    table = grouped.agg(["mean", "std"])
-    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
-    table["seeds"] = grouped.size()
-    return table.reset_index()
+    rows = []
+    for group, setting in cells.groupby(GROUP):
+        reference = setting[setting["strategy"] == REFERENCE].set_index("seed")
+        for strategy, part in setting.groupby("strategy"):
+            row = {**dict(zip(GROUP, group)), "strategy": strategy, "seeds": len(part),
+                   "extra_labels": bool(part["extra_labels"].astype(bool).any())}
+            mine = part.set_index("seed")
+            for metric in METRICS:
+                row[f"{metric}_mean"], row[f"{metric}_std"] = part[metric].mean(), part[metric].std()
+                if len(reference):
+                    paired = paired_difference(mine[metric], reference[metric].reindex(mine.index))
+                    row.update({f"{metric}_{name}": value for name, value in paired.items()})
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
     """Markdown tables per dataset, pattern and view: rows are strategies, columns missing rates."""
     lines = []
+    level = f"{CONFIDENCE:.0%}"
     for (dataset, pattern), part in summary.groupby(["dataset", "pattern"]):
         rates = sorted(part["missing_rate"].unique())
         for view, description in VIEWS.items():
             lines += [
-                f"### {dataset}, {pattern.replace('_', ' ')}, {description} "
-                "(macro-F1 / accuracy, mean ± std over seeds)",
+                f"### {dataset}, {pattern.replace('_', ' ')}, {description}",
                 "",
-                "| strategy | " + " | ".join(f"r = {r:g}" for r in rates) + " |",
-                "| --- |" + " --- |" * len(rates),
+                f"Macro-F1 mean ± sd over seeds (n); Δ: mean paired difference to {REFERENCE} on the same seeds "
+                f"[{level} t interval], p of the paired t-test. Extra labels: the method trains on labels "
+                f"{REFERENCE} never sees (the server's labelled proxy set).",
+                "",
+                "| strategy | extra labels | " + " | ".join(f"r = {r:g}" for r in rates) + " |",
+                "| --- | --- |" + " --- |" * len(rates),
             ]
             for strategy, rows in part.groupby("strategy"):
                 by_rate = rows.set_index("missing_rate")
                 cells = [_cell(by_rate.loc[r], view) if r in by_rate.index else "" for r in rates]
-                lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+                extra = "yes" if rows["extra_labels"].any() else ""
+                lines.append(f"| {strategy} | {extra} | " + " | ".join(cells) + " |")
             lines.append("")
     return "\n".join(lines)
 
 
 def _cell(row: pd.Series, view: str) -> str:
-    f1, accuracy = f"{view}_macro_f1", f"{view}_accuracy"
-    return (f"{row[f1 + '_mean']:.3f} ± {_std(row[f1 + '_std'])} / "
-            f"{row[accuracy + '_mean']:.3f} ± {_std(row[accuracy + '_std'])}")
+    f1 = f"{view}_macro_f1"
+    text = f"{row[f1 + '_mean']:.3f} ± {_num(row[f1 + '_std'])} ({int(row['seeds'])})"
+    if row["strategy"] == REFERENCE or pd.isna(row.get(f1 + "_diff", np.nan)):
+        return text
+    return (f"{text}; Δ {row[f1 + '_diff']:+.3f} [{_num(row[f1 + '_diff_low'], '+')}, "
+            f"{_num(row[f1 + '_diff_high'], '+')}], p {_num(row[f1 + '_p'])}")
 
 
-def _std(value: float) -> str:
-    return "n/a" if pd.isna(value) else f"{value:.3f}"
+def _num(value: float, sign: str = "") -> str:
+    return "n/a" if pd.isna(value) else f"{value:{sign}.3f}"
 
 
 def plot_metric_vs_rate(summary: pd.DataFrame, metric: str, path: Path) -> Path:

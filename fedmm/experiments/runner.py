@@ -22,6 +22,7 @@ from fedmm.artifacts import read_json, write_json, write_text
 from fedmm.data.prepare import PreparedData
 from fedmm.experiments.matrix import Cell, ExperimentSpec
 from fedmm.experiments.results import write_outputs
+from fedmm.fl.strategies import STRATEGIES
 from fedmm.tracking import runs
 
 EXPERIMENT = "fedmm-experiments"
@@ -62,6 +63,7 @@ def _row(cell: Cell, metrics: dict) -> dict:
         "missing_rate": cell.missing_rate,
         "seed": cell.seed,
         **metrics,
+        "extra_labels": STRATEGIES[cell.config.train.strategy].extra_labels(cell.config.train),
         "overrides": " ".join(cell.overrides),
     }
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fedmm.config import TrainConfig
-from fedmm.fl.client import Worker, forward, train_client
+from fedmm.fl.client import Worker, forward, frozen_copy, train_client
 from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction, cross_entropy
 from fedmm.fl.strategy import FedAvg, ServerContext
 from fedmm.fl.tensors import UNLABELLED, TensorData
@@ -48,28 +48,35 @@ def distillation_loss(
 
 
 class DualDistillation(FedAvg):
-    """FedAvg plus MMFeD3's logit and feature distillation on the server's proxy inputs, both ways.
+    """FedAvg plus MMFeD3's logit and feature distillation between clients and server, both ways.
 
-    The server broadcasts the round's global model's proxy logits and fused representations
-    (it shares the proxy set's inputs, never its labels: the strategy drops them). With
-    temperature ``T`` and weights ``lambda_l``, ``lambda_f`` (``train.mmfed3``)::
+    With temperature ``T`` and weights ``lambda_l``, ``lambda_f`` (``train.mmfed3``)::
 
         distillation_loss = lambda_l * T^2 * KL(softmax(teacher / T) || softmax(student / T))
                             + lambda_f * MSE(student representation, teacher representation)
 
-    Client contract: minimise, per local batch and the next batch of a seeded cycle through
-    the proxy inputs (one proxy batch per local batch, of the local batch size)::
+    Client contract (server -> client): distil the round's global model into the local one on
+    the client's own batches, each with its own modality mask (the incomplete inputs the
+    client really has, so distillation supervises the paths its data trains), minimising per
+    local batch::
 
-        cross_entropy(local batch) + distillation_loss(client on proxy batch, global outputs)
+        cross_entropy(batch) + distillation_loss(client on batch, global model on batch)
 
     then send a :class:`DistillationUpdate`: the FedAvg delta (so the contribution audit and
-    update corruptions apply) plus the trained model's proxy logits and representations.
+    update corruptions apply) plus the trained model's logits and representations of the
+    server's proxy inputs (the server shares those inputs, never their labels: the strategy
+    drops them).
 
-    Server: the sample-weighted FedAvg of the deltas, then ``server_epochs`` of Adam (fresh
-    each round, ``train.lr``) on ``distillation_loss`` towards the client ensemble (the
-    example-weighted mean of the clients' tempered softmaxes and of their representations).
-    A payload without proxy outputs (a free rider's) counts as the round's global model.
-    With both weights 0 the proxy terms and the server step are skipped: FedAvg exactly.
+    Server (client -> server): the sample-weighted FedAvg of the deltas, then
+    ``server_epochs`` of Adam (fresh each round, ``train.lr``) on ``distillation_loss``
+    towards the client ensemble on the proxy inputs (the example-weighted mean of the
+    clients' tempered softmaxes and of their representations). A payload without proxy
+    outputs (a free rider's) counts as the round's global model. ``server_epochs: 0`` keeps
+    the client direction only.
+
+    The first ``warmup_rounds`` rounds are FedAvg (no distillation either way), so clients
+    distil towards a global model that has learnt something. With both weights 0 the
+    distillation terms and the server step are skipped: FedAvg exactly.
     """
 
     name = "mmfed3"
@@ -100,24 +107,20 @@ class DualDistillation(FedAvg):
             logits, features, teacher_probs, teacher_features, c.logit_weight, c.feature_weight, c.temperature
         )
 
-    def client_objective(
-        self, model: torch.nn.Module, teacher: ProxyOutputs, instruction: TrainInstruction
-    ) -> LocalLoss:
-        """Cross-entropy plus distillation towards the global model on a seeded cycle of proxy batches."""
-        size = len(self.proxy)
-        generator = torch_generator(self.seed, "mmfed3", "proxy", instruction.server_round, instruction.client_id)
-        order = torch.randperm(size, generator=generator).to(self.proxy.mask.device)
-        steps = torch.arange(min(instruction.batch_size, size), device=order.device)
-        teacher_probs = F.softmax(teacher.logits / self.config.temperature, dim=1)
-        step = 0
+    def distills_in(self, server_round: int) -> bool:
+        """Whether distillation (both directions) runs in this round."""
+        return self.distills and server_round >= self.config.warmup_rounds
+
+    def client_objective(self, model: torch.nn.Module, global_state: State) -> LocalLoss:
+        """Cross-entropy plus distillation towards the global model on the same batch, under its own mask."""
+        teacher = frozen_copy(model, global_state)
+        temperature = self.config.temperature
 
         def loss(out: Forward) -> torch.Tensor:
-            nonlocal step
-            index = order[(step * len(steps) + steps) % size]
-            step += 1
-            student = forward(model, self.proxy.take(index))
+            with torch.no_grad():
+                target = forward(teacher, out.batch)
             return cross_entropy(out) + self._loss(
-                student.logits, student.representation, teacher_probs[index], teacher.features[index]
+                out.logits, out.representation, F.softmax(target.logits / temperature, dim=1), target.representation
             )
 
         return loss
@@ -127,9 +130,8 @@ class DualDistillation(FedAvg):
     ) -> tuple[DistillationUpdate, State | None]:
         worker.load(global_state)
         loss_fn = cross_entropy
-        if self.distills:
-            teacher = self.global_outputs(instruction.server_round, global_state)
-            loss_fn = self.client_objective(worker.model, teacher, instruction)
+        if self.distills_in(instruction.server_round):
+            loss_fn = self.client_objective(worker.model, global_state)
         update, kept = train_client(worker, global_state, data, instruction, loss_fn, self.keep, self.seed)
         outputs = proxy_outputs(worker.model, self.proxy)
         return DistillationUpdate(
@@ -154,7 +156,7 @@ class DualDistillation(FedAvg):
 
     def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
         merged = super().aggregate_train(server_round, global_state, updates)
-        if not self.distills:
+        if not self.distills_in(server_round) or not self.config.server_epochs:
             return merged
         teacher_probs, teacher_features = self.ensemble(server_round, global_state, updates)
         self.server_model.load(merged)

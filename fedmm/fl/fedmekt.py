@@ -56,17 +56,27 @@ class Autoencoder(nn.Module):
 
     embed = MultimodalNet.embed
 
-    def reconstruction_loss(self, batch: TensorData) -> torch.Tensor:
-        """MSE of each present modality (standardized), decoded from the mean of the sample's present embeddings."""
+    def reconstruction_loss(self, batch: TensorData, mode: str = "cross_modal") -> torch.Tensor:
+        """MSE of the present modalities (standardized) decoded from the sample's embeddings.
+
+        ``cross_modal`` (FedMEKT's code): each present modality alone predicts every present
+        modality, the mean over (source, target) pairs; ``joint``: every present modality is
+        decoded once from the mean of the present embeddings.
+        """
         embeddings = self.embed(batch.inputs, batch.mask)
         present = batch.mask.to(embeddings.dtype)
-        joint = embeddings.sum(1) / present.sum(1, keepdim=True).clamp(min=1)
+        if mode == "joint":
+            sources = (embeddings.sum(1) / present.sum(1, keepdim=True).clamp(min=1)).unsqueeze(1)
+            pairs = present.unsqueeze(1)
+        else:
+            sources, pairs = embeddings, present.unsqueeze(2) * present.unsqueeze(1)
         errors = torch.stack(
-            [(self.decoders[name](joint) - self.standardize[name](batch.inputs[name])).pow(2).flatten(1).mean(1)
+            [(self.decoders[name](sources.flatten(0, 1)).unflatten(0, sources.shape[:2])
+              - self.standardize[name](batch.inputs[name]).unsqueeze(1)).pow(2).flatten(2).mean(2)
              for name in self.modalities],
-            dim=1,
-        )
-        return (errors * present).sum() / present.sum().clamp(min=1)
+            dim=-1,
+        )  # (B, sources, targets)
+        return (errors * pairs).sum() / pairs.sum().clamp(min=1)
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -111,8 +121,12 @@ class FedMekt(FedAvg):
     server's broadcast and that first copy), and it never uses labels. Each local batch,
     paired with the next equally sized proxy batch of a seeded cyclic order, minimises::
 
-        recon_weight * MSE(decode_n(mean of the sample's present embeddings), x_n)   over present n
-        + distill_weight * T^2 * KL(softmax(t_m / T) || softmax(s_m / T))            over held m
+        recon_weight * MSE(decode_n(e_m), x_n)                             over present (m, n)
+        + distill_weight * T^2 * KL(softmax(t_m / T) || softmax(s_m / T))  over held m
+
+    (cross-modal reconstruction as in FedMEKT's code: each present modality's embedding
+    ``e_m`` alone predicts every present modality; ``train.fedmekt.reconstruction: joint``
+    decodes each from the mean of the present embeddings instead)
 
     (``x_n`` standardized, ``s_m`` its own proxy embeddings, ``T``: ``train.fedmekt.temperature``;
     a client holds ``m`` if any of its samples has it). Then send an :class:`EmbeddingPayload`.
@@ -133,6 +147,10 @@ class FedMekt(FedAvg):
         self.proxy = server.require_proxy(self.name) if server is not None else None
         self.global_model = build_model(server.spec, seed).to(server.device) if server is not None else None
         self._broadcast: tuple[int, torch.Tensor] | None = None
+
+    @classmethod
+    def extra_labels(cls, train: TrainConfig) -> bool:
+        return True
 
     def broadcast(self, server_round: int, global_state: State) -> torch.Tensor:
         """The round's global proxy embeddings (P, M, E): all the server sends to clients."""
@@ -181,7 +199,7 @@ class FedMekt(FedAvg):
                 proxy = self.proxy.take(index)
                 student = autoencoder.embed(proxy.inputs, proxy.mask)
                 losses = torch.stack([
-                    autoencoder.reconstruction_loss(batch),
+                    autoencoder.reconstruction_loss(batch, self.config.reconstruction),
                     distillation_loss(student[:, held], teacher[index][:, held], self.config.temperature),
                 ])
                 loss = self.config.recon_weight * losses[0] + self.config.distill_weight * losses[1]

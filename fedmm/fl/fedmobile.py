@@ -74,7 +74,8 @@ class FedMobile(FedAvg):
        count, per-modality embedding moments (counts and sums, no values), local loss on its
        data before and after training, and local accuracy after training.
 
-    The server adds the deltas with :func:`contribution_weights` and aggregates the generators
+    The server adds the deltas with :func:`contribution_weights` (``train.fedmobile.model_weighting:
+    contribution``; ``samples``: FedAvg's example counts, the ablation) and aggregates the generators
     with clustered Shapley weights (``train.fedmobile.generator_weighting: clustered_shapley``:
     clients clustered by their generators' outputs on the proxy set, exact Shapley over
     clusters of the utility "negative masked reconstruction error on the proxy set", negatives
@@ -185,13 +186,20 @@ class FedMobile(FedAvg):
             loss_before=loss_before, loss_after=loss_after, local_accuracy=accuracy,
         ), None
 
+    def model_weights(self, updates: list[FedMobileUpdate]) -> np.ndarray:
+        """The weights of the clients' model deltas: contribution-aware, or (the ablation) example counts."""
+        if self.config.model_weighting == "contribution":
+            return contribution_weights(updates, self.config.performance_weight)
+        examples = np.array([u.num_examples for u in updates], dtype=float)
+        return examples / examples.sum()
+
     def aggregate_train(self, server_round: int, global_state: State, updates: list[FedMobileUpdate]) -> State:
         if not updates:
             raise ValueError(f"round {server_round}: no client updates to aggregate")
         # a free rider's fabricated plain ClientUpdate reports no accuracy, gain, moments or generator
         updates = [u if isinstance(u, FedMobileUpdate) else FedMobileUpdate(u.client_id, u.num_examples, u.delta)
                    for u in updates]
-        weights = contribution_weights(updates, self.config.performance_weight)
+        weights = self.model_weights(updates)
         merged = {name: global_state[name] + sum(w * u.delta[name] for w, u in zip(weights, updates))
                   for name in global_state}
         trained = [u for u in updates if u.generator]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from fedmm.config import TrainConfig
+from fedmm.fl.baselines import FedAvgFinetune, ModalityDropout, ProxyOnly
 from fedmm.fl.dual_distillation import DualDistillation
+from fedmm.fl.fedadam import FedAdam
 from fedmm.fl.fedmekt import FedMekt
 from fedmm.fl.fedmobile import FedMobile
 from fedmm.fl.fedprox import FedProx
@@ -11,7 +13,9 @@ from fedmm.fl.moon import Moon
 from fedmm.fl.strategy import FedAvg, ServerContext, Strategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (FedAvg, FedProx, Moon, FedMobile, FedMekt, DualDistillation)
+    cls.name: cls
+    for cls in (FedAvg, FedProx, Moon, FedMobile, FedMekt, DualDistillation, FedAdam, ModalityDropout, FedAvgFinetune,
+                ProxyOnly)
 }
 
 

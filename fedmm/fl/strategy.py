@@ -76,6 +76,11 @@ class Strategy(ABC):
         """Whether clients send parameter deltas (what update corruptions and the contribution audit act on)."""
         return issubclass(cls.payload_type, ClientUpdate)
 
+    @classmethod
+    def extra_labels(cls, train: TrainConfig) -> bool:
+        """Whether the method trains on labels FedAvg never sees (the server's labelled proxy set)."""
+        return False
+
     @abstractmethod
     def configure_train(self, server_round: int, num_clients: int) -> list[TrainInstruction]:
         """Choose this round's clients and their local settings."""
@@ -161,12 +166,18 @@ class FedAvg(Strategy):
     def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
         return cross_entropy
 
-    def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
+    def mean_delta(self, server_round: int, updates: list[ClientUpdate]) -> State:
+        """The example-weighted mean of the clients' deltas."""
         if not updates:
             raise ValueError(f"round {server_round}: no client updates to aggregate")
         total = sum(update.num_examples for update in updates)
+        return {
+            name: sum(update.delta[name] * (update.num_examples / total) for update in updates)
+            for name in updates[0].delta
+        }
+
+    def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
         merged = dict(global_state)
-        for name in updates[0].delta:
-            weighted = sum(update.delta[name] * (update.num_examples / total) for update in updates)
-            merged[name] = global_state[name] + weighted
+        for name, delta in self.mean_delta(server_round, updates).items():
+            merged[name] = global_state[name] + delta
         return merged
