@@ -1,7 +1,8 @@
 """The pipeline's stages as plain functions: ZenML steps, kfp components and DVC stages call these.
 
-prepare -> validate data -> partition/mask -> validate partitions -> train -> evaluate ->
-contribution audit -> register/promote. Each stage takes and returns artifacts (objects with ``save``/``load``)
+``fedmm.graph`` declares how they connect (prepare -> validate data -> partition/mask ->
+validate partitions -> train -> evaluate -> contribution audit -> imputation evaluation ->
+register/promote). Each stage takes and returns artifacts (objects with ``save``/``load``)
 or JSON-able dicts, so every adapter stays a few lines.
 """
 
@@ -160,8 +161,13 @@ def train_models(
         model, clients = result.model(device), client_datasets(prepared, federated, device)
         imputer = make_imputer(config.impute.serve, config.impute).fit(clients, model, config.seed)
         state = {k: v.cpu() for k, v in imputer.state().items()}
-        result = replace(result, imputer=ServedImputer(config.impute.serve, config.impute.model_dump(mode="json"), state))
+        settings = config.impute.model_dump(mode="json", include={"serve", *SERVED_SETTINGS})
+        result = replace(result, imputer=ServedImputer(config.impute.serve, settings, state))
     return result
+
+
+SERVED_SETTINGS = ("generator", "diffusion")
+"""The ``impute`` sub-sections a served imputer reads (the train stage's config keys say so too)."""
 
 
 def evaluate_models(prepared: PreparedData, federated: FederatedData, result: TrainResult) -> dict:
@@ -173,6 +179,18 @@ def log_results(run_id: str, result: TrainResult, evaluation: dict) -> None:
     """Log per-round history, final metrics, the evaluation report and plots to MLflow."""
     runs.log_training(run_id, result.history, result.centralized_history)
     runs.log_evaluation(run_id, evaluation, result.history, result.centralized_history)
+
+
+def nothing_to_audit(config: Config) -> str | None:
+    """Why a config's run has no contribution audit (its clients send no parameter deltas), or None."""
+    if STRATEGIES[config.train.strategy].sends_deltas():
+        return None
+    return f"strategy {config.train.strategy!r} sends no parameter deltas: there are no updates to audit"
+
+
+def imputation_not_configured(config: Config) -> str | None:
+    """Why a config's run evaluates no imputers (``impute.evaluate`` is off), or None."""
+    return None if config.impute.evaluate else "impute.evaluate is false"
 
 
 def audit_contributions(
@@ -285,14 +303,20 @@ def register_and_promote(
     validation_passed: bool,
     extra_tags: dict[str, str] | None = None,
     audit: AuditReport | None = None,
+    imputation: ImputationReport | None = None,
 ) -> dict:
     """Register the global model as ``challenger``, run the gates, promote if they pass.
 
+    The version is tagged with the audit's flags, or with why there is nothing to audit (the
+    clean-audit gate passes on that), and with the imputation evaluation, which is logged.
     Returns the run summary (the content of ``reports/latest/summary.json``).
     """
     if audit is None and not STRATEGIES[result.strategy].sends_deltas():
         audit = audit_contributions(config, prepared, federated, result)  # records that there is nothing to audit
     test_set = prepared.dataset.subset(prepared.indices("test"))
+    unaudited = nothing_to_audit(config) if audit is None else None
+    if imputation is not None:
+        runs.log_imputation(run_id, imputation)
     tags = {
         "fedmm.data_sha256": prepared.data_sha256,
         "fedmm.test_sha256": prepared.manifest["test_sha256"],
@@ -306,6 +330,8 @@ def register_and_promote(
         "fedmm.test_macro_f1": f"{evaluation['summary']['test_macro_f1']:.6f}",
         registry.TAG_VALIDATION: "true" if validation_passed else "false",
         **(registry.audit_record_tags({}, audit_tags(audit, run_id)) if audit is not None else {}),
+        **({registry.TAG_AUDIT_NOT_APPLICABLE: unaudited} if unaudited is not None else {}),
+        **(imputation_tags(imputation) if imputation is not None else {}),
         **(extra_tags or {}),
     }
     version = registry.register_model(run_id, config.registry.model_name, result, test_set, tags)
@@ -333,3 +359,29 @@ def register_and_promote(
         "dropped_samples": int(np.sum(~federated.kept)),
         **({"audit_flags": audit.flags, **audit.summary()} if audit is not None else {}),
     }
+
+
+def record_and_register(
+    config: Config,
+    prepared: PreparedData,
+    federated: FederatedData,
+    result: TrainResult,
+    evaluation: dict,
+    data_report: ValidationReport,
+    partition_report: ValidationReport,
+    audit: AuditReport | None,
+    imputation: ImputationReport | None,
+    run_name: str | None = None,
+) -> dict:
+    """The register stage of orchestrators that track at the end (DVC, kfp): open the MLflow run, log the
+    validation reports, results and audit, then :func:`register_and_promote`."""
+    run_id = start_tracking(config, run_name)
+    for report in (data_report, partition_report):
+        record_validation(run_id, report)
+    log_results(run_id, result, evaluation)
+    if audit is not None:
+        record_audit(run_id, audit)
+    return register_and_promote(
+        config, run_id, prepared, federated, result, evaluation, data_report.success and partition_report.success,
+        audit=audit, imputation=imputation,
+    )
