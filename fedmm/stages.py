@@ -82,6 +82,17 @@ def run(name: str, config: Config, paths: Mapping[str, str | Path], run_name: st
     return value
 
 
+def run_json(name: str, config_json: str, **paths: str) -> Any:
+    """A kfp component's body: configure the runtime, parse the config, :func:`run` over the task's paths."""
+    import json
+
+    from fedmm import runtime
+    from fedmm.config import config_from_dict
+
+    runtime.configure()
+    return run(name, config_from_dict(json.loads(config_json)), paths, run_name="kfp")
+
+
 def workdir_paths(workdir: Path) -> dict[str, Path]:
     """Every artifact's path under one folder (the DVC layout)."""
     return {name: Path(workdir) / artifact.path for name, artifact in graph.ARTIFACTS.items()}
