@@ -63,20 +63,22 @@ def _progress(stage: graph.Stage, config: Config, inputs: dict) -> Iterator[dict
 
 
 def run(name: str, config: Config, paths: Mapping[str, str | Path], run_name: str | None = None) -> Any:
-    """Run stage ``name`` over artifact files: ``paths`` maps its inputs and output to where they are.
+    """Run stage ``name`` over artifact files: ``paths`` maps its inputs and output to where they are
+    (an output without a path is only returned, as kfp's register returns its summary).
 
     Returns the output (None when skipped); a failed gate raises after its report is written.
     """
     stage = graph.stage(name)
-    output = Path(paths[stage.output])
+    target = paths.get(stage.output)
     reason = graph.skip_reason(stage, config)
     if reason is not None:
-        write_json(output / SKIPPED, {"stage": name, "reason": reason})
+        write_json(Path(target) / SKIPPED, {"stage": name, "reason": reason})
         return None
     inputs = {key: load(key, paths[key]) for key in stage.inputs}
     with _progress(stage, config, inputs) as callbacks:
         value = graph.execute(stage, config, inputs, run_name=run_name, **callbacks)
-    save(stage.output, value, output)
+    if target is not None:
+        save(stage.output, value, target)
     if stage.gate:
         value.raise_if_failed()
     return value
