@@ -8,9 +8,12 @@ or JSON-able dicts, so every adapter stays a few lines.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import replace
+from types import ModuleType
 
 import numpy as np
 
@@ -30,7 +33,21 @@ from fedmm.impute.clients import client_datasets, split_owners
 from fedmm.impute.registry import fit_imputers, make_imputer
 from fedmm.impute.report import ImputationReport
 from fedmm.runtime import resolve_device, tracking_uri
-from fedmm.tracking import lock, registry, runs
+
+
+def _on_first_use(name: str) -> ModuleType:
+    """Module ``name``, executed when an attribute is first read: MLflow's import (~5 s) is paid only by
+    the stages that track or register, not by every DVC stage or kfp task."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lock, registry, runs = (_on_first_use(f"fedmm.tracking.{name}") for name in ("lock", "registry", "runs"))
 
 
 def preflight(config: Config) -> list[str]:
