@@ -91,7 +91,7 @@ STAGES = (
           after=("validate-partitions",), gpu=True, transport="train.transport"),
     Stage("evaluate", "evaluate_models", ("prepared", "federated", "result"), "evaluation", ()),
     Stage("audit", "audit_contributions", ("prepared", "federated", "result"), "audit",
-          ("seed", "audit", "train.device", "train.strategy"), skip="nothing_to_audit"),
+          ("seed", "audit", "train.device")),
     Stage("evaluate-imputation", "evaluate_imputation", ("prepared", "federated", "result"), "imputation",
           ("seed", "impute"), skip="imputation_not_configured"),
     Stage("register", "record_and_register",

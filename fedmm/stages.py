@@ -1,9 +1,9 @@
 """The stage graph over folders of artifacts: what ``fedmm stage NAME`` runs for DVC, what kfp components call.
 
 Each stage reads its inputs' files and writes its output's (paths from ``fedmm.graph``),
-so DVC tracks them as deps and outs. A stage that does nothing for a config (no audit
-without parameter deltas, no imputation evaluation unless configured) writes an explicit
-``skipped.json`` record in its output folder instead. The MLflow run is opened by the
+so DVC tracks them as deps and outs. A stage that does nothing for a config (no imputation
+evaluation unless configured) writes an explicit ``skipped.json`` record in its output folder
+instead. The MLflow run is opened by the
 ``register`` stage, which logs the validation reports, results and audit before registering.
 
 :func:`dvc_pipeline` is ``dvc.yaml`` generated from the graph; ``fedmm dvc`` writes it

@@ -198,13 +198,6 @@ def log_results(run_id: str, result: TrainResult, evaluation: dict) -> None:
     runs.log_evaluation(run_id, evaluation, result.history, result.centralized_history)
 
 
-def nothing_to_audit(config: Config) -> str | None:
-    """Why a config's run has no contribution audit (its clients send no parameter deltas), or None."""
-    if STRATEGIES[config.train.strategy].sends_deltas():
-        return None
-    return f"strategy {config.train.strategy!r} sends no parameter deltas: there are no updates to audit"
-
-
 def imputation_not_configured(config: Config) -> str | None:
     """Why a config's run evaluates no imputers (``impute.evaluate`` is off), or None."""
     return None if config.impute.evaluate else "impute.evaluate is false"
@@ -324,14 +317,12 @@ def register_and_promote(
 ) -> dict:
     """Register the global model as ``challenger``, run the gates, promote if they pass.
 
-    The version is tagged with the audit's flags, or with why there is nothing to audit (the
-    clean-audit gate passes on that), and with the imputation evaluation, which is logged.
+    The version is tagged with the audit and the imputation evaluation, which is logged.
     Returns the run summary (the content of ``reports/latest/summary.json``).
     """
     if audit is None and not STRATEGIES[result.strategy].sends_deltas():
         audit = audit_contributions(config, prepared, federated, result)  # records that there is nothing to audit
     test_set = prepared.dataset.subset(prepared.indices("test"))
-    unaudited = nothing_to_audit(config) if audit is None else None
     if imputation is not None:
         runs.log_imputation(run_id, imputation)
     tags = {
@@ -347,7 +338,6 @@ def register_and_promote(
         "fedmm.test_macro_f1": f"{evaluation['summary']['test_macro_f1']:.6f}",
         registry.TAG_VALIDATION: "true" if validation_passed else "false",
         **(registry.audit_record_tags({}, audit_tags(audit, run_id)) if audit is not None else {}),
-        **({registry.TAG_AUDIT_NOT_APPLICABLE: unaudited} if unaudited is not None else {}),
         **(imputation_tags(imputation) if imputation is not None else {}),
         **(extra_tags or {}),
     }

@@ -1,8 +1,9 @@
 """The training pipeline, the ZenML adapter of ``fedmm.graph``: prepare -> validate -> partition/mask ->
 validate -> train -> evaluate -> audit -> imputation evaluation -> register.
 
-A stage the graph skips for a config (the audit when clients send no parameter deltas, the
-imputation evaluation unless ``impute.evaluate``) is left out and its artifact is None.
+A stage the graph skips for a config (the imputation evaluation unless ``impute.evaluate``)
+is left out and its artifact is None; without parameter deltas the audit records that there
+is nothing to audit.
 The validation gates order the stages after them with ``after=``, so cached steps read only
 the artifacts they use. Tracking is ZenML's own: the MLflow run opens first and each step
 logs to it (``fedmm.workflow.record_and_register`` does the same at the end for DVC and kfp).
@@ -40,10 +41,6 @@ STEPS = {
 """The step of each graph stage (a test checks a run's steps and their inputs against the graph)."""
 
 
-def _runs(config: Config, name: str) -> bool:
-    return graph.skip_reason(graph.stage(name), config) is None
-
-
 # Fail fast: the first failed step stops the run and its own error (e.g. which expectations
 # failed) reaches the caller, instead of a generic "step(s) failed".
 @pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
@@ -55,11 +52,10 @@ def training_pipeline(config: Config) -> None:
     partition_report = validate_partitions(config, federated, run_id)
     result = train_federated(config, prepared, federated, after=partition_report)
     evaluation = evaluate_models(run_id, prepared, federated, result)
-    audit = imputation = None
-    if _runs(config, "audit"):
-        audit = audit_contributions(config, prepared, federated, result)
-        log_audit(run_id, audit)
-    if _runs(config, "evaluate-imputation"):
+    audit = audit_contributions(config, prepared, federated, result)
+    log_audit(run_id, audit)
+    imputation = None
+    if graph.skip_reason(graph.stage("evaluate-imputation"), config) is None:
         imputation = evaluate_imputation(config, prepared, federated, result)
     register_and_promote(
         config, run_id, prepared, federated, result, evaluation, data_report, partition_report, audit, imputation

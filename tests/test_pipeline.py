@@ -57,7 +57,7 @@ def test_the_run_follows_the_graph(first_run):
 
     _, summary = first_run
     run = Client().get_pipeline_run(summary["zenml_pipeline_run"])
-    stages = [stage for stage in graph.STAGES if stage.name != "evaluate-imputation"]
+    stages = [stage for stage in graph.STAGES if stage.skip is None]
     assert set(run.steps) == {STEPS[stage.name].name for stage in stages} | {"start_tracking", "log_audit"}
     for stage in stages:
         step = run.steps[STEPS[stage.name].name]
@@ -213,7 +213,7 @@ def test_knowledge_transfer_strategies_run_through_the_pipeline(first_run, tmp_p
     summary = json.loads((summary_dir() / "summary.json").read_text())
     assert result.exit_code == (0 if summary["promoted"] else 1), result.output  # a tiny model may miss the floor
     assert summary["strategy"] == strategy and "test_missing_macro_f1" in summary
-    assert ("audit_flags" in summary) == (strategy == "fedmobile")
+    assert (summary["audit_rounds"] > 0) == (strategy == "fedmobile")
     if strategy == "fedmekt":  # nothing to audit is an explicit state the clean-audit gate passes, not a missing tag
         gate = {g["name"]: g for g in summary["gates"]}["clean_audit"]
         assert gate["passed"] and "nothing to audit" in gate["detail"] and "no parameter deltas" in gate["detail"]

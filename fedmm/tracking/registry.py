@@ -57,7 +57,6 @@ TAG_AUDIT_STATE = "fedmm.audit.state"  # audited, or not_auditable (nothing to v
 TAG_AUDIT_REASON = "fedmm.audit.reason"
 TAG_AUDIT_COUNT = "fedmm.audit.count"
 TAG_AUDIT_RECORDED = "fedmm.audit.recorded_at"
-TAG_AUDIT_NOT_APPLICABLE = "fedmm.audit.not_applicable"
 AUDIT_HISTORY = "fedmm.audit.history."
 TAG_TEST_SHA = "fedmm.test_sha256"
 TAG_MODEL_SHA = "fedmm.model_sha256"
@@ -318,8 +317,7 @@ def record_audit(model_name: str, version: str, audit: dict[str, str]) -> None:
 
 
 def audit_gate(tags: dict[str, str]) -> Gate:
-    """Passes when the version's contribution audit flagged no client with one of its gate flags, or when
-    there was nothing to audit (a strategy whose clients send no parameter deltas says so in a tag).
+    """Passes when the version's contribution audit flagged no client with one of its gate flags.
 
     The audit records its flags per client and the flags that block promotion
     (``audit.gate_flags``; harmful only when an older audit did not record them). A run with
@@ -329,8 +327,6 @@ def audit_gate(tags: dict[str, str]) -> Gate:
     if tags.get(TAG_AUDIT_STATE) == NOT_AUDITABLE:
         return Gate("clean_audit", True, f"nothing to audit: {tags.get(TAG_AUDIT_REASON, 'no reason recorded')}")
     recorded = tags.get(TAG_AUDIT_HARMFUL)
-    if recorded is None and TAG_AUDIT_NOT_APPLICABLE in tags:
-        return Gate("clean_audit", True, f"nothing to audit: {tags[TAG_AUDIT_NOT_APPLICABLE]}")
     if recorded is None:
         return Gate("clean_audit", False, "no contribution audit is recorded on this version")
     gate_flags = json.loads(tags.get(TAG_AUDIT_GATE_FLAGS, '["harmful"]'))
