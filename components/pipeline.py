@@ -1,10 +1,10 @@
-"""The fedmm training pipeline for Kubeflow Pipelines, and its compiler entry point.
+"""The fedmm training pipeline for Kubeflow Pipelines, generated from ``fedmm.graph``, and its compiler entry point.
 
     python -m components.pipeline --config configs/default.yaml --output kfp/fedmm_training.yaml
 
 compiles the pipeline to IR YAML with the config's JSON baked in as the default of the
-``config_json`` parameter (a run may still override it). The training task always requests
-one NVIDIA GPU: that is the point of the Kubeflow path; inside, ``train.device: auto`` uses it.
+``config_json`` parameter (a run may still override it). The training task requests the
+config's ``train.gpus`` NVIDIA GPUs (none when 0); inside, ``train.device: auto`` uses them.
 """
 
 # No `from __future__ import annotations`: kfp reads the annotations as real types.
@@ -14,7 +14,8 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from components import stages
+from components.stages import COMPONENTS
+from fedmm import graph
 from fedmm.config import Config, load_config
 
 PIPELINE_NAME = "fedmm-training"
@@ -22,31 +23,31 @@ GPU_RESOURCE = "nvidia.com/gpu"
 TRAIN_CPU, TRAIN_MEMORY = "4", "16Gi"
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="prepare -> validate -> partition/mask -> validate -> train -> evaluate -> register")
-def fedmm_training(config_json: str, tracking_uri: str = "") -> dict:
-    prepared = stages.prepare(config_json=config_json)
-    data_report = stages.validate_data(config_json=config_json, prepared=prepared.output)
-    partitions = stages.partition(config_json=config_json, prepared=prepared.output).after(data_report)
-    partition_report = stages.validate_partitions(config_json=config_json, partitions=partitions.output)
-    training = stages.train(
-        config_json=config_json, prepared=prepared.output, partitions=partitions.output
-    ).after(partition_report)
-    training.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
-    training.set_cpu_request(TRAIN_CPU).set_memory_request(TRAIN_MEMORY)
-    evaluation = stages.evaluate(
-        prepared=prepared.output, partitions=partitions.output, training=training.outputs["training"]
-    )
-    registered = stages.register(
-        config_json=config_json,
-        prepared=prepared.output,
-        partitions=partitions.output,
-        training=training.outputs["training"],
-        evaluation=evaluation.outputs["evaluation"],
-        data_report=data_report.output,
-        partition_report=partition_report.output,
-        tracking_uri=tracking_uri,
-    ).set_caching_options(False)
-    return registered.output
+def training_pipeline(config: Config):
+    """The pipeline: one task per graph stage, wired by the graph's artifacts and ``after`` gates.
+
+    Resource requests are fixed at compile time, so they come from ``config`` (``train.gpus``).
+    """
+    gpus = config.train.gpus
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=" -> ".join(graph.NAMES))
+    def fedmm_training(config_json: str, tracking_uri: str = "") -> dict:
+        tasks, outputs = {}, {}
+        for stage in graph.STAGES:
+            extra = {"tracking_uri": tracking_uri} if stage.name == "register" else {}
+            task = COMPONENTS[stage.name](config_json=config_json, **{k: outputs[k] for k in stage.inputs}, **extra)
+            task.after(*(tasks[name] for name in stage.after))
+            if stage.gpu:
+                task.set_cpu_request(TRAIN_CPU).set_memory_request(TRAIN_MEMORY)
+                if gpus:
+                    task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus)
+            if not stage.cacheable:
+                task.set_caching_options(False)
+            tasks[stage.name] = task
+            outputs[stage.output] = task.outputs[stage.output] if stage.output in task.outputs else task.output
+        return outputs["summary"]
+
+    return fedmm_training
 
 
 def config_json(config: Config) -> str:
@@ -55,11 +56,11 @@ def config_json(config: Config) -> str:
 
 
 def compile_pipeline(output: Path, config: Config) -> Path:
-    """Compile ``fedmm_training`` to IR YAML with ``config`` as the default ``config_json``."""
+    """Compile the pipeline to IR YAML with ``config`` as the default ``config_json``."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(
-        fedmm_training, str(output), pipeline_parameters={"config_json": config_json(config)}
+        training_pipeline(config), str(output), pipeline_parameters={"config_json": config_json(config)}
     )
     return output
 

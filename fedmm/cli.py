@@ -8,12 +8,16 @@ internal error. Errors are one line plus the path of a log file with the traceba
 
 from __future__ import annotations
 
+import logging
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from fedmm import runtime
+from fedmm import graph, runtime
 from fedmm.errors import EXIT_GATE_FAILED, EXIT_INTERNAL_ERROR, EXIT_USER_ERROR
 
 CONFIG_OPTION = click.option(
@@ -31,6 +35,42 @@ def _load(config_path: Path | None, overrides: tuple[str, ...]):
     return load_config(config_path, list(overrides))
 
 
+class _NotZenML(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("zenml")
+
+
+@contextmanager
+def orchestrator_logs_to(path: Path) -> Iterator[None]:
+    """Send ZenML's log records to ``path`` (created only if something is logged), not to the terminal.
+
+    ZenML logs a failed step as "Failed to run step" plus a long traceback before fedmm's own
+    error reaches the caller; an error is re-raised with the file's path as a note, so the
+    CLI prints one line and where the details are. Nothing here imports ZenML.
+    """
+    root = logging.getLogger()
+    console = [h for h in root.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    quiet = _NotZenML()
+    handler = logging.FileHandler(path, delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    zenml_logger = logging.getLogger("zenml")
+    for h in console:
+        h.addFilter(quiet)
+    zenml_logger.addHandler(handler)
+    try:
+        yield
+    except Exception as error:
+        with open(path, "a") as log:
+            log.write("".join(traceback.format_exception(error)))
+        error.add_note(f"details: {path}")
+        raise
+    finally:
+        zenml_logger.removeHandler(handler)
+        handler.close()
+        for h in console:
+            h.removeFilter(quiet)
+
+
 class StatefulCommand(click.Command):
     """A command that sets up the state folder when it runs (after ``--help`` was handled).
 
@@ -40,9 +80,8 @@ class StatefulCommand(click.Command):
     def invoke(self, ctx: click.Context):
         runtime.configure()
         from fedmm.errors import log_file
-        from pipelines.runner import zenml_logs_to
 
-        with zenml_logs_to(log_file(ctx.info_name or "fedmm")):
+        with orchestrator_logs_to(log_file(ctx.info_name or "fedmm")):
             return super().invoke(ctx)
 
 
@@ -193,16 +232,32 @@ def rollback(model_name: str, min_macro_f1: float | None, require_clean_audit: b
 
 
 @main.command("stage")
-@click.argument("name", type=click.Choice(["prepare", "validate-data", "partition", "validate-partitions",
-                                           "train", "evaluate", "register"]))
+@click.argument("name", type=click.Choice(graph.NAMES))
 @CONFIG_OPTION
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
               show_default=True, help="Folder of stage inputs and outputs.")
 def stage_command(name: str, config_path: Path | None, workdir: Path) -> None:
     """Run one pipeline stage over folders (the DVC stages call this)."""
-    from fedmm.stages import STAGES
+    from fedmm.stages import run_in
 
-    STAGES[name](_load(config_path, ()), workdir)
+    run_in(name, _load(config_path, ()), workdir)
+
+
+@main.command("dvc")
+@CONFIG_OPTION
+@SET_OPTION
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write dvc.yaml and params.yaml (`.` regenerates the repository's own).")
+def dvc_command(config_path: Path | None, overrides: tuple[str, ...], directory: Path) -> None:
+    """Write a DVC pipeline for a config: dvc.yaml from the stage graph and the full config as params.yaml.
+
+    For your own data, write it to its own folder and run `dvc repro <dir>/dvc.yaml`: the
+    tracked params.yaml stays as it is.
+    """
+    from fedmm.stages import write_dvc_project
+
+    paths = write_dvc_project(_load(config_path, overrides), directory)
+    click.echo(f"wrote {paths['dvc']} and {paths['params']}; run: dvc repro {paths['dvc']}")
 
 
 @main.command()

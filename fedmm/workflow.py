@@ -1,15 +1,19 @@
 """The pipeline's stages as plain functions: ZenML steps, kfp components and DVC stages call these.
 
-prepare -> validate data -> partition/mask -> validate partitions -> train -> evaluate ->
-contribution audit -> register/promote. Each stage takes and returns artifacts (objects with ``save``/``load``)
+``fedmm.graph`` declares how they connect (prepare -> validate data -> partition/mask ->
+validate partitions -> train -> evaluate -> contribution audit -> imputation evaluation ->
+register/promote). Each stage takes and returns artifacts (objects with ``save``/``load``)
 or JSON-able dicts, so every adapter stays a few lines.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import replace
+from types import ModuleType
 
 import numpy as np
 
@@ -29,7 +33,21 @@ from fedmm.impute.clients import client_datasets, split_owners
 from fedmm.impute.registry import fit_imputers, make_imputer
 from fedmm.impute.report import ImputationReport
 from fedmm.runtime import resolve_device, tracking_uri
-from fedmm.tracking import lock, registry, runs
+
+
+def _on_first_use(name: str) -> ModuleType:
+    """Module ``name``, executed when an attribute is first read: MLflow's import (~5 s) is paid only by
+    the stages that track or register, not by every DVC stage or kfp task."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lock, registry, runs = (_on_first_use(f"fedmm.tracking.{name}") for name in ("lock", "registry", "runs"))
 
 
 def preflight(config: Config) -> list[str]:
@@ -160,8 +178,13 @@ def train_models(
         model, clients = result.model(device), client_datasets(prepared, federated, device)
         imputer = make_imputer(config.impute.serve, config.impute).fit(clients, model, config.seed)
         state = {k: v.cpu() for k, v in imputer.state().items()}
-        result = replace(result, imputer=ServedImputer(config.impute.serve, config.impute.model_dump(mode="json"), state))
+        settings = config.impute.model_dump(mode="json", include={"serve", *SERVED_SETTINGS})
+        result = replace(result, imputer=ServedImputer(config.impute.serve, settings, state))
     return result
+
+
+SERVED_SETTINGS = ("generator", "diffusion")
+"""The ``impute`` sub-sections a served imputer reads (the train stage's config keys say so too)."""
 
 
 def evaluate_models(prepared: PreparedData, federated: FederatedData, result: TrainResult) -> dict:
@@ -173,6 +196,11 @@ def log_results(run_id: str, result: TrainResult, evaluation: dict) -> None:
     """Log per-round history, final metrics, the evaluation report and plots to MLflow."""
     runs.log_training(run_id, result.history, result.centralized_history)
     runs.log_evaluation(run_id, evaluation, result.history, result.centralized_history)
+
+
+def imputation_not_configured(config: Config) -> str | None:
+    """Why a config's run evaluates no imputers (``impute.evaluate`` is off), or None."""
+    return None if config.impute.evaluate else "impute.evaluate is false"
 
 
 def audit_contributions(
@@ -285,14 +313,18 @@ def register_and_promote(
     validation_passed: bool,
     extra_tags: dict[str, str] | None = None,
     audit: AuditReport | None = None,
+    imputation: ImputationReport | None = None,
 ) -> dict:
     """Register the global model as ``challenger``, run the gates, promote if they pass.
 
+    The version is tagged with the audit and the imputation evaluation, which is logged.
     Returns the run summary (the content of ``reports/latest/summary.json``).
     """
     if audit is None and not STRATEGIES[result.strategy].sends_deltas():
         audit = audit_contributions(config, prepared, federated, result)  # records that there is nothing to audit
     test_set = prepared.dataset.subset(prepared.indices("test"))
+    if imputation is not None:
+        runs.log_imputation(run_id, imputation)
     tags = {
         "fedmm.data_sha256": prepared.data_sha256,
         "fedmm.test_sha256": prepared.manifest["test_sha256"],
@@ -306,6 +338,7 @@ def register_and_promote(
         "fedmm.test_macro_f1": f"{evaluation['summary']['test_macro_f1']:.6f}",
         registry.TAG_VALIDATION: "true" if validation_passed else "false",
         **(registry.audit_record_tags({}, audit_tags(audit, run_id)) if audit is not None else {}),
+        **(imputation_tags(imputation) if imputation is not None else {}),
         **(extra_tags or {}),
     }
     version = registry.register_model(run_id, config.registry.model_name, result, test_set, tags)
@@ -333,3 +366,29 @@ def register_and_promote(
         "dropped_samples": int(np.sum(~federated.kept)),
         **({"audit_flags": audit.flags, **audit.summary()} if audit is not None else {}),
     }
+
+
+def record_and_register(
+    config: Config,
+    prepared: PreparedData,
+    federated: FederatedData,
+    result: TrainResult,
+    evaluation: dict,
+    data_report: ValidationReport,
+    partition_report: ValidationReport,
+    audit: AuditReport | None,
+    imputation: ImputationReport | None,
+    run_name: str | None = None,
+) -> dict:
+    """The register stage of orchestrators that track at the end (DVC, kfp): open the MLflow run, log the
+    validation reports, results and audit, then :func:`register_and_promote`."""
+    run_id = start_tracking(config, run_name)
+    for report in (data_report, partition_report):
+        record_validation(run_id, report)
+    log_results(run_id, result, evaluation)
+    if audit is not None:
+        record_audit(run_id, audit)
+    return register_and_promote(
+        config, run_id, prepared, federated, result, evaluation, data_report.success and partition_report.success,
+        audit=audit, imputation=imputation,
+    )

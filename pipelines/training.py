@@ -1,9 +1,12 @@
-"""The training pipeline: prepare -> validate -> partition/mask -> validate -> train -> evaluate -> audit -> register.
+"""The training pipeline, the ZenML adapter of ``fedmm.graph``: prepare -> validate -> partition/mask ->
+validate -> train -> evaluate -> audit -> imputation evaluation -> register.
 
-The audit runs for strategies whose clients send parameter deltas (not FedMEKT's embeddings).
-
-With ``impute.evaluate`` the imputation evaluation runs after registration and is attached
-to the registered version.
+A stage the graph skips for a config (the imputation evaluation unless ``impute.evaluate``)
+is left out and its artifact is None; without parameter deltas the audit records that there
+is nothing to audit.
+The validation gates order the stages after them with ``after=``, so cached steps read only
+the artifacts they use. Tracking is ZenML's own: the MLflow run opens first and each step
+logs to it (``fedmm.workflow.record_and_register`` does the same at the end for DVC and kfp).
 """
 
 from __future__ import annotations
@@ -12,17 +15,30 @@ from zenml import Model, pipeline
 from zenml.config import ResourceSettings
 from zenml.enums import ExecutionMode
 
+from fedmm import graph
 from fedmm.config import Config
-from fedmm.fl.strategies import STRATEGIES
 from steps.audit import audit_contributions, log_audit
 from steps.evaluate import evaluate_models
-from steps.imputation import attach_imputation, evaluate_imputation
+from steps.imputation import evaluate_imputation
 from steps.partition import partition_clients
 from steps.prepare import prepare_data
 from steps.register import register_and_promote
 from steps.tracking import start_tracking
 from steps.train import train_federated
 from steps.validate import validate_data, validate_partitions
+
+STEPS = {
+    "prepare": prepare_data,
+    "validate-data": validate_data,
+    "partition": partition_clients,
+    "validate-partitions": validate_partitions,
+    "train": train_federated,
+    "evaluate": evaluate_models,
+    "audit": audit_contributions,
+    "evaluate-imputation": evaluate_imputation,
+    "register": register_and_promote,
+}
+"""The step of each graph stage (a test checks a run's steps and their inputs against the graph)."""
 
 
 # Fail fast: the first failed step stops the run and its own error (e.g. which expectations
@@ -32,31 +48,32 @@ def training_pipeline(config: Config) -> None:
     run_id = start_tracking(config)
     prepared = prepare_data(config)
     data_report = validate_data(config, prepared, run_id)
-    federated = partition_clients(config, prepared, data_report)
+    federated = partition_clients(config, prepared, after=data_report)
     partition_report = validate_partitions(config, federated, run_id)
-    result = train_federated(config, prepared, federated, partition_report)
+    result = train_federated(config, prepared, federated, after=partition_report)
     evaluation = evaluate_models(run_id, prepared, federated, result)
-    audit = None
-    if STRATEGIES[config.train.strategy].sends_deltas():
-        audit = audit_contributions(config, prepared, federated, result)
-        log_audit(run_id, audit)
-    summary = register_and_promote(
-        config, run_id, prepared, federated, result, evaluation, data_report, partition_report, audit
+    audit = audit_contributions(config, prepared, federated, result)
+    log_audit(run_id, audit)
+    imputation = None
+    if graph.skip_reason(graph.stage("evaluate-imputation"), config) is None:
+        imputation = evaluate_imputation(config, prepared, federated, result)
+    register_and_promote(
+        config, run_id, prepared, federated, result, evaluation, data_report, partition_report, audit, imputation
     )
-    if config.impute.evaluate:
-        attach_imputation(evaluate_imputation(config, prepared, federated, result), summary)
 
 
 def configured_pipeline(config: Config):
     """The pipeline with its ZenML model and resource settings for this config.
 
-    ``train.gpus`` becomes the training step's ``ResourceSettings(gpu_count=...)`` (the local
+    ``train.gpus`` becomes the GPU stage's ``ResourceSettings(gpu_count=...)`` (the local
     orchestrator ignores it; Kubeflow turns it into a GPU limit).
     """
     options: dict = {"model": Model(name=config.registry.model_name, description="fedmm global model")}
     if config.train.gpus:
         resources = ResourceSettings(gpu_count=config.train.gpus)
-        options["step_configurations"] = {"train_federated": {"settings": {"resources": resources}}}
+        options["step_configurations"] = {
+            STEPS[stage.name].name: {"settings": {"resources": resources}} for stage in graph.STAGES if stage.gpu
+        }
     return training_pipeline.with_options(**options)
 
 

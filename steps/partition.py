@@ -10,8 +10,6 @@ from steps.materializers import FolderArtifactMaterializer
 
 
 @step(output_materializers=FolderArtifactMaterializer)
-def partition_clients(
-    config: Config, prepared: PreparedData, data_report: dict
-) -> Annotated[FederatedData, "client_partitions"]:
+def partition_clients(config: Config, prepared: PreparedData) -> Annotated[FederatedData, "client_partitions"]:
     """Split the training pool across clients and mask their modalities."""
     return workflow.make_partitions(config, prepared)

@@ -8,6 +8,7 @@ from fedmm.config import Config
 from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.result import TrainResult
+from fedmm.impute.report import ImputationReport
 from pipelines.model_control_plane import TAG_ZENML_VERSION, mirror_aliases
 
 
@@ -22,8 +23,10 @@ def register_and_promote(
     data_report: dict,
     partition_report: dict,
     audit: AuditReport | None,
+    imputation: ImputationReport | None,
 ) -> Annotated[dict, "run_summary"]:
-    """Register the model in MLflow, promote it if the gates pass, mirror it in ZenML."""
+    """Register the model in MLflow (with the audit and imputation evaluation), promote it if the gates pass,
+    mirror it in ZenML."""
     context = get_step_context()
     zenml_version = context.model._get_or_create_model_version()
     summary = workflow.register_and_promote(
@@ -31,6 +34,7 @@ def register_and_promote(
         validation_passed=data_report["success"] and partition_report["success"],
         extra_tags={TAG_ZENML_VERSION: str(zenml_version.id), "fedmm.zenml_pipeline_run": str(context.pipeline_run.id)},
         audit=audit,
+        imputation=imputation,
     )
     mirror_aliases(config.registry.model_name)
     context.model.log_metadata(

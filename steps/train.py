@@ -13,7 +13,7 @@ from steps.materializers import FolderArtifactMaterializer
 
 @step(output_materializers=FolderArtifactMaterializer)
 def train_federated(
-    config: Config, prepared: PreparedData, federated: FederatedData, partition_report: dict
+    config: Config, prepared: PreparedData, federated: FederatedData
 ) -> Annotated[TrainResult, "training_result"]:
     """Federated rounds (resumable from the last checkpoint) and the centralized reference."""
     with RoundProgress(config.train.rounds, config.train.strategy) as progress:

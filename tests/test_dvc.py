@@ -1,37 +1,63 @@
-"""`dvc repro` runs the stages through the fedmm CLI, and a second repro does nothing."""
+"""`dvc repro` over a pipeline `fedmm dvc` wrote for your own data: every graph stage runs, a second
+repro does nothing, changing `impute.serve` retrains, editing the data file reruns prepare."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, TINY
+import numpy as np
+import yaml
+from click.testing import CliRunner
+
+from conftest import TINY, synthetic_overrides, write_synthetic_npz
+from fedmm import graph
+from fedmm.cli import main
+from fedmm.fl.result import TrainResult
 
 
-def test_dvc_repro_reproduces_and_then_does_nothing(tmp_path):
+def test_dvc_on_your_own_data_reruns_exactly_what_changed(tmp_path):
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "FEDMM_HOME": str(tmp_path / ".fedmm"), "MLFLOW_TRACKING_URI": ""}
-    run = lambda *cmd: subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
-    params = run(str(bin_dir / "fedmm"), "config", "--config", str(TINY))
-    assert params.returncode == 0, params.stderr
-    (tmp_path / "params.yaml").write_text(params.stdout)
+           "FEDMM_HOME": str(tmp_path / ".fedmm"), "MLFLOW_TRACKING_URI": "", "OMP_NUM_THREADS": "1"}
+    run = lambda *cmd: subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
+    dvc = str(bin_dir / "dvc")
     assert run("git", "init", "-q").returncode == 0
-    assert run(str(bin_dir / "dvc"), "init", "-q").returncode == 0
+    assert run(dvc, "init", "-q").returncode == 0
+    (tmp_path / "data").mkdir()
+    data = write_synthetic_npz(tmp_path / "data" / "mine.npz")
+    overrides = [*synthetic_overrides(data, "fedmm-dvc"), "partition.scheme=iid", "partition.num_clients=3"]
+    written = CliRunner().invoke(main, ["dvc", "-c", str(TINY), *sum([["--set", o] for o in overrides], []),
+                                        "--dir", str(tmp_path / "mine")])
+    assert written.exit_code == 0, written.output
+    params = yaml.safe_load((tmp_path / "mine" / "params.yaml").read_text())
+    assert params["data"]["path"] == "../data/mine.npz"  # relative to the pipeline's folder
+    pipeline = "mine/dvc.yaml"
 
-    first = run(str(bin_dir / "dvc"), "repro")
+    first = run(dvc, "repro", pipeline)
     assert first.returncode == 0, first.stdout + first.stderr
-    for stage in ("prepare", "validate-data", "partition", "validate-partitions", "train", "evaluate", "register"):
-        assert f"Running stage '{stage}'" in first.stdout
-    metrics = json.loads((tmp_path / "artifacts/evaluation/metrics.json").read_text())
-    assert 0 <= metrics["test_macro_f1"] <= 1 and "centralized_macro_f1" in metrics
-    summary = json.loads((tmp_path / "artifacts/registry/summary.json").read_text())
-    assert summary["model_version"] == "1"
+    for stage in graph.NAMES:
+        assert f"Running stage '{pipeline}:{stage}'" in first.stdout
+    artifacts = tmp_path / "mine" / "artifacts"
+    summary = json.loads((artifacts / "registry/summary.json").read_text())
+    assert summary["model_version"] == "1" and summary["audit_rounds"] == 2
+    assert {g["name"]: g["passed"] for g in summary["gates"]}["clean_audit"]  # the audit's tags reached the gate
+    assert json.loads((artifacts / "imputation/skipped.json").read_text())["reason"] == "impute.evaluate is false"
 
-    second = run(str(bin_dir / "dvc"), "repro")
-    assert second.returncode == 0
-    assert "Running stage" not in second.stdout
-    assert "Data and pipelines are up to date" in second.stdout
+    second = run(dvc, "repro", pipeline)
+    assert second.returncode == 0 and "Running stage" not in second.stdout, second.stdout
+
+    params["impute"]["serve"] = "mean"
+    (tmp_path / "mine" / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    retrain = run(dvc, "repro", "--single-item", f"{pipeline}:train")
+    assert retrain.returncode == 0, retrain.stdout + retrain.stderr
+    assert f"Running stage '{pipeline}:train'" in retrain.stdout
+    assert TrainResult.load(artifacts / "training").imputer.name == "mean"
+
+    with np.load(data) as handle:
+        arrays = dict(handle)
+    arrays["labels"] = arrays["labels"][::-1].copy()
+    np.savez(data, **arrays)
+    status = run(dvc, "status", pipeline)
+    assert f"{pipeline}:prepare" in status.stdout and "mine.npz" in status.stdout, status.stdout

@@ -1,8 +1,8 @@
-"""Kubeflow Pipelines: the compiled YAML (GPU request on training only) and real local runs.
+"""Kubeflow Pipelines: the compiled YAML (the graph's tasks, ``train.gpus`` on training only) and real local runs.
 
 The local runs use kfp's SubprocessRunner on the current interpreter: every task is a fresh
 ``python -m kfp.dsl.executor_main`` subprocess that imports fedmm (hence PYTHONPATH), so each
-task pays the torch/mlflow/GX imports; the whole tiny pipeline takes about 1.5 minutes here.
+task pays the torch/mlflow/GX imports.
 """
 
 import json
@@ -17,13 +17,13 @@ import pytest
 import yaml
 from kfp import local
 
-from components.pipeline import compile_pipeline, config_json, fedmm_training, main
-from conftest import REPO, TINY, write_synthetic_npz
-from fedmm import runtime
+from components.pipeline import compile_pipeline, config_json, main, training_pipeline
+from conftest import REPO, TINY, synthetic_overrides, write_synthetic_npz
+from fedmm import graph, runtime
 from fedmm.config import config_from_dict, load_config
 from fedmm.data.validation import ValidationReport
 
-TASKS = ("prepare", "validate-data", "partition", "validate-partitions", "train", "evaluate", "register")
+TASKS = graph.NAMES
 
 # the image name has no "python" in it, which kfp's subprocess runner warns about
 pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
@@ -38,8 +38,8 @@ def executor_resources(spec: dict) -> dict[str, dict]:
     return out
 
 
-def test_compiled_pipeline_requests_one_gpu_for_training_only(tmp_path, capsys):
-    config = load_config(TINY)
+def test_compiled_pipeline_has_the_graphs_tasks_and_requests_train_gpus(tmp_path, capsys):
+    config = load_config(TINY, ["train.gpus=2"])
     path = compile_pipeline(tmp_path / "kfp" / "pipeline.yaml", config)
     spec = yaml.safe_load(path.read_text())
 
@@ -47,10 +47,12 @@ def test_compiled_pipeline_requests_one_gpu_for_training_only(tmp_path, capsys):
     assert set(resources) == set(TASKS)
     accelerator = resources["train"]["accelerator"]
     # kfp 2.17 writes the new fields (resourceType/resourceCount) and the deprecated ones
-    assert accelerator == {"resourceType": "nvidia.com/gpu", "resourceCount": "1", "type": "nvidia.com/gpu", "count": "1"}
+    assert accelerator == {"resourceType": "nvidia.com/gpu", "resourceCount": "2", "type": "nvidia.com/gpu", "count": "2"}
     assert resources["train"]["resourceCpuRequest"] == "4"
     assert resources["train"]["resourceMemoryRequest"] == "16Gi"
     assert all("accelerator" not in resources[name] for name in TASKS if name != "train")
+    cpu_only = compile_pipeline(tmp_path / "kfp" / "cpu.yaml", load_config(TINY))
+    assert "accelerator" not in executor_resources(yaml.safe_load(cpu_only.read_text()))["train"]
 
     # the config is baked in as the parameter's default and parses back to the same config
     default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
@@ -58,8 +60,8 @@ def test_compiled_pipeline_requests_one_gpu_for_training_only(tmp_path, capsys):
     assert spec["root"]["inputDefinitions"]["parameters"]["tracking_uri"]["defaultValue"] == ""
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["register"].get("cachingOptions", {}).get("enableCaching") is not True
-    assert set(tasks["train"]["dependentTasks"]) >= {"prepare", "partition", "validate-partitions"}
-    assert "validate-data" in tasks["partition"]["dependentTasks"]
+    for stage in graph.STAGES:  # wired by the graph's artifacts and gates, nothing more
+        assert set(tasks[stage.name].get("dependentTasks", [])) == set(graph.upstream(stage)), stage.name
     assert all(executor["container"]["image"] == "fedmm:0.1.0" for executor in spec["deploymentSpec"]["executors"].values())
 
     # the `make kfp` entry point
@@ -96,13 +98,16 @@ def run_folder(root: Path) -> Path:
     return folder
 
 
-def test_pipeline_runs_locally_and_registers_a_challenger(kfp_local):
+def test_pipeline_runs_locally_with_audit_and_imputation_and_registers_a_challenger(kfp_local, tmp_path):
     from fedmm.tracking import registry
 
-    config = load_config(TINY)
+    data = write_synthetic_npz(tmp_path / "data.npz")
+    config = load_config(TINY, synthetic_overrides(data, "fedmm-kfp") + [
+        "partition.scheme=iid", "partition.num_clients=3", "impute.evaluate=true", "impute.imputers=[zero, mean]",
+        "impute.rates=[0.5]"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        summary = fedmm_training(config_json=config_json(config)).output
+        summary = training_pipeline(load_config(TINY, ["train.gpus=1"]))(config_json=config_json(config)).output
     # local mode accepts the GPU request and says it ignores it
     assert any(re.search(r"Task 'train'.*'accelerator'.*no effect", str(w.message)) for w in caught)
 
@@ -111,6 +116,10 @@ def test_pipeline_runs_locally_and_registers_a_challenger(kfp_local):
     assert "challenger" in summary["aliases"]
     assert summary["tracking_uri"] == os.environ["MLFLOW_TRACKING_URI"]
     assert registry.aliases(config.registry.model_name)["challenger"] == version
+    # the audit ran and the clean-audit gate read its tags, as on ZenML; the imputation evaluation is attached
+    assert summary["audit_rounds"] == 2 and {g["name"] for g in summary["gates"]} >= {"clean_audit"}
+    tags = registry.client().get_model_version(config.registry.model_name, version).tags
+    assert tags[registry.TAG_AUDIT_HARMFUL] == "[]" and tags["fedmm.imputation.imputers"] == "zero,mean"
 
     folder = run_folder(kfp_local)
     assert {p.name for p in folder.iterdir()} == set(TASKS)
@@ -135,10 +144,10 @@ def test_bad_data_fails_validate_data_and_stops_the_pipeline(kfp_local, tmp_path
     config = load_config(TINY, overrides)
 
     with pytest.raises(RuntimeError, match="Inner task failed: .*validate-data"):
-        fedmm_training(config_json=config_json(config))
+        training_pipeline(config)(config_json=config_json(config))
 
     folder = run_folder(kfp_local)
     assert {p.name for p in folder.iterdir()} == {"prepare", "validate-data"}  # nothing downstream ran
-    report = ValidationReport.from_dict(json.loads((folder / "validate-data" / "report").read_text()))
+    report = ValidationReport.from_dict(json.loads((folder / "validate-data" / "data_report").read_text()))
     assert not report.success
     assert {outcome.column for outcome in report.failed()} >= {"acc_nonfinite"}

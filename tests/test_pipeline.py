@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import TINY, synthetic_overrides, write_synthetic_npz
+from fedmm import graph
 from fedmm.cli import main
 from fedmm.config import load_config
 from fedmm.report import summary_dir
@@ -46,6 +47,23 @@ def test_run_registers_promotes_and_writes_summary(first_run):
         assert tag in version.tags
     assert version.tags["fedmm.data_sha256"] == summary["data_sha256"]
     assert "held-out recordings" in result.output
+
+
+def test_the_run_follows_the_graph(first_run):
+    """One step per graph stage (the unconfigured imputation evaluation left out), each reading the graph's inputs."""
+    from zenml.client import Client
+
+    from pipelines.training import STEPS
+
+    _, summary = first_run
+    run = Client().get_pipeline_run(summary["zenml_pipeline_run"])
+    stages = [stage for stage in graph.STAGES if stage.skip is None]
+    assert set(run.steps) == {STEPS[stage.name].name for stage in stages} | {"start_tracking", "log_audit"}
+    for stage in stages:
+        step = run.steps[STEPS[stage.name].name]
+        assert set(step.inputs) - {"run_id"} == set(stage.inputs) - {"imputation"}, stage.name
+        assert set(step.spec.upstream_steps) >= {STEPS[name].name for name in graph.upstream(stage)
+                                                  if name != "evaluate-imputation"}, stage.name
 
 
 def test_registered_model_predicts_from_its_signature(first_run):
@@ -195,7 +213,10 @@ def test_knowledge_transfer_strategies_run_through_the_pipeline(first_run, tmp_p
     summary = json.loads((summary_dir() / "summary.json").read_text())
     assert result.exit_code == (0 if summary["promoted"] else 1), result.output  # a tiny model may miss the floor
     assert summary["strategy"] == strategy and "test_missing_macro_f1" in summary
-    assert ("audit_flags" in summary) == (strategy == "fedmobile")
+    assert (summary["audit_rounds"] > 0) == (strategy == "fedmobile")
+    if strategy == "fedmekt":  # nothing to audit is an explicit state the clean-audit gate passes, not a missing tag
+        gate = {g["name"]: g for g in summary["gates"]}["clean_audit"]
+        assert gate["passed"] and "nothing to audit" in gate["detail"] and "no parameter deltas" in gate["detail"]
     test_set = registry.load_test_set(name, summary["model_version"])
     assert registry.score_version(name, summary["model_version"], test_set) == pytest.approx(
         summary["test_macro_f1"], abs=1e-6)

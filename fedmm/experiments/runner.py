@@ -2,9 +2,9 @@
 
 Finished cells are rows of ``cells.csv`` in the output folder and are never rerun; a cell
 interrupted mid-training resumes from its last round checkpoint (the engine's). Cells run
-the same library functions as the pipeline stages (prepare, partition and mask, train,
-evaluate), so ``fedmm run`` with a cell's overrides trains the same model; the Great
-Expectations suites are not rerun per cell.
+the graph's stages up to evaluation (``fedmm.graph``: prepare, validate data, partition and
+mask, validate partitions, train, evaluate), so ``fedmm run`` with a cell's overrides trains
+the same model.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from fedmm import workflow
+from fedmm import graph
 from fedmm.artifacts import read_json, write_json, write_text
-from fedmm.data.prepare import PreparedData
 from fedmm.experiments.matrix import Cell, ExperimentSpec
 from fedmm.experiments.results import write_outputs
 from fedmm.fl.strategies import STRATEGIES
@@ -39,19 +38,32 @@ class ExperimentOutcome:
     parent_run_id: str
 
 
-def run_cell(cell: Cell, prepared_cache: dict[str, PreparedData]) -> dict:
-    """Train and evaluate one cell; returns its metrics and its wall time in seconds."""
+CELL_STAGES = ("prepare", "validate-data", "partition", "validate-partitions", "train", "evaluate")
+"""The graph stages a cell runs, both validation gates included (a test keeps this a prefix of the graph)."""
+SHARED = 2
+"""The first stages depend on the data config only: cells sharing it share their outputs."""
+
+
+def run_cell(cell: Cell, shared: dict[str, dict]) -> dict:
+    """Run one cell's stages of the graph; returns its metrics and its wall time in seconds.
+
+    A failed validation gate raises before training. Prepared data and its validation are
+    computed once per data config and kept in ``shared``.
+    """
     start = time.perf_counter()
     config = cell.config
-    key = config.hash("data", "seed")
-    if key not in prepared_cache:
-        prepared_cache[key] = workflow.prepare_data(config)
-    prepared = prepared_cache[key]
-    federated = workflow.make_partitions(config, prepared)
-    result = workflow.train_models(config, prepared, federated)
-    summary = workflow.evaluate_models(prepared, federated, result)["summary"]
-    return {"num_clients": federated.num_clients, "dropped_samples": federated.report["dropped_samples"], **summary,
-            "seconds": round(time.perf_counter() - start, 1)}
+    key = config.hash("data", "seed", "validation")
+    artifacts = shared.setdefault(key, {})
+    for name in CELL_STAGES[SHARED if artifacts else 0:]:
+        stage = graph.stage(name)
+        artifacts = {**artifacts, stage.output: graph.execute(stage, config, artifacts)}
+        if stage.gate:
+            artifacts[stage.output].raise_if_failed()
+        if name == CELL_STAGES[SHARED - 1]:
+            shared[key] = artifacts
+    federated = artifacts["federated"]
+    return {"num_clients": federated.num_clients, "dropped_samples": federated.report["dropped_samples"],
+            **artifacts["evaluation"]["summary"], "seconds": round(time.perf_counter() - start, 1)}
 
 
 def _row(cell: Cell, metrics: dict) -> dict:
@@ -106,9 +118,9 @@ def run_experiment(spec: ExperimentSpec, cells: list[Cell], directory: Path) -> 
         results = {row["cell_id"]: {c: row[c] for c in metric_columns(done)} for row in done.to_dict("records")}
     todo = list({cell.cell_id: cell for cell in cells if cell.cell_id not in results}.values())
     table = lambda: pd.DataFrame([_row(cell, results[cell.cell_id]) for cell in cells if cell.cell_id in results])
-    prepared_cache: dict[str, PreparedData] = {}
+    shared: dict[str, dict] = {}
     for cell in tqdm(todo, desc=spec.name, unit="cell"):
-        results[cell.cell_id] = run_cell(cell, prepared_cache)
+        results[cell.cell_id] = run_cell(cell, shared)
         row = _row(cell, results[cell.cell_id])
         _log_child(parent, row)
         write_text(path, table().to_csv(index=False))
