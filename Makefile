@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export FEDMM_HOME ?= $(CURDIR)/.fedmm
 
-.PHONY: install install-site run federation test test-fast kfp dvc clean-state
+.PHONY: install install-site run federation test test-fast lint kfp dvc clean-state
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ federation: $(STAMP) $(SITE_STAMP)
 
 test: $(STAMP) $(SITE_STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# ruff over the whole repository (rules in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 # The fast tier for local iteration (CI runs `make test`, everything).
 test-fast: $(STAMP)

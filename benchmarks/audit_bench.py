@@ -67,7 +67,6 @@ from fedmm.data.prepare import prepare  # noqa: E402
 from fedmm.fl.engine import UpdateStore  # noqa: E402
 from fedmm.fl.training import split_tensors, train  # noqa: E402
 
-
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]
 

@@ -97,7 +97,7 @@ SETS = {
 
 
 def data_overrides(path: Path, model: str) -> list[str]:
-    return [f"data.source=npz", f"data.path={path}", "data.holdout_subjects=1", "data.test_fraction=0.25",
+    return ["data.source=npz", f"data.path={path}", "data.holdout_subjects=1", "data.test_fraction=0.25",
             "data.val_fraction=0.125", f"registry.model_name={model}", "registry.min_macro_f1=0.0",
             "registry.min_test_samples=10", "validation.value_bounds={gyro: [-10, 10]}"]
 

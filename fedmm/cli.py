@@ -126,8 +126,8 @@ def main() -> None:
 @SET_OPTION
 def run(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Run the training pipeline on the active ZenML stack (local by default)."""
-    from pipelines.runner import run_pipeline
     from fedmm.report import print_summary, write_summary
+    from pipelines.runner import run_pipeline
 
     config = _load(config_path, overrides)
     summary = run_pipeline(config, echo=click.echo)

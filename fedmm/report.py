@@ -7,7 +7,6 @@ GitHub Actions the Markdown is also appended to ``$GITHUB_STEP_SUMMARY``.
 
 from __future__ import annotations
 
-import math
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,6 +16,7 @@ from rich.table import Table
 
 from fedmm.artifacts import write_json, write_text
 from fedmm.runtime import state_dir
+
 HEADLINE = (
     ("test_accuracy", "accuracy, held-out recordings"),
     ("test_macro_f1", "macro-F1, held-out recordings"),

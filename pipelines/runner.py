@@ -12,7 +12,7 @@ def ensure_store() -> None:
     from zenml.client import Client
 
     with file_lock(state_dir() / "zenml.init.lock", what="ZenML store lock"):
-        Client().zen_store
+        Client().zen_store  # noqa: B018 (reading the property creates and migrates the store)
 
 
 def run_pipeline(config: Config, echo=print) -> dict:

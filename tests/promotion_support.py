@@ -168,6 +168,7 @@ if __name__ == "__main__":
 def train_tiny(tmp_path: Path, model_name: str, seed: int = 0, extra: tuple[str, ...] = ()):
     """Train the tiny config on a synthetic file in-process (no ZenML): (config, prepared, federated, result, evaluation)."""
     from conftest import TINY, synthetic_overrides, write_synthetic_npz
+
     from fedmm import workflow
     from fedmm.config import load_config
 

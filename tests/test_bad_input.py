@@ -12,11 +12,11 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import TINY, synthetic_overrides, write_synthetic_npz
+from promotion_support import REPO
+
 from fedmm.cli import main
 from fedmm.data.sources import robust_bounds
-from promotion_support import REPO
 
 CONFIG_TRIALS = {
     "train.rounds=[1,": "the value is not valid YAML",

@@ -1,7 +1,7 @@
 import pytest
+from conftest import TINY
 
 from fedmm.config import ConfigError, config_from_dict, load_config
-from conftest import TINY
 
 
 def test_defaults_and_overrides_validate():

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned
+
 from fedmm.config import ModelConfig, config_from_dict
 from fedmm.fl.client import Worker, forward, trainable_state
 from fedmm.fl.dual_distillation import DistillationUpdate, DualDistillation

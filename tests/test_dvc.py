@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 from click.testing import CliRunner
-
 from conftest import TINY, synthetic_overrides, write_synthetic_npz
+
 from fedmm import graph
 from fedmm.cli import main
 from fedmm.fl.result import TrainResult

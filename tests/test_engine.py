@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned
+
 from fedmm.config import config_from_dict
 from fedmm.data.federated import client_arrays
 from fedmm.fl.engine import UpdateStore

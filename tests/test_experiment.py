@@ -3,10 +3,10 @@
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 from click.testing import CliRunner
-
 from conftest import REPO
+from scipy import stats
+
 from fedmm.artifacts import read_json
 from fedmm.cli import main
 from fedmm.config import ConfigError, load_config

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned, proxy_server
+
 from fedmm.config import config_from_dict
 from fedmm.data.federated import client_arrays
 from fedmm.fl import engine

@@ -5,8 +5,8 @@ import copy
 import numpy as np
 import pytest
 import torch
-
 from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned, proxy_server
+
 from fedmm.audit.clustered import aggregation_weights, clustered_shapley
 from fedmm.config import ConfigError, config_from_dict
 from fedmm.data.federated import partition_and_mask

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import REPO, TINY
+
 from fedmm.artifacts import read_npz, write_npz
 from fedmm.config import load_config
-from fedmm.report import summary_dir
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.dataset import load_npz
 from fedmm.data.federated import client_arrays, partition_and_mask, site_arrays
@@ -31,6 +30,7 @@ from fedmm.fl.fedmobile import FedMobileUpdate
 from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.training import train
 from fedmm.impute.moments import Moments
+from fedmm.report import summary_dir
 from fedmm.runtime import state_dir
 
 SITE_PYTHON = REPO / ".venv-site" / "bin" / "python"

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import yaml
-
 from conftest import REPO
+
 from fedmm import graph, workflow
 from fedmm.config import Config, load_config
 from fedmm.stages import dvc_pipeline

@@ -95,6 +95,7 @@ def test_make_partitioner_follows_config():
 
 def test_clients_that_masking_shrinks_below_min_samples_are_refused(tmp_path):
     from conftest import write_synthetic_npz
+
     from fedmm.config import DataConfig, MaskConfig
     from fedmm.data.federated import partition_and_mask
     from fedmm.data.partition import PartitionError

@@ -5,14 +5,14 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import TINY, synthetic_overrides, write_synthetic_npz
+from mlflow.exceptions import MlflowException
+
 from fedmm import graph
 from fedmm.cli import main
 from fedmm.config import load_config
 from fedmm.report import summary_dir
 from fedmm.tracking import registry
-from mlflow.exceptions import MlflowException
 
 
 def _versions(name: str) -> int:

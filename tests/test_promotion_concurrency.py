@@ -12,6 +12,7 @@ import sys
 import time
 
 from promotion_support import REPO, backend, postgres_server, register_stress_versions  # noqa: F401 (fixtures)
+
 from fedmm.tracking import registry
 
 PAIRS = 20

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from promotion_support import backend, postgres_server, register_trained, train_tiny  # noqa: F401 (fixtures)
+
 from fedmm.cli import main
 from fedmm.tracking import registry, runs
 

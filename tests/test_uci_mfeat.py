@@ -4,13 +4,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from fedmm.config import DataConfig, load_config
 from fedmm.data.prepare import prepare
 from fedmm.data.sources import UCI_MFEAT_SHA256, SourceIntegrityError, load_uci_mfeat, uci_mfeat_info
 from fedmm.fl.training import model_spec
 from fedmm.models.multimodal import MlpEncoder, build_model
-from conftest import REPO
 
 CONFIG = load_config(REPO / "configs" / "uci_mfeat.yaml")
 VIEWS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}

@@ -66,8 +66,8 @@ from .report import (
     load_round_game,
     make_statistic,
 )
-from .samplewise import RoundEstimate, exact_round, sampled_round
 from .result import ValuationResult
+from .samplewise import RoundEstimate, exact_round, sampled_round
 from .sampling import (
     AllOf,
     AnyOf,

@@ -94,7 +94,7 @@ class ValuationResult:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ValuationResult":
+    def from_dict(cls, d: dict[str, Any]) -> ValuationResult:
         return cls(
             values=_decode(d["values"]),
             stderr=_decode(d["stderr"]),

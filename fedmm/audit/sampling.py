@@ -71,10 +71,10 @@ class StoppingCriterion:
         """Names of the elementary rules currently met."""
         return [str(self)] if self(state) else []
 
-    def __or__(self, other: "StoppingCriterion") -> "AnyOf":
+    def __or__(self, other: StoppingCriterion) -> AnyOf:
         return AnyOf(self, other)
 
-    def __and__(self, other: "StoppingCriterion") -> "AllOf":
+    def __and__(self, other: StoppingCriterion) -> AllOf:
         return AllOf(self, other)
 
 

@@ -10,7 +10,6 @@ the same model.
 from __future__ import annotations
 
 import time
-
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -19,7 +19,15 @@ from fedmm.fl.strategy import FedAvg, ServerContext
 from fedmm.fl.tensors import TensorData
 from fedmm.impute.generator import CrossModalGenerator, GeneratedFeaturesNet, train_generator_locally
 from fedmm.impute.latent import (
-    LatentData, Scaler, client_latents, fedavg_states, frozen, prefixed, scaler_from, seeded_module, unprefixed,
+    LatentData,
+    Scaler,
+    client_latents,
+    fedavg_states,
+    frozen,
+    prefixed,
+    scaler_from,
+    seeded_module,
+    unprefixed,
 )
 from fedmm.impute.moments import Moments
 from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model

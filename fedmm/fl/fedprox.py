@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fedmm.config import TrainConfig
-from fedmm.fl.strategy import FedAvg, Forward, ServerContext, LocalLoss, State, cross_entropy
+from fedmm.fl.strategy import FedAvg, Forward, LocalLoss, ServerContext, State, cross_entropy
 
 
 class FedProx(FedAvg):

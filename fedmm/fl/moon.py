@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from fedmm.config import TrainConfig
 from fedmm.fl.client import frozen_copy
-from fedmm.fl.strategy import FedAvg, Forward, ServerContext, LocalLoss, State, cross_entropy
+from fedmm.fl.strategy import FedAvg, Forward, LocalLoss, ServerContext, State, cross_entropy
 
 
 class Moon(FedAvg):

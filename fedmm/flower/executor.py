@@ -24,7 +24,6 @@ import time
 from logging import ERROR, INFO, WARNING
 
 import httpx
-
 from flwr.app import Message
 from flwr.app.error import Error
 from flwr.common.constant import ErrorCode, SubStatus

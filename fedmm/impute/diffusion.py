@@ -20,7 +20,15 @@ from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import Imputer
 from fedmm.impute.config import DiffusionConfig
 from fedmm.impute.latent import (
-    LatentData, Scaler, State, client_latents, masked_targets, prefixed, scaler_from, seeded_module, train_federated,
+    LatentData,
+    Scaler,
+    State,
+    client_latents,
+    masked_targets,
+    prefixed,
+    scaler_from,
+    seeded_module,
+    train_federated,
     unprefixed,
 )
 from fedmm.models.multimodal import MultimodalNet

@@ -19,8 +19,17 @@ from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import Imputer
 from fedmm.impute.config import GeneratorConfig
 from fedmm.impute.latent import (
-    LatentData, Scaler, State, client_latents, frozen, masked_targets, prefixed, scaler_from, seeded_module,
-    train_federated, unprefixed,
+    LatentData,
+    Scaler,
+    State,
+    client_latents,
+    frozen,
+    masked_targets,
+    prefixed,
+    scaler_from,
+    seeded_module,
+    train_federated,
+    unprefixed,
 )
 from fedmm.models.multimodal import ModelSpec, MultimodalNet
 from fedmm.seeding import torch_generator

@@ -40,7 +40,11 @@ from fedmm.runtime import tracking_uri
 from fedmm.tracking import lock, runs
 from fedmm.tracking.compare import paired_difference
 from fedmm.tracking.pyfunc import (
-    TamperedModelError, load_verified, model_input, predict_probabilities, save_pyfunc,
+    TamperedModelError,
+    load_verified,
+    model_input,
+    predict_probabilities,
+    save_pyfunc,
 )
 from fedmm.tracking.runs import client
 

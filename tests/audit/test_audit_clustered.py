@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from fedmm.audit import (
-    RandomGame,
     QuadraticGame,
+    RandomGame,
     aggregation_weights,
     cluster_players,
     clustered_shapley,

@@ -125,7 +125,7 @@ def test_exact_rounds_report_validation_uncertainty(report):
     share = clients.loc[[10, 11, 12, 14], "top_group_share"]  # 30 similar recordings: none dominates
     assert ((share > 1 / 30) & (share < 0.2)).all() and np.isnan(clients.loc[13, "top_group_share"])
     # the three rounds share one validation set: the cumulative standard error is not their quadrature sum
-    quadrature = np.sqrt((rows.assign(v=rows["stderr"] ** 2).groupby("client")["v"].sum()))
+    quadrature = np.sqrt(rows.assign(v=rows["stderr"] ** 2).groupby("client")["v"].sum())
     assert (clients.loc[[10, 11, 14], "stderr"] > 1.2 * quadrature.loc[[10, 11, 14]]).all()
 
 
