@@ -49,18 +49,23 @@ def overrides(name: str, seed: int, args) -> list[str]:
             f"corruption.clients={json.dumps(corruption)}", *common]
 
 
-def run_cell(name: str, seed: int, args) -> dict:
+def train_and_audit(config):
+    """Prepare, partition, train and audit one config: (audit report, train seconds, audit seconds)."""
     from fedmm import workflow
-    from fedmm.config import load_config
 
-    config = load_config(args.config, overrides(name, seed, args))
     prepared = workflow.prepare_data(config)
     federated = workflow.make_partitions(config, prepared)
     start = time.perf_counter()
     result = workflow.train_models(config, prepared, federated)
     trained = time.perf_counter()
     report = workflow.audit_contributions(config, prepared, federated, result)
-    audited = time.perf_counter()
+    return report, trained - start, time.perf_counter() - trained
+
+
+def run_cell(name: str, seed: int, args) -> dict:
+    from fedmm.config import load_config
+
+    report, train_s, audit_s = train_and_audit(load_config(args.config, overrides(name, seed, args)))
     truth = {row["client"]: row for row in report.meta["corruption_ground_truth"]}
     clients = [
         {"client": int(r.client), "value": float(r.value), "ci_low": float(r.ci_low), "ci_high": float(r.ci_high),
@@ -71,7 +76,7 @@ def run_cell(name: str, seed: int, args) -> dict:
         for r in report.clients.itertuples()
     ]
     return {"scenario": name, "seed": seed, "overrides": overrides(name, seed, args), "clients": clients,
-            "inference": report.meta["game"]["inference"], "train_s": trained - start, "audit_s": audited - trained}
+            "inference": report.meta["game"]["inference"], "train_s": train_s, "audit_s": audit_s}
 
 
 def summarise(cells: list[dict], seeds: int) -> None:

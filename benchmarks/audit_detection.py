@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+
+from audit_calibration import train_and_audit
 
 from fedmm import runtime
 
@@ -38,7 +39,6 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS), choices=list(SCENARIOS))
     args = parser.parse_args()
     runtime.configure()
-    from fedmm import workflow
     from fedmm.config import load_config
 
     print(f"{args.config}, IID {args.clients} clients, {args.corrupted} corrupted, {args.rounds} rounds, seed {args.seed}")
@@ -49,16 +49,10 @@ def main() -> None:
             "partition.scheme=iid", f"partition.num_clients={args.clients}", f"train.rounds={args.rounds}",
             "train.centralized=false", f"seed={args.seed}", f"corruption.clients={json.dumps(corrupted)}",
         ])
-        prepared = workflow.prepare_data(config)
-        federated = workflow.make_partitions(config, prepared)
-        start = time.perf_counter()
-        result = workflow.train_models(config, prepared, federated)
-        trained = time.perf_counter()
-        report = workflow.audit_contributions(config, prepared, federated, result)
-        audited = time.perf_counter()
+        report, train_s, audit_s = train_and_audit(config)
         quality = report.meta["detection"]["kinds"]["any"]
         print(f"{name:<18} {quality['auroc']:>6.3f}  {str(quality['flagged']):<22} {str(quality['honest_flagged']):<16}"
-              f" {trained - start:>8.1f} {audited - trained:>8.1f}")
+              f" {train_s:>8.1f} {audit_s:>8.1f}")
 
 
 if __name__ == "__main__":
