@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned, proxy_server
+from conftest import assert_same_training, interrupted_after_round, proxy_server
 
 from fedmm.config import config_from_dict
 from fedmm.data.federated import client_arrays
@@ -38,11 +38,6 @@ def config(*overrides):
     return config_from_dict(RAW, list(overrides))
 
 
-@pytest.fixture(scope="module")
-def data():
-    return prepared_and_partitioned(config())
-
-
 def client(data, k):
     prepared, federated = data
     return TensorData.from_numpy(*client_arrays(prepared, federated, k))
@@ -67,7 +62,7 @@ def reference(data, tmp_path_factory):
 
 def fit(data, k, labels=None, mask=None):
     """One first-participation fit of client ``k`` on the initial global model."""
-    strategy = FedMekt(config().train, 0, proxy_server(config(), data))
+    strategy = FedMekt.from_config(config().train, 0, proxy_server(config(), data))
     local = client(data, k)
     local = TensorData(local.inputs, local.mask if mask is None else mask, local.labels if labels is None else labels)
     model = build_model(strategy.server.spec, 0)
@@ -138,7 +133,7 @@ def test_missing_proxy_set_is_a_clear_error(data):
     full = proxy_server(config(), data)
     for context in (ServerContext(full.spec), ServerContext(full.spec, proxy=full.proxy.take(torch.arange(0)))):
         with pytest.raises(StrategyError, match="partition.proxy_fraction"):
-            FedMekt(config().train, 0, context)
+            FedMekt.from_config(config().train, 0, context)
 
 
 def test_cross_modal_reconstruction_decodes_every_present_modality_from_each_one(data):

@@ -5,7 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned, proxy_server
+from conftest import assert_same_training, interrupted_after_round, proxy_server
 
 from fedmm.audit.clustered import aggregation_weights, clustered_shapley
 from fedmm.config import ConfigError, config_from_dict
@@ -35,16 +35,11 @@ def config(*overrides):
 
 
 @pytest.fixture(scope="module")
-def data():
-    return prepared_and_partitioned(config())
-
-
-@pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
     """A 3-round run and the strategy restored from its checkpoint (its generator and scalers)."""
     workdir = tmp_path_factory.mktemp("fedmobile")
     result = train(config(), *data, workdir=workdir)
-    strategy = FedMobile(config().train, 0, proxy_server(config(), data))
+    strategy = FedMobile.from_config(config().train, 0, proxy_server(config(), data))
     strategy.load_server_state({
         k.removeprefix("server/"): torch.as_tensor(v)
         for k, v in np.load(workdir / "checkpoint.npz").items() if k.startswith("server/")
@@ -116,9 +111,9 @@ def test_scaler_and_generator_are_checkpointed_and_the_run_resumes_identically(d
 
 def test_sample_model_weighting_is_fedavgs(data):
     updates = [update(0, accuracy=0.9, after=0.2), update(1, examples=30, accuracy=0.1, after=1.0)]
-    ablated = FedMobile(config("train.fedmobile.model_weighting=samples").train, 0, proxy_server(config(), data))
+    ablated = FedMobile.from_config(config("train.fedmobile.model_weighting=samples").train, 0, proxy_server(config(), data))
     np.testing.assert_allclose(ablated.model_weights(updates), [0.25, 0.75])
-    aware = FedMobile(config().train, 0, proxy_server(config(), data))
+    aware = FedMobile.from_config(config().train, 0, proxy_server(config(), data))
     np.testing.assert_allclose(aware.model_weights(updates), contribution_weights(updates, 0.5))
 
 
@@ -130,7 +125,7 @@ def test_sample_weighting_needs_no_proxy_set():
 
 
 def test_untrained_generator_is_not_used_in_the_first_round(data):
-    strategy = FedMobile(config().train, 0, proxy_server(config(), data))
+    strategy = FedMobile.from_config(config().train, 0, proxy_server(config(), data))
     model = build_model(strategy.server.spec, 0)
     assert strategy.predictor(model) is model
     assert strategy.local_objective(model, {}, None) is cross_entropy

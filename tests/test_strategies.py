@@ -37,11 +37,6 @@ def config(*overrides):
 
 
 @pytest.fixture(scope="module")
-def data():
-    return prepared_and_partitioned(config())
-
-
-@pytest.fixture(scope="module")
 def proxy_data():
     return prepared_and_partitioned(config("partition.proxy_fraction=0.1"))
 
@@ -86,7 +81,7 @@ def test_moon_contrastive_term_is_finite_and_log_two_against_the_global_model(da
         np.ones((64, 2), dtype=bool), prepared.dataset.labels[:64],
     )
     global_state = trainable_state(model)
-    moon = Moon(train_config, 0)
+    moon = Moon.from_config(train_config, 0)
     out = forward(model, batch)
     assert moon.local_objective(model, global_state, None)(out) == cross_entropy(out)
     same = moon.local_objective(model, global_state, global_state)(out) - cross_entropy(out)
@@ -156,7 +151,7 @@ def test_fedadam_is_adam_on_the_negated_mean_delta_and_resumes_its_moments(data,
     torch.testing.assert_close(mean, torch.tensor([0.4, 0.0, 0.0]))
     param = torch.nn.Parameter(state["w"].clone())
     reference = torch.optim.Adam([param], lr=0.02, betas=(0.9, 0.99), eps=1e-3)
-    fedadam = FedAdam(config(*settings).train, 0)
+    fedadam = FedAdam.from_config(config(*settings).train, 0)
     for server_round in range(2):
         param.grad = -mean
         reference.step()
