@@ -1,15 +1,14 @@
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SYNTHETIC_CLASSES, SYNTHETIC_SPEC, assert_same_training, interrupted_after_round, synthetic
+from conftest import SYNTHETIC_CLASSES, SYNTHETIC_SPEC, synthetic
 
 from fedmm.config import config_from_dict
 from fedmm.fl.client import Worker, forward, trainable_state
 from fedmm.fl.dual_distillation import DistillationUpdate, DualDistillation
 from fedmm.fl.engine import UpdateStore
 from fedmm.fl.messages import TrainInstruction
-from fedmm.fl.strategy import FedAvg, ServerContext, StrategyError
+from fedmm.fl.strategy import FedAvg, ServerContext
 from fedmm.fl.training import train
 from fedmm.models.multimodal import build_model
 
@@ -61,12 +60,6 @@ def outputs_of(state, batch):
 def proxy_outputs_of(state):
     out = outputs_of(state, PROXY)
     return out.logits, out.representation
-
-
-def test_zero_weights_are_fedavg_exactly(data, tmp_path):
-    reference = run(data, tmp_path, "fedavg")
-    zero = ("train.mmfed3.logit_weight=0", "train.mmfed3.feature_weight=0")
-    assert_same_training(run(data, tmp_path, "mmfed3", MMFED3, *zero), reference)
 
 
 def test_payload_carries_the_trained_models_proxy_outputs_and_the_server_distills_the_ensemble():
@@ -137,13 +130,6 @@ def test_the_local_objective_pulls_the_client_towards_the_global_model():
     assert divergence("train.mmfed3.logit_weight=1", "train.mmfed3.feature_weight=0") < undistilled
 
 
-def test_warmup_rounds_are_fedavg(data, tmp_path):
-    reference = run(data, tmp_path, "fedavg")
-    warm = run(data, tmp_path, "warm", MMFED3, "train.mmfed3.warmup_rounds=3")
-    assert_same_training(warm, reference)
-    assert run(data, tmp_path, "late", MMFED3, "train.mmfed3.warmup_rounds=2").history[:2] == reference.history[:2]
-
-
 def test_without_server_epochs_the_server_averages():
     distill = strategy("train.mmfed3.server_epochs=0")
     global_state = trainable_state(build_model(SPEC, 0))
@@ -154,22 +140,13 @@ def test_without_server_epochs_the_server_averages():
         torch.testing.assert_close(merged[name], averaged[name], rtol=0, atol=0)
 
 
-def test_deterministic_resumable_and_better_than_the_majority_class(data, tmp_path):
+def test_better_than_the_majority_class(data, tmp_path):
     settings = (MMFED3, "train.rounds=4", "train.lr=0.01", "train.local_epochs=2")
     reference = run(data, tmp_path, "reference", *settings)
     assert reference.history != run(data, tmp_path, "fedavg", *settings[1:]).history
     assert len(UpdateStore(tmp_path / "reference" / "updates").rounds()) == 4
-    with interrupted_after_round(2):
-        run(data, tmp_path, "resumed", *settings)
-    assert_same_training(run(data, tmp_path, "resumed", *settings), reference)
 
     prepared = data[0]
     test_labels = prepared.dataset.labels[prepared.indices("test")]
     majority_share = np.bincount(test_labels).max() / len(test_labels)
     assert reference.history[-1]["test_accuracy"] > majority_share + 0.1
-
-
-@pytest.mark.parametrize("proxy", [None, PROXY.take(torch.arange(0))])
-def test_missing_proxy_set_is_a_clear_error(proxy):
-    with pytest.raises(StrategyError, match=r"'mmfed3' needs a server proxy set: set partition.proxy_fraction > 0"):
-        DualDistillation.from_config(config(MMFED3).train, 0, ServerContext(SPEC, proxy=proxy))
