@@ -20,11 +20,13 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("ZENML_CONFIG_PATH", None)
 
 from fedmm import runtime  # noqa: E402
+from fedmm.config import ModelConfig  # noqa: E402
 from fedmm.data.federated import partition_and_mask, proxy_arrays  # noqa: E402
 from fedmm.data.prepare import prepare  # noqa: E402
 from fedmm.fl.strategy import ServerContext  # noqa: E402
 from fedmm.fl.tensors import TensorData  # noqa: E402
 from fedmm.fl.training import model_spec  # noqa: E402
+from fedmm.models.multimodal import ModelSpec  # noqa: E402
 
 runtime.configure()
 
@@ -53,6 +55,30 @@ def prepared_and_partitioned(config):
     """A config's prepared data and client partition: what a strategy test trains on."""
     prepared = prepare(config.data, config.seed)
     return prepared, partition_and_mask(prepared, config.partition, config.mask, config.seed)
+
+
+@pytest.fixture(scope="module")
+def data(request):
+    """The prepared data and partition of the test module's ``config()``."""
+    return prepared_and_partitioned(request.module.config())
+
+
+SYNTHETIC_CLASSES = 3
+SYNTHETIC_SPEC = ModelSpec.build(
+    {"acc": (3, 20), "gyro": (2, 20)}, SYNTHETIC_CLASSES, ModelConfig(embed_dim=8, channels=4, fusion_dim=8),
+    {"acc": np.array([[0.0] * 3, [1.0] * 3]), "gyro": np.array([[0.0] * 2, [1.0] * 2])},
+)
+
+
+def synthetic(labels, seed, mask=None) -> TensorData:
+    """Samples of :data:`SYNTHETIC_SPEC` whose two modalities carry a class-dependent wave (all present by default)."""
+    labels = np.asarray(labels)
+    mask = np.ones((len(labels), 2), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    rng = np.random.default_rng(seed)
+    wave = np.sin(2 * np.pi * (labels[:, None] + 1) * np.linspace(0, 1, 20))[:, None, :]
+    inputs = {"acc": (wave + 0.3 * rng.standard_normal((len(labels), 3, 20))) * mask[:, :1, None],
+              "gyro": (-wave + 0.3 * rng.standard_normal((len(labels), 2, 20))) * mask[:, 1:, None]}
+    return TensorData.from_numpy(inputs, mask, labels)
 
 
 def proxy_server(config, data) -> ServerContext:

@@ -1,22 +1,19 @@
 import math
-import typing
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned
 
 from fedmm.cli import main
-from fedmm.config import ConfigError, ModelConfig, TrainConfig, config_from_dict
-from fedmm.fl import engine
+from fedmm.config import ConfigError, ModelConfig, config_from_dict
 from fedmm.fl.baselines import drop_modalities
 from fedmm.fl.client import Worker, forward, trainable_state
 from fedmm.fl.engine import UpdateStore
 from fedmm.fl.fedadam import FedAdam
 from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.moon import Moon
-from fedmm.fl.strategies import STRATEGIES, make_strategy
+from fedmm.fl.strategies import STRATEGIES
 from fedmm.fl.strategy import FedAvg, cross_entropy
 from fedmm.fl.tensors import TensorData
 from fedmm.fl.training import model_spec, train
@@ -36,16 +33,6 @@ def config(*overrides):
     return config_from_dict(RAW, list(overrides))
 
 
-@pytest.fixture(scope="module")
-def data():
-    return prepared_and_partitioned(config())
-
-
-@pytest.fixture(scope="module")
-def proxy_data():
-    return prepared_and_partitioned(config("partition.proxy_fraction=0.1"))
-
-
 def run(data, tmp_path, name, *overrides):
     return train(config(*overrides), *data, workdir=tmp_path / name)
 
@@ -53,18 +40,6 @@ def run(data, tmp_path, name, *overrides):
 def delta_norms(workdir):
     stored = np.load(UpdateStore(workdir / "updates").rounds()[0])
     return stored["client_ids"], np.linalg.norm(stored["deltas"], axis=1)
-
-
-def test_registry_matches_the_config_choices():
-    assert set(STRATEGIES) == set(typing.get_args(TrainConfig.model_fields["strategy"].annotation))
-    for name in STRATEGIES:
-        assert make_strategy(config(f"train.strategy={name}", "partition.proxy_fraction=0.1").train, 0).name == name
-
-
-@pytest.mark.parametrize("strategy, knob", [("fedprox", "train.fedprox.mu=0"), ("moon", "train.moon.mu=0")])
-def test_zero_weight_is_fedavg_exactly(data, tmp_path, strategy, knob):
-    reference = run(data, tmp_path, "fedavg")
-    assert_same_training(run(data, tmp_path, strategy, f"train.strategy={strategy}", knob), reference)
 
 
 def test_strong_proximal_term_keeps_clients_near_the_global_model(data, tmp_path):
@@ -86,7 +61,7 @@ def test_moon_contrastive_term_is_finite_and_log_two_against_the_global_model(da
         np.ones((64, 2), dtype=bool), prepared.dataset.labels[:64],
     )
     global_state = trainable_state(model)
-    moon = Moon(train_config, 0)
+    moon = Moon.from_config(train_config, 0)
     out = forward(model, batch)
     assert moon.local_objective(model, global_state, None)(out) == cross_entropy(out)
     same = moon.local_objective(model, global_state, global_state)(out) - cross_entropy(out)
@@ -96,16 +71,6 @@ def test_moon_contrastive_term_is_finite_and_log_two_against_the_global_model(da
     assert torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-
-
-def test_moon_keeps_state_and_resumes_to_the_same_result(data, tmp_path):
-    moon = ("train.strategy=moon",)
-    reference = run(data, tmp_path, "reference", *moon)
-    assert reference.history != run(data, tmp_path, "fedavg").history
-    assert sorted(p.name for p in (tmp_path / "reference" / engine.KEPT_DIR).iterdir()) == ["after_0003.npz"]
-    with interrupted_after_round(2):
-        run(data, tmp_path, "resumed", *moon)
-    assert_same_training(run(data, tmp_path, "resumed", *moon), reference)
 
 
 def test_worker_loads_and_reads_back_like_the_module():
@@ -148,7 +113,7 @@ def test_strategy_is_selected_from_the_command_line():
     assert STRATEGY_CHOICES in result.output
 
 
-def test_fedadam_is_adam_on_the_negated_mean_delta_and_resumes_its_moments(data, tmp_path):
+def test_fedadam_is_adam_on_the_negated_mean_delta():
     settings = ("train.strategy=fedadam", "train.fedadam.server_lr=0.02")
     state = {"w": torch.tensor([1.0, -2.0, 0.5])}
     updates = [ClientUpdate(0, 1, {"w": torch.tensor([0.1, 0.0, -0.3])}), ClientUpdate(1, 3, {"w": torch.tensor([0.5, 0.0, 0.1])})]
@@ -156,18 +121,13 @@ def test_fedadam_is_adam_on_the_negated_mean_delta_and_resumes_its_moments(data,
     torch.testing.assert_close(mean, torch.tensor([0.4, 0.0, 0.0]))
     param = torch.nn.Parameter(state["w"].clone())
     reference = torch.optim.Adam([param], lr=0.02, betas=(0.9, 0.99), eps=1e-3)
-    fedadam = FedAdam(config(*settings).train, 0)
+    fedadam = FedAdam.from_config(config(*settings).train, 0)
     for server_round in range(2):
         param.grad = -mean
         reference.step()
         state = fedadam.aggregate_train(server_round, state, updates)
         torch.testing.assert_close(state["w"], param.detach())
     assert state["w"][1] == -2.0  # a zero delta moves nothing
-
-    baseline = run(data, tmp_path, "reference", *settings)
-    with interrupted_after_round(2):
-        run(data, tmp_path, "resumed", *settings)
-    assert_same_training(run(data, tmp_path, "resumed", *settings), baseline)
 
 
 def test_modality_dropout_keeps_a_modality_per_sample_and_is_seeded():
@@ -178,16 +138,7 @@ def test_modality_dropout_keeps_a_modality_per_sample_and_is_seeded():
     assert torch.equal(dropped, drop_modalities(mask, 0.5, torch_generator(0, "x")))
 
 
-@pytest.mark.parametrize("strategy", ["fedavg_dropout", "fedavg_ft", "proxy_only"])
-def test_baselines_train_and_differ_from_fedavg(proxy_data, tmp_path, strategy):
-    settings = (f"train.strategy={strategy}", "partition.proxy_fraction=0.1", "train.proxy.epochs=1",
-                "train.proxy.finetune_epochs=2")
-    result = run(proxy_data, tmp_path, strategy, *settings)
-    fedavg = run(proxy_data, tmp_path, "fedavg", "partition.proxy_fraction=0.1")
-    assert any(not torch.equal(result.state[name], fedavg.state[name]) for name in fedavg.state)
-    if strategy == "fedavg_ft":  # FedAvg until the fine-tuning after the last round
-        assert result.history[:-1] == fedavg.history[:-1]
-    if strategy == "proxy_only":
-        assert all(record["clients"] == [] for record in result.history)
-        assert not (tmp_path / strategy / "updates").exists() or not UpdateStore(tmp_path / strategy / "updates").rounds()
-    assert STRATEGIES[strategy].extra_labels(config(*settings).train) == (strategy != "fedavg_dropout")
+@pytest.mark.parametrize("strategy", ["fedavg_dropout", "fedavg_ft", "proxy_only", "fedmekt", "fedavg"])
+def test_methods_training_on_the_proxy_labels_say_so(strategy):
+    settings = (f"train.strategy={strategy}", "partition.proxy_fraction=0.1")
+    assert STRATEGIES[strategy].extra_labels(config(*settings).train) == (strategy in ("fedavg_ft", "proxy_only", "fedmekt"))

@@ -8,7 +8,7 @@ from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, forward, train_client
 from fedmm.fl.fedmekt import dropout_masks
 from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction, cross_entropy
-from fedmm.fl.strategy import FedAvg, ServerContext
+from fedmm.fl.strategy import FedAvg, ServerContext, Strategy
 from fedmm.fl.tensors import TensorData
 from fedmm.models.multimodal import build_model
 from fedmm.seeding import torch_generator
@@ -40,13 +40,19 @@ def train_on_proxy(
     return worker.state()
 
 
-class _ProxyTrained(FedAvg):
-    """A FedAvg whose server trains on the labelled proxy set (a knob of ``train.proxy``)."""
+class _ProxyTrained(FedAvg[ClientUpdate]):
+    """A FedAvg whose server trains on the labelled proxy set (config: ``train.proxy``).
 
-    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
+    ``modality_dropout``: every proxy batch is also shown with each single modality absent.
+    """
+
+    config_section = "proxy"
+    needs_proxy = True
+
+    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None, modality_dropout: bool) -> None:
         super().__init__(train, seed, server)
-        self.config = train.proxy
-        self.proxy = server.require_proxy(self.name) if server is not None else None
+        self.modality_dropout = self.checked(modality_dropout=modality_dropout).modality_dropout
+        self.proxy = self.require_proxy() if server is not None else None
         self.server_model = Worker(build_model(server.spec, seed).to(server.device)) if server is not None else None
 
     @classmethod
@@ -55,13 +61,13 @@ class _ProxyTrained(FedAvg):
 
     def _train_on_proxy(self, state: State, epochs: int, server_round: int) -> State:
         return train_on_proxy(
-            self.server_model, state, self.proxy, epochs, self.train, self.config.modality_dropout, self.seed,
+            self.server_model, state, self.proxy, epochs, self.train, self.modality_dropout, self.seed,
             self.name, server_round,
         )
 
 
 class ProxyOnly(_ProxyTrained):
-    """No federation: the server trains on its labelled proxy set alone, ``train.proxy.epochs`` per round.
+    """No federation: the server trains on its labelled proxy set alone, ``epochs`` (>= 1) per round.
 
     No client is asked to train (``configure_train`` is empty), so the run's budget is
     ``rounds x epochs`` passes over the proxy set; clients' data is never used.
@@ -69,27 +75,42 @@ class ProxyOnly(_ProxyTrained):
 
     name = "proxy_only"
 
+    def __init__(
+        self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, epochs: int, modality_dropout: bool
+    ) -> None:
+        super().__init__(train, seed, server, modality_dropout)
+        self.epochs = self.checked(epochs=epochs).epochs
+
     @classmethod
     def sends_deltas(cls) -> bool:
         return False
+
+    free_rider_payload = Strategy.free_rider_payload
 
     def configure_train(self, server_round: int, num_clients: int) -> list[TrainInstruction]:
         return []
 
     def aggregate_train(self, server_round: int, global_state: State, updates: list) -> State:
-        return self._train_on_proxy(global_state, self.config.epochs, server_round)
+        return self._train_on_proxy(global_state, self.epochs, server_round)
 
 
 class FedAvgFinetune(_ProxyTrained):
-    """FedAvg, then (after the last round's aggregation) ``train.proxy.finetune_epochs`` on the labelled proxy set."""
+    """FedAvg, then (after the last round's aggregation) ``finetune_epochs`` (>= 1) on the labelled proxy set."""
 
     name = "fedavg_ft"
+
+    def __init__(
+        self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, finetune_epochs: int,
+        modality_dropout: bool,
+    ) -> None:
+        super().__init__(train, seed, server, modality_dropout)
+        self.finetune_epochs = self.checked(finetune_epochs=finetune_epochs).finetune_epochs
 
     def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
         merged = super().aggregate_train(server_round, global_state, updates)
         if server_round < self.train.rounds - 1:
             return merged
-        return self._train_on_proxy(merged, self.config.finetune_epochs, server_round)
+        return self._train_on_proxy(merged, self.finetune_epochs, server_round)
 
 
 def drop_modalities(mask: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
@@ -98,22 +119,28 @@ def drop_modalities(mask: torch.Tensor, rate: float, generator: torch.Generator)
     return torch.where(dropped.any(1, keepdim=True), dropped, mask)
 
 
-class ModalityDropout(FedAvg):
+class ModalityDropout(FedAvg[ClientUpdate]):
     """FedAvg whose clients also train on their batches with modalities dropped at random (ModDrop-style).
 
     Client contract: per local batch minimise ``cross_entropy(batch) + cross_entropy(batch
-    with each present modality dropped at train.dropout.rate)`` (a sample keeps at least one
-    modality; draws keyed by ``(seed, "dropout", round, client)``), then send the FedAvg delta.
+    with each present modality dropped at rate)`` (``rate`` in (0, 1), config:
+    ``train.dropout.rate``; a sample keeps at least one modality; draws keyed by
+    ``(seed, "dropout", round, client)``), then send the FedAvg delta.
     """
 
     name = "fedavg_dropout"
+    config_section = "dropout"
+
+    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, rate: float) -> None:
+        super().__init__(train, seed, server)
+        self.rate = self.checked(rate=rate).rate
 
     def dropout_objective(self, model: torch.nn.Module, instruction: TrainInstruction) -> LocalLoss:
         generator = torch_generator(self.seed, "dropout", instruction.server_round, instruction.client_id)
 
         def loss(out: Forward) -> torch.Tensor:
             batch = out.batch
-            dropped = TensorData(batch.inputs, drop_modalities(batch.mask, self.train.dropout.rate, generator), batch.labels)
+            dropped = TensorData(batch.inputs, drop_modalities(batch.mask, self.rate, generator), batch.labels)
             return cross_entropy(out) + cross_entropy(forward(model, dropped))
 
         return loss

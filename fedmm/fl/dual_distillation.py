@@ -47,10 +47,11 @@ def distillation_loss(
     return logit_weight * temperature**2 * kl + feature_weight * F.mse_loss(features, teacher_features)
 
 
-class DualDistillation(FedAvg):
+class DualDistillation(FedAvg[DistillationUpdate]):
     """FedAvg plus MMFeD3's logit and feature distillation between clients and server, both ways.
 
-    With temperature ``T`` and weights ``lambda_l``, ``lambda_f`` (``train.mmfed3``)::
+    With temperature ``T`` (``temperature``, > 0) and weights ``lambda_l`` (``logit_weight``)
+    and ``lambda_f`` (``feature_weight``), both >= 0 (config: ``train.mmfed3``)::
 
         distillation_loss = lambda_l * T^2 * KL(softmax(teacher / T) || softmax(student / T))
                             + lambda_f * MSE(student representation, teacher representation)
@@ -70,25 +71,33 @@ class DualDistillation(FedAvg):
     Server (client -> server): the sample-weighted FedAvg of the deltas, then
     ``server_epochs`` of Adam (fresh each round, ``train.lr``) on ``distillation_loss``
     towards the client ensemble on the proxy inputs (the example-weighted mean of the
-    clients' tempered softmaxes and of their representations). A payload without proxy
-    outputs (a free rider's) counts as the round's global model. ``server_epochs: 0`` keeps
-    the client direction only.
+    clients' tempered softmaxes and of their representations). A free rider sends a zero
+    delta and the round's global model's proxy outputs (what a client that did not train
+    computes), so it counts as the global model. ``server_epochs`` (>= 0): 0 keeps the client
+    direction only.
 
-    The first ``warmup_rounds`` rounds are FedAvg (no distillation either way), so clients
-    distil towards a global model that has learnt something. With both weights 0 the
+    The first ``warmup_rounds`` (>= 0) rounds are FedAvg (no distillation either way), so
+    clients distil towards a global model that has learnt something. With both weights 0 the
     distillation terms and the server step are skipped: FedAvg exactly.
     """
 
     name = "mmfed3"
-    payload_type = DistillationUpdate
+    config_section = "mmfed3"
+    needs_proxy = True
 
-    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
+    def __init__(
+        self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, logit_weight: float,
+        feature_weight: float, temperature: float, server_epochs: int, warmup_rounds: int,
+    ) -> None:
         super().__init__(train, seed, server)
-        self.config = train.mmfed3
+        self.config = self.checked(
+            logit_weight=logit_weight, feature_weight=feature_weight, temperature=temperature,
+            server_epochs=server_epochs, warmup_rounds=warmup_rounds,
+        )
         self.distills = self.config.logit_weight > 0 or self.config.feature_weight > 0
         self.proxy = self.server_model = None
         if server is not None:
-            labelled = server.require_proxy(self.name)
+            labelled = self.require_proxy()
             self.proxy = TensorData(labelled.inputs, labelled.mask, torch.full_like(labelled.labels, UNLABELLED))
             self.server_model = Worker(build_model(server.spec, seed).to(server.device))
         self._broadcast: tuple[int, ProxyOutputs] | None = None
@@ -139,26 +148,29 @@ class DualDistillation(FedAvg):
             proxy_logits=outputs.logits, proxy_features=outputs.features,
         ), kept
 
-    def ensemble(
-        self, server_round: int, global_state: State, updates: list[ClientUpdate]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def free_rider_payload(
+        self, instruction: TrainInstruction, global_state: State, num_examples: int
+    ) -> DistillationUpdate:
+        update = super().free_rider_payload(instruction, global_state, num_examples)
+        outputs = self.global_outputs(instruction.server_round, global_state)
+        return DistillationUpdate(
+            client_id=update.client_id, num_examples=update.num_examples, delta=update.delta,
+            proxy_logits=outputs.logits, proxy_features=outputs.features,
+        )
+
+    def ensemble(self, updates: list[DistillationUpdate]) -> tuple[torch.Tensor, torch.Tensor]:
         """The example-weighted means of the clients' tempered proxy softmaxes (P, C) and representations (P, F)."""
-        outputs = [
-            ProxyOutputs(update.proxy_logits, update.proxy_features) if isinstance(update, DistillationUpdate)
-            else self.global_outputs(server_round, global_state)
-            for update in updates
-        ]
         total = sum(update.num_examples for update in updates)
         weights = [update.num_examples / total for update in updates]
-        probs = sum(w * F.softmax(o.logits / self.config.temperature, dim=1) for w, o in zip(weights, outputs))
-        features = sum(w * o.features for w, o in zip(weights, outputs))
+        probs = sum(w * F.softmax(u.proxy_logits / self.config.temperature, dim=1) for w, u in zip(weights, updates))
+        features = sum(w * u.proxy_features for w, u in zip(weights, updates))
         return probs, features
 
-    def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
+    def aggregate_train(self, server_round: int, global_state: State, updates: list[DistillationUpdate]) -> State:
         merged = super().aggregate_train(server_round, global_state, updates)
         if not self.distills_in(server_round) or not self.config.server_epochs:
             return merged
-        teacher_probs, teacher_features = self.ensemble(server_round, global_state, updates)
+        teacher_probs, teacher_features = self.ensemble(updates)
         self.server_model.load(merged)
         model = self.server_model.model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=self.train.lr)

@@ -214,8 +214,9 @@ def client_payload(
     corruption: CorruptionPlan | None,
     kept: State | None = None,
 ):
-    """One client's payload and kept state; a corrupted client sends what it really would (free riders skip training).
+    """One client's payload and kept state; a corrupted client sends what it really would.
 
+    Free riders skip training and send the strategy's :meth:`~Strategy.free_rider_payload`.
     Update corruptions tamper with parameter deltas, so they apply to :class:`ClientUpdate`
     payloads (and payloads extending it) only.
     """
@@ -227,8 +228,7 @@ def client_payload(
             f"strategy {strategy.name!r} sends {strategy.payload_type.__name__}"
         )
     if tampers and corruption.free_rides(client):
-        zeros = {name: torch.zeros_like(value) for name, value in state.items()}
-        update = ClientUpdate(client, len(data), zeros)
+        update = strategy.free_rider_payload(instruction, state, len(data))
     else:
         update, kept = strategy.fit(worker, state, data, instruction, kept)
     if not tampers:
@@ -251,8 +251,11 @@ def run_federated(
 
     ``evaluation`` maps a name (``val``, ``test``, ...) to data the global model is scored on
     after each round. A round's record names the clients that were asked but did not reply
-    (``dropped``); the engine aggregates what came back.
+    (``dropped``); the engine aggregates what came back. A strategy that needs the server's
+    proxy set and has none is refused before anything runs.
     """
+    if strategy.needs_proxy:
+        strategy.require_proxy()
     workdir = Path(workdir)
     checkpoint = workdir / CHECKPOINT_FILE
     store = UpdateStore(workdir / UPDATES_DIR)

@@ -11,27 +11,32 @@ from fedmm.fl.strategy import FedAvg, ServerContext
 MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
-class FedAdam(FedAvg):
+class FedAdam(FedAvg[ClientUpdate]):
     """FedAvg's clients; the server treats minus the example-weighted mean delta as a gradient for Adam.
 
-    ``train.fedadam``: server learning rate ``server_lr``, ``beta1``, ``beta2`` and the
-    adaptivity ``tau`` (Adam's eps). The server is ``torch.optim.Adam`` over every
-    floating-point state entry, so unlike the paper's Algorithm 2 its moments are
-    bias-corrected. Its moments and step count are the strategy's server state
+    Parameters (config: ``train.fedadam``): server learning rate ``server_lr`` (> 0), ``beta1``
+    and ``beta2`` (in [0, 1)) and the adaptivity ``tau`` (Adam's eps, > 0). The server is
+    ``torch.optim.Adam`` over every floating-point state entry, so unlike the paper's
+    Algorithm 2 its moments are bias-corrected. Its moments and step count are the strategy's server state
     (checkpointed, so a resumed run continues the same optimiser).
     """
 
     name = "fedadam"
+    config_section = "fedadam"
 
-    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
+    def __init__(
+        self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, server_lr: float, beta1: float,
+        beta2: float, tau: float,
+    ) -> None:
         super().__init__(train, seed, server)
+        self.config = self.checked(server_lr=server_lr, beta1=beta1, beta2=beta2, tau=tau)
         self.params: dict[str, torch.nn.Parameter] = {}
         self.optimizer: torch.optim.Adam | None = None
         self._restored: State = {}
 
     def _optimizer(self, global_state: State) -> torch.optim.Adam:
         if self.optimizer is None:
-            c = self.train.fedadam
+            c = self.config
             self.params = {name: torch.nn.Parameter(value.detach().clone()) for name, value in global_state.items()}
             self.optimizer = torch.optim.Adam(
                 self.params.values(), lr=c.server_lr, betas=(c.beta1, c.beta2), eps=c.tau

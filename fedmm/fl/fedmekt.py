@@ -12,7 +12,7 @@ from torch import nn
 from fedmm.config import TrainConfig
 from fedmm.fl.client import OPTIMIZERS, Worker, trainable_state
 from fedmm.fl.messages import State, TrainInstruction, labelled_cross_entropy
-from fedmm.fl.strategy import FedAvg, ServerContext
+from fedmm.fl.strategy import FedAvg, ServerContext, Strategy
 from fedmm.fl.tensors import TensorData
 from fedmm.impute.latent import seeded_module
 from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
@@ -108,7 +108,7 @@ def dropout_masks(num_modalities: int, device: torch.device | str) -> torch.Tens
     return torch.cat([single_absent.new_ones(1, num_modalities), single_absent[single_absent.any(1)]])
 
 
-class FedMekt(FedAvg):
+class FedMekt(FedAvg[EmbeddingPayload]):
     """FedMEKT: clients train multimodal autoencoders without labels; only proxy-set embeddings travel.
 
     Each round the server broadcasts the global model's per-modality embeddings of the proxy
@@ -136,21 +136,35 @@ class FedMekt(FedAvg):
     inputs for ``server_epochs`` (the same KL), then fusion and head are trained on the
     labelled proxy set for ``classifier_epochs`` with the encoders frozen, every batch also
     shown with each single modality absent. Both phases use a fresh Adam at ``train.lr``.
+
+    Parameters (config: ``train.fedmekt``): ``recon_weight`` and ``distill_weight`` (>= 0),
+    ``reconstruction`` (``cross_modal`` or ``joint``), ``temperature`` (> 0), ``server_epochs``
+    and ``classifier_epochs`` (>= 1). No parameter delta travels, so there is no free rider
+    to simulate and nothing for the contribution audit.
     """
 
     name = "fedmekt"
-    payload_type = EmbeddingPayload
+    config_section = "fedmekt"
+    needs_proxy = True
 
-    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
+    def __init__(
+        self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, recon_weight: float,
+        reconstruction: str, distill_weight: float, temperature: float, server_epochs: int, classifier_epochs: int,
+    ) -> None:
         super().__init__(train, seed, server)
-        self.config = train.fedmekt
-        self.proxy = server.require_proxy(self.name) if server is not None else None
+        self.config = self.checked(
+            recon_weight=recon_weight, reconstruction=reconstruction, distill_weight=distill_weight,
+            temperature=temperature, server_epochs=server_epochs, classifier_epochs=classifier_epochs,
+        )
+        self.proxy = self.require_proxy() if server is not None else None
         self.global_model = build_model(server.spec, seed).to(server.device) if server is not None else None
         self._broadcast: tuple[int, torch.Tensor] | None = None
 
     @classmethod
     def extra_labels(cls, train: TrainConfig) -> bool:
         return True
+
+    free_rider_payload = Strategy.free_rider_payload
 
     def broadcast(self, server_round: int, global_state: State) -> torch.Tensor:
         """The round's global proxy embeddings (P, M, E): all the server sends to clients."""

@@ -17,6 +17,7 @@ from fedmm.fl.client import Worker, train_client
 from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction, labelled_cross_entropy
 from fedmm.fl.strategy import FedAvg, ServerContext
 from fedmm.fl.tensors import TensorData
+from fedmm.impute.config import GeneratorConfig
 from fedmm.impute.generator import CrossModalGenerator, GeneratedFeaturesNet, train_generator_locally
 from fedmm.impute.latent import (
     LatentData,
@@ -63,7 +64,7 @@ def contribution_weights(updates: list[FedMobileUpdate], performance_weight: flo
     return scores / scores.sum() if scores.sum() > 0 else examples / examples.sum()
 
 
-class FedMobile(FedAvg):
+class FedMobile(FedAvg[FedMobileUpdate]):
     """FedMobile: missing modalities' features come from a federated cross-modal generator.
 
     Server state: the global generator (:class:`~fedmm.impute.generator.CrossModalGenerator`,
@@ -88,17 +89,33 @@ class FedMobile(FedAvg):
     clients clustered by their generators' outputs on the proxy set, exact Shapley over
     clusters of the utility "negative masked reconstruction error on the proxy set", negatives
     clipped) or by usable-sample counts (``samples``).
+
+    Parameters (config: ``train.fedmobile``): ``performance_weight`` (``w`` in [0, 1] of
+    :func:`contribution_weights`), ``model_weighting`` and ``generator_weighting`` (above),
+    ``clusters`` (>= 1, K-means clusters of the clustered Shapley) and ``generator`` (the
+    generator's width and local training). Only clustered-Shapley generator weights need
+    the server's proxy set, so ``needs_proxy`` follows ``generator_weighting``.
+
+    A free rider sends a zero delta and nothing else: no generator, moments, accuracy or
+    loss reduction, so it gets no contribution weight.
     """
 
     name = "fedmobile"
-    payload_type = FedMobileUpdate
+    config_section = "fedmobile"
+    needs_proxy = True
 
-    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
+    def __init__(
+        self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, performance_weight: float,
+        model_weighting: str, generator_weighting: str, clusters: int, generator: GeneratorConfig,
+    ) -> None:
+        self.config = self.checked(
+            performance_weight=performance_weight, model_weighting=model_weighting,
+            generator_weighting=generator_weighting, clusters=clusters, generator=generator,
+        )
+        self.needs_proxy = self.config.generator_weighting == "clustered_shapley"
         super().__init__(train, seed, server)
-        self.config = train.fedmobile
         self.server_model = None
-        if server is not None and self.config.generator_weighting == "clustered_shapley":
-            server.require_proxy(self.name)
+        if server is not None and self.needs_proxy:
             self.server_model = build_model(server.spec, seed).to(server.device)
         self.generator: CrossModalGenerator | None = None
         self.generator_scaler: Scaler | None = None
@@ -194,6 +211,12 @@ class FedMobile(FedAvg):
             loss_before=loss_before, loss_after=loss_after, local_accuracy=accuracy,
         ), None
 
+    def free_rider_payload(
+        self, instruction: TrainInstruction, global_state: State, num_examples: int
+    ) -> FedMobileUpdate:
+        update = super().free_rider_payload(instruction, global_state, num_examples)
+        return FedMobileUpdate(update.client_id, update.num_examples, update.delta)
+
     def model_weights(self, updates: list[FedMobileUpdate]) -> np.ndarray:
         """The weights of the clients' model deltas: contribution-aware, or (the ablation) example counts."""
         if self.config.model_weighting == "contribution":
@@ -204,9 +227,6 @@ class FedMobile(FedAvg):
     def aggregate_train(self, server_round: int, global_state: State, updates: list[FedMobileUpdate]) -> State:
         if not updates:
             raise ValueError(f"round {server_round}: no client updates to aggregate")
-        # a free rider's fabricated plain ClientUpdate reports no accuracy, gain, moments or generator
-        updates = [u if isinstance(u, FedMobileUpdate) else FedMobileUpdate(u.client_id, u.num_examples, u.delta)
-                   for u in updates]
         weights = self.model_weights(updates)
         merged = {name: global_state[name] + sum(w * u.delta[name] for w, u in zip(weights, updates))
                   for name in global_state}

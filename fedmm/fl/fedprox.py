@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from fedmm.config import TrainConfig
-from fedmm.fl.strategy import FedAvg, Forward, LocalLoss, ServerContext, State, cross_entropy
+from fedmm.fl.strategy import ClientUpdate, FedAvg, Forward, LocalLoss, ServerContext, State, cross_entropy
 
 
-class FedProx(FedAvg):
-    """FedAvg with a proximal term in the local objective; ``train.fedprox.mu`` weighs it.
+class FedProx(FedAvg[ClientUpdate]):
+    """FedAvg with a proximal term in the local objective, weighed by ``mu`` (>= 0; config: ``train.fedprox.mu``).
 
     Client contract: minimise ``cross_entropy + (mu / 2) * ||w - w_global||^2`` (the
     *squared* L2 distance of the trainable parameters to the round's global model, held fixed
@@ -19,10 +19,11 @@ class FedProx(FedAvg):
     """
 
     name = "fedprox"
+    config_section = "fedprox"
 
-    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
+    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, mu: float) -> None:
         super().__init__(train, seed, server)
-        self.mu = train.fedprox.mu
+        self.mu = self.checked(mu=mu).mu
 
     def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
         anchored = [(param, global_state[name]) for name, param in model.named_parameters()]

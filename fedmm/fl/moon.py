@@ -7,20 +7,20 @@ import torch.nn.functional as F
 
 from fedmm.config import TrainConfig
 from fedmm.fl.client import frozen_copy
-from fedmm.fl.strategy import FedAvg, Forward, LocalLoss, ServerContext, State, cross_entropy
+from fedmm.fl.strategy import ClientUpdate, FedAvg, Forward, LocalLoss, ServerContext, State, cross_entropy
 
 
-class Moon(FedAvg):
+class Moon(FedAvg[ClientUpdate]):
     """FedAvg with MOON's model-contrastive term on the fused representation.
 
     For a batch, let ``z`` be the client model's fused representation
     (``MultimodalNet.represent``: encoders, masked fusion), ``z_glob`` that of the round's
     global model and ``z_prev`` that of the client's own model after its previous
-    participation (both frozen). With cosine similarity ``sim`` and temperature ``tau``
-    (``train.moon.temperature``)::
+    participation (both frozen). With cosine similarity ``sim``, the weight ``mu`` (>= 0) and
+    the temperature ``tau`` (``temperature``, > 0; config: ``train.moon``)::
 
         l_con = -log(exp(sim(z, z_glob) / tau) / (exp(sim(z, z_glob) / tau) + exp(sim(z, z_prev) / tau)))
-        loss = cross_entropy + mu * l_con                      (mu: train.moon.mu)
+        loss = cross_entropy + mu * l_con
 
     Client contract: keep its trained state locally after every round (:meth:`keep`; it is
     never sent), minimise the loss above, and send a :class:`~fedmm.fl.strategy.ClientUpdate`
@@ -30,11 +30,14 @@ class Moon(FedAvg):
     """
 
     name = "moon"
+    config_section = "moon"
 
-    def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
+    def __init__(
+        self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, mu: float, temperature: float
+    ) -> None:
         super().__init__(train, seed, server)
-        self.mu = train.moon.mu
-        self.temperature = train.moon.temperature
+        checked = self.checked(mu=mu, temperature=temperature)
+        self.mu, self.temperature = checked.mu, checked.temperature
 
     def keep(self, trained: State) -> State:
         return trained

@@ -20,5 +20,5 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 
 def make_strategy(train: TrainConfig, seed: int, server: ServerContext | None = None) -> Strategy:
-    """The strategy a config names, bound to what the server holds."""
-    return STRATEGIES[train.strategy](train, seed, server)
+    """The strategy a config names, built by its :meth:`~fedmm.fl.strategy.Strategy.from_config` and bound to the server."""
+    return STRATEGIES[train.strategy].from_config(train, seed, server)

@@ -7,9 +7,16 @@ does) and never touches transport. Its messages are the plain typed values of
 On the client, ``local_objective`` builds the loss of one round of local training: it sees
 every batch's :class:`Forward` (per-modality embeddings, fused representation, logits), the
 round's global state, and what the client kept from its last participation (``keep``; the
-client's own storage, never sent to the server). ``fit`` is the whole client side: by default
+client's own storage, never sent to the server). ``fit`` is the whole client side: for FedAvg
 local training under that objective, returning a :class:`ClientUpdate`; knowledge-transfer
 strategies override it to train other modules or send other payloads.
+
+A strategy is generic in its payload (``Strategy[PayloadT]``): ``fit`` returns one,
+``aggregate_train`` takes a list of them, ``free_rider_payload`` fabricates one, and the
+class's generic argument is its ``payload_type`` (``class FedMobile(FedAvg[FedMobileUpdate])``).
+Its own hyperparameters are keyword-only constructor arguments, validated against the
+fields of the same names in its ``train.<config_section>`` model, and :meth:`Strategy.from_config`
+is the one way a config builds it.
 
 So FedProx or MOON are a new ``local_objective``; FedMEKT or dual distillation a new ``fit``,
 payload and ``aggregate_train``; and the same classes can run over Flower by mapping these
@@ -19,11 +26,14 @@ the server app's state).
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar, get_args
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ValidationError
 
 from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, train_client
@@ -33,9 +43,11 @@ from fedmm.models.multimodal import ModelSpec
 from fedmm.seeding import rng_for
 
 __all__ = [
-    "ClientUpdate", "FedAvg", "Forward", "LocalLoss", "ServerContext", "State", "Strategy", "StrategyError",
+    "ClientUpdate", "FedAvg", "Forward", "LocalLoss", "PayloadT", "ServerContext", "State", "Strategy", "StrategyError",
     "TrainInstruction", "cross_entropy",
 ]
+
+PayloadT = TypeVar("PayloadT")
 
 
 class StrategyError(ValueError):
@@ -54,22 +66,69 @@ class ServerContext:
     device: str = "cpu"
     proxy: TensorData | None = None
 
-    def require_proxy(self, strategy: str) -> TensorData:
-        if self.proxy is None or not len(self.proxy):
-            raise StrategyError(f"strategy {strategy!r} needs a server proxy set: set partition.proxy_fraction > 0")
-        return self.proxy
 
+class Strategy(ABC, Generic[PayloadT]):
+    """A federated learning algorithm: configure clients, local objective, aggregate.
 
-class Strategy(ABC):
-    """A federated learning algorithm: configure clients, local objective, aggregate."""
+    ``train`` holds the schedule every strategy shares (``rounds``, ``client_fraction``,
+    ``local_epochs``, ``batch_size``, ``lr``, ``optimizer``); a subclass's own parameters are
+    keyword-only constructor arguments named as the fields of ``train.<config_section>``.
+    ``server`` is None where nothing server-side is needed (a strategy's class-level facts);
+    with a server, a strategy that ``needs_proxy`` refuses one without a proxy set.
+    """
 
-    name: str
-    payload_type: type = ClientUpdate
+    name: ClassVar[str]
+    payload_type: ClassVar[type]
+    config_section: ClassVar[str | None] = None
+    needs_proxy: bool = False
+    """Whether the strategy needs the server's labelled proxy set (an instance may refine it from its parameters)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            argument = next(iter(get_args(base)), None)
+            if isinstance(argument, type):
+                cls.payload_type = argument
 
     def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None) -> None:
         self.train = train
         self.seed = seed
         self.server = server
+        if server is not None and self.needs_proxy:
+            self.require_proxy()
+
+    @classmethod
+    def parameter_names(cls) -> tuple[str, ...]:
+        """The strategy's own parameters: its constructor's keyword-only arguments."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+    @classmethod
+    def from_config(cls, train: TrainConfig, seed: int, server: ServerContext | None = None) -> Strategy:
+        """The strategy ``train`` configures: each parameter is the field of that name in ``train.<config_section>``."""
+        section = getattr(train, cls.config_section) if cls.config_section else None
+        return cls(train, seed, server, **{name: getattr(section, name) for name in cls.parameter_names()})
+
+    @classmethod
+    def checked(cls, **parameters: Any) -> BaseModel:
+        """``parameters`` validated by the strategy's config section model (its bounds are the config's).
+
+        A bad value raises one :class:`StrategyError` line naming the strategy, the parameter and the value.
+        """
+        model = TrainConfig.model_fields[cls.config_section].annotation
+        try:
+            return model(**parameters)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise StrategyError(f"{cls.__name__}({where}={problem['input']!r}): {problem['msg']}") from None
+
+    def require_proxy(self) -> TensorData:
+        """The server's proxy set; a clear :class:`StrategyError` when there is none or it is empty."""
+        proxy = None if self.server is None else self.server.proxy
+        if proxy is None or not len(proxy):
+            raise StrategyError(f"strategy {self.name!r} needs a server proxy set: set partition.proxy_fraction > 0")
+        return proxy
 
     @classmethod
     def sends_deltas(cls) -> bool:
@@ -98,18 +157,22 @@ class Strategy(ABC):
         """What a client stores locally after training, for its next participation (default: nothing)."""
         return None
 
+    @abstractmethod
     def fit(
         self, worker: Worker, global_state: State, data: TensorData, instruction: TrainInstruction, kept: State | None
-    ) -> tuple[ClientUpdate, State | None]:
-        """The client side of a round: its payload and what it keeps (default: local training, a delta)."""
-        worker.load(global_state)
-        return train_client(
-            worker, global_state, data, instruction, self.local_objective(worker.model, global_state, kept),
-            self.keep, self.seed,
-        )
+    ) -> tuple[PayloadT, State | None]:
+        """The client side of a round: its payload and what it keeps."""
+
+    def free_rider_payload(self, instruction: TrainInstruction, global_state: State, num_examples: int) -> PayloadT:
+        """What a free rider (a client that skips training) sends: for delta payloads, a zero delta.
+
+        Update corruptions then replace the delta (``free_rider_noise``: seeded noise). Without a
+        parameter delta there is nothing to free-ride with.
+        """
+        raise StrategyError(f"strategy {self.name!r} sends no parameter deltas: a free rider cannot be simulated")
 
     @abstractmethod
-    def aggregate_train(self, server_round: int, global_state: State, updates: list) -> State:
+    def aggregate_train(self, server_round: int, global_state: State, updates: list[PayloadT]) -> State:
         """The next global state from this round's client payloads."""
 
     def predictor(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -132,18 +195,22 @@ class Strategy(ABC):
         """Restore :meth:`server_state` when a run resumes."""
 
 
-class FedAvg(Strategy):
-    """Federated averaging (McMahan et al. 2017) with sample-weighted aggregation.
+class FedAvg(Strategy[PayloadT]):
+    """Federated averaging (McMahan et al. 2017) with sample-weighted aggregation; no parameters of its own.
 
     Each round a seeded ``client_fraction`` of the clients (at least one) trains for
     ``local_epochs`` with cross-entropy; the server adds the example-weighted mean delta.
 
     Client contract: minimise plain cross-entropy on local data and send a
     :class:`ClientUpdate`: the delta of every floating-point state entry and the number of
-    examples trained on.
+    examples trained on. A free rider sends a zero delta.
+
+    Generic in the payload so strategies that extend FedAvg's selection declare theirs
+    (``FedAvg[FedMobileUpdate]``); FedAvg itself sends :class:`ClientUpdate`.
     """
 
     name = "fedavg"
+    payload_type = ClientUpdate
 
     def select_clients(self, server_round: int, num_clients: int) -> np.ndarray:
         count = max(1, int(round(self.train.client_fraction * num_clients)))
@@ -165,6 +232,20 @@ class FedAvg(Strategy):
 
     def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
         return cross_entropy
+
+    def fit(
+        self, worker: Worker, global_state: State, data: TensorData, instruction: TrainInstruction, kept: State | None
+    ) -> tuple[ClientUpdate, State | None]:
+        """Local training under :meth:`local_objective`; the payload is the trained delta."""
+        worker.load(global_state)
+        return train_client(
+            worker, global_state, data, instruction, self.local_objective(worker.model, global_state, kept),
+            self.keep, self.seed,
+        )
+
+    def free_rider_payload(self, instruction: TrainInstruction, global_state: State, num_examples: int) -> ClientUpdate:
+        zeros = {name: torch.zeros_like(value) for name, value in global_state.items()}
+        return ClientUpdate(instruction.client_id, num_examples, zeros)
 
     def mean_delta(self, server_round: int, updates: list[ClientUpdate]) -> State:
         """The example-weighted mean of the clients' deltas."""

@@ -27,7 +27,7 @@ from fedmm.data.validation import ValidationReport
 from fedmm.fl.bundle import FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, SITES_FILE, TIMINGS_FILE, ServerBundle
 from fedmm.fl.engine import ClientPool, RoundReplies, run_federated
 from fedmm.fl.federation import FederationError
-from fedmm.fl.messages import ClientUpdate, State, TrainInstruction
+from fedmm.fl.messages import State, TrainInstruction
 from fedmm.fl.site import proxy_inputs
 from fedmm.fl.strategies import make_strategy
 from fedmm.fl.strategy import ServerContext, Strategy
@@ -127,7 +127,7 @@ class FlowerClients(ClientPool):
                 elif ins.client_id in messages:
                     self.lost.add(ins.client_id)
                 continue
-            payloads.append(read_payload(reply.content, self.payload_classes(strategy)))
+            payloads.append(read_payload(reply.content, (strategy.payload_type,)))
         needed = self.flower.min_clients or math.ceil(len(instructions) / 2)
         if len(payloads) < needed:
             raise FederationError(
@@ -136,11 +136,6 @@ class FlowerClients(ClientPool):
                 f"{needed}. The checkpoint after round {server_round} is kept: rerun to resume"
             )
         return RoundReplies(payloads, dropped)
-
-    @staticmethod
-    def payload_classes(strategy: Strategy) -> tuple[type, ...]:
-        """The strategy's payload and the plain update a free rider sends."""
-        return (strategy.payload_type, ClientUpdate)
 
 
 @app.main()
