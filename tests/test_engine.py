@@ -8,9 +8,9 @@ from fedmm.data.federated import client_arrays
 from fedmm.fl.engine import UpdateStore
 from fedmm.fl.evaluation import evaluate
 from fedmm.fl.strategy import ClientUpdate, FedAvg
-from fedmm.fl.tensors import UNLABELLED, TensorData
 from fedmm.fl.training import train
 from fedmm.models.multimodal import ModelSpec, build_model
+from fedmm.tensors import UNLABELLED, TensorData
 
 CONFIG = config_from_dict({
     "data": {"window": 50, "stride": 50},

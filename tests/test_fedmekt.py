@@ -11,9 +11,9 @@ from fedmm.fl.client import Worker, trainable_state
 from fedmm.fl.engine import UpdateStore
 from fedmm.fl.fedmekt import Autoencoder, EmbeddingPayload, FedMekt, aggregate_embeddings
 from fedmm.fl.messages import TrainInstruction
-from fedmm.fl.tensors import UNLABELLED, TensorData
 from fedmm.fl.training import train
 from fedmm.models.multimodal import build_model
+from fedmm.tensors import UNLABELLED, TensorData
 
 RAW = {
     "data": {"window": 50, "stride": 50},

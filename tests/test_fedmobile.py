@@ -16,11 +16,11 @@ from fedmm.fl.fedmobile import FedMobile, FedMobileUpdate, GeneratorUtility, con
 from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.result import TrainResult
 from fedmm.fl.strategy import cross_entropy
-from fedmm.fl.tensors import TensorData
 from fedmm.fl.training import train
 from fedmm.impute.generator import GeneratedFeaturesNet
 from fedmm.impute.latent import LatentData
 from fedmm.models.multimodal import build_model
+from fedmm.tensors import TensorData
 
 RAW = {
     "data": {"window": 50, "stride": 50},

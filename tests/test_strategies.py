@@ -15,10 +15,10 @@ from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.moon import Moon
 from fedmm.fl.strategies import STRATEGIES
 from fedmm.fl.strategy import FedAvg, cross_entropy
-from fedmm.fl.tensors import TensorData
 from fedmm.fl.training import model_spec, train
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.seeding import torch_generator
+from fedmm.tensors import TensorData
 
 RAW = {
     "data": {"window": 50, "stride": 50},

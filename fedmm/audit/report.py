@@ -37,9 +37,9 @@ from scipy import stats
 
 from fedmm.artifacts import read_json, read_npz, write_json
 from fedmm.config import AuditConfig
-from fedmm.fl.tensors import TensorData
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.seeding import rng_for, seed_sequence
+from fedmm.tensors import TensorData
 
 from .axioms import efficiency_residual
 from .clustered import aggregation_weights, clustered_shapley

@@ -43,7 +43,7 @@ from torch.func import functional_call, vmap
 
 from fedmm.artifacts import sha256_arrays
 from fedmm.fl.evaluation import predict_logits
-from fedmm.fl.tensors import TensorData
+from fedmm.tensors import TensorData
 
 from .game import as_coalition_matrix
 

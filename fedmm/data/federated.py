@@ -21,8 +21,8 @@ from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.masking import ModalityMasker
 from fedmm.data.partition import PartitionError, make_partitioner
 from fedmm.data.prepare import PreparedData
-from fedmm.fl.tensors import UNLABELLED
 from fedmm.seeding import rng_for
+from fedmm.tensors import UNLABELLED
 
 ARRAYS_FILE = "clients.npz"
 REPORT_FILE = "report.json"

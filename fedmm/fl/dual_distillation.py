@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from fedmm.config import TrainConfig
-from fedmm.fl.client import Worker, forward, frozen_copy, train_client
-from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction, cross_entropy
+from fedmm.fl.client import Worker, forward, train_client
+from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction, cross_entropy
 from fedmm.fl.strategy import FedAvg, ServerContext
-from fedmm.fl.tensors import UNLABELLED, TensorData
 from fedmm.models.multimodal import build_model
 from fedmm.seeding import torch_generator
+from fedmm.tensors import UNLABELLED, State, TensorData, frozen_copy
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,9 +20,9 @@ from fedmm.artifacts import read_npz, write_json, write_npz
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.fl.client import Worker, trainable_state
 from fedmm.fl.evaluation import evaluate
-from fedmm.fl.strategy import ClientUpdate, State, Strategy, StrategyError, TrainInstruction
-from fedmm.fl.tensors import TensorData
+from fedmm.fl.strategy import ClientUpdate, Strategy, StrategyError, TrainInstruction
 from fedmm.models.multimodal import ModelSpec, build_model
+from fedmm.tensors import State, TensorData
 
 CHECKPOINT_FILE = "checkpoint.npz"
 UPDATES_DIR = "updates"

@@ -22,9 +22,9 @@ from fedmm.fl.bundle import FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, ServerB
 from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, make_node_key, run_app, write_connection
 from fedmm.fl.engine import CHECKPOINT_FILE, FederatedOutcome, _load_checkpoint
 from fedmm.fl.site import RunSpec, export_site_files
-from fedmm.fl.tensors import TensorData
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.runtime import state_dir
+from fedmm.tensors import TensorData
 
 LOG_TAIL = 25
 

@@ -11,12 +11,11 @@ from torch import nn
 
 from fedmm.config import TrainConfig
 from fedmm.fl.client import OPTIMIZERS, Worker, trainable_state
-from fedmm.fl.messages import State, TrainInstruction, labelled_cross_entropy
+from fedmm.fl.messages import TrainInstruction, labelled_cross_entropy
 from fedmm.fl.strategy import FedAvg, ServerContext, Strategy
-from fedmm.fl.tensors import TensorData
-from fedmm.impute.latent import seeded_module
 from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
 from fedmm.seeding import torch_generator
+from fedmm.tensors import State, TensorData, seeded_module
 
 GLOBAL_ENCODERS = ("standardize.", "encoders.")
 

@@ -14,24 +14,14 @@ import torch
 from fedmm.audit.clustered import aggregation_weights, clustered_shapley
 from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, train_client
-from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction, labelled_cross_entropy
+from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction, labelled_cross_entropy
 from fedmm.fl.strategy import FedAvg, ServerContext
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.config import GeneratorConfig
 from fedmm.impute.generator import CrossModalGenerator, GeneratedFeaturesNet, train_generator_locally
-from fedmm.impute.latent import (
-    LatentData,
-    Scaler,
-    client_latents,
-    fedavg_states,
-    frozen,
-    prefixed,
-    scaler_from,
-    seeded_module,
-    unprefixed,
-)
+from fedmm.impute.latent import LatentData, Scaler, client_latents, prefixed, scaler_from, unprefixed
 from fedmm.impute.moments import Moments
 from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
+from fedmm.tensors import State, TensorData, fedavg_states, frozen, seeded_module
 
 GENERATOR = "generator."
 GENERATOR_SCALER = "generator_scaler."

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from fedmm.config import TrainConfig
-from fedmm.fl.strategy import ClientUpdate, FedAvg, Forward, LocalLoss, ServerContext, State, cross_entropy
+from fedmm.fl.strategy import ClientUpdate, FedAvg, Forward, LocalLoss, ServerContext, cross_entropy
+from fedmm.tensors import State
 
 
 class FedProx(FedAvg[ClientUpdate]):

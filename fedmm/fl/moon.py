@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from fedmm.config import TrainConfig
-from fedmm.fl.client import frozen_copy
-from fedmm.fl.strategy import ClientUpdate, FedAvg, Forward, LocalLoss, ServerContext, State, cross_entropy
+from fedmm.fl.strategy import ClientUpdate, FedAvg, Forward, LocalLoss, ServerContext, cross_entropy
+from fedmm.tensors import State, frozen_copy
 
 
 class Moon(FedAvg[ClientUpdate]):

@@ -37,13 +37,13 @@ from pydantic import BaseModel, ValidationError
 
 from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, train_client
-from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction, cross_entropy
-from fedmm.fl.tensors import TensorData
+from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction, cross_entropy
 from fedmm.models.multimodal import ModelSpec
 from fedmm.seeding import rng_for
+from fedmm.tensors import State, TensorData
 
 __all__ = [
-    "ClientUpdate", "FedAvg", "Forward", "LocalLoss", "PayloadT", "ServerContext", "State", "Strategy", "StrategyError",
+    "ClientUpdate", "FedAvg", "Forward", "LocalLoss", "PayloadT", "ServerContext", "Strategy", "StrategyError",
     "TrainInstruction", "cross_entropy",
 ]
 

@@ -20,10 +20,10 @@ from fedmm.fl.federation import run_over_flower
 from fedmm.fl.result import TrainResult
 from fedmm.fl.strategies import make_strategy
 from fedmm.fl.strategy import ServerContext, cross_entropy
-from fedmm.fl.tensors import TensorData
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.progress import RoundProgress
 from fedmm.runtime import resolve_device, state_dir
+from fedmm.tensors import TensorData
 
 CENTRAL_FILE = "centralized.npz"
 CENTRAL_HISTORY_FILE = "centralized.json"

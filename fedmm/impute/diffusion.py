@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import Imputer
 from fedmm.impute.config import DiffusionConfig
 from fedmm.impute.latent import (
@@ -27,12 +26,12 @@ from fedmm.impute.latent import (
     masked_targets,
     prefixed,
     scaler_from,
-    seeded_module,
     train_federated,
     unprefixed,
 )
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.seeding import torch_generator
+from fedmm.tensors import TensorData, seeded_module
 
 TIME_FEATURES = 32
 

@@ -29,12 +29,12 @@ import pandas as pd
 import torch
 
 from fedmm.fl.evaluation import classification_metrics
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import ImputationError, Imputer, standardized_blocks
 from fedmm.impute.config import MISSING, RANDOM, RATES
 from fedmm.impute.report import ImputationReport
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.seeding import rng_for
+from fedmm.tensors import TensorData
 
 
 def default_patterns(modalities: list[str]) -> list[str]:

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import Imputer
 from fedmm.impute.config import GeneratorConfig
 from fedmm.impute.latent import (
@@ -23,16 +22,15 @@ from fedmm.impute.latent import (
     Scaler,
     State,
     client_latents,
-    frozen,
     masked_targets,
     prefixed,
     scaler_from,
-    seeded_module,
     train_federated,
     unprefixed,
 )
 from fedmm.models.multimodal import ModelSpec, MultimodalNet
 from fedmm.seeding import torch_generator
+from fedmm.tensors import TensorData, frozen, seeded_module
 
 
 class CrossModalGenerator(nn.Module):

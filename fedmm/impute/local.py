@@ -25,11 +25,11 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.experimental import enable_iterative_imputer  # noqa: F401
 from sklearn.impute import IterativeImputer, KNNImputer
 
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import ImputationError, Imputer, from_standardized, standardized_blocks
 from fedmm.impute.config import IterativeConfig, KnnConfig
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.seeding import rng_for
+from fedmm.tensors import TensorData
 
 
 def _with_nan(blocks: list[np.ndarray], present: np.ndarray) -> list[np.ndarray]:

@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from fedmm.impute.diffusion import Denoiser, cosine_alpha_bar, ddim_sample, train_denoiser_locally
-from fedmm.impute.latent import LatentData, Scaler, fedavg_states, seeded_module
+from fedmm.impute.latent import LatentData, Scaler
 from fedmm.kg.config import KGConfig
 from fedmm.kg.federation import ClientGraph, pooled
 from fedmm.kg.model import KGModel
 from fedmm.seeding import torch_generator
+from fedmm.tensors import fedavg_states, seeded_module
 
 Features = dict[str, torch.Tensor]
 

@@ -16,8 +16,8 @@ from fedmm.audit import (
 from fedmm.config import AuditConfig, config_from_dict
 from fedmm.data.federated import partition_and_mask
 from fedmm.data.prepare import prepare
-from fedmm.fl.tensors import TensorData
 from fedmm.fl.training import train
+from fedmm.tensors import TensorData
 
 HONEST, HALF, COPY, FREE, HARMFUL = range(5)  # player roles in every synthetic round
 ROUNDS = 3

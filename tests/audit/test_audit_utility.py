@@ -18,8 +18,8 @@ from fedmm.config import AuditConfig, config_from_dict
 from fedmm.data.federated import partition_and_mask
 from fedmm.data.prepare import prepare
 from fedmm.fl.engine import UpdateStore
-from fedmm.fl.tensors import TensorData
 from fedmm.fl.training import split_tensors, train
+from fedmm.tensors import TensorData
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,24 @@
-"""Datasets as tensors on the training device, batched by index (no per-sample Python)."""
+"""The package's leaf: shared tensor types and generic torch helpers (torch, numpy and the seed streams only).
+
+:class:`TensorData` (a dataset on the training device, batched by index, no per-sample
+Python), :data:`State` (named tensors), and helpers every layer uses: seeded module
+construction, freezing a module, and FedAvg's weighted mean of states.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
+
+from fedmm.seeding import seed_sequence
+
+State = dict[str, torch.Tensor]
 
 UNLABELLED = -1
 """The label of a client sample whose label the client does not know (semi-supervised settings)."""
@@ -57,3 +70,36 @@ class TensorData:
             mask=torch.cat([p.mask for p in parts]),
             labels=torch.cat([p.labels for p in parts]),
         )
+
+
+def seeded_module(factory: Callable[[], nn.Module], seed: int, *keys: int | str) -> nn.Module:
+    """A module initialised from the keyed stream (seed, *keys), leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed_sequence(seed, *keys).generate_state(1)[0]))
+        return factory()
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Gradients flow through ``model`` to its inputs but never into its parameters."""
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def frozen_copy(model: nn.Module, state: State) -> nn.Module:
+    """A copy of ``model`` holding ``state``, in eval mode and without gradients (a fixed reference)."""
+    reference = copy.deepcopy(model)
+    reference.load_state_dict(state)
+    return reference.requires_grad_(False).eval()
+
+
+def fedavg_states(states: list[State], weights: list[float]) -> State:
+    """The weighted mean of client states (FedAvg's aggregation)."""
+    total = float(sum(weights))
+    return {name: sum(s[name] * (w / total) for s, w in zip(states, weights)) for name in states[0]}
