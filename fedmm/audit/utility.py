@@ -42,7 +42,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from fedmm.artifacts import sha256_arrays
-from fedmm.fl.evaluation import predict_logits
+from fedmm.metrics import predict_logits
 from fedmm.tensors import TensorData
 
 from .game import as_coalition_matrix

@@ -19,8 +19,8 @@ import torch
 from fedmm.artifacts import read_npz, write_json, write_npz
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.fl.client import Worker, trainable_state
-from fedmm.fl.evaluation import evaluate
 from fedmm.fl.strategy import ClientUpdate, Strategy, StrategyError, TrainInstruction
+from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.tensors import State, TensorData
 

@@ -15,11 +15,11 @@ from fedmm.data.federated import FederatedData, client_arrays, held_out_presence
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.client import OPTIMIZERS, run_epochs
 from fedmm.fl.engine import UPDATES_DIR, InProcessClients, arrays_to_state, run_federated, state_to_arrays
-from fedmm.fl.evaluation import evaluate
 from fedmm.fl.federation import run_over_flower
 from fedmm.fl.result import TrainResult
 from fedmm.fl.strategies import make_strategy
 from fedmm.fl.strategy import ServerContext, cross_entropy
+from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.progress import RoundProgress
 from fedmm.runtime import resolve_device, state_dir

@@ -34,8 +34,8 @@ from mlflow.models import infer_signature
 from fedmm.artifacts import write_npz
 from fedmm.audit.report import NOT_AUDITABLE
 from fedmm.data.dataset import MultimodalDataset, load_npz
-from fedmm.fl.evaluation import classification_metrics
 from fedmm.fl.result import TrainResult, load_predictor
+from fedmm.metrics import classification_metrics
 from fedmm.runtime import tracking_uri
 from fedmm.tracking import lock, runs
 from fedmm.tracking.compare import paired_difference
