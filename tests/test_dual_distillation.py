@@ -3,10 +3,10 @@ import torch
 import torch.nn.functional as F
 from conftest import SYNTHETIC_CLASSES, SYNTHETIC_SPEC, synthetic
 
+from fedmm.audit.store import UpdateStore
 from fedmm.config import config_from_dict
 from fedmm.fl.client import Worker, forward, trainable_state
 from fedmm.fl.dual_distillation import DistillationUpdate, DualDistillation
-from fedmm.fl.engine import UpdateStore
 from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.strategy import FedAvg, ServerContext
 from fedmm.fl.training import train

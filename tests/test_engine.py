@@ -3,9 +3,9 @@ import pytest
 import torch
 from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned
 
+from fedmm.audit.store import UpdateStore
 from fedmm.config import config_from_dict
 from fedmm.data.federated import client_arrays
-from fedmm.fl.engine import UpdateStore
 from fedmm.fl.strategy import ClientUpdate, FedAvg
 from fedmm.fl.training import train
 from fedmm.metrics import evaluate

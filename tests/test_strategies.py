@@ -5,11 +5,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from fedmm.audit.store import UpdateStore
 from fedmm.cli import main
 from fedmm.config import ConfigError, ModelConfig, config_from_dict
 from fedmm.fl.baselines import drop_modalities
 from fedmm.fl.client import Worker, forward, trainable_state
-from fedmm.fl.engine import UpdateStore
 from fedmm.fl.fedadam import FedAdam
 from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.moon import Moon

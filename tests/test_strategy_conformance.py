@@ -16,12 +16,13 @@ import pytest
 import torch
 from conftest import SYNTHETIC_SPEC, interrupted_after_round, synthetic
 
+from fedmm.audit.store import UpdateStore
 from fedmm.config import TrainConfig, config_from_dict
 from fedmm.fl import engine
 from fedmm.fl.baselines import ModalityDropout, ProxyOnly
 from fedmm.fl.client import trainable_state
 from fedmm.fl.dual_distillation import DualDistillation
-from fedmm.fl.engine import FederatedOutcome, InProcessClients, UpdateStore, run_federated
+from fedmm.fl.engine import FederatedOutcome, InProcessClients, run_federated
 from fedmm.fl.fedadam import FedAdam
 from fedmm.fl.fedmekt import FedMekt
 from fedmm.fl.fedmobile import FedMobile
