@@ -2,18 +2,19 @@
 
 :class:`TensorData` (a dataset on the training device, batched by index, no per-sample
 Python), :data:`State` (named tensors), and helpers every layer uses: seeded module
-construction, freezing a module, and FedAvg's weighted mean of states.
+construction, freezing a module, FedAvg's weighted mean and the distillation KL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fedmm.seeding import seed_sequence
@@ -99,7 +100,25 @@ def frozen_copy(model: nn.Module, state: State) -> nn.Module:
     return reference.requires_grad_(False).eval()
 
 
-def fedavg_states(states: list[State], weights: list[float]) -> State:
-    """The weighted mean of client states (FedAvg's aggregation)."""
+def weighted_mean(values: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """``sum_k w_k x_k / sum_k w_k``, FedAvg's aggregation of one tensor (weights: example counts or shares)."""
+    if not values:
+        raise ValueError("weighted_mean of no values")
     total = float(sum(weights))
-    return {name: sum(s[name] * (w / total) for s, w in zip(states, weights)) for name in states[0]}
+    return sum(value * (float(weight) / total) for value, weight in zip(values, weights))
+
+
+def fedavg_states(states: Sequence[State], weights: Sequence[float]) -> State:
+    """The weighted mean of client states, entry by entry (:func:`weighted_mean`)."""
+    return {name: weighted_mean([state[name] for state in states], weights) for name in states[0]}
+
+
+def distillation_kl(student_logits: torch.Tensor, soft_targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Knowledge distillation's soft-target term (Hinton et al. 2015): ``T^2 * KL(soft_targets || softmax(student / T))``.
+
+    The KL runs over the last dimension and is averaged over every other. ``soft_targets`` is
+    the teacher's tempered distribution (``softmax(teacher_logits / T)``, or a mean of such);
+    the term never trains the teacher.
+    """
+    log_student = F.log_softmax(student_logits / temperature, dim=-1).flatten(0, -2)
+    return temperature**2 * F.kl_div(log_student, soft_targets.detach().flatten(0, -2), reduction="batchmean")

@@ -13,7 +13,7 @@ from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction
 from fedmm.fl.strategy import FedAvg, ServerContext
 from fedmm.models.multimodal import build_model
 from fedmm.seeding import torch_generator
-from fedmm.tensors import UNLABELLED, State, TensorData, frozen_copy
+from fedmm.tensors import UNLABELLED, State, TensorData, distillation_kl, frozen_copy, weighted_mean
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,8 +43,8 @@ def distillation_loss(
     logit_weight: float, feature_weight: float, temperature: float,
 ) -> torch.Tensor:
     """``logit_weight * T^2 * KL(teacher || softmax(logits / T)) + feature_weight * MSE(features, teacher)``."""
-    kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), teacher_probs, reduction="batchmean")
-    return logit_weight * temperature**2 * kl + feature_weight * F.mse_loss(features, teacher_features)
+    return (logit_weight * distillation_kl(logits, teacher_probs, temperature)
+            + feature_weight * F.mse_loss(features, teacher_features))
 
 
 class DualDistillation(FedAvg[DistillationUpdate]):
@@ -160,11 +160,9 @@ class DualDistillation(FedAvg[DistillationUpdate]):
 
     def ensemble(self, updates: list[DistillationUpdate]) -> tuple[torch.Tensor, torch.Tensor]:
         """The example-weighted means of the clients' tempered proxy softmaxes (P, C) and representations (P, F)."""
-        total = sum(update.num_examples for update in updates)
-        weights = [update.num_examples / total for update in updates]
-        probs = sum(w * F.softmax(u.proxy_logits / self.config.temperature, dim=1) for w, u in zip(weights, updates))
-        features = sum(w * u.proxy_features for w, u in zip(weights, updates))
-        return probs, features
+        weights = [update.num_examples for update in updates]
+        probs = weighted_mean([F.softmax(u.proxy_logits / self.config.temperature, dim=1) for u in updates], weights)
+        return probs, weighted_mean([u.proxy_features for u in updates], weights)
 
     def aggregate_train(self, server_round: int, global_state: State, updates: list[DistillationUpdate]) -> State:
         merged = super().aggregate_train(server_round, global_state, updates)

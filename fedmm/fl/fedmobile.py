@@ -218,8 +218,8 @@ class FedMobile(FedAvg[FedMobileUpdate]):
         if not updates:
             raise ValueError(f"round {server_round}: no client updates to aggregate")
         weights = self.model_weights(updates)
-        merged = {name: global_state[name] + sum(w * u.delta[name] for w, u in zip(weights, updates))
-                  for name in global_state}
+        mean_delta = fedavg_states([u.delta for u in updates], weights)
+        merged = {name: global_state[name] + mean_delta[name] for name in global_state}
         trained = [u for u in updates if u.generator]
         if trained:
             generator_weights = self._generator_weights(server_round, merged, trained)

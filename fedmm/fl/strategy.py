@@ -40,7 +40,7 @@ from fedmm.fl.client import Worker, train_client
 from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction, cross_entropy
 from fedmm.models.multimodal import ModelSpec
 from fedmm.seeding import rng_for
-from fedmm.tensors import State, TensorData
+from fedmm.tensors import State, TensorData, fedavg_states
 
 __all__ = [
     "ClientUpdate", "FedAvg", "Forward", "LocalLoss", "PayloadT", "ServerContext", "Strategy", "StrategyError",
@@ -251,11 +251,7 @@ class FedAvg(Strategy[PayloadT]):
         """The example-weighted mean of the clients' deltas."""
         if not updates:
             raise ValueError(f"round {server_round}: no client updates to aggregate")
-        total = sum(update.num_examples for update in updates)
-        return {
-            name: sum(update.delta[name] * (update.num_examples / total) for update in updates)
-            for name in updates[0].delta
-        }
+        return fedavg_states([update.delta for update in updates], [update.num_examples for update in updates])
 
     def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
         merged = dict(global_state)
