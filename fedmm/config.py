@@ -217,7 +217,7 @@ class FedMobileConfig(_Section):
     generator: GeneratorConfig = GeneratorConfig(local_epochs=1, lr=0.003, hidden=128)
 
 
-class DualDistillConfig(_Section):
+class MMFeD3Config(_Section):
     """MMFeD3: logit and feature distillation, on the clients' own batches and on the server's proxy inputs."""
 
     logit_weight: float = Field(1.0, ge=0, description="weight of the temperature-scaled logit KL")
@@ -277,7 +277,7 @@ class TrainConfig(_Section):
     moon: MoonConfig = MoonConfig()
     fedmekt: FedMektConfig = FedMektConfig()
     fedmobile: FedMobileConfig = FedMobileConfig()
-    mmfed3: DualDistillConfig = DualDistillConfig()
+    mmfed3: MMFeD3Config = MMFeD3Config()
     fedadam: FedAdamConfig = FedAdamConfig()
     dropout: DropoutConfig = DropoutConfig()
     proxy: ProxyConfig = ProxyConfig()

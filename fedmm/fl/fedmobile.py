@@ -140,7 +140,7 @@ class FedMobile(FedAvg[FedMobileUpdate]):
         return GeneratedFeaturesNet(model, self.generator, self.generator_scaler)
 
     @classmethod
-    def inference(cls, model: MultimodalNet, server_state: State) -> torch.nn.Module:
+    def predictor_from(cls, model: MultimodalNet, server_state: State) -> torch.nn.Module:
         generator_state = unprefixed(GENERATOR, server_state)
         if not generator_state:
             return model

@@ -176,11 +176,11 @@ class Strategy(ABC, Generic[PayloadT]):
         """The next global state from this round's client payloads."""
 
     def predictor(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The global model as it predicts now (default: :meth:`inference` over the current server state)."""
-        return self.inference(model, self.server_state())
+        """The global model as it predicts now (default: :meth:`predictor_from` over the current server state)."""
+        return self.predictor_from(model, self.server_state())
 
     @classmethod
-    def inference(cls, model: torch.nn.Module, server_state: State) -> torch.nn.Module:
+    def predictor_from(cls, model: torch.nn.Module, server_state: State) -> torch.nn.Module:
         """The predicting model from a trained global model and the final server state (default: the model).
 
         FedMobile adds its generator here, so a saved run predicts as the strategy did.

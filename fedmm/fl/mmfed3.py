@@ -47,7 +47,7 @@ def distillation_loss(
             + feature_weight * F.mse_loss(features, teacher_features))
 
 
-class DualDistillation(FedAvg[DistillationUpdate]):
+class MMFeD3(FedAvg[DistillationUpdate]):
     """FedAvg plus MMFeD3's logit and feature distillation between clients and server, both ways.
 
     With temperature ``T`` (``temperature``, > 0) and weights ``lambda_l`` (``logit_weight``)
