@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from fedmm.impute.base import Imputer
-from fedmm.impute.config import DiffusionConfig
+from fedmm.impute.config import DiffusionConfig, DiffusionImputerConfig
 from fedmm.impute.latent import (
     LatentData,
     Scaler,
@@ -143,7 +143,7 @@ class DiffusionImputer(Imputer):
     name = "diffusion"
     space = "latent"
 
-    def __init__(self, config: DiffusionConfig) -> None:
+    def __init__(self, config: DiffusionImputerConfig) -> None:
         super().__init__()
         self.config = config
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedmm.impute.base import Imputer
-from fedmm.impute.config import GeneratorConfig
+from fedmm.impute.config import GeneratorConfig, GeneratorImputerConfig
 from fedmm.impute.latent import (
     LatentData,
     Scaler,
@@ -132,7 +132,7 @@ class GeneratorImputer(Imputer):
     name = "generator"
     space = "latent"
 
-    def __init__(self, config: GeneratorConfig) -> None:
+    def __init__(self, config: GeneratorImputerConfig) -> None:
         super().__init__()
         self.config = config
 
