@@ -43,6 +43,7 @@ from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.seeding import rng_for, seed_sequence
 from fedmm.tensors import TensorData
 
+from . import plots as audit_plots
 from .axioms import efficiency_residual
 from .clustered import aggregation_weights, clustered_shapley
 from .exact import exact_from_table, utility_table
@@ -493,8 +494,6 @@ class AuditReport:
         if plots and self.state == NOT_AUDITABLE:
             (directory / HTML_FILE).write_text(render_not_auditable(self.meta), encoding="utf-8")
         elif plots:
-            from . import plots as audit_plots
-
             audit_plots.values_heatmap(self.rounds, directory / PLOTS["heatmap"])
             level = self.meta["config"]["ci_level"]
             audit_plots.cumulative_values(self.clients, level, directory / PLOTS["cumulative"])

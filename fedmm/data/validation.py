@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fedmm.errors import UserError
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
@@ -43,7 +45,7 @@ COLUMN_EXISTS_EXPECTATION = "expect_column_to_exist"  # structural check done in
 _TOL_EPS = 1e-9  # slack so that |realised - requested| == tolerance is not lost to rounding
 
 
-class DataValidationError(ValueError):
+class DataValidationError(UserError, ValueError):
     """Raised by :meth:`ValidationReport.raise_if_failed`; the message lists every failure."""
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedmm.config import is_loopback
+from fedmm.errors import UserError
 
 FEDERATION = "fedmm"
 APP_DIR = Path(__file__).resolve().parent.parent / "flower" / "app"
@@ -32,7 +33,7 @@ FEDERATION_ENV = "FEDMM_FEDERATION"
 """Set in every process a :class:`Federation` starts (inherited by theirs): how it finds them all to stop them."""
 
 
-class DeploymentError(RuntimeError):
+class DeploymentError(UserError, RuntimeError):
     """A Flower process did not start, or the federation's run failed."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from fedmm.config import Config
 from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
+from fedmm.errors import UserError
 from fedmm.fl.bundle import FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, ServerBundle
 from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, make_node_key, run_app, write_connection
 from fedmm.fl.engine import CHECKPOINT_FILE, FederatedOutcome, _load_checkpoint
@@ -29,7 +30,7 @@ from fedmm.tensors import TensorData
 LOG_TAIL = 25
 
 
-class FederationError(RuntimeError):
+class FederationError(UserError, RuntimeError):
     """The federation over Flower could not run or did not finish; the message says why and what is kept."""
 
 

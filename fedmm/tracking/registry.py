@@ -34,6 +34,7 @@ from mlflow.models import infer_signature
 from fedmm.artifacts import write_npz
 from fedmm.audit.report import NOT_AUDITABLE
 from fedmm.data.dataset import MultimodalDataset, load_npz
+from fedmm.errors import UserError
 from fedmm.fl.result import TrainResult, load_predictor
 from fedmm.metrics import classification_metrics
 from fedmm.runtime import tracking_uri
@@ -68,7 +69,7 @@ TAG_REGISTRATION = "fedmm.registration"
 PENDING, COMPLETE = "pending", "complete"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(UserError, RuntimeError):
     """A registry operation cannot be carried out."""
 
 
