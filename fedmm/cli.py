@@ -278,14 +278,13 @@ def site(data_path: Path, partition_id: int, superlink: str, root_certificates: 
     never leaves this machine: the server receives model updates and the validation report.
     """
     from fedmm.fl.deploy import Runtime, SiteSpec, run_site
-    from fedmm.runtime import state_dir as home
 
     if insecure:
         click.secho(f"warning: insecure (no TLS) connection to {superlink}: loopback only", fg="yellow", err=True)
     spec = SiteSpec(partition_id, data_path.resolve(), (state_dir or data_path.parent / ".fedmm-site").resolve(),
                     auth_key.resolve() if auth_key else None)
-    runtime = Runtime(Path(sys.prefix), home() / "flower", threads)
-    sys.exit(run_site(runtime, spec, superlink, root_certificates, insecure))
+    flower = Runtime(Path(sys.prefix), runtime.state_dir() / "flower", threads)
+    sys.exit(run_site(flower, spec, superlink, root_certificates, insecure))
 
 
 @main.command()

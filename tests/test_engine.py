@@ -6,7 +6,8 @@ from conftest import assert_same_training, interrupted_after_round, prepared_and
 from fedmm.audit.store import UpdateStore
 from fedmm.config import config_from_dict
 from fedmm.data.federated import client_arrays
-from fedmm.fl.strategy import ClientUpdate, FedAvg
+from fedmm.fl.messages import ClientUpdate
+from fedmm.fl.strategy import FedAvg
 from fedmm.fl.training import train
 from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model

@@ -13,9 +13,8 @@ from fedmm.data.federated import partition_and_mask
 from fedmm.evaluation import evaluate_training
 from fedmm.fl.client import forward
 from fedmm.fl.fedmobile import FedMobile, FedMobileUpdate, GeneratorUtility, contribution_weights
-from fedmm.fl.messages import TrainInstruction
+from fedmm.fl.messages import TrainInstruction, cross_entropy
 from fedmm.fl.result import TrainResult
-from fedmm.fl.strategy import cross_entropy
 from fedmm.fl.training import train
 from fedmm.impute.generator import GeneratedFeaturesNet
 from fedmm.impute.latent import LatentData

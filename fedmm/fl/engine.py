@@ -20,7 +20,8 @@ from fedmm.artifacts import read_npz, write_npz
 from fedmm.audit.store import UpdateStore
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.fl.client import Worker, trainable_state
-from fedmm.fl.strategy import Strategy, StrategyError, TrainInstruction
+from fedmm.fl.messages import TrainInstruction
+from fedmm.fl.strategy import Strategy, StrategyError
 from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.tensors import State, TensorData

@@ -37,15 +37,10 @@ from pydantic import BaseModel, ValidationError
 
 from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, train_client
-from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction, cross_entropy
+from fedmm.fl.messages import ClientUpdate, LocalLoss, TrainInstruction, cross_entropy
 from fedmm.models.multimodal import ModelSpec
 from fedmm.seeding import rng_for
 from fedmm.tensors import State, TensorData, fedavg_states
-
-__all__ = [
-    "ClientUpdate", "FedAvg", "Forward", "LocalLoss", "PayloadT", "ServerContext", "Strategy", "StrategyError",
-    "TrainInstruction", "cross_entropy",
-]
 
 PayloadT = TypeVar("PayloadT")
 

@@ -15,9 +15,10 @@ from fedmm.data.prepare import PreparedData
 from fedmm.fl.client import OPTIMIZERS, run_epochs
 from fedmm.fl.engine import UPDATES_DIR, InProcessClients, arrays_to_state, run_federated, state_to_arrays
 from fedmm.fl.federation import run_over_flower
+from fedmm.fl.messages import cross_entropy
 from fedmm.fl.result import TrainResult
 from fedmm.fl.strategies import make_strategy
-from fedmm.fl.strategy import ServerContext, cross_entropy
+from fedmm.fl.strategy import ServerContext
 from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.progress import RoundProgress
