@@ -64,9 +64,10 @@ def configure() -> Path:
 def quiet_libraries() -> None:
     """Progress bars and results only: libraries log warnings and errors, no info or debug."""
     logging.captureWarnings(True)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
+    # MLflow 3 asks every PythonModel for type hints on predict (to infer a signature); fedmm's pyfunc logs an
+    # explicit signature from an input example instead, so the advice does not apply.
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning,
+                            module=r"mlflow\.")
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
 

@@ -8,6 +8,7 @@ Great Expectations suite) are covered in test_pipeline.py.
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,7 +131,7 @@ def test_an_internal_error_is_one_line_exit_3_with_the_traceback_in_a_log(monkey
     assert result.exit_code == 3
     assert result.output.splitlines()[0] == "internal error: RuntimeError: disk on fire"
     log = result.output.splitlines()[1].removeprefix("details: ")
-    assert "Traceback" in open(log).read() and "Traceback" not in result.output
+    assert "Traceback" in Path(log).read_text() and "Traceback" not in result.output
 
 
 def test_concurrent_first_runs_initialise_the_store_once(tmp_path):

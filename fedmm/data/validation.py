@@ -125,14 +125,22 @@ class ValidationReport:
 
 @contextlib.contextmanager
 def _quiet_gx() -> Iterator[None]:
-    """Suppress GX log records below WARNING and Python warnings while GX runs."""
+    """Suppress GX log records below WARNING, and the warnings its import raises, while GX runs.
+
+    Importing GX 1.24 warns about its dependencies, nothing fedmm can act on: google.api_core
+    announces the end of its Python 3.11 support (FutureWarning) and GX imports the deprecated
+    ``sre_constants``/``sre_parse`` modules. Every other warning passes.
+    """
     logger = logging.getLogger("great_expectations")
     old_level = logger.level
     if logger.getEffectiveLevel() < logging.WARNING:
         logger.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.filterwarnings("ignore", message="You are using a Python version", category=FutureWarning,
+                                    module=r"google\.api_core")
+            warnings.filterwarnings("ignore", message="module 'sre_(constants|parse)' is deprecated",
+                                    category=DeprecationWarning, module=r"great_expectations\.")
             yield
     finally:
         logger.setLevel(old_level)

@@ -146,7 +146,7 @@ def local_training(participant: Participant, features: Features, config: KGConfi
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            participant.history.append(float(loss))
+            participant.history.append(float(loss.detach()))
 
 
 def participants_for(clients: list[ClientGraph], config: KGConfig, num_entities: int, num_relations: int,

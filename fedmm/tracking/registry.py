@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Iterator
@@ -48,6 +49,8 @@ from fedmm.tracking.pyfunc import (
     save_pyfunc,
 )
 from fedmm.tracking.runs import client
+
+logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
@@ -231,8 +234,8 @@ def _restore(model_name: str, snapshot: dict[str, str]) -> None:
         else:
             try:
                 mlflow_client.delete_registered_model_alias(model_name, alias)
-            except MlflowException:
-                pass
+            except MlflowException as error:  # the alias was not set: nothing to restore
+                logger.debug("restoring %s: alias %r was not set (%s)", model_name, alias, error)
 
 
 def _apply(model_name: str, moves: dict[str, str | None]) -> None:
