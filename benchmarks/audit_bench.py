@@ -61,11 +61,11 @@ from fedmm.audit import (  # noqa: E402
     permutation_shapley,
     utility_table,
 )
+from fedmm.audit.store import UpdateStore  # noqa: E402
 from fedmm.config import AuditConfig, load_config  # noqa: E402
-from fedmm.data.federated import partition_and_mask  # noqa: E402
+from fedmm.data.federated import partition_and_mask, split_tensors  # noqa: E402
 from fedmm.data.prepare import prepare  # noqa: E402
-from fedmm.fl.engine import UpdateStore  # noqa: E402
-from fedmm.fl.training import split_tensors, train  # noqa: E402
+from fedmm.fl.training import train  # noqa: E402
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]

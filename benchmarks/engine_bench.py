@@ -34,6 +34,7 @@ from fedmm import runtime  # noqa: E402
 
 runtime.configure()
 
+from fedmm.audit.store import UpdateStore  # noqa: E402
 from fedmm.config import load_config  # noqa: E402
 from fedmm.data.federated import partition_and_mask  # noqa: E402
 from fedmm.data.prepare import prepare  # noqa: E402
@@ -43,7 +44,7 @@ from fedmm.fl.training import train  # noqa: E402
 PHASES = {
     "local training": (client, "run_epochs"),
     "client total": (engine, "client_payload"),
-    "update store": (engine.UpdateStore, "write_round"),
+    "update store": (UpdateStore, "write_round"),
     "evaluation": (engine, "evaluate"),
     "checkpoint": (engine, "_save_checkpoint"),
 }

@@ -78,9 +78,9 @@ def main() -> int:
     import torch
 
     from fedmm.config import apply_overrides, load_config
-    from fedmm.data.federated import partition_and_mask
+    from fedmm.data.federated import partition_and_mask, split_tensors
     from fedmm.data.prepare import prepare
-    from fedmm.fl.training import split_tensors, train
+    from fedmm.fl.training import train
     from fedmm.impute.clients import client_datasets, split_owners
     from fedmm.impute.config import ImputeConfig
     from fedmm.impute.evaluate import evaluate_imputation

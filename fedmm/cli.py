@@ -3,7 +3,8 @@
 Exit codes: 0 success (``run``/``promote``/``rollback``: the version is champion), 1 a
 promotion gate failed, 2 a user error (bad config, data or registry request), 3 an
 internal error. Errors are one line plus the path of a log file with the traceback.
-``fedmm --help`` and ``fedmm <command> --help`` touch no state.
+``fedmm --help`` and ``fedmm <command> --help`` touch no state. Commands import what they run
+(torch, ZenML, MLflow) only after their config has validated, so help and bad input answer at once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import click
 
 from fedmm import graph, runtime
-from fedmm.errors import EXIT_GATE_FAILED, EXIT_INTERNAL_ERROR, EXIT_USER_ERROR
+from fedmm.errors import EXIT_GATE_FAILED, EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, UserError, details_path, log_file
 
 CONFIG_OPTION = click.option(
     "--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -79,8 +80,6 @@ class StatefulCommand(click.Command):
 
     def invoke(self, ctx: click.Context):
         runtime.configure()
-        from fedmm.errors import log_file
-
         with orchestrator_logs_to(log_file(ctx.info_name or "fedmm")):
             return super().invoke(ctx)
 
@@ -94,13 +93,11 @@ class FriendlyGroup(click.Group):
     command_class = StatefulCommand
 
     def invoke(self, ctx: click.Context):
-        from fedmm.errors import details_path, user_errors
-
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except user_errors() as error:
+        except UserError as error:
             click.secho(f"error: {_one_line(error)}", fg="red", err=True)
             click.echo(f"details: {details_path(error)}", err=True)
             sys.exit(EXIT_USER_ERROR)
@@ -126,10 +123,10 @@ def main() -> None:
 @SET_OPTION
 def run(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Run the training pipeline on the active ZenML stack (local by default)."""
+    config = _load(config_path, overrides)  # before the pipeline's imports: a bad config fails fast
     from fedmm.report import print_summary, write_summary
     from pipelines.runner import run_pipeline
 
-    config = _load(config_path, overrides)
     summary = run_pipeline(config, echo=click.echo)
     paths = write_summary(summary)
     print_summary(summary)
@@ -281,14 +278,13 @@ def site(data_path: Path, partition_id: int, superlink: str, root_certificates: 
     never leaves this machine: the server receives model updates and the validation report.
     """
     from fedmm.fl.deploy import Runtime, SiteSpec, run_site
-    from fedmm.runtime import state_dir as home
 
     if insecure:
         click.secho(f"warning: insecure (no TLS) connection to {superlink}: loopback only", fg="yellow", err=True)
     spec = SiteSpec(partition_id, data_path.resolve(), (state_dir or data_path.parent / ".fedmm-site").resolve(),
                     auth_key.resolve() if auth_key else None)
-    runtime = Runtime(Path(sys.prefix), home() / "flower", threads)
-    sys.exit(run_site(runtime, spec, superlink, root_certificates, insecure))
+    flower = Runtime(Path(sys.prefix), runtime.state_dir() / "flower", threads)
+    sys.exit(run_site(flower, spec, superlink, root_certificates, insecure))
 
 
 @main.command()
@@ -297,10 +293,11 @@ def site(data_path: Path, partition_id: int, superlink: str, root_certificates: 
 @SET_OPTION
 def audit(training_run_id: str, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Audit a past training run's client contributions (audit settings from the config)."""
+    config = _load(config_path, overrides)
     from fedmm.report import print_audit
     from pipelines.audit import run_audit
 
-    run = run_audit(_load(config_path, overrides), training_run_id)
+    run = run_audit(config, training_run_id)
     report = run.steps["audit_contributions"].outputs["contribution_audit"][0].load()
     print_audit(report)
     click.echo(f"audit pipeline run: {run.id}")
@@ -312,9 +309,10 @@ def audit(training_run_id: str, config_path: Path | None, overrides: tuple[str, 
 @SET_OPTION
 def impute(training_run_id: str, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Evaluate imputers of missing modalities on a past training run's model (settings: impute.*)."""
+    config = _load(config_path, overrides)
     from pipelines.imputation import run_imputation
 
-    run = run_imputation(_load(config_path, overrides), training_run_id)
+    run = run_imputation(config, training_run_id)
     report = run.steps["evaluate_imputation"].outputs["imputation_report"][0].load()
     click.echo(report.markdown())
     click.echo(f"{report.meta['samples']} test samples; patterns {', '.join(report.meta['patterns'])}; "

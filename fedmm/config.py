@@ -18,10 +18,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fedmm.errors import UserError
 from fedmm.impute.config import GeneratorConfig, ImputeConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or override is invalid."""
 
 
@@ -217,7 +218,7 @@ class FedMobileConfig(_Section):
     generator: GeneratorConfig = GeneratorConfig(local_epochs=1, lr=0.003, hidden=128)
 
 
-class DualDistillConfig(_Section):
+class MMFeD3Config(_Section):
     """MMFeD3: logit and feature distillation, on the clients' own batches and on the server's proxy inputs."""
 
     logit_weight: float = Field(1.0, ge=0, description="weight of the temperature-scaled logit KL")
@@ -277,7 +278,7 @@ class TrainConfig(_Section):
     moon: MoonConfig = MoonConfig()
     fedmekt: FedMektConfig = FedMektConfig()
     fedmobile: FedMobileConfig = FedMobileConfig()
-    mmfed3: DualDistillConfig = DualDistillConfig()
+    mmfed3: MMFeD3Config = MMFeD3Config()
     fedadam: FedAdamConfig = FedAdamConfig()
     dropout: DropoutConfig = DropoutConfig()
     proxy: ProxyConfig = ProxyConfig()

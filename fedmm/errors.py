@@ -10,37 +10,21 @@ import time
 import traceback
 from pathlib import Path
 
-from fedmm.config import ConfigError
-from fedmm.data.dataset import DatasetError
-from fedmm.data.masking import MaskError
-from fedmm.data.partition import PartitionError
+from fedmm.runtime import state_dir
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 0, 1, 2, 3
 
 
-class PastRunError(ValueError):
+class UserError(Exception):
+    """Base of every error that names a problem in the user's input (config, data, registry request, deployment)."""
+
+
+class PastRunError(UserError, ValueError):
     """The training run to analyse (audit, imputation) does not exist or has not finished."""
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """Error types that name a problem in the user's input (config, data, registry request)."""
-    from fedmm.data.validation import DataValidationError
-    from fedmm.fl.deploy import DeploymentError
-    from fedmm.fl.federation import FederationError
-
-    errors = [ConfigError, DatasetError, MaskError, PartitionError, DataValidationError, PastRunError,
-              DeploymentError, FederationError]
-    try:
-        from fedmm.tracking.registry import RegistryError
-    except ImportError:  # a site install has no MLflow
-        return tuple(errors)
-    return (*errors, RegistryError)
 
 
 def log_file(kind: str) -> Path:
     """A new log file path under the state folder (``logs/<kind>-<UTC time>-<pid>.log``)."""
-    from fedmm.runtime import state_dir
-
     folder = state_dir() / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{kind}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.log"

@@ -6,10 +6,10 @@ import numpy as np
 
 from fedmm.data.federated import FederatedData, client_arrays
 from fedmm.data.prepare import PreparedData
-from fedmm.fl.evaluation import confusion, evaluate
 from fedmm.fl.result import TrainResult
-from fedmm.fl.tensors import TensorData
 from fedmm.fl.training import evaluation_sets
+from fedmm.metrics import confusion, evaluate
+from fedmm.tensors import TensorData
 
 PROTOCOLS = {
     "test": "held-out recordings",

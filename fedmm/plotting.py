@@ -1,13 +1,19 @@
-"""Matplotlib without a display, and the one way fedmm writes a figure."""
+"""Matplotlib without a display, imported on first use, and the one way fedmm writes a figure."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend. Imported here, not at module level: matplotlib costs about a
+    second, and only the stages that draw need it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -15,5 +21,5 @@ def save_figure(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
     return path

@@ -12,15 +12,16 @@ instead. The MLflow run is opened by the
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fedmm import graph
+from fedmm import graph, runtime
 from fedmm.artifacts import read_json, write_json, write_text
-from fedmm.config import Config
+from fedmm.config import Config, config_from_dict
 from fedmm.progress import RoundProgress
 from fedmm.report import write_summary
 
@@ -86,11 +87,6 @@ def run(name: str, config: Config, paths: Mapping[str, str | Path], run_name: st
 
 def run_json(name: str, config_json: str, **paths: str) -> Any:
     """A kfp component's body: configure the runtime, parse the config, :func:`run` over the task's paths."""
-    import json
-
-    from fedmm import runtime
-    from fedmm.config import config_from_dict
-
     runtime.configure()
     return run(name, config_from_dict(json.loads(config_json)), paths, run_name="kfp")
 

@@ -18,16 +18,16 @@ from types import ModuleType
 import numpy as np
 
 from fedmm.audit.detection import detection_quality
-from fedmm.audit.report import NOT_AUDITABLE, AuditReport, audit_run
+from fedmm.audit.report import NOT_AUDITABLE, AuditReport, audit_updates, audit_validation, federated_modalities
 from fedmm.config import Config, ConfigError
-from fedmm.data.federated import FederatedData, partition_and_mask
+from fedmm.data.federated import FederatedData, partition_and_mask, split_tensors
 from fedmm.data.prepare import PreparedData, holdout_count, prepare
 from fedmm.data.sources import SOURCES, source_info
 from fedmm.data.validation import DataValidationError, ValidationReport, validate_dataset, validate_partitions
 from fedmm.evaluation import evaluate_training
 from fedmm.fl.result import ServedImputer, TrainResult
 from fedmm.fl.strategies import STRATEGIES
-from fedmm.fl.training import split_tensors, train
+from fedmm.fl.training import train
 from fedmm.impute import evaluate as impute_evaluation
 from fedmm.impute.clients import client_datasets, split_owners
 from fedmm.impute.registry import fit_imputers, make_imputer
@@ -207,7 +207,8 @@ def audit_contributions(
     config: Config, prepared: PreparedData, federated: FederatedData, result: TrainResult,
     on_round: Callable[[dict], None] | None = None,
 ) -> AuditReport:
-    """Shapley audit of every stored round on the validation split.
+    """Shapley audit of every stored round on the validation split (:func:`~fedmm.audit.report.audit_validation`),
+    stamped with the training fingerprint and the partition's hash.
 
     When the partition injected corrupted clients, their ground truth and the audit's
     detection quality (AUROC per corruption kind) go into the report.
@@ -215,10 +216,13 @@ def audit_contributions(
     if not STRATEGIES[result.strategy].sends_deltas():
         return AuditReport.not_auditable(f"strategy {result.strategy!r} sends no parameter deltas", config.audit,
                                          config.seed)
-    report = audit_run(
-        result, prepared, federated, config.audit, resolve_device(config.train.device), seed=config.seed,
-        on_round=on_round,
+    val, groups, key = audit_validation(prepared, config.audit, resolve_device(config.train.device))
+    report = audit_updates(
+        result.updates_dir, result.spec, val, config.audit, groups=groups, group_key=key,
+        client_modalities=federated_modalities(federated), seed=config.seed, on_round=on_round,
     )
+    report.meta["training_fingerprint"] = result.fingerprint
+    report.meta["partition_sha256"] = federated.content_hash
     truth = federated.report.get("corruption", {}).get("ground_truth", [])
     report.meta["corruption_ground_truth"] = truth
     if any(row["corrupted"] for row in truth):

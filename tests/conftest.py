@@ -24,9 +24,9 @@ from fedmm.config import ModelConfig  # noqa: E402
 from fedmm.data.federated import partition_and_mask, proxy_arrays  # noqa: E402
 from fedmm.data.prepare import prepare  # noqa: E402
 from fedmm.fl.strategy import ServerContext  # noqa: E402
-from fedmm.fl.tensors import TensorData  # noqa: E402
 from fedmm.fl.training import model_spec  # noqa: E402
 from fedmm.models.multimodal import ModelSpec  # noqa: E402
+from fedmm.tensors import TensorData  # noqa: E402
 
 runtime.configure()
 

@@ -5,9 +5,11 @@ parser or the preflight, so no pipeline runs. Failures inside a pipeline step (t
 Great Expectations suite) are covered in test_pipeline.py.
 """
 
+import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,7 +132,7 @@ def test_an_internal_error_is_one_line_exit_3_with_the_traceback_in_a_log(monkey
     assert result.exit_code == 3
     assert result.output.splitlines()[0] == "internal error: RuntimeError: disk on fire"
     log = result.output.splitlines()[1].removeprefix("details: ")
-    assert "Traceback" in open(log).read() and "Traceback" not in result.output
+    assert "Traceback" in Path(log).read_text() and "Traceback" not in result.output
 
 
 def test_concurrent_first_runs_initialise_the_store_once(tmp_path):
@@ -175,3 +177,17 @@ def test_default_holdout_scales_with_the_number_of_subjects():
     config = load_config(TINY, ["data.source=npz", "data.path=unused.npz", "registry.min_test_samples=16"])
     subject, recording = np.repeat(np.arange(4), 20), np.arange(80)  # 80 recordings of 4 subjects
     assert workflow.data_fit(config, subject, recording) == []  # nothing held out: 16 test samples, 4 clients
+
+
+def test_help_and_a_bad_config_answer_without_importing_torch(tmp_path):
+    """`fedmm --help` and a config error need neither torch nor an orchestrator (a fresh interpreter)."""
+    code = (
+        "import sys; from click.testing import CliRunner; from fedmm.cli import main; "
+        "helped = CliRunner().invoke(main, ['--help']); "
+        "bad = CliRunner().invoke(main, ['run', '--set', 'train.rounds=true']); "
+        "print(helped.exit_code, bad.exit_code, sorted(m for m in ('torch', 'zenml', 'mlflow') if m in sys.modules))"
+    )
+    env = {**os.environ, "FEDMM_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0 2 []"

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
+from fedmm.audit.store import UpdateStore
 from fedmm.config import ConfigError, config_from_dict
 from fedmm.data.federated import FederatedData, client_arrays, partition_and_mask
 from fedmm.data.partition import PartitionError
 from fedmm.data.prepare import prepare
-from fedmm.fl.engine import UpdateStore
 from fedmm.fl.training import train
 
 BASE = {

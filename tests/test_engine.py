@@ -3,14 +3,15 @@ import pytest
 import torch
 from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned
 
+from fedmm.audit.store import UpdateStore
 from fedmm.config import config_from_dict
 from fedmm.data.federated import client_arrays
-from fedmm.fl.engine import UpdateStore
-from fedmm.fl.evaluation import evaluate
-from fedmm.fl.strategy import ClientUpdate, FedAvg
-from fedmm.fl.tensors import UNLABELLED, TensorData
+from fedmm.fl.messages import ClientUpdate
+from fedmm.fl.strategy import FedAvg
 from fedmm.fl.training import train
+from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
+from fedmm.tensors import UNLABELLED, TensorData
 
 CONFIG = config_from_dict({
     "data": {"window": 50, "stride": 50},

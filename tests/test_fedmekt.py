@@ -4,16 +4,16 @@ import pytest
 import torch
 from conftest import proxy_server
 
+from fedmm.audit.store import UpdateStore
 from fedmm.config import config_from_dict
 from fedmm.data.federated import client_arrays
 from fedmm.fl import engine
 from fedmm.fl.client import Worker, trainable_state
-from fedmm.fl.engine import UpdateStore
 from fedmm.fl.fedmekt import Autoencoder, EmbeddingPayload, FedMekt, aggregate_embeddings
 from fedmm.fl.messages import TrainInstruction
-from fedmm.fl.tensors import UNLABELLED, TensorData
 from fedmm.fl.training import train
 from fedmm.models.multimodal import build_model
+from fedmm.tensors import UNLABELLED, TensorData
 
 RAW = {
     "data": {"window": 50, "stride": 50},

@@ -13,14 +13,13 @@ from fedmm.data.federated import partition_and_mask
 from fedmm.evaluation import evaluate_training
 from fedmm.fl.client import forward
 from fedmm.fl.fedmobile import FedMobile, FedMobileUpdate, GeneratorUtility, contribution_weights
-from fedmm.fl.messages import TrainInstruction
+from fedmm.fl.messages import TrainInstruction, cross_entropy
 from fedmm.fl.result import TrainResult
-from fedmm.fl.strategy import cross_entropy
-from fedmm.fl.tensors import TensorData
 from fedmm.fl.training import train
 from fedmm.impute.generator import GeneratedFeaturesNet
 from fedmm.impute.latent import LatentData
 from fedmm.models.multimodal import build_model
+from fedmm.tensors import TensorData
 
 RAW = {
     "data": {"window": 50, "stride": 50},

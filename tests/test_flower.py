@@ -23,11 +23,11 @@ from fedmm.data.federated import client_arrays, partition_and_mask, site_arrays
 from fedmm.data.prepare import prepare
 from fedmm.fl.codec import decode, encode
 from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, make_node_key
-from fedmm.fl.dual_distillation import DistillationUpdate
 from fedmm.fl.federation import FederationError, loopback_sites
 from fedmm.fl.fedmekt import EmbeddingPayload
 from fedmm.fl.fedmobile import FedMobileUpdate
 from fedmm.fl.messages import ClientUpdate
+from fedmm.fl.mmfed3 import DistillationUpdate
 from fedmm.fl.training import train
 from fedmm.impute.moments import Moments
 from fedmm.report import summary_dir

@@ -1,6 +1,7 @@
 """End to end through the real stack: ZenML local orchestrator, GX, MLflow registry."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,7 +184,7 @@ def test_bad_data_fails_validation_and_registers_nothing(tmp_path, defect):
     # one error line and where the details are, not ZenML's step-failure traceback
     assert "Traceback" not in result.output and "Failed to run step" not in result.output
     log = [line for line in result.output.splitlines() if line.startswith("details: ")][0].removeprefix("details: ")
-    assert "Traceback" in open(log).read()
+    assert "Traceback" in Path(log).read_text()
     assert _versions(name) == before == 0
 
 

@@ -5,20 +5,20 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from fedmm.audit.store import UpdateStore
 from fedmm.cli import main
 from fedmm.config import ConfigError, ModelConfig, config_from_dict
 from fedmm.fl.baselines import drop_modalities
 from fedmm.fl.client import Worker, forward, trainable_state
-from fedmm.fl.engine import UpdateStore
 from fedmm.fl.fedadam import FedAdam
-from fedmm.fl.messages import ClientUpdate
+from fedmm.fl.messages import ClientUpdate, cross_entropy
 from fedmm.fl.moon import Moon
 from fedmm.fl.strategies import STRATEGIES
-from fedmm.fl.strategy import FedAvg, cross_entropy
-from fedmm.fl.tensors import TensorData
+from fedmm.fl.strategy import FedAvg
 from fedmm.fl.training import model_spec, train
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.seeding import torch_generator
+from fedmm.tensors import TensorData
 
 RAW = {
     "data": {"window": 50, "stride": 50},

@@ -16,17 +16,18 @@ import pytest
 import torch
 from conftest import SYNTHETIC_SPEC, interrupted_after_round, synthetic
 
+from fedmm.audit.store import UpdateStore
 from fedmm.config import TrainConfig, config_from_dict
 from fedmm.fl import engine
 from fedmm.fl.baselines import ModalityDropout, ProxyOnly
 from fedmm.fl.client import trainable_state
-from fedmm.fl.dual_distillation import DualDistillation
-from fedmm.fl.engine import FederatedOutcome, InProcessClients, UpdateStore, run_federated
+from fedmm.fl.engine import FederatedOutcome, InProcessClients, run_federated
 from fedmm.fl.fedadam import FedAdam
 from fedmm.fl.fedmekt import FedMekt
 from fedmm.fl.fedmobile import FedMobile
 from fedmm.fl.fedprox import FedProx
 from fedmm.fl.messages import TrainInstruction
+from fedmm.fl.mmfed3 import MMFeD3
 from fedmm.fl.moon import Moon
 from fedmm.fl.strategies import STRATEGIES, make_strategy
 from fedmm.fl.strategy import ServerContext, StrategyError
@@ -207,7 +208,7 @@ def test_zero_weight_variants_are_fedavg_exactly(name, overrides, rounds, refere
     "cls, parameter, value",
     [
         (FedProx, "mu", -1.0), (Moon, "temperature", 0.0), (FedAdam, "beta1", 1.0), (ModalityDropout, "rate", 1.0),
-        (DualDistillation, "server_epochs", -1), (FedMekt, "reconstruction", "pairs"), (FedMobile, "clusters", 0),
+        (MMFeD3, "server_epochs", -1), (FedMekt, "reconstruction", "pairs"), (FedMobile, "clusters", 0),
         (ProxyOnly, "epochs", 0),
     ],
 )

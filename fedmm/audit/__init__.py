@@ -4,8 +4,8 @@ A utility maps a boolean coalition matrix ``(k, n_players)`` to ``(k,)`` values;
 estimators never look inside it. Results are :class:`ValuationResult` objects.
 :class:`RoundGame` is the utility of one stored training round (``rows`` gives its
 per-validation-sample utilities); :mod:`.samplewise` values a round with that evidence and
-:mod:`.inference` turns it into clustered intervals and tests; :func:`audit_run` and
-:func:`audit_updates` value every round of a run into an :class:`AuditReport`
+:mod:`.inference` turns it into clustered intervals and tests; :func:`audit_updates`
+values every round of a run's :class:`~.store.UpdateStore` into an :class:`AuditReport`
 (``audit.json``, tables, plots and ``report.html``).
 """
 
@@ -57,7 +57,6 @@ from .report import (
     AuditReport,
     RoundAudit,
     audit_round,
-    audit_run,
     audit_updates,
     audit_validation,
     client_summary,
@@ -73,7 +72,6 @@ from .sampling import (
     AnyOf,
     MaxEvaluations,
     MaxPermutations,
-    MaxSamples,
     MaxTime,
     RunningMoments,
     SamplerState,
@@ -114,7 +112,6 @@ __all__ = [
     "METRICS",
     "MaxEvaluations",
     "MaxPermutations",
-    "MaxSamples",
     "MaxTime",
     "MeanStatistic",
     "QuadraticGame",
@@ -135,7 +132,6 @@ __all__ = [
     "aggregate_update",
     "aggregation_weights",
     "audit_round",
-    "audit_run",
     "audit_updates",
     "audit_validation",
     "axiom_residuals",

@@ -149,12 +149,6 @@ class Game:
     def empty_value(self) -> float:
         return float(self(np.zeros((1, self.n_players), dtype=bool))[0])
 
-    def table(self) -> np.ndarray:
-        """Values of all 2^n coalitions in bitmask order (n <= 24)."""
-        from .exact import utility_table
-
-        return utility_table(self, self.n_players)
-
 
 class TableGame(Game):
     """Game given by a full table of 2^n values indexed by bitmask."""

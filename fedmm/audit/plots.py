@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedmm.plotting import plt, save_figure
+from fedmm.plotting import pyplot, save_figure
 
 from .result import normal_interval
 
@@ -21,6 +21,7 @@ def _game_line(frame: pd.DataFrame) -> str:
 
 def values_heatmap(rounds: pd.DataFrame, path: Path) -> Path:
     """Rounds x clients Shapley values (blank where a client did not take part)."""
+    plt = pyplot()
     grid = rounds.pivot(index="round", columns="client", values="value")
     values = grid.to_numpy(dtype=float)
     bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
@@ -37,6 +38,7 @@ def values_heatmap(rounds: pd.DataFrame, path: Path) -> Path:
 
 def cumulative_values(clients: pd.DataFrame, ci_level: float, path: Path) -> Path:
     """Cumulative value per client with its CI; flagged clients coloured by their first flag."""
+    plt = pyplot()
     order = clients.sort_values("value", ascending=False)
     half = np.nan_to_num(order["value"] - order["ci_low"], posinf=0.0)
     colours = [_FLAG_COLOURS.get(f.split(",")[0], "tab:blue") if f else "tab:blue" for f in order["flags"]]
@@ -55,6 +57,7 @@ def cumulative_values(clients: pd.DataFrame, ci_level: float, path: Path) -> Pat
 
 def convergence(trace: dict, path: Path, ci_level: float = 0.95) -> Path:
     """Sampled values (with CI bands) against evaluations used; exact values dashed when known."""
+    plt = pyplot()
     evals = np.asarray(trace["evaluations"], dtype=float)
     values = np.asarray(trace["values"], dtype=float)
     stderr = np.asarray([[np.nan if s is None else s for s in row] for row in trace["stderr"]], dtype=float)

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,10 +37,13 @@ from scipy import stats
 
 from fedmm.artifacts import read_json, read_npz, write_json
 from fedmm.config import AuditConfig
-from fedmm.fl.tensors import TensorData
+from fedmm.data.federated import FederatedData, split_tensors
+from fedmm.data.prepare import PreparedData
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.seeding import rng_for, seed_sequence
+from fedmm.tensors import TensorData
 
+from . import plots as audit_plots
 from .axioms import efficiency_residual
 from .clustered import aggregation_weights, clustered_shapley
 from .exact import exact_from_table, utility_table
@@ -65,12 +68,8 @@ from .sampling import (
     permutation_shapley,
 )
 from .signals import cosine_to_aggregate, median_cosine_to_others, update_norms
+from .store import LAYOUT_FILE, UpdateStore
 from .utility import RoundGame
-
-if TYPE_CHECKING:
-    from fedmm.data.federated import FederatedData
-    from fedmm.data.prepare import PreparedData
-    from fedmm.fl.result import TrainResult
 
 __all__ = [
     "AUDITED",
@@ -79,7 +78,6 @@ __all__ = [
     "RoundAudit",
     "audit_round",
     "audit_updates",
-    "audit_run",
     "audit_validation",
     "client_summary",
     "make_statistic",
@@ -496,8 +494,6 @@ class AuditReport:
         if plots and self.state == NOT_AUDITABLE:
             (directory / HTML_FILE).write_text(render_not_auditable(self.meta), encoding="utf-8")
         elif plots:
-            from . import plots as audit_plots
-
             audit_plots.values_heatmap(self.rounds, directory / PLOTS["heatmap"])
             level = self.meta["config"]["ci_level"]
             audit_plots.cumulative_values(self.clients, level, directory / PLOTS["cumulative"])
@@ -524,8 +520,6 @@ def load_round_game(
     path: str | Path, model: torch.nn.Module | ModelSpec, val: TensorData, config: AuditConfig = AuditConfig()
 ) -> RoundGame:
     """The game of one stored ``round_XXXX.npz`` (its update store's ``layout.json`` beside it)."""
-    from fedmm.fl.engine import LAYOUT_FILE  # lazy: strategies may import the audit
-
     if isinstance(model, ModelSpec):
         model = build_model(model, 0)  # architecture only: every weight comes from the store
     arrays = read_npz(path)
@@ -577,8 +571,6 @@ def audit_updates(
     client id -> modalities it holds (reported per row). Every random draw is keyed by
     (``seed``, round). ``on_round`` gets each round's JSON record as it finishes.
     """
-    from fedmm.fl.engine import UpdateStore  # lazy: strategies may import the audit
-
     paths = UpdateStore(Path(updates_dir)).rounds()
     if not paths:
         raise FileNotFoundError(f"no stored rounds under {updates_dir}")
@@ -633,8 +625,6 @@ def audit_validation(prepared: PreparedData, config: AuditConfig, device: str = 
     ``data.stride`` over recordings), every ``ceil(window / stride)``-th window of each
     recording is kept, so no two kept windows overlap.
     """
-    from fedmm.fl.training import split_tensors  # lazy: strategies may import the audit
-
     index = prepared.indices("val")
     if not len(index):
         raise ValueError("the prepared data has no validation split (data.val_fraction is 0)")
@@ -649,24 +639,3 @@ def audit_validation(prepared: PreparedData, config: AuditConfig, device: str = 
     val = val.take(torch.as_tensor(keep, device=val.labels.device))
     key, groups = validation_groups(dataset.recording[index][keep], dataset.subject[index][keep])
     return val, groups, key
-
-
-def audit_run(
-    result: TrainResult,
-    prepared: PreparedData,
-    federated: FederatedData,
-    config: AuditConfig = AuditConfig(),
-    device: str = "cpu",
-    *,
-    seed: int = 0,
-    on_round: Callable[[dict], None] | None = None,
-) -> AuditReport:
-    """Audit a training run on the prepared validation split (see :func:`audit_updates`, :func:`audit_validation`)."""
-    val, groups, key = audit_validation(prepared, config, device)
-    report = audit_updates(
-        result.updates_dir, result.spec, val, config, groups=groups, group_key=key,
-        client_modalities=federated_modalities(federated), seed=seed, on_round=on_round,
-    )
-    report.meta["training_fingerprint"] = result.fingerprint
-    report.meta["partition_sha256"] = federated.content_hash
-    return report

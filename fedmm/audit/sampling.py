@@ -30,7 +30,6 @@ __all__ = [
     "AllOf",
     "MaxEvaluations",
     "MaxPermutations",
-    "MaxSamples",
     "MaxTime",
     "StandardErrorBelow",
     "RunningMoments",
@@ -151,10 +150,6 @@ class MaxPermutations(StoppingCriterion):
 
     def __repr__(self):
         return f"{type(self).__name__}({self.n})"
-
-
-class MaxSamples(MaxPermutations):
-    """Alias of :class:`MaxPermutations` reading better for coalition samplers."""
 
 
 class MaxTime(StoppingCriterion):

@@ -42,8 +42,8 @@ import torch
 from torch.func import functional_call, vmap
 
 from fedmm.artifacts import sha256_arrays
-from fedmm.fl.evaluation import predict_logits
-from fedmm.fl.tensors import TensorData
+from fedmm.metrics import predict_logits
+from fedmm.tensors import TensorData
 
 from .game import as_coalition_matrix
 

@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from fedmm.artifacts import read_npz, sha256_arrays
+from fedmm.errors import UserError
 
 MODALITY_PREFIX = "modality/"
 CHANNEL_PREFIX = "channel_names/"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset file is missing, malformed or inconsistent."""
 
 

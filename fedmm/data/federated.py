@@ -21,8 +21,8 @@ from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.masking import ModalityMasker
 from fedmm.data.partition import PartitionError, make_partitioner
 from fedmm.data.prepare import PreparedData
-from fedmm.fl.tensors import UNLABELLED
 from fedmm.seeding import rng_for
+from fedmm.tensors import UNLABELLED, TensorData
 
 ARRAYS_FILE = "clients.npz"
 REPORT_FILE = "report.json"
@@ -233,6 +233,15 @@ def masked_arrays(
         name: prepared.dataset.modalities[name][index] * presence[:, m].reshape(-1, *[1] * (array.ndim - 1))
         for m, (name, array) in enumerate(prepared.dataset.modalities.items())
     }
+
+
+def split_tensors(prepared: PreparedData, split: str, device: str) -> TensorData:
+    """A prepared split with every modality present (evaluation data)."""
+    index = prepared.indices(split)
+    presence = np.ones((len(index), len(prepared.dataset.modalities)), dtype=bool)
+    return TensorData.from_numpy(
+        masked_arrays(prepared, index, presence), presence, prepared.dataset.labels[index], device
+    )
 
 
 def client_inputs(

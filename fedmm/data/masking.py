@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedmm.config import MaskConfig
+from fedmm.errors import UserError
 from fedmm.seeding import rng_for
 
 
-class MaskError(ValueError):
+class MaskError(UserError, ValueError):
     """A mask configuration does not fit the data."""
 
 

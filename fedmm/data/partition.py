@@ -11,10 +11,11 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from fedmm.config import PartitionConfig
+from fedmm.errors import UserError
 from fedmm.seeding import rng_for
 
 
-class PartitionError(ValueError):
+class PartitionError(UserError, ValueError):
     """A partition cannot be made with these settings on this data."""
 
 

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fedmm.errors import UserError
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
@@ -43,7 +45,7 @@ COLUMN_EXISTS_EXPECTATION = "expect_column_to_exist"  # structural check done in
 _TOL_EPS = 1e-9  # slack so that |realised - requested| == tolerance is not lost to rounding
 
 
-class DataValidationError(ValueError):
+class DataValidationError(UserError, ValueError):
     """Raised by :meth:`ValidationReport.raise_if_failed`; the message lists every failure."""
 
 
@@ -123,14 +125,22 @@ class ValidationReport:
 
 @contextlib.contextmanager
 def _quiet_gx() -> Iterator[None]:
-    """Suppress GX log records below WARNING and Python warnings while GX runs."""
+    """Suppress GX log records below WARNING, and the warnings its import raises, while GX runs.
+
+    Importing GX 1.24 warns about its dependencies, nothing fedmm can act on: google.api_core
+    announces the end of its Python 3.11 support (FutureWarning) and GX imports the deprecated
+    ``sre_constants``/``sre_parse`` modules. Every other warning passes.
+    """
     logger = logging.getLogger("great_expectations")
     old_level = logger.level
     if logger.getEffectiveLevel() < logging.WARNING:
         logger.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.filterwarnings("ignore", message="You are using a Python version", category=FutureWarning,
+                                    module=r"google\.api_core")
+            warnings.filterwarnings("ignore", message="module 'sre_(constants|parse)' is deprecated",
+                                    category=DeprecationWarning, module=r"great_expectations\.")
             yield
     finally:
         logger.setLevel(old_level)

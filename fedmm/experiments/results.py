@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from fedmm.artifacts import write_text
-from fedmm.plotting import plt, save_figure
+from fedmm.plotting import pyplot, save_figure
 
 KEYS = ["dataset", "pattern", "strategy", "missing_rate"]
 GROUP = ["dataset", "pattern", "missing_rate"]
@@ -130,6 +130,7 @@ def _num(value: float, sign: str = "") -> str:
 
 def plot_metric_vs_rate(summary: pd.DataFrame, metric: str, path: Path) -> Path:
     """``metric`` against the missing rate, one line per strategy, one panel per dataset x pattern."""
+    plt = pyplot()
     panels = list(summary.groupby(["dataset", "pattern"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     for ax, ((dataset, pattern), part) in zip(axes[0], panels):

@@ -7,11 +7,11 @@ import torch
 from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, forward, train_client
 from fedmm.fl.fedmekt import dropout_masks
-from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction, cross_entropy
+from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction, cross_entropy
 from fedmm.fl.strategy import FedAvg, ServerContext, Strategy
-from fedmm.fl.tensors import TensorData
 from fedmm.models.multimodal import build_model
 from fedmm.seeding import torch_generator
+from fedmm.tensors import State, TensorData
 
 
 def train_on_proxy(

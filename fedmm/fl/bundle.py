@@ -15,7 +15,7 @@ import numpy as np
 
 from fedmm.artifacts import read_npz, write_npz
 from fedmm.fl.site import RunSpec
-from fedmm.fl.tensors import TensorData
+from fedmm.tensors import TensorData
 
 RUN_FILE, EVALUATION_FILE, PROXY_FILE = "run.json", "evaluation.npz", "proxy.npz"
 SITES_FILE = "sites.json"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
 
-from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction
-from fedmm.fl.tensors import TensorData
+from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction
 from fedmm.seeding import torch_generator
+from fedmm.tensors import State, TensorData
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
@@ -48,13 +47,6 @@ def forward(model: torch.nn.Module, batch: TensorData) -> Forward:
     embeddings = model.embed(batch.inputs, batch.mask)
     representation = model.fuse(embeddings, batch.mask)
     return Forward(batch, embeddings, representation, model.head(representation))
-
-
-def frozen_copy(model: torch.nn.Module, state: State) -> torch.nn.Module:
-    """A copy of ``model`` holding ``state``, in eval mode and without gradients (a fixed reference)."""
-    reference = copy.deepcopy(model)
-    reference.load_state_dict(state)
-    return reference.requires_grad_(False).eval()
 
 
 def run_epochs(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import logging
 import os
 import signal
 import socket
@@ -24,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedmm.config import is_loopback
+from fedmm.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 FEDERATION = "fedmm"
 APP_DIR = Path(__file__).resolve().parent.parent / "flower" / "app"
@@ -32,7 +36,7 @@ FEDERATION_ENV = "FEDMM_FEDERATION"
 """Set in every process a :class:`Federation` starts (inherited by theirs): how it finds them all to stop them."""
 
 
-class DeploymentError(RuntimeError):
+class DeploymentError(UserError, RuntimeError):
     """A Flower process did not start, or the federation's run failed."""
 
 
@@ -293,16 +297,17 @@ class Federation:
 
     def stop_processes(self, names: list[str], sig: int = signal.SIGTERM) -> None:
         """Signal the processes' groups at once, KILL what is left after a grace period, and reap them."""
-        processes = [self.processes.pop(name) for name in names if name in self.processes]
-        for process in processes:
+        processes = {name: self.processes.pop(name) for name in names if name in self.processes}
+        for process in processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, sig)
         deadline = time.monotonic() + STOP_SECONDS
-        for process in processes:
+        for name, process in processes.items():
             try:
                 process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                pass
+                logger.info("%s (pid %d) did not stop within %s s: killing its process group", name, process.pid,
+                            STOP_SECONDS)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()

@@ -16,18 +16,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedmm.artifacts import read_npz, write_json, write_npz
+from fedmm.artifacts import read_npz, write_npz
+from fedmm.audit.store import UpdateStore
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.fl.client import Worker, trainable_state
-from fedmm.fl.evaluation import evaluate
-from fedmm.fl.strategy import ClientUpdate, State, Strategy, StrategyError, TrainInstruction
-from fedmm.fl.tensors import TensorData
+from fedmm.fl.messages import TrainInstruction
+from fedmm.fl.strategy import Strategy, StrategyError
+from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
+from fedmm.tensors import State, TensorData
 
 CHECKPOINT_FILE = "checkpoint.npz"
 UPDATES_DIR = "updates"
 KEPT_DIR = "kept"
-LAYOUT_FILE = "layout.json"
 SERVER_PREFIX = "server/"
 
 
@@ -37,39 +38,6 @@ def state_to_arrays(state: State) -> dict[str, np.ndarray]:
 
 def arrays_to_state(arrays: dict[str, np.ndarray], device: str) -> State:
     return {name: torch.as_tensor(value, device=device) for name, value in arrays.items()}
-
-
-class UpdateStore:
-    """Per-round client updates as flat float32 matrices, for the contribution audit.
-
-    ``round_XXXX.npz`` holds ``start`` (P,), the round's starting global state; ``deltas``
-    (k, P), one row per participating client; ``client_ids`` and ``num_examples`` (k,).
-    ``layout.json`` maps the flat vector back to named tensors.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-
-    def write_layout(self, state: State) -> None:
-        layout = [{"name": name, "shape": list(value.shape)} for name, value in state.items()]
-        write_json(self.directory / LAYOUT_FILE, layout)
-
-    def write_round(self, server_round: int, start: State, updates: list[ClientUpdate]) -> None:
-        """Flatten on the device (every delta in the start state's order), then one copy to the host per matrix."""
-        flat = lambda *states: torch.cat([v.detach().reshape(-1).float() for s in states for v in s.values()])
-        write_npz(
-            self.directory / f"round_{server_round:04d}.npz",
-            {
-                "start": flat(start).cpu().numpy(),
-                "deltas": flat(*({name: u.delta[name] for name in start} for u in updates))
-                .reshape(len(updates), -1).cpu().numpy(),
-                "client_ids": np.array([update.client_id for update in updates], dtype=np.int64),
-                "num_examples": np.array([update.num_examples for update in updates], dtype=np.int64),
-            },
-        )
-
-    def rounds(self) -> list[Path]:
-        return sorted(self.directory.glob("round_*.npz"))
 
 
 class KeptStore:

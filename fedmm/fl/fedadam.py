@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from fedmm.config import TrainConfig
-from fedmm.fl.messages import ClientUpdate, State
+from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.strategy import FedAvg, ServerContext
+from fedmm.tensors import State
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
 

@@ -18,18 +18,19 @@ from pathlib import Path
 from fedmm.config import Config
 from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
+from fedmm.errors import UserError
 from fedmm.fl.bundle import FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, ServerBundle
 from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, make_node_key, run_app, write_connection
 from fedmm.fl.engine import CHECKPOINT_FILE, FederatedOutcome, _load_checkpoint
 from fedmm.fl.site import RunSpec, export_site_files
-from fedmm.fl.tensors import TensorData
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.runtime import state_dir
+from fedmm.tensors import TensorData
 
 LOG_TAIL = 25
 
 
-class FederationError(RuntimeError):
+class FederationError(UserError, RuntimeError):
     """The federation over Flower could not run or did not finish; the message says why and what is kept."""
 
 

@@ -11,12 +11,11 @@ from torch import nn
 
 from fedmm.config import TrainConfig
 from fedmm.fl.client import OPTIMIZERS, Worker, trainable_state
-from fedmm.fl.messages import State, TrainInstruction, labelled_cross_entropy
+from fedmm.fl.messages import TrainInstruction, labelled_cross_entropy
 from fedmm.fl.strategy import FedAvg, ServerContext, Strategy
-from fedmm.fl.tensors import TensorData
-from fedmm.impute.latent import seeded_module
 from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
 from fedmm.seeding import torch_generator
+from fedmm.tensors import State, TensorData, distillation_kl, seeded_module, weighted_mean
 
 GLOBAL_ENCODERS = ("standardize.", "encoders.")
 
@@ -79,13 +78,6 @@ class Autoencoder(nn.Module):
         return (errors * pairs).sum() / pairs.sum().clamp(min=1)
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` over the last dimension, mean over the rest."""
-    log_teacher = F.log_softmax(teacher / temperature, dim=-1)
-    log_student = F.log_softmax(student / temperature, dim=-1)
-    return temperature**2 * (log_teacher.exp() * (log_teacher - log_student)).sum(-1).mean()
-
-
 @torch.no_grad()
 def proxy_embeddings(model: nn.Module, proxy: TensorData, held: torch.Tensor | None = None) -> torch.Tensor:
     """A model's embeddings (P, M, E) of the proxy set in order, zero for modalities outside ``held``."""
@@ -95,11 +87,12 @@ def proxy_embeddings(model: nn.Module, proxy: TensorData, held: torch.Tensor | N
 
 def aggregate_embeddings(current: torch.Tensor, payloads: list[EmbeddingPayload]) -> torch.Tensor:
     """Per modality, the example-weighted mean embedding over the clients holding it (``current`` where none does)."""
-    embeddings = torch.stack([p.embeddings for p in payloads])
-    weights = torch.stack([p.held.to(embeddings.dtype) * p.num_examples for p in payloads])
-    total = weights.sum(0)
-    mean = torch.einsum("kpme,km->pme", embeddings, weights) / total.clamp(min=1e-12).unsqueeze(-1)
-    return torch.where((total > 0).unsqueeze(-1), mean, current)
+    means = []
+    for m in range(current.shape[1]):
+        holders = [p for p in payloads if p.held[m] and p.num_examples > 0]
+        means.append(weighted_mean([p.embeddings[:, m] for p in holders], [p.num_examples for p in holders])
+                     if holders else current[:, m])
+    return torch.stack(means, dim=1)
 
 
 def dropout_masks(num_modalities: int, device: torch.device | str) -> torch.Tensor:
@@ -202,6 +195,8 @@ class FedMekt(FedAvg[EmbeddingPayload]):
         keys = (self.seed, "fedmekt", instruction.server_round, instruction.client_id)
         proxy_order = torch.randperm(len(self.proxy), generator=torch_generator(*keys, "proxy")).to(teacher.device)
         proxy_batch = torch.arange(min(instruction.batch_size, len(self.proxy)), device=teacher.device)
+        temperature = self.config.temperature
+        soft_targets = F.softmax(teacher / temperature, dim=-1)
         offset = 0
         autoencoder.train()
         for epoch in range(instruction.local_epochs):
@@ -214,7 +209,7 @@ class FedMekt(FedAvg[EmbeddingPayload]):
                 student = autoencoder.embed(proxy.inputs, proxy.mask)
                 losses = torch.stack([
                     autoencoder.reconstruction_loss(batch, self.config.reconstruction),
-                    distillation_loss(student[:, held], teacher[index][:, held], self.config.temperature),
+                    distillation_kl(student[:, held], soft_targets[index][:, held], temperature),
                 ])
                 loss = self.config.recon_weight * losses[0] + self.config.distill_weight * losses[1]
                 optimizer.zero_grad(set_to_none=True)
@@ -242,10 +237,12 @@ class FedMekt(FedAvg[EmbeddingPayload]):
 
     def _distill(self, model: MultimodalNet, targets: torch.Tensor, server_round: int) -> None:
         optimizer = torch.optim.Adam(model.encoders.parameters(), lr=self.train.lr)
+        temperature = self.config.temperature
+        soft_targets = F.softmax(targets / temperature, dim=-1)
         for epoch in range(self.config.server_epochs):
             for index in self._proxy_batches(server_round, "distill", epoch):
                 batch = self.proxy.take(index)
-                loss = distillation_loss(model.embed(batch.inputs, batch.mask), targets[index], self.config.temperature)
+                loss = distillation_kl(model.embed(batch.inputs, batch.mask), soft_targets[index], temperature)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

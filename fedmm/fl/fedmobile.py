@@ -14,24 +14,14 @@ import torch
 from fedmm.audit.clustered import aggregation_weights, clustered_shapley
 from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, train_client
-from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction, labelled_cross_entropy
+from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction, labelled_cross_entropy
 from fedmm.fl.strategy import FedAvg, ServerContext
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.config import GeneratorConfig
 from fedmm.impute.generator import CrossModalGenerator, GeneratedFeaturesNet, train_generator_locally
-from fedmm.impute.latent import (
-    LatentData,
-    Scaler,
-    client_latents,
-    fedavg_states,
-    frozen,
-    prefixed,
-    scaler_from,
-    seeded_module,
-    unprefixed,
-)
+from fedmm.impute.latent import LatentData, Scaler, client_latents, prefixed, scaler_from, unprefixed
 from fedmm.impute.moments import Moments
 from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
+from fedmm.tensors import State, TensorData, fedavg_states, frozen, seeded_module
 
 GENERATOR = "generator."
 GENERATOR_SCALER = "generator_scaler."
@@ -150,7 +140,7 @@ class FedMobile(FedAvg[FedMobileUpdate]):
         return GeneratedFeaturesNet(model, self.generator, self.generator_scaler)
 
     @classmethod
-    def inference(cls, model: MultimodalNet, server_state: State) -> torch.nn.Module:
+    def predictor_from(cls, model: MultimodalNet, server_state: State) -> torch.nn.Module:
         generator_state = unprefixed(GENERATOR, server_state)
         if not generator_state:
             return model
@@ -228,8 +218,8 @@ class FedMobile(FedAvg[FedMobileUpdate]):
         if not updates:
             raise ValueError(f"round {server_round}: no client updates to aggregate")
         weights = self.model_weights(updates)
-        merged = {name: global_state[name] + sum(w * u.delta[name] for w, u in zip(weights, updates))
-                  for name in global_state}
+        mean_delta = fedavg_states([u.delta for u in updates], weights)
+        merged = {name: global_state[name] + mean_delta[name] for name in global_state}
         trained = [u for u in updates if u.generator]
         if trained:
             generator_weights = self._generator_weights(server_round, merged, trained)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 from fedmm.config import TrainConfig
-from fedmm.fl.strategy import ClientUpdate, FedAvg, Forward, LocalLoss, ServerContext, State, cross_entropy
+from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, cross_entropy
+from fedmm.fl.strategy import FedAvg, ServerContext
+from fedmm.tensors import State
 
 
 class FedProx(FedAvg[ClientUpdate]):
@@ -13,7 +15,7 @@ class FedProx(FedAvg[ClientUpdate]):
 
     Client contract: minimise ``cross_entropy + (mu / 2) * ||w - w_global||^2`` (the
     *squared* L2 distance of the trainable parameters to the round's global model, held fixed
-    during local training), then send a :class:`~fedmm.fl.strategy.ClientUpdate` (the delta
+    during local training), then send a :class:`~fedmm.fl.messages.ClientUpdate` (the delta
     of every floating-point state entry and the number of examples), as FedAvg. Client
     selection and aggregation are FedAvg's, and ``mu = 0`` is FedAvg exactly.
     """

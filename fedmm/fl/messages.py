@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from fedmm.fl.tensors import TensorData
-
-State = dict[str, torch.Tensor]
+from fedmm.tensors import State, TensorData
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ def cross_entropy(out: Forward) -> torch.Tensor:
 
 
 def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the samples whose label is not :data:`~fedmm.fl.tensors.UNLABELLED`."""
+    """Mean cross-entropy over the samples whose label is not :data:`~fedmm.tensors.UNLABELLED`."""
     labelled = labels >= 0
     losses = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
     return (losses * labelled).sum() / labelled.sum().clamp(min=1)

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from fedmm.config import TrainConfig
-from fedmm.fl.client import frozen_copy
-from fedmm.fl.strategy import ClientUpdate, FedAvg, Forward, LocalLoss, ServerContext, State, cross_entropy
+from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, cross_entropy
+from fedmm.fl.strategy import FedAvg, ServerContext
+from fedmm.tensors import State, frozen_copy
 
 
 class Moon(FedAvg[ClientUpdate]):
@@ -23,7 +24,7 @@ class Moon(FedAvg[ClientUpdate]):
         loss = cross_entropy + mu * l_con
 
     Client contract: keep its trained state locally after every round (:meth:`keep`; it is
-    never sent), minimise the loss above, and send a :class:`~fedmm.fl.strategy.ClientUpdate`
+    never sent), minimise the loss above, and send a :class:`~fedmm.fl.messages.ClientUpdate`
     as FedAvg. At a client's first participation there is no previous model and the term is
     dropped (the reference code's previous = global would make it the constant log 2, which
     has no gradient). Selection and aggregation are FedAvg's; ``mu = 0`` is FedAvg exactly.

@@ -78,7 +78,7 @@ class TrainResult:
         if self.imputer is not None:
             return ImputingNet(model, self.imputer.build(model)).to(device).eval()
         server_state = {k: v.to(device) for k, v in self.server_state.items()}
-        return STRATEGIES[self.strategy].inference(model, server_state).eval()
+        return STRATEGIES[self.strategy].predictor_from(model, server_state).eval()
 
     def centralized_model(self, device: str = "cpu") -> MultimodalNet | None:
         return None if self.centralized_state is None else _model(self.spec, self.centralized_state, device)

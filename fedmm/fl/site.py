@@ -30,11 +30,11 @@ from fedmm.data.validation import ValidationReport, validate_dataset
 from fedmm.fl.client import Worker
 from fedmm.fl.codec import arrays_state, state_arrays
 from fedmm.fl.engine import client_payload
-from fedmm.fl.messages import State, TrainInstruction
+from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.strategies import make_strategy
 from fedmm.fl.strategy import ServerContext, Strategy
-from fedmm.fl.tensors import UNLABELLED, TensorData
 from fedmm.models.multimodal import ModelSpec, build_model
+from fedmm.tensors import UNLABELLED, State, TensorData
 
 
 @dataclass(frozen=True)

@@ -37,15 +37,10 @@ from pydantic import BaseModel, ValidationError
 
 from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, train_client
-from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction, cross_entropy
-from fedmm.fl.tensors import TensorData
+from fedmm.fl.messages import ClientUpdate, LocalLoss, TrainInstruction, cross_entropy
 from fedmm.models.multimodal import ModelSpec
 from fedmm.seeding import rng_for
-
-__all__ = [
-    "ClientUpdate", "FedAvg", "Forward", "LocalLoss", "PayloadT", "ServerContext", "State", "Strategy", "StrategyError",
-    "TrainInstruction", "cross_entropy",
-]
+from fedmm.tensors import State, TensorData, fedavg_states
 
 PayloadT = TypeVar("PayloadT")
 
@@ -176,11 +171,11 @@ class Strategy(ABC, Generic[PayloadT]):
         """The next global state from this round's client payloads."""
 
     def predictor(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The global model as it predicts now (default: :meth:`inference` over the current server state)."""
-        return self.inference(model, self.server_state())
+        """The global model as it predicts now (default: :meth:`predictor_from` over the current server state)."""
+        return self.predictor_from(model, self.server_state())
 
     @classmethod
-    def inference(cls, model: torch.nn.Module, server_state: State) -> torch.nn.Module:
+    def predictor_from(cls, model: torch.nn.Module, server_state: State) -> torch.nn.Module:
         """The predicting model from a trained global model and the final server state (default: the model).
 
         FedMobile adds its generator here, so a saved run predicts as the strategy did.
@@ -251,11 +246,7 @@ class FedAvg(Strategy[PayloadT]):
         """The example-weighted mean of the clients' deltas."""
         if not updates:
             raise ValueError(f"round {server_round}: no client updates to aggregate")
-        total = sum(update.num_examples for update in updates)
-        return {
-            name: sum(update.delta[name] * (update.num_examples / total) for update in updates)
-            for name in updates[0].delta
-        }
+        return fedavg_states([update.delta for update in updates], [update.num_examples for update in updates])
 
     def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
         merged = dict(global_state)

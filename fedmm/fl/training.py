@@ -6,36 +6,27 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fedmm.artifacts import read_json, read_npz, write_json, write_npz
 from fedmm.config import Config, MaskConfig
-from fedmm.data.federated import FederatedData, client_arrays, held_out_presence, masked_arrays, proxy_arrays
+from fedmm.data.federated import FederatedData, client_arrays, held_out_presence, masked_arrays, proxy_arrays, split_tensors
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.client import OPTIMIZERS, run_epochs
 from fedmm.fl.engine import UPDATES_DIR, InProcessClients, arrays_to_state, run_federated, state_to_arrays
-from fedmm.fl.evaluation import evaluate
 from fedmm.fl.federation import run_over_flower
+from fedmm.fl.messages import cross_entropy
 from fedmm.fl.result import TrainResult
 from fedmm.fl.strategies import make_strategy
-from fedmm.fl.strategy import ServerContext, cross_entropy
-from fedmm.fl.tensors import TensorData
+from fedmm.fl.strategy import ServerContext
+from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.progress import RoundProgress
 from fedmm.runtime import resolve_device, state_dir
+from fedmm.tensors import TensorData
 
 CENTRAL_FILE = "centralized.npz"
 CENTRAL_HISTORY_FILE = "centralized.json"
-
-
-def split_tensors(prepared: PreparedData, split: str, device: str) -> TensorData:
-    """A prepared split with every modality present (evaluation data)."""
-    index = prepared.indices(split)
-    presence = np.ones((len(index), len(prepared.dataset.modalities)), dtype=bool)
-    return TensorData.from_numpy(
-        masked_arrays(prepared, index, presence), presence, prepared.dataset.labels[index], device
-    )
 
 
 def evaluation_sets(

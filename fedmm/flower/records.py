@@ -8,8 +8,9 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedmm.fl.codec import arrays_state, decode, encode, state_arrays
-from fedmm.fl.messages import State, TrainInstruction
+from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.site import RunSpec
+from fedmm.tensors import State
 
 RUN, INSTRUCTION, GLOBAL, SERVER, PROXY, PAYLOAD, SCALARS = (
     "run", "instruction", "global", "server", "proxy", "payload", "scalars",

@@ -27,11 +27,12 @@ from fedmm.data.validation import ValidationReport
 from fedmm.fl.bundle import FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, SITES_FILE, TIMINGS_FILE, ServerBundle
 from fedmm.fl.engine import ClientPool, RoundReplies, run_federated
 from fedmm.fl.federation import FederationError
-from fedmm.fl.messages import State, TrainInstruction
+from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.site import proxy_inputs
 from fedmm.fl.strategies import make_strategy
 from fedmm.fl.strategy import ServerContext, Strategy
 from fedmm.flower.records import RUN, read_payload, train_content
+from fedmm.tensors import State
 
 POLL_SECONDS = 0.05
 

@@ -20,8 +20,8 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
-from fedmm.fl.tensors import TensorData
 from fedmm.models.multimodal import MultimodalNet
+from fedmm.tensors import TensorData
 
 Space = Literal["input", "latent"]
 Values = dict[str, torch.Tensor] | torch.Tensor

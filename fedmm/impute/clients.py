@@ -6,8 +6,8 @@ import numpy as np
 
 from fedmm.data.federated import FederatedData, client_arrays
 from fedmm.data.prepare import PreparedData
-from fedmm.fl.tensors import TensorData
 from fedmm.seeding import rng_for
+from fedmm.tensors import TensorData
 
 
 def client_datasets(prepared: PreparedData, federated: FederatedData, device: str = "cpu") -> list[TensorData]:

@@ -32,9 +32,8 @@ class IterativeConfig(_Section):
 
 
 class LatentTrainConfig(_Section):
-    """Federated training of a latent-space imputer: local epochs per round, FedAvg of its weights."""
+    """Local training of a latent-space network on a client: epochs per round, batches, Adam's step, width."""
 
-    rounds: int = Field(20, ge=1)
     local_epochs: int = Field(5, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.001, gt=0)
@@ -51,7 +50,6 @@ class GeneratorConfig(LatentTrainConfig):
 class DiffusionConfig(LatentTrainConfig):
     """HidE's conditional denoising diffusion over the missing modalities' embeddings."""
 
-    rounds: int = Field(30, ge=1)
     timesteps: int = Field(200, ge=2, description="diffusion steps of the training schedule")
     sampling_steps: int = Field(10, ge=1, description="DDIM steps at imputation (deterministic, eta=0)")
     samples: int = Field(16, ge=1, description="DDIM samples averaged per imputation")
@@ -61,6 +59,18 @@ class DiffusionConfig(LatentTrainConfig):
         if self.sampling_steps > self.timesteps:
             raise ValueError("impute.diffusion.sampling_steps must not exceed impute.diffusion.timesteps")
         return self
+
+
+class GeneratorImputerConfig(GeneratorConfig):
+    """The generator imputer, trained after the model by FedAvg over its own rounds."""
+
+    rounds: int = Field(20, ge=1)
+
+
+class DiffusionImputerConfig(DiffusionConfig):
+    """The diffusion imputer, trained after the model by FedAvg over its own rounds."""
+
+    rounds: int = Field(30, ge=1)
 
 
 class ImputeConfig(_Section):
@@ -77,8 +87,8 @@ class ImputeConfig(_Section):
     rates: tuple[float, ...] = Field(RATES, min_length=1, description="shares of test samples that lose something")
     knn: KnnConfig = KnnConfig()
     iterative: IterativeConfig = IterativeConfig()
-    generator: GeneratorConfig = GeneratorConfig()
-    diffusion: DiffusionConfig = DiffusionConfig()
+    generator: GeneratorImputerConfig = GeneratorImputerConfig()
+    diffusion: DiffusionImputerConfig = DiffusionImputerConfig()
 
     @model_validator(mode="after")
     def _check(self) -> ImputeConfig:

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import Imputer
-from fedmm.impute.config import DiffusionConfig
+from fedmm.impute.config import DiffusionConfig, DiffusionImputerConfig
 from fedmm.impute.latent import (
     LatentData,
     Scaler,
@@ -27,12 +26,12 @@ from fedmm.impute.latent import (
     masked_targets,
     prefixed,
     scaler_from,
-    seeded_module,
     train_federated,
     unprefixed,
 )
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.seeding import torch_generator
+from fedmm.tensors import TensorData, seeded_module
 
 TIME_FEATURES = 32
 
@@ -144,7 +143,7 @@ class DiffusionImputer(Imputer):
     name = "diffusion"
     space = "latent"
 
-    def __init__(self, config: DiffusionConfig) -> None:
+    def __init__(self, config: DiffusionImputerConfig) -> None:
         super().__init__()
         self.config = config
 

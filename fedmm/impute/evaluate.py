@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fedmm.fl.evaluation import classification_metrics
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import ImputationError, Imputer, standardized_blocks
 from fedmm.impute.config import MISSING, RANDOM, RATES
 from fedmm.impute.report import ImputationReport
+from fedmm.metrics import classification_metrics
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.seeding import rng_for
+from fedmm.tensors import TensorData
 
 
 def default_patterns(modalities: list[str]) -> list[str]:

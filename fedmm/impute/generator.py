@@ -15,24 +15,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import Imputer
-from fedmm.impute.config import GeneratorConfig
+from fedmm.impute.config import GeneratorConfig, GeneratorImputerConfig
 from fedmm.impute.latent import (
     LatentData,
     Scaler,
     State,
     client_latents,
-    frozen,
     masked_targets,
     prefixed,
     scaler_from,
-    seeded_module,
     train_federated,
     unprefixed,
 )
 from fedmm.models.multimodal import ModelSpec, MultimodalNet
 from fedmm.seeding import torch_generator
+from fedmm.tensors import TensorData, distillation_kl, frozen, seeded_module
 
 
 class CrossModalGenerator(nn.Module):
@@ -101,12 +99,9 @@ def generator_loss(
         generated = torch.where(targets.unsqueeze(-1), scaler.inverse(predicted), embeddings)
         temperature = config.temperature
         with torch.no_grad():
-            teacher = model.head(model.fuse(embeddings, present)) / temperature
-        student = model.head(model.fuse(generated, present)) / temperature
-        distill = F.kl_div(
-            F.log_softmax(student, 1), F.log_softmax(teacher, 1), log_target=True, reduction="batchmean"
-        )
-        loss = loss + config.distill_weight * temperature**2 * distill
+            soft_targets = F.softmax(model.head(model.fuse(embeddings, present)) / temperature, dim=-1)
+        student = model.head(model.fuse(generated, present))
+        loss = loss + config.distill_weight * distillation_kl(student, soft_targets, temperature)
     return loss
 
 
@@ -137,7 +132,7 @@ class GeneratorImputer(Imputer):
     name = "generator"
     space = "latent"
 
-    def __init__(self, config: GeneratorConfig) -> None:
+    def __init__(self, config: GeneratorImputerConfig) -> None:
         super().__init__()
         self.config = config
 

@@ -4,15 +4,13 @@ Each client embeds its own samples with the trained global encoders, trains the 
 network locally from the round's global weights, and sends those weights with its count of
 usable samples (two or more modalities present); the server takes the weighted mean
 (FedAvg). Embeddings are scaled per dimension by federated moments. A strategy can reuse
-:func:`masked_targets`, :func:`fedavg_states` and :func:`train_federated` with its own
-(non-frozen) encoders.
+:func:`masked_targets` and :func:`train_federated` with its own (non-frozen) encoders.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,13 +18,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import ImputationError
 from fedmm.impute.moments import Moments, aggregate
 from fedmm.models.multimodal import MultimodalNet
-from fedmm.seeding import seed_sequence
-
-State = dict[str, torch.Tensor]
+from fedmm.tensors import State, TensorData, fedavg_states
 
 
 @dataclass
@@ -127,32 +122,6 @@ def masked_targets(present: torch.Tensor, generator: torch.Generator) -> torch.T
     one = torch.zeros_like(present).scatter_(1, pick, True)
     targets = torch.where(targets.any(1, keepdim=True), targets, one)
     return torch.where((targets == present).all(1, keepdim=True), targets & ~one, targets)
-
-
-def seeded_module(factory: Callable[[], nn.Module], seed: int, *keys: int | str) -> nn.Module:
-    """A module initialised from the keyed stream (seed, *keys), leaving the global RNG as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed_sequence(seed, *keys).generate_state(1)[0]))
-        return factory()
-
-
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Gradients flow through ``model`` to its inputs but never into its parameters."""
-    flags = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            yield model
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
-
-
-def fedavg_states(states: list[State], weights: list[float]) -> State:
-    """The weighted mean of client states (FedAvg's aggregation)."""
-    total = float(sum(weights))
-    return {name: sum(s[name] * (w / total) for s, w in zip(states, weights)) for name in states[0]}
 
 
 def train_federated(

@@ -14,6 +14,7 @@ with zeros in standardised space (the model's normalisation mean).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.experimental import enable_iterative_imputer  # noqa: F401
 from sklearn.impute import IterativeImputer, KNNImputer
 
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import ImputationError, Imputer, from_standardized, standardized_blocks
 from fedmm.impute.config import IterativeConfig, KnnConfig
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.seeding import rng_for
+from fedmm.tensors import TensorData
+
+logger = logging.getLogger(__name__)
 
 
 def _with_nan(blocks: list[np.ndarray], present: np.ndarray) -> list[np.ndarray]:
@@ -137,17 +140,18 @@ class ClientIterative(ClientLocal):
             keep_empty_features=True,
             random_state=int(rng_for(seed, "impute", "iterative", client).integers(2**31)),
         )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
+        with warnings.catch_warnings():  # reported below, once per client, through the module logger
+            warnings.filterwarnings("ignore", message=r"\[IterativeImputer\] Early stopping", category=ConvergenceWarning)
             local.imputer.fit(coefficients)
+        if local.imputer.n_iter_ >= self.config.max_iter:
+            logger.info("client %d: IterativeImputer ran all impute.iterative.max_iter=%d rounds without meeting its "
+                        "tolerance", client, self.config.max_iter)
         return local
 
     def _transform(self, local: _IterativeClient, blocks: list[np.ndarray]) -> list[np.ndarray]:
         if local.imputer is None:
             return [np.nan_to_num(block) for block in blocks]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            coefficients = local.imputer.transform(self._coefficients(local, blocks))
+        coefficients = local.imputer.transform(self._coefficients(local, blocks))
         out, start = [], 0
         for basis, block in zip(local.bases, blocks):
             if basis is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import ImputationError, Imputer
 from fedmm.impute.config import ImputeConfig
 from fedmm.impute.diffusion import DiffusionImputer
@@ -12,6 +11,7 @@ from fedmm.impute.generator import GeneratorImputer
 from fedmm.impute.local import ClientIterative, ClientKnn
 from fedmm.impute.simple import MeanFill, ZeroFill
 from fedmm.models.multimodal import MultimodalNet
+from fedmm.tensors import TensorData
 
 IMPUTERS: dict[str, Callable[[ImputeConfig], Imputer]] = {
     ZeroFill.name: lambda config: ZeroFill(),

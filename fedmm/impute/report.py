@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedmm.artifacts import read_json, write_json
-from fedmm.plotting import plt, save_figure
+from fedmm.plotting import pyplot, save_figure
 
 TABLE = "imputation"
 META_FILE = "imputation.json"
@@ -54,6 +54,7 @@ class ImputationReport:
 
     def plot(self, metric: str, path: Path, reference: str | None = None) -> Path:
         """``metric`` against the rate, one panel per pattern, one line per imputer."""
+        plt = pyplot()
         patterns = self.meta["patterns"]
         cols = min(len(patterns), PANELS_PER_ROW)
         lines = -(-len(patterns) // cols)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import Imputer
 from fedmm.impute.moments import Moments, aggregate
 from fedmm.models.multimodal import MultimodalNet
+from fedmm.tensors import TensorData
 
 
 class ZeroFill(Imputer):

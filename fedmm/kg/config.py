@@ -36,7 +36,7 @@ class DistillConfig(_Section):
 
 
 class HidEConfig(DiffusionConfig):
-    """HidE's denoiser, trained inside each client every round (``rounds`` is unused here)."""
+    """HidE's denoiser, trained inside each client every round."""
 
     local_epochs: int = Field(1, ge=1)
     hidden: int = Field(128, ge=1)

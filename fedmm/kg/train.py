@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from fedmm.impute.diffusion import Denoiser, cosine_alpha_bar, ddim_sample, train_denoiser_locally
-from fedmm.impute.latent import LatentData, Scaler, fedavg_states, seeded_module
+from fedmm.impute.latent import LatentData, Scaler
 from fedmm.kg.config import KGConfig
 from fedmm.kg.federation import ClientGraph, pooled
 from fedmm.kg.model import KGModel
 from fedmm.seeding import torch_generator
+from fedmm.tensors import distillation_kl, fedavg_states, seeded_module
 
 Features = dict[str, torch.Tensor]
 
@@ -114,12 +115,6 @@ def impute(participant: Participant, features: Features, scaler: Scaler, config:
     participant.filled = filled.detach()
 
 
-def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 KL(teacher || student) of the score distributions; the teacher is not trained by it."""
-    return F.kl_div(F.log_softmax(student / temperature, -1), F.log_softmax(teacher.detach() / temperature, -1),
-                    log_target=True, reduction="batchmean") * temperature ** 2
-
-
 def local_training(participant: Participant, features: Features, config: KGConfig, num_relations: int, round_: int) -> None:
     """``local_epochs`` of 1-N cross-entropy (+ N3) on the client's queries; MMFeD3 adds its mutual terms."""
     graph, models = participant.graph, [participant.model] + ([participant.private] if participant.private else [])
@@ -143,14 +138,15 @@ def local_training(participant: Participant, features: Features, config: KGConfi
             if participant.private is not None:
                 d = config.distill
                 rows = torch.cat([h, t])
-                loss = loss + d.logit_weight * (distillation(logits[0], logits[1], d.temperature)
-                                                + distillation(logits[1], logits[0], d.temperature))
+                soft = [F.softmax(scores / d.temperature, dim=-1) for scores in logits]
+                loss = loss + d.logit_weight * (distillation_kl(logits[0], soft[1], d.temperature)
+                                                + distillation_kl(logits[1], soft[0], d.temperature))
                 loss = loss + d.feature_weight * (((embeddings[0][rows] - embeddings[1][rows].detach()) ** 2).sum(-1).mean()
                                                   + ((embeddings[1][rows] - embeddings[0][rows].detach()) ** 2).sum(-1).mean())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            participant.history.append(float(loss))
+            participant.history.append(float(loss.detach()))
 
 
 def participants_for(clients: list[ClientGraph], config: KGConfig, num_entities: int, num_relations: int,

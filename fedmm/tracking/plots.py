@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fedmm.plotting import plt, save_figure
+from fedmm.plotting import pyplot, save_figure
 
 
 def accuracy_per_round(history: list[dict], centralized: dict | None, path: Path) -> Path:
     """Global accuracy and macro-F1 per round on each evaluation split."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     rounds = [record["round"] for record in history]
     for split in ("val", "test", "test_subjects"):
@@ -28,6 +29,7 @@ def accuracy_per_round(history: list[dict], centralized: dict | None, path: Path
 
 def per_client_accuracy(clients: list[dict], path: Path) -> Path:
     """The final global model's accuracy on each client's own (masked) data."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ids = [str(c["client"]) for c in clients]
     ax.bar(ids, [c["accuracy"] for c in clients], color="tab:blue")
@@ -40,6 +42,7 @@ def per_client_accuracy(clients: list[dict], path: Path) -> Path:
 
 def confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path) -> Path:
     """Confusion matrix of the global model on the recording-split test set."""
+    plt = pyplot()
     values = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     ax.imshow(values, cmap="Blues")

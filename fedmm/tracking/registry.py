@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,8 +35,9 @@ from mlflow.models import infer_signature
 from fedmm.artifacts import write_npz
 from fedmm.audit.report import NOT_AUDITABLE
 from fedmm.data.dataset import MultimodalDataset, load_npz
-from fedmm.fl.evaluation import classification_metrics
+from fedmm.errors import UserError
 from fedmm.fl.result import TrainResult, load_predictor
+from fedmm.metrics import classification_metrics
 from fedmm.runtime import tracking_uri
 from fedmm.tracking import lock, runs
 from fedmm.tracking.compare import paired_difference
@@ -47,6 +49,8 @@ from fedmm.tracking.pyfunc import (
     save_pyfunc,
 )
 from fedmm.tracking.runs import client
+
+logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
@@ -68,7 +72,7 @@ TAG_REGISTRATION = "fedmm.registration"
 PENDING, COMPLETE = "pending", "complete"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(UserError, RuntimeError):
     """A registry operation cannot be carried out."""
 
 
@@ -230,8 +234,8 @@ def _restore(model_name: str, snapshot: dict[str, str]) -> None:
         else:
             try:
                 mlflow_client.delete_registered_model_alias(model_name, alias)
-            except MlflowException:
-                pass
+            except MlflowException as error:  # the alias was not set: nothing to restore
+                logger.debug("restoring %s: alias %r was not set (%s)", model_name, alias, error)
 
 
 def _apply(model_name: str, moves: dict[str, str | None]) -> None:

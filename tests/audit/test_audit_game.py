@@ -12,6 +12,7 @@ from fedmm.audit import (
     coalitions_to_masks,
     enumerate_coalitions,
     masks_to_coalitions,
+    utility_table,
 )
 
 
@@ -70,11 +71,11 @@ def test_games_values():
 
 def test_random_and_table_game():
     a, b = RandomGame(5, seed=3), RandomGame(5, seed=3)
-    np.testing.assert_array_equal(a.table(), b.table())
-    assert not np.allclose(a.table(), RandomGame(5, seed=4).table())
-    t = TableGame(a.table())
+    np.testing.assert_array_equal(utility_table(a, a.n_players), utility_table(b, b.n_players))
+    assert not np.allclose(utility_table(a, a.n_players), utility_table(RandomGame(5, seed=4), 5))
+    t = TableGame(utility_table(a, a.n_players))
     c = enumerate_coalitions(5)
-    np.testing.assert_array_equal(t(c), a.table())
+    np.testing.assert_array_equal(t(c), utility_table(a, a.n_players))
     with pytest.raises(ValueError):
         TableGame(np.zeros(6))
     with pytest.raises(ValueError):

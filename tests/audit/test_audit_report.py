@@ -8,7 +8,6 @@ from scipy.stats import spearmanr
 from fedmm.artifacts import write_json, write_npz
 from fedmm.audit import (
     AuditReport,
-    audit_run,
     audit_updates,
     clustered_aggregation_weights,
     load_round_game,
@@ -16,8 +15,9 @@ from fedmm.audit import (
 from fedmm.config import AuditConfig, config_from_dict
 from fedmm.data.federated import partition_and_mask
 from fedmm.data.prepare import prepare
-from fedmm.fl.tensors import TensorData
 from fedmm.fl.training import train
+from fedmm.tensors import TensorData
+from fedmm.workflow import audit_contributions
 
 HONEST, HALF, COPY, FREE, HARMFUL = range(5)  # player roles in every synthetic round
 ROUNDS = 3
@@ -181,7 +181,7 @@ def test_clustered_aggregation_weights(store):
     assert coarse.sum() == pytest.approx(1.0) and coarse[HARMFUL] == 0.0
 
 
-def test_audit_run_on_a_training_run(tmp_path):
+def test_audit_of_a_training_run(tmp_path):
     config = config_from_dict({
         "data": {"source": "npz", "path": str(write_synthetic_npz(tmp_path / "data.npz")), "holdout_subjects": 1,
                  "test_fraction": 0.25, "val_fraction": 0.125},
@@ -195,7 +195,7 @@ def test_audit_run_on_a_training_run(tmp_path):
     prepared = prepare(config.data, config.seed)
     federated = partition_and_mask(prepared, config.partition, config.mask, config.seed)
     result = train(config, prepared, federated, workdir=tmp_path / "work")
-    report = audit_run(result, prepared, federated, config.audit)
+    report = audit_contributions(config, prepared, federated, result)
     assert report.meta["training_fingerprint"] == result.fingerprint
     assert sorted(report.rounds["round"].unique()) == [0, 1]
     for record, history in zip(report.meta["rounds"], result.history):

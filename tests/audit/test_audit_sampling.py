@@ -9,7 +9,6 @@ from fedmm.audit import (
     CachedUtility,
     MaxEvaluations,
     MaxPermutations,
-    MaxSamples,
     QuadraticGame,
     RandomGame,
     RunningMoments,
@@ -107,7 +106,7 @@ def test_stopping_rules_and():
     res = permutation_shapley(g, 8, rule, batch_size=4, seed=0)
     assert res.info["permutations"] == 40
     # flattening and precedence: a | b | c is one AnyOf with three rules
-    r3 = MaxPermutations(1) | MaxEvaluations(2) | MaxSamples(3)
+    r3 = MaxPermutations(1) | MaxEvaluations(2) | MaxPermutations(3)
     assert len(r3.criteria) == 3
 
 

@@ -14,12 +14,12 @@ from fedmm.audit import (
     macro_f1_batched,
     neg_log_loss_batched,
 )
+from fedmm.audit.store import UpdateStore
 from fedmm.config import AuditConfig, config_from_dict
-from fedmm.data.federated import partition_and_mask
+from fedmm.data.federated import partition_and_mask, split_tensors
 from fedmm.data.prepare import prepare
-from fedmm.fl.engine import UpdateStore
-from fedmm.fl.tensors import TensorData
-from fedmm.fl.training import split_tensors, train
+from fedmm.fl.training import train
+from fedmm.tensors import TensorData
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.config import ImputeConfig
 from fedmm.models.multimodal import ModelSpec, build_model
+from fedmm.tensors import TensorData
 
 DIM = 6
 SMALL = {

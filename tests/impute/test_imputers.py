@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from fedmm.fl.evaluation import classification_metrics
 from fedmm.impute.base import ImputationError, ImputingNet, imputed_logits
 from fedmm.impute.clients import random_owners
 from fedmm.impute.config import SERVABLE
 from fedmm.impute.evaluate import draw_mask, evaluate_imputation
 from fedmm.impute.registry import IMPUTERS, make_imputer
 from fedmm.impute.simple import MeanFill
+from fedmm.metrics import classification_metrics
 
 LEARNED = ("iterative", "generator", "diffusion")
 

@@ -1,9 +1,10 @@
 import numpy as np
 import torch
 
-from fedmm.impute.latent import LatentData, Scaler, fedavg_states, masked_targets
+from fedmm.impute.latent import LatentData, Scaler, masked_targets
 from fedmm.impute.moments import Moments, aggregate
 from fedmm.seeding import torch_generator
+from fedmm.tensors import fedavg_states
 
 
 def test_masked_targets_hide_a_proper_nonempty_subset_of_present():

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from fedmm.config import TrainConfig
-from fedmm.fl.client import Worker, forward, frozen_copy, train_client
-from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, State, TrainInstruction, cross_entropy
+from fedmm.fl.client import Worker, forward, train_client
+from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction, cross_entropy
 from fedmm.fl.strategy import FedAvg, ServerContext
-from fedmm.fl.tensors import UNLABELLED, TensorData
 from fedmm.models.multimodal import build_model
 from fedmm.seeding import torch_generator
+from fedmm.tensors import UNLABELLED, State, TensorData, distillation_kl, frozen_copy, weighted_mean
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,11 +43,11 @@ def distillation_loss(
     logit_weight: float, feature_weight: float, temperature: float,
 ) -> torch.Tensor:
     """``logit_weight * T^2 * KL(teacher || softmax(logits / T)) + feature_weight * MSE(features, teacher)``."""
-    kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), teacher_probs, reduction="batchmean")
-    return logit_weight * temperature**2 * kl + feature_weight * F.mse_loss(features, teacher_features)
+    return (logit_weight * distillation_kl(logits, teacher_probs, temperature)
+            + feature_weight * F.mse_loss(features, teacher_features))
 
 
-class DualDistillation(FedAvg[DistillationUpdate]):
+class MMFeD3(FedAvg[DistillationUpdate]):
     """FedAvg plus MMFeD3's logit and feature distillation between clients and server, both ways.
 
     With temperature ``T`` (``temperature``, > 0) and weights ``lambda_l`` (``logit_weight``)
@@ -160,11 +160,9 @@ class DualDistillation(FedAvg[DistillationUpdate]):
 
     def ensemble(self, updates: list[DistillationUpdate]) -> tuple[torch.Tensor, torch.Tensor]:
         """The example-weighted means of the clients' tempered proxy softmaxes (P, C) and representations (P, F)."""
-        total = sum(update.num_examples for update in updates)
-        weights = [update.num_examples / total for update in updates]
-        probs = sum(w * F.softmax(u.proxy_logits / self.config.temperature, dim=1) for w, u in zip(weights, updates))
-        features = sum(w * u.proxy_features for w, u in zip(weights, updates))
-        return probs, features
+        weights = [update.num_examples for update in updates]
+        probs = weighted_mean([F.softmax(u.proxy_logits / self.config.temperature, dim=1) for u in updates], weights)
+        return probs, weighted_mean([u.proxy_features for u in updates], weights)
 
     def aggregate_train(self, server_round: int, global_state: State, updates: list[DistillationUpdate]) -> State:
         merged = super().aggregate_train(server_round, global_state, updates)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from fedmm.fl.tensors import TensorData
+from fedmm.tensors import TensorData
 
 
 @torch.no_grad()

@@ -3,11 +3,11 @@ import torch
 import torch.nn.functional as F
 from conftest import SYNTHETIC_CLASSES, SYNTHETIC_SPEC, synthetic
 
+from fedmm.audit.store import UpdateStore
 from fedmm.config import config_from_dict
 from fedmm.fl.client import Worker, forward, trainable_state
-from fedmm.fl.dual_distillation import DistillationUpdate, DualDistillation
-from fedmm.fl.engine import UpdateStore
 from fedmm.fl.messages import TrainInstruction
+from fedmm.fl.mmfed3 import DistillationUpdate, MMFeD3
 from fedmm.fl.strategy import FedAvg, ServerContext
 from fedmm.fl.training import train
 from fedmm.models.multimodal import build_model
@@ -35,7 +35,7 @@ PROXY = synthetic(np.arange(30) % CLASSES, seed=0)
 
 
 def strategy(*overrides):
-    return DualDistillation.from_config(config(MMFED3, *overrides).train, 0, ServerContext(SPEC, proxy=PROXY))
+    return MMFeD3.from_config(config(MMFED3, *overrides).train, 0, ServerContext(SPEC, proxy=PROXY))
 
 
 def instruction(client, epochs=2):
