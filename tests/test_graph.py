@@ -138,7 +138,8 @@ def test_a_stage_added_to_dvc_yaml_alone_fails(monkeypatch, tmp_path):
     assert dvc_mismatch()
 
 
-LIGHT = ("fedmm.fl", "fedmm.data", "fedmm.audit", "fedmm.impute", "fedmm.graph", "fedmm.stages", "fedmm.cli")
+LIGHT = ("fedmm.fl", "fedmm.data", "fedmm.audit", "fedmm.impute", "fedmm.graph", "fedmm.stages", "fedmm.cli", "fedmm.kg.run",
+         "fedmm.kg.experiment")
 
 
 def test_core_modules_import_no_orchestrator():

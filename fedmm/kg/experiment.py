@@ -21,10 +21,9 @@ from tqdm import tqdm
 
 from fedmm.artifacts import write_text
 from fedmm.config import ConfigError
-from fedmm.kg.config import METHODS, KGConfig
+from fedmm.kg.config import METHODS, TASK, KGConfig
 from fedmm.kg.data import KG_NAMES
 
-TASK = "fedmkgc"
 EXPERIMENT = "fedmm-kg-experiments"
 METRICS = ("mrr", "hits@1", "hits@3", "hits@10")
 
