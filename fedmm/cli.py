@@ -122,7 +122,15 @@ def main() -> None:
 @CONFIG_OPTION
 @SET_OPTION
 def run(config_path: Path | None, overrides: tuple[str, ...]) -> None:
-    """Run the training pipeline on the active ZenML stack (local by default)."""
+    """Run the training pipeline on the active ZenML stack (local by default).
+
+    A ``task: fedmkgc`` file runs the FedMKGC pipeline instead (validate triples, federate, train,
+    evaluate, register and promote on filtered MRR), as ``fedmm experiment`` dispatches on it.
+    """
+    from fedmm.kg.experiment import is_kg_spec
+
+    if config_path is not None and is_kg_spec(config_path):
+        return kg_run(config_path, overrides)
     config = _load(config_path, overrides)  # before the pipeline's imports: a bad config fails fast
     from fedmm.report import print_summary, write_summary
     from pipelines.runner import run_pipeline
@@ -131,6 +139,29 @@ def run(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     paths = write_summary(summary)
     print_summary(summary)
     click.echo(f"summary: {paths['summary']}")
+    if not summary["promoted"]:
+        click.secho(f"{summary['model_name']} v{summary['model_version']} was not promoted (a gate failed)",
+                    fg="yellow", err=True)
+        sys.exit(EXIT_GATE_FAILED)
+
+
+def kg_run(config_path: Path, overrides: tuple[str, ...]) -> None:
+    """One FedMKGC pipeline run; exit 1 when a gate kept its version from becoming champion."""
+    from fedmm.kg.config import load_kg_run_config
+    from fedmm.tracking.registry import sweep
+    from pipelines.kg import run_kg_pipeline
+
+    config = load_kg_run_config(config_path, list(overrides))
+    for line in sweep():
+        click.echo(f"swept: {line}")
+    summary = run_kg_pipeline(config)
+    click.echo(f"{summary['dataset']} {summary['method']}: filtered test MRR {summary['test_mrr']:.4f}, Hits@1/3/10 "
+               f"{summary['test_hits@1']:.4f} / {summary['test_hits@3']:.4f} / {summary['test_hits@10']:.4f} "
+               f"over {summary['test_queries']} queries")
+    for gate in summary["gates"]:
+        click.echo(f"gate {gate['name']}: {'pass' if gate['passed'] else 'FAIL'} ({gate['detail']})")
+    click.echo(f"{summary['model_name']} v{summary['model_version']} aliases {summary['aliases']}; "
+               f"MLflow run {summary['mlflow_run_id']}; ZenML run {summary['zenml_pipeline_run']}")
     if not summary["promoted"]:
         click.secho(f"{summary['model_name']} v{summary['model_version']} was not promoted (a gate failed)",
                     fg="yellow", err=True)

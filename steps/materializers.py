@@ -14,12 +14,14 @@ from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.result import TrainResult
 from fedmm.impute.report import ImputationReport
+from fedmm.kg.artifacts import Federation, TrainedKG
 
 
 class FolderArtifactMaterializer(BaseMaterializer):
     """Stores an object through its own ``save(folder)`` / ``load(folder)`` (pickle-free)."""
 
-    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (PreparedData, FederatedData, TrainResult, AuditReport, ImputationReport)
+    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (
+        PreparedData, FederatedData, TrainResult, AuditReport, ImputationReport, Federation, TrainedKG)
     ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
 
     def save(self, data: Any) -> None:

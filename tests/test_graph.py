@@ -139,7 +139,8 @@ def test_a_stage_added_to_dvc_yaml_alone_fails(monkeypatch, tmp_path):
 
 
 LIGHT = ("fedmm.fl", "fedmm.fl.training", "fedmm.data", "fedmm.data.federated", "fedmm.audit", "fedmm.impute",
-         "fedmm.impute.evaluate", "fedmm.graph", "fedmm.stages", "fedmm.workflow", "fedmm.cli")
+         "fedmm.impute.evaluate", "fedmm.graph", "fedmm.stages", "fedmm.workflow", "fedmm.cli", "fedmm.kg.run",
+         "fedmm.kg.experiment")
 
 
 def test_core_modules_import_no_orchestrator():

@@ -10,14 +10,18 @@ import torch
 from conftest import REPO
 
 from fedmm.data.sources import SourceIntegrityError
+from fedmm.data.validation import DataValidationError
 from fedmm.kg import data as kg_data
 from fedmm.kg import text as kg_text
+from fedmm.kg.artifacts import Federation, TrainedKG
 from fedmm.kg.config import KGConfig
-from fedmm.kg.data import TripleError, entity_text, load_kg, read_rows, validate_triples
-from fedmm.kg.evaluate import evaluate
+from fedmm.kg.data import KnowledgeGraph, TripleError, entity_text, load_kg, read_rows
+from fedmm.kg.evaluate import evaluate, protocol_sha256
 from fedmm.kg.experiment import load_kg_spec, markdown, paired_interval, run_kg_experiment, summarise
 from fedmm.kg.federation import federate, modality_features, pooled
+from fedmm.kg.run import evaluate_graph, federate_graph, train_graph
 from fedmm.kg.train import aggregate, train
+from fedmm.kg.validation import validate_kg
 
 TINY = dict(dataset="nations", clients=3, keep=0.5, dim=8, rounds=2, local_epochs=1, batch_size=256)
 
@@ -48,13 +52,20 @@ def test_a_modified_graph_file_is_refused(tmp_path, monkeypatch):
         load_kg("umls")
 
 
-def test_triple_validation_names_the_problem(tmp_path):
+def test_the_triple_gate_rejects_an_unknown_id_a_leak_and_a_duplicate(tmp_path):
+    names = tuple("abc")
     good = {"train": np.array([[0, 0, 1], [1, 1, 2]]), "valid": np.array([[2, 0, 0]]), "test": np.array([[0, 1, 2]])}
-    validate_triples(good, 3, 2, "g")
-    with pytest.raises(TripleError, match="test triple 0 has unknown relation id 5"):
-        validate_triples({**good, "test": np.array([[0, 5, 2]])}, 3, 2, "g")
-    with pytest.raises(TripleError, match="1 test triples are also in train"):
-        validate_triples({**good, "test": np.array([[1, 1, 2]])}, 3, 2, "g")
+    kg = KnowledgeGraph("g", names, ("r", "s"), good)
+    assert validate_kg(kg).success
+    leaked = validate_kg(KnowledgeGraph("g", names, ("r", "s"), {**good, "test": np.array([[0, 1, 2], [1, 1, 2]])}))
+    assert [o.column for o in leaked.failed()] == ["leaked"]
+    with pytest.raises(DataValidationError, match=r"1 valid/test triples are also in train, first \(1, 1, 2\)"):
+        leaked.raise_if_failed()
+    unknown = validate_kg(KnowledgeGraph("g", names, ("r", "s"), {**good, "test": np.array([[0, 5, 2]])}))
+    assert {o.column for o in unknown.failed()} == {"relation", "unseen_in_train"}
+    assert "ids must be 0..1; 1 triples out of range, first (0, 5, 2)" in unknown.failed()[0].details
+    twice = validate_kg(KnowledgeGraph("g", names, ("r", "s"), {**good, "train": good["train"][[0, 1, 1]]}))
+    assert [o.column for o in twice.failed()] == ["split+triple"]
     (tmp_path / "bad.txt").write_text("a\tb\tc\nonly\ttwo\n")
     with pytest.raises(TripleError, match="bad.txt:2: expected 3 tab-separated fields, found 2"):
         read_rows(tmp_path / "bad.txt")
@@ -122,6 +133,21 @@ def test_every_method_trains_and_ranks_the_same_queries(nations, method, scorer)
     if method.endswith("hide"):
         missing = ~participants[0].present[clients[0].entities]
         assert participants[0].filled[clients[0].entities][missing].abs().sum() > 0
+
+
+def test_a_trained_model_and_its_federation_rank_the_same_after_a_round_trip(nations, tmp_path):
+    kg, _ = nations
+    config = KGConfig(**TINY, method="fede_hide", missing_rate=0.5)
+    federation = federate_graph(kg, config)
+    trained = train_graph(kg, federation, config)
+    federation.save(tmp_path / "federation")
+    trained.save(tmp_path / "model")
+    before = evaluate_graph(kg, federation, trained)
+    after = evaluate_graph(kg, Federation.load(tmp_path / "federation"), TrainedKG.load(tmp_path / "model"))
+    assert after["test_ranks"] == before["test_ranks"] and after["protocol_sha256"] == before["protocol_sha256"]
+    assert any(owner["filled"] is not None for owner in trained.owners)
+    other_seed = federate_graph(kg, config.model_copy(update={"seed": 1}))
+    assert protocol_sha256(other_seed.clients, kg) != before["protocol_sha256"]
 
 
 def test_paired_interval_and_table():

@@ -1,15 +1,19 @@
-"""One federated knowledge-graph completion run, validated up front."""
+"""One federated knowledge-graph completion run, validated up front, and the file ``fedmm run`` reads for one."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fedmm.config import ConfigError, apply_overrides, read_config_file
 from fedmm.impute.config import DiffusionConfig
 from fedmm.kg.data import KG_NAMES
+
+TASK = "fedmkgc"
 
 # method -> (federated, multimodal, HidE imputation, MMFeD3 dual distillation)
 METHODS = {
@@ -95,3 +99,31 @@ class KGConfig(_Section):
 
     def run_id(self) -> str:
         return hashlib.sha256(json.dumps(self.effective().model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class KGRegistryConfig(_Section):
+    """Registration of a FedMKGC model and its promotion gates (filtered test MRR)."""
+
+    model_name: str = Field("fedmm-kg", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    min_mrr: float = Field(0.3, ge=0, le=1, description="gate: filtered test MRR floor")
+    champion_margin: float = Field(0.0, ge=0, le=1, description="how much the challenger's MRR must beat the champion's by")
+    confidence: float = Field(0.95, gt=0, lt=1, description="level of the paired t interval of (challenger - champion) "
+                              "reciprocal ranks over the same test queries; promoted when its lower bound is at least the margin")
+    min_test_queries: int = Field(100, ge=2, description="gate: a version ranked on fewer test queries is not promoted")
+
+
+class KGRunConfig(_Section):
+    """A ``task: fedmkgc`` file for ``fedmm run``: one run and how its model is registered."""
+
+    task: Literal[TASK]
+    run: KGConfig = KGConfig()
+    registry: KGRegistryConfig = KGRegistryConfig()
+
+
+def load_kg_run_config(path: str | Path, overrides: list[str] | None = None) -> KGRunConfig:
+    """Read a ``task: fedmkgc`` run file and apply ``key.path=value`` overrides."""
+    raw = apply_overrides(read_config_file(path), list(overrides or []))
+    try:
+        return KGRunConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"FedMKGC config {path} is invalid:\n{error}") from None

@@ -7,6 +7,7 @@ over every client's queries, so each method is scored on exactly the same querie
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 
 import numpy as np
@@ -55,12 +56,29 @@ def metrics(ranks: np.ndarray) -> dict[str, float]:
             "queries": int(len(ranks))}
 
 
-def evaluate(participants: list[Participant], clients, features, kg: KnowledgeGraph, split: str = "test") -> dict:
-    """Micro-averaged filtered MRR and Hits@k over every client's ``split`` queries.
+def ranks(participants: list[Participant], clients, features, kg: KnowledgeGraph, split: str = "test") -> np.ndarray:
+    """Every client's filtered ``split`` ranks, client after client (the order :func:`protocol_sha256` hashes).
 
     A centralized run has one participant; it ranks each client's queries among that client's entities.
     """
     answers = known_answers(kg)
     owners = participants * len(clients) if len(participants) == 1 else participants
-    ranks = np.concatenate([client_ranks(p, c, features, kg, answers, split) for p, c in zip(owners, clients)])
-    return metrics(ranks)
+    return np.concatenate([client_ranks(p, c, features, kg, answers, split) for p, c in zip(owners, clients)])
+
+
+def evaluate(participants: list[Participant], clients, features, kg: KnowledgeGraph, split: str = "test") -> dict:
+    """Micro-averaged filtered MRR and Hits@k over every client's ``split`` queries."""
+    return metrics(ranks(participants, clients, features, kg, split))
+
+
+def protocol_sha256(clients, kg: KnowledgeGraph, split: str = "test") -> str:
+    """SHA-256 of what a rank means: the graph, and each client's candidate entities and queries in order.
+
+    Two runs with equal hashes ranked the same queries among the same candidates, query by query.
+    """
+    digest = hashlib.sha256(kg.name.encode())
+    for client in clients:
+        for array in (client.entities, queries(client.splits[split], kg.num_relations).numpy()):
+            array = np.ascontiguousarray(array, dtype=np.int64)
+            digest.update(np.int64(array.size).tobytes() + array.tobytes())
+    return digest.hexdigest()

@@ -21,10 +21,9 @@ from tqdm import tqdm
 
 from fedmm.artifacts import write_text
 from fedmm.config import ConfigError
-from fedmm.kg.config import METHODS, KGConfig
+from fedmm.kg.config import METHODS, TASK, KGConfig
 from fedmm.kg.data import KG_NAMES
 
-TASK = "fedmkgc"
 EXPERIMENT = "fedmm-kg-experiments"
 METRICS = ("mrr", "hits@1", "hits@3", "hits@10")
 
@@ -125,8 +124,11 @@ def _sd(value: float) -> str:
 
 
 def run_kg_experiment(spec: KGExperimentSpec, configs: list[KGConfig], directory: Path, track: bool = True) -> dict:
-    """Run every config not yet in ``cells.csv``, then write ``summary.csv`` and ``table.md``."""
-    from fedmm.kg.run import run
+    """Run every config not yet in ``cells.csv``, then write ``summary.csv`` and ``table.md``.
+
+    The graphs still to run on pass their ``kg_triples`` validation before any run starts.
+    """
+    from fedmm.kg.run import load_validated, run
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -135,9 +137,10 @@ def run_kg_experiment(spec: KGExperimentSpec, configs: list[KGConfig], directory
     if path.is_file():
         done = {row["run_id"]: row for row in pd.read_csv(path, dtype={"run_id": str}).to_dict("records")}
     todo = list({c.run_id(): c for c in configs if c.run_id() not in done}.values())
+    graphs = {dataset: load_validated(dataset) for dataset in dict.fromkeys(c.dataset for c in todo)}
     tracker = _Tracker(spec) if track else None
     for config in tqdm(todo, desc=spec.name, unit="run"):
-        done[config.run_id()] = _row(config, run(config))
+        done[config.run_id()] = _row(config, run(config, graphs[config.dataset]))
         if tracker:
             tracker.child(config, done[config.run_id()])
         write_text(path, pd.DataFrame(done.values()).to_csv(index=False))

@@ -1,26 +1,59 @@
-"""One FedMKGC run: load and validate the graph, embed entity names, federate, train, evaluate."""
+"""One FedMKGC run as stages: load and validate the graph, federate it, train, evaluate.
+
+The experiment matrix, the ZenML pipeline and ``fedmm run`` on a ``task: fedmkgc`` file all go
+through these functions.
+"""
 
 from __future__ import annotations
 
 import time
 
+from fedmm.kg.artifacts import Federation, TrainedKG
 from fedmm.kg.config import KGConfig
-from fedmm.kg.data import entity_text, load_kg
-from fedmm.kg.evaluate import evaluate
-from fedmm.kg.federation import federate, federation_report, modality_features
+from fedmm.kg.data import KnowledgeGraph, entity_text, load_kg
+from fedmm.kg.evaluate import metrics, protocol_sha256, ranks
+from fedmm.kg.federation import federate, federation_report, modality_features, pooled
 from fedmm.kg.text import text_embeddings
 from fedmm.kg.train import train
+from fedmm.kg.validation import validate_kg
 
 
-def run(config: KGConfig) -> dict:
-    """Test (and validation) metrics of one run, with its federation's sizes and wall time."""
+def load_validated(dataset: str) -> KnowledgeGraph:
+    """The graph, once its ``kg_triples`` suite passed (:class:`DataValidationError` naming each failure otherwise)."""
+    kg = load_kg(dataset)
+    validate_kg(kg).raise_if_failed()
+    return kg
+
+
+def federate_graph(kg: KnowledgeGraph, config: KGConfig) -> Federation:
+    """Embed the entity names, then deal the relations to the clients and draw their missing modalities."""
+    features, available = modality_features(kg, text_embeddings([entity_text(e) for e in kg.entities]))
+    return Federation(features, federate(kg, config, available))
+
+
+def train_graph(kg: KnowledgeGraph, federation: Federation, config: KGConfig) -> TrainedKG:
+    participants, tensors = train(federation.clients, federation.features, config, kg.num_entities, kg.num_relations)
+    return TrainedKG.from_participants(participants, config, kg.num_entities, kg.num_relations, tensors)
+
+
+def owner_graphs(federation: Federation, config: KGConfig):
+    return [pooled(federation.clients)] if config.method == "centralized" else federation.clients
+
+
+def evaluate_graph(kg: KnowledgeGraph, federation: Federation, trained: TrainedKG) -> dict:
+    """Test and validation metrics, the test ranks query by query and the hash of what they rank."""
+    participants = trained.participants(owner_graphs(federation, trained.config))
+    features = trained.features(federation)
+    test = ranks(participants, federation.clients, features, kg, "test")
+    valid = ranks(participants, federation.clients, features, kg, "valid")
+    return {"test": metrics(test), "valid": metrics(valid), "test_ranks": test.tolist(),
+            "protocol_sha256": protocol_sha256(federation.clients, kg), "report": federation_report(federation.clients)}
+
+
+def run(config: KGConfig, kg: KnowledgeGraph) -> dict:
+    """Test (and validation) metrics of one run on a validated graph, with its federation's sizes and wall time."""
     start = time.perf_counter()
-    kg = load_kg(config.dataset)
-    text = text_embeddings([entity_text(e) for e in kg.entities])
-    features, available = modality_features(kg, text)
-    clients = federate(kg, config, available)
-    participants, tensors = train(clients, features, config, kg.num_entities, kg.num_relations)
-    test = evaluate(participants, clients, tensors, kg, "test")
-    valid = evaluate(participants, clients, tensors, kg, "valid")
-    return {**test, **{f"valid_{k}": v for k, v in valid.items() if k != "queries"},
-            "report": federation_report(clients), "seconds": round(time.perf_counter() - start, 2)}
+    federation = federate_graph(kg, config)
+    evaluation = evaluate_graph(kg, federation, train_graph(kg, federation, config))
+    return {**evaluation["test"], **{f"valid_{k}": v for k, v in evaluation["valid"].items() if k != "queries"},
+            "report": evaluation["report"], "seconds": round(time.perf_counter() - start, 2)}

@@ -1,0 +1,209 @@
+"""FedMKGC models in the MLflow registry: the same two-phase registration and aliases as the sensor model,
+gated on filtered test MRR.
+
+A version carries its lineage (graph file hashes, config, git commit, MLflow run) and, as the
+frozen evaluation, every test query's filtered rank with the hash of what was ranked (each
+client's candidate entities and queries, in order). Gates: validation passed, test MRR at
+least ``min_mrr``, at least ``min_test_queries`` queries, and against the champion the lower
+bound of the paired t interval of per-query reciprocal-rank differences at least the margin
+(the paired t-test over per-query scores of IR evaluation; Smucker, Allan & Carterette, CIKM
+2007). The champion's recorded ranks are checked against their hash before they are read; a
+champion that ranked other queries or among other candidates is not comparable and the gate
+fails. The champion's weights are not re-scored: its recorded ranks stand for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+
+from fedmm.artifacts import read_npz, sha256_arrays, sha256_file, write_npz
+from fedmm.data.validation import ValidationReport
+from fedmm.kg.artifacts import Federation, TrainedKG
+from fedmm.kg.config import TASK, KGRegistryConfig, KGRunConfig
+from fedmm.kg.data import KG_SHA256
+from fedmm.kg.experiment import paired_interval
+from fedmm.runtime import tracking_uri
+from fedmm.tracking import runs
+from fedmm.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    COMPLETE,
+    PENDING,
+    PREVIOUS,
+    TAG_MODEL_SHA,
+    TAG_REGISTRATION,
+    TAG_REPLACED,
+    TAG_VALIDATION,
+    Gate,
+    PromotionDecision,
+    RegistryError,
+    _apply,
+    _ensure_registered_model,
+    _model_version,
+    _record_decision,
+    _require_complete,
+    aliases,
+    client,
+    locked,
+    version_aliases,
+)
+
+EXPERIMENT = "fedmm-kg"
+MODEL_ARTIFACT = "model"
+RANKS_ARTIFACT = "eval/test_ranks.npz"
+TAG_MRR = "fedmm.kg.test_mrr"
+TAG_PROTOCOL = "fedmm.kg.protocol_sha256"
+TAG_RANKS_SHA = "fedmm.kg.ranks_sha256"
+
+
+@dataclass(frozen=True)
+class KGGatePolicy:
+    min_mrr: float
+    margin: float = 0.0
+    confidence: float = 0.95
+    min_test_queries: int = 100
+
+    @classmethod
+    def from_config(cls, registry: KGRegistryConfig) -> KGGatePolicy:
+        return cls(registry.min_mrr, registry.champion_margin, registry.confidence, registry.min_test_queries)
+
+
+def graph_sha256(dataset: str) -> str:
+    """One hash of a graph's pinned file hashes."""
+    return hashlib.sha256("".join(f"{name}:{sha}\n" for name, sha in sorted(KG_SHA256[dataset].items())).encode()).hexdigest()
+
+
+def _folder_sha256(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder)}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def register_kg_model(run_id: str, model_name: str, federation: Federation, trained: TrainedKG, evaluation: dict,
+                      tags: dict[str, str]) -> str:
+    """Log the model (predictors and federation) and the test ranks to the run, register in two phases, end the run."""
+    mlflow_client = client()
+    ranks = {"ranks": np.asarray(evaluation["test_ranks"], dtype=np.float64)}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_npz(folder / "test_ranks.npz", ranks)
+        mlflow_client.log_artifact(run_id, str(folder / "test_ranks.npz"), "eval")
+        trained.save(folder / MODEL_ARTIFACT / "predictors")
+        federation.save(folder / MODEL_ARTIFACT / "federation")
+        digest = _folder_sha256(folder / MODEL_ARTIFACT)
+        mlflow_client.log_artifacts(run_id, str(folder / MODEL_ARTIFACT), MODEL_ARTIFACT)
+    _ensure_registered_model(model_name)
+    source = f"{mlflow_client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
+    all_tags = {**tags, TAG_PROTOCOL: evaluation["protocol_sha256"], TAG_RANKS_SHA: sha256_arrays(ranks),
+                TAG_MRR: f"{evaluation['test']['mrr']:.6f}", TAG_MODEL_SHA: digest, TAG_REGISTRATION: PENDING}
+    version = str(mlflow_client.create_model_version(model_name, source, run_id=run_id, tags=all_tags).version)
+    mlflow_client.set_registered_model_alias(model_name, CHALLENGER, version)
+    mlflow_client.set_model_version_tag(model_name, version, TAG_REGISTRATION, COMPLETE)
+    runs.end_run(run_id)
+    return version
+
+
+def recorded_ranks(model_name: str, version: str) -> np.ndarray:
+    """A version's frozen test ranks, checked against the hash recorded at registration."""
+    model_version = _model_version(model_name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=model_version.run_id, artifact_path=RANKS_ARTIFACT, dst_path=tmp)
+        except (MlflowException, OSError):
+            raise RegistryError(f"{model_name} v{version} has no recorded test ranks ({RANKS_ARTIFACT})") from None
+        arrays = read_npz(path)
+    if sha256_arrays(arrays) != model_version.tags.get(TAG_RANKS_SHA):
+        raise RegistryError(f"the test ranks of {model_name} v{version} do not match their recorded {TAG_RANKS_SHA}: "
+                            "refusing to gate on modified ranks")
+    return arrays["ranks"]
+
+
+def evaluate_kg_gates(model_name: str, version: str, policy: KGGatePolicy, champion: str | None) -> list[Gate]:
+    """The promotion gates of a FedMKGC version against the current ``champion``, each with its evidence."""
+    tags = _model_version(model_name, version).tags
+    reciprocal = 1 / recorded_ranks(model_name, version)
+    mrr = float(reciprocal.mean())
+    gates = [Gate("validation", tags.get(TAG_VALIDATION) == "true", f"{TAG_VALIDATION}={tags.get(TAG_VALIDATION, 'missing')}"),
+             Gate("min_mrr", mrr >= policy.min_mrr, f"filtered test MRR {mrr:.4f} vs floor {policy.min_mrr:.4f}"),
+             Gate("test_size", len(reciprocal) >= policy.min_test_queries,
+                  f"{len(reciprocal)} test queries vs minimum {policy.min_test_queries}")]
+    if champion is None or champion == version:
+        return [*gates, Gate("beats_champion", True, "no other champion to beat")]
+    champion_protocol = _model_version(model_name, champion).tags.get(TAG_PROTOCOL)
+    if champion_protocol != tags.get(TAG_PROTOCOL):
+        return [*gates, Gate("beats_champion", False,
+                             f"champion v{champion} ranked other queries or among other candidates "
+                             f"({TAG_PROTOCOL} {str(champion_protocol)[:12]} vs {tags.get(TAG_PROTOCOL, '')[:12]}: another "
+                             "graph, client count, triple share or seed): the MRRs are not comparable")]
+    champion_reciprocal = 1 / recorded_ranks(model_name, champion)
+    mean, low, high = paired_interval(reciprocal - champion_reciprocal, policy.confidence)
+    return [*gates, Gate(
+        "beats_champion", low >= policy.margin,
+        f"MRR {mrr:.4f} vs champion v{champion} {champion_reciprocal.mean():.4f}: difference {mean:+.4f}, "
+        f"{policy.confidence:.0%} paired t interval [{low:+.4f}, {high:+.4f}] over {len(reciprocal)} queries; "
+        f"promoted when the lower bound is at least the margin {policy.margin:.4f}")]
+
+
+def promote_kg(model_name: str, version: str, policy: KGGatePolicy) -> PromotionDecision:
+    """Promote a FedMKGC version to ``champion`` if every gate passes, under the model's registry lock."""
+    version = str(version)
+    with locked(model_name):
+        _require_complete(_model_version(model_name, version))
+        champion = aliases(model_name).get(CHAMPION)
+        gates = evaluate_kg_gates(model_name, version, policy, champion)
+        promoted = all(gate.passed for gate in gates) and champion != version
+        if promoted:
+            _apply(model_name, {PREVIOUS: champion, CHAMPION: version})
+            client().set_model_version_tag(model_name, version, TAG_REPLACED, champion or "none")
+        _record_decision(model_name, version, "promoted" if promoted else "rejected", gates)
+        return PromotionDecision(model_name, version, promoted, gates, champion, aliases(model_name),
+                                 len(recorded_ranks(model_name, version)))
+
+
+def start_kg_run(config: KGRunConfig) -> str:
+    """The MLflow run of one FedMKGC pipeline run, with the run config as parameters."""
+    mlflow_client = client()
+    run_id = mlflow_client.create_run(runs.experiment_id(EXPERIMENT), run_name=f"{config.run.dataset}/{config.run.method}",
+                                      tags={"fedmm.task": TASK, "fedmm.git_commit": runs.git_commit()}).info.run_id
+    for key, value in runs.flatten(config.model_dump(mode="json")).items():
+        mlflow_client.log_param(run_id, key, value)
+    return run_id
+
+
+def record_and_register_kg(config: KGRunConfig, report: ValidationReport, federation: Federation, trained: TrainedKG,
+                           evaluation: dict, extra_tags: dict[str, str] | None = None) -> dict:
+    """Open the MLflow run, log the validation and the metrics, register the model as ``challenger`` and
+    promote it if the gates pass. A failed validation registers nothing (:class:`DataValidationError`).
+
+    Returns the run summary.
+    """
+    report.raise_if_failed()
+    run_id = start_kg_run(config)
+    runs.log_validation(run_id, report.to_dict())
+    mlflow_client = client()
+    for split in ("test", "valid"):
+        for key, value in evaluation[split].items():
+            mlflow_client.log_metric(run_id, f"{split}.{key.replace('@', '_at_')}", float(value))
+    runs.log_dict(run_id, evaluation["report"], "federation/report.json")
+    tags = {"fedmm.task": TASK, "fedmm.kg.dataset": config.run.dataset, "fedmm.kg.method": config.run.method,
+            "fedmm.data_sha256": graph_sha256(config.run.dataset), "fedmm.config_hash": config.run.run_id(),
+            "fedmm.git_commit": runs.git_commit(), "fedmm.mlflow_run_id": run_id,
+            TAG_VALIDATION: "true" if report.success else "false", **(extra_tags or {})}
+    model_name = config.registry.model_name
+    version = register_kg_model(run_id, model_name, federation, trained, evaluation, tags)
+    decision = promote_kg(model_name, version, KGGatePolicy.from_config(config.registry))
+    runs.log_dict(run_id, decision.to_dict(), "registry/promotion.json")
+    return {"task": TASK, "dataset": config.run.dataset, "method": config.run.method,
+            **{f"test_{k}": v for k, v in evaluation["test"].items()},
+            "model_name": model_name, "model_version": version, "aliases": version_aliases(model_name, version),
+            "promoted": decision.promoted, "gates": [{"name": g.name, "passed": g.passed, "detail": g.detail}
+                                                     for g in decision.gates],
+            "tracking_uri": tracking_uri(), "mlflow_run_id": run_id, "config_hash": config.run.run_id()}
