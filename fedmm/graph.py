@@ -46,10 +46,10 @@ ARTIFACTS = {a.name: a for a in (
     Artifact("federated", "partitions", "folder", "fedmm.data.federated.FederatedData"),
     Artifact("partition_report", "validation/partitions.json", "json", "fedmm.data.validation.ValidationReport"),
     Artifact("result", "training", "folder", "fedmm.fl.result.TrainResult"),
-    Artifact("evaluation", "evaluation/report.json", "json"),
+    Artifact("evaluation", "evaluation/report.json", "json", "fedmm.evaluation.EvaluationReport"),
     Artifact("audit", "audit", "folder", "fedmm.audit.report.AuditReport"),
     Artifact("imputation", "imputation", "folder", "fedmm.impute.report.ImputationReport"),
-    Artifact("summary", "registry/summary.json", "json"),
+    Artifact("summary", "registry/summary.json", "json", "fedmm.summary.RunSummary"),
 )}
 
 

@@ -104,7 +104,7 @@ def run_in(name: str, config: Config, workdir: Path) -> None:
     """``fedmm stage NAME``: run a stage over ``workdir``; evaluate adds DVC's metrics and plots files."""
     value = run(name, config, workdir_paths(workdir), run_name="dvc")
     if name == "evaluate":
-        write_json(workdir / METRICS, value["summary"])
+        write_json(workdir / METRICS, value.headline())
         result = load("result", workdir_paths(workdir)["result"])
         columns = ["round", *[k for k in result.history[0] if k.endswith(("_accuracy", "_macro_f1"))]]
         lines = [",".join(columns)] + [",".join(str(record[c]) for c in columns) for record in result.history]

@@ -24,7 +24,7 @@ from fedmm.data.federated import FederatedData, partition_and_mask
 from fedmm.data.prepare import PreparedData, holdout_count, prepare
 from fedmm.data.sources import SOURCES, source_info
 from fedmm.data.validation import DataValidationError, ValidationReport, validate_dataset, validate_partitions
-from fedmm.evaluation import evaluate_training
+from fedmm.evaluation import EvaluationReport, evaluate_training
 from fedmm.fl.result import ServedImputer, TrainResult
 from fedmm.fl.strategies import STRATEGIES
 from fedmm.fl.training import split_tensors, train
@@ -33,6 +33,7 @@ from fedmm.impute.clients import client_datasets, split_owners
 from fedmm.impute.registry import fit_imputers, make_imputer
 from fedmm.impute.report import ImputationReport
 from fedmm.runtime import resolve_device, tracking_uri
+from fedmm.summary import RunSummary
 
 
 def _on_first_use(name: str) -> ModuleType:
@@ -187,12 +188,12 @@ SERVED_SETTINGS = ("generator", "diffusion")
 """The ``impute`` sub-sections a served imputer reads (the train stage's config keys say so too)."""
 
 
-def evaluate_models(prepared: PreparedData, federated: FederatedData, result: TrainResult) -> dict:
+def evaluate_models(prepared: PreparedData, federated: FederatedData, result: TrainResult) -> EvaluationReport:
     """Score both test protocols, the centralized gap and each client."""
     return evaluate_training(prepared, federated, result)
 
 
-def log_results(run_id: str, result: TrainResult, evaluation: dict) -> None:
+def log_results(run_id: str, result: TrainResult, evaluation: EvaluationReport) -> None:
     """Log per-round history, final metrics, the evaluation report and plots to MLflow."""
     runs.log_training(run_id, result.history, result.centralized_history)
     runs.log_evaluation(run_id, evaluation, result.history, result.centralized_history)
@@ -258,21 +259,21 @@ def audit_tags(report: AuditReport, run_id: str | None = None) -> dict[str, str]
     return tags
 
 
-def _tag_version(run_summary: dict, tags: dict[str, str]) -> None:
+def _tag_version(run_summary: RunSummary, tags: dict[str, str]) -> None:
     """Set tags on the model version a training run registered."""
     mlflow_client = registry.client()
     for key, value in tags.items():
-        mlflow_client.set_model_version_tag(run_summary["model_name"], run_summary["model_version"], key, value)
+        mlflow_client.set_model_version_tag(run_summary.model_name, run_summary.model_version, key, value)
 
 
-def attach_audit(report: AuditReport, run_summary: dict) -> None:
+def attach_audit(report: AuditReport, run_summary: RunSummary) -> None:
     """Log an audit of a past training run to its MLflow run and tag its registered model version.
 
     The version keeps its earlier audits' tags (``fedmm.audit.history.<n>.*``).
     """
-    runs.log_audit(run_summary["mlflow_run_id"], report)
-    registry.record_audit(run_summary["model_name"], run_summary["model_version"],
-                          audit_tags(report, run_summary["mlflow_run_id"]))
+    runs.log_audit(run_summary.mlflow_run_id, report)
+    registry.record_audit(run_summary.model_name, run_summary.model_version,
+                          audit_tags(report, run_summary.mlflow_run_id))
 
 
 def evaluate_imputation(
@@ -297,9 +298,9 @@ def imputation_tags(report: ImputationReport) -> dict[str, str]:
     return tags
 
 
-def attach_imputation(report: ImputationReport, run_summary: dict) -> None:
+def attach_imputation(report: ImputationReport, run_summary: RunSummary) -> None:
     """Log an imputation evaluation to the training run's MLflow run and tag its registered model version."""
-    runs.log_imputation(run_summary["mlflow_run_id"], report)
+    runs.log_imputation(run_summary.mlflow_run_id, report)
     _tag_version(run_summary, imputation_tags(report))
 
 
@@ -309,12 +310,12 @@ def register_and_promote(
     prepared: PreparedData,
     federated: FederatedData,
     result: TrainResult,
-    evaluation: dict,
+    evaluation: EvaluationReport,
     validation_passed: bool,
     extra_tags: dict[str, str] | None = None,
     audit: AuditReport | None = None,
     imputation: ImputationReport | None = None,
-) -> dict:
+) -> RunSummary:
     """Register the global model as ``challenger``, run the gates, promote if they pass.
 
     The version is tagged with the audit and the imputation evaluation, which is logged.
@@ -335,7 +336,7 @@ def register_and_promote(
         "fedmm.strategy": result.strategy,
         "fedmm.training_fingerprint": result.fingerprint,
         "fedmm.mlflow_run_id": run_id,
-        "fedmm.test_macro_f1": f"{evaluation['summary']['test_macro_f1']:.6f}",
+        "fedmm.test_macro_f1": f"{evaluation.test_macro_f1:.6f}",
         registry.TAG_VALIDATION: "true" if validation_passed else "false",
         **(registry.audit_record_tags({}, audit_tags(audit, run_id)) if audit is not None else {}),
         **(imputation_tags(imputation) if imputation is not None else {}),
@@ -346,26 +347,27 @@ def register_and_promote(
         config.registry.model_name, version, registry.GatePolicy.from_config(config.registry), test_set
     )
     runs.log_dict(run_id, decision.to_dict(), "registry/promotion.json")
-    return {
-        **evaluation["summary"],
-        "model_name": config.registry.model_name,
-        "model_version": version,
-        "aliases": registry.version_aliases(config.registry.model_name, version),
-        "promoted": decision.promoted,
-        "gates": [{"name": g.name, "passed": g.passed, "detail": g.detail} for g in decision.gates],
-        "tracking_uri": tracking_uri(),
-        "mlflow_run_id": run_id,
-        "config_hash": config.hash(),
-        "data_sha256": prepared.data_sha256,
-        "num_clients": federated.num_clients,
-        "rounds": len(result.history),
-        "strategy": result.strategy,
-        "transport": config.train.transport,
-        "served_imputer": result.imputer.name if result.imputer is not None else None,
-        "test_samples": int(len(test_set)),
-        "dropped_samples": int(np.sum(~federated.kept)),
-        **({"audit_flags": audit.flags, **audit.summary()} if audit is not None else {}),
-    }
+    return RunSummary(
+        model_name=config.registry.model_name,
+        model_version=version,
+        aliases=registry.version_aliases(config.registry.model_name, version),
+        promoted=decision.promoted,
+        gates=list(decision.gates),
+        tracking_uri=tracking_uri(),
+        mlflow_run_id=run_id,
+        config_hash=config.hash(),
+        data_sha256=prepared.data_sha256,
+        num_clients=federated.num_clients,
+        rounds=len(result.history),
+        strategy=result.strategy,
+        transport=config.train.transport,
+        served_imputer=result.imputer.name if result.imputer is not None else None,
+        test_samples=int(len(test_set)),
+        dropped_samples=int(np.sum(~federated.kept)),
+        metrics=evaluation.headline(),
+        audit=audit.summary() if audit is not None else None,
+        audit_flags=audit.flags if audit is not None else None,
+    )
 
 
 def record_and_register(
@@ -373,13 +375,13 @@ def record_and_register(
     prepared: PreparedData,
     federated: FederatedData,
     result: TrainResult,
-    evaluation: dict,
+    evaluation: EvaluationReport,
     data_report: ValidationReport,
     partition_report: ValidationReport,
     audit: AuditReport | None,
     imputation: ImputationReport | None,
     run_name: str | None = None,
-) -> dict:
+) -> RunSummary:
     """The register stage of orchestrators that track at the end (DVC, kfp): open the MLflow run, log the
     validation reports, results and audit, then :func:`register_and_promote`."""
     run_id = start_tracking(config, run_name)

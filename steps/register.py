@@ -7,24 +7,27 @@ from fedmm.audit.report import AuditReport
 from fedmm.config import Config
 from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
+from fedmm.evaluation import EvaluationReport
 from fedmm.fl.result import TrainResult
 from fedmm.impute.report import ImputationReport
+from fedmm.summary import RunSummary
 from pipelines.model_control_plane import TAG_ZENML_VERSION, mirror_aliases
+from steps.materializers import JsonArtifactMaterializer
 
 
-@step(enable_cache=False)
+@step(enable_cache=False, output_materializers=JsonArtifactMaterializer)
 def register_and_promote(
     config: Config,
     run_id: str,
     prepared: PreparedData,
     federated: FederatedData,
     result: TrainResult,
-    evaluation: dict,
+    evaluation: EvaluationReport,
     data_report: dict,
     partition_report: dict,
     audit: AuditReport | None,
     imputation: ImputationReport | None,
-) -> Annotated[dict, "run_summary"]:
+) -> Annotated[RunSummary, "run_summary"]:
     """Register the model in MLflow (with the audit and imputation evaluation), promote it if the gates pass,
     mirror it in ZenML."""
     context = get_step_context()
@@ -38,7 +41,7 @@ def register_and_promote(
     )
     mirror_aliases(config.registry.model_name)
     context.model.log_metadata(
-        {"mlflow_model_version": summary["model_version"], "aliases": summary["aliases"], "promoted": summary["promoted"],
-         "test_macro_f1": summary["test_macro_f1"], "data_sha256": summary["data_sha256"]}
+        {"mlflow_model_version": summary.model_version, "aliases": summary.aliases, "promoted": summary.promoted,
+         "test_macro_f1": summary.test_macro_f1, "data_sha256": summary.data_sha256}
     )
     return summary

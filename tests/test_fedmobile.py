@@ -147,7 +147,7 @@ def test_a_saved_run_predicts_with_its_generator(data, trained, tmp_path):
     mask = torch.tensor([[True, False]] * 16)
     torch.testing.assert_close(loaded(inputs, mask), strategy.predictor(result.model())(inputs, mask))
     report = evaluate_training(*data, TrainResult.load(tmp_path / "saved"))
-    assert report["protocols"]["test_missing"]["federated"]["macro_f1"] == pytest.approx(
+    assert report.protocols["test_missing"].federated["macro_f1"] == pytest.approx(
         result.history[-1]["test_missing_macro_f1"])
 
 

@@ -62,7 +62,7 @@ def run_cell(cell: Cell, shared: dict[str, dict]) -> dict:
             shared[key] = artifacts
     federated = artifacts["federated"]
     return {"num_clients": federated.num_clients, "dropped_samples": federated.report["dropped_samples"],
-            **artifacts["evaluation"]["summary"], "seconds": round(time.perf_counter() - start, 1)}
+            **artifacts["evaluation"].headline(), "seconds": round(time.perf_counter() - start, 1)}
 
 
 def _row(cell: Cell, metrics: dict) -> dict:

@@ -37,6 +37,7 @@ from fedmm.data.dataset import MultimodalDataset, load_npz
 from fedmm.fl.evaluation import classification_metrics
 from fedmm.fl.result import TrainResult, load_predictor
 from fedmm.runtime import tracking_uri
+from fedmm.summary import Gate
 from fedmm.tracking import lock, runs
 from fedmm.tracking.compare import paired_difference
 from fedmm.tracking.pyfunc import (
@@ -70,13 +71,6 @@ PENDING, COMPLETE = "pending", "complete"
 
 class RegistryError(RuntimeError):
     """A registry operation cannot be carried out."""
-
-
-@dataclass(frozen=True)
-class Gate:
-    name: str
-    passed: bool
-    detail: str
 
 
 @dataclass(frozen=True)

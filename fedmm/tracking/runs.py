@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import psutil
@@ -17,6 +18,9 @@ from mlflow.entities import Metric
 from fedmm.config import Config
 from fedmm.runtime import state_dir, tracking_uri
 from fedmm.tracking import plots
+
+if TYPE_CHECKING:
+    from fedmm.evaluation import EvaluationReport
 
 EXPERIMENT = "fedmm"
 AUDIT_REPORT = "audit/report.html"
@@ -113,16 +117,16 @@ def _log_metrics(mlflow_client: MlflowClient, run_id: str, metrics: dict[str, fl
         mlflow_client.log_batch(run_id, metrics=entries[start:start + 900])
 
 
-def log_evaluation(run_id: str, evaluation: dict, history: list[dict], centralized: list[dict] | None) -> None:
+def log_evaluation(run_id: str, evaluation: EvaluationReport, history: list[dict], centralized: list[dict] | None) -> None:
     """Final metrics, the evaluation report and the plots."""
     mlflow_client = client()
-    _log_metrics(mlflow_client, run_id, {f"final.{k}": v for k, v in evaluation["summary"].items()}, 0)
-    mlflow_client.log_dict(run_id, evaluation, "evaluation/report.json")
+    _log_metrics(mlflow_client, run_id, {f"final.{k}": v for k, v in evaluation.headline().items()}, 0)
+    mlflow_client.log_dict(run_id, evaluation.to_dict(), "evaluation/report.json")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         plots.accuracy_per_round(history, centralized[-1] if centralized else None, folder / "accuracy_per_round.png")
-        plots.per_client_accuracy(evaluation["clients"], folder / "per_client_accuracy.png")
-        plots.confusion_matrix(evaluation["confusion_matrix"], evaluation["class_names"], folder / "confusion_matrix.png")
+        plots.per_client_accuracy(evaluation.clients, folder / "per_client_accuracy.png")
+        plots.confusion_matrix(evaluation.confusion_matrix, evaluation.class_names, folder / "confusion_matrix.png")
         mlflow_client.log_artifacts(run_id, str(folder), "plots")
 
 
