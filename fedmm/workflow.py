@@ -220,7 +220,7 @@ def audit_contributions(
         result, prepared, federated, config.audit, resolve_device(config.train.device), seed=config.seed,
         on_round=on_round,
     )
-    truth = federated.report.get("corruption", {}).get("ground_truth", [])
+    truth = federated.report.corruption.ground_truth
     report.meta["corruption_ground_truth"] = truth
     if any(row["corrupted"] for row in truth):
         report.meta["detection"] = detection_quality(report.clients, truth)

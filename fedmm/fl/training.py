@@ -55,7 +55,7 @@ def evaluation_sets(
     mask = federated.mask if federated is not None else MaskConfig()
     if mask != MaskConfig():
         index = prepared.indices("test")
-        presence = held_out_presence(mask, list(prepared.dataset.modalities), len(index), federated.report["seed"])
+        presence = held_out_presence(mask, list(prepared.dataset.modalities), len(index), federated.report.seed)
         keep = presence.any(axis=1)
         index, presence = index[keep], presence[keep]
         sets["test_missing"] = TensorData.from_numpy(
