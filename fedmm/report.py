@@ -116,11 +116,12 @@ def print_audit(report, console: Console | None = None) -> None:
 
     console = console or Console()
     if report.state == NOT_AUDITABLE:
-        console.print(f"contribution audit: nothing to audit ({report.meta['reason']})")
+        console.print(f"contribution audit: nothing to audit ({report.meta.reason})")
         return
-    game = report.meta["game"]
+    game = report.meta.game
     inference = game["inference"]
-    level = report.meta["config"]["ci_level"]
+    config = report.meta.config
+    level = config.ci_level
     table = Table(title=f"contribution audit: Shapley values ({game['metric']}, {game['weighting']} weights)")
     for column in ("client", "value", f"{level:.0%} CI", "p (Holm)", "verdict; flags"):
         table.add_column(column, justify="left" if column.startswith("verdict") else "right")
@@ -130,7 +131,7 @@ def print_audit(report, console: Console | None = None) -> None:
                       f"{row.p_holm:.3f}", verdict)
     console.print(table)
     console.print(f"intervals: {inference['method']} over {inference['n_groups']} {inference['group_key']} clusters "
-                  f"(t on {inference['df']} df); harmful needs Holm p < {report.meta['config']['alpha']} and the "
-                  f"interval below -{report.meta['config']['min_effect']}")
-    for kind, quality in report.meta.get("detection", {}).get("kinds", {}).items():
+                  f"(t on {inference['df']} df); harmful needs Holm p < {config.alpha} and the "
+                  f"interval below -{config.min_effect}")
+    for kind, quality in (report.meta.detection or {}).get("kinds", {}).items():
         console.print(f"detection of {kind} clients {quality['corrupted_clients']}: AUROC {quality['auroc']:.3f}")

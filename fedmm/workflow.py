@@ -221,9 +221,9 @@ def audit_contributions(
         on_round=on_round,
     )
     truth = federated.report.corruption.ground_truth
-    report.meta["corruption_ground_truth"] = truth
+    report.meta.corruption_ground_truth = truth
     if any(row["corrupted"] for row in truth):
-        report.meta["detection"] = detection_quality(report.clients, truth)
+        report.meta.detection = detection_quality(report.clients, truth)
     return report
 
 
@@ -236,10 +236,10 @@ def audit_tags(report: AuditReport, run_id: str | None = None) -> dict[str, str]
     """Model-version tags of an audit: flags, their tests and thresholds (the clean-audit gate reads these),
     the game and, given the MLflow run it was logged to, where its report is."""
     if report.state == NOT_AUDITABLE:
-        return {registry.TAG_AUDIT_STATE: report.state, registry.TAG_AUDIT_REASON: report.meta["reason"]}
+        return {registry.TAG_AUDIT_STATE: report.state, registry.TAG_AUDIT_REASON: report.meta.reason}
     harmful = sorted(int(c) for c, found in report.flags.items() if any(f["flag"] == "harmful" for f in found))
-    game = report.meta["game"]
-    thresholds = report.meta["flags"]["thresholds"]
+    game = report.meta.game
+    thresholds = report.meta.flags.thresholds
     clients = report.clients.set_index("client")
     short = lambda x: float(f"{x:.4g}")  # noqa: E731  (a tag value holds at most 5,000 characters)
     tests = {str(int(c)): {"p_holm": short(clients.loc[c, "p_holm"]), "ci": [short(clients.loc[c, "ci_low"]),
@@ -249,7 +249,7 @@ def audit_tags(report: AuditReport, run_id: str | None = None) -> dict[str, str]
         registry.TAG_AUDIT_HARMFUL: json.dumps(harmful),
         registry.TAG_AUDIT_FLAGS: json.dumps({c: list(dict.fromkeys(f["flag"] for f in found))
                                               for c, found in report.flags.items()}),
-        registry.TAG_AUDIT_GATE_FLAGS: json.dumps(list(report.meta["config"]["gate_flags"])),
+        registry.TAG_AUDIT_GATE_FLAGS: json.dumps(list(report.meta.config.gate_flags)),
         "fedmm.audit.thresholds": json.dumps(thresholds),
         "fedmm.audit.tests": json.dumps(tests),
         "fedmm.audit.game": f"{game['weighting']} weights, {game['metric']}, validation sha256 {game['validation_sha256']}",
