@@ -94,9 +94,9 @@ def test_champion_on_another_test_set_is_not_compared(backend, trained, trained_
     name = f"cmp-{backend}"
     first = register_trained(trained, name)
     second = register_trained(trained_other_split, name)
-    gate = {g["name"]: g for g in second["gates"]}["beats_champion"]
-    assert not second["promoted"] and not gate["passed"] and "not comparable" in gate["detail"]
-    assert registry.aliases(name)["champion"] == first["model_version"]
+    gate = second.gate("beats_champion")
+    assert not second.promoted and not gate.passed and "not comparable" in gate.detail
+    assert registry.aliases(name)["champion"] == first.model_version
 
 
 def test_tampered_model_is_refused_before_it_runs(trained, tmp_path):
