@@ -25,6 +25,7 @@ from fedmm.data.prepare import PreparedData, holdout_count, prepare
 from fedmm.data.sources import SOURCES, source_info
 from fedmm.data.validation import DataValidationError, ValidationReport, validate_dataset, validate_partitions
 from fedmm.evaluation import EvaluationReport, evaluate_training
+from fedmm.fl.history import RoundRecord
 from fedmm.fl.result import ServedImputer, TrainResult
 from fedmm.fl.strategies import STRATEGIES
 from fedmm.fl.training import split_tensors, train
@@ -167,7 +168,7 @@ def record_validation(run_id: str, report: ValidationReport) -> None:
 
 
 def train_models(
-    config: Config, prepared: PreparedData, federated: FederatedData, on_round: Callable[[dict], None] | None = None
+    config: Config, prepared: PreparedData, federated: FederatedData, on_round: Callable[[RoundRecord], None] | None = None
 ) -> TrainResult:
     """Train the federation; with ``impute.serve``, fit that imputer federatedly.
 

@@ -184,7 +184,7 @@ def test_deterministic_resumable_and_better_than_the_majority_class(data, tmp_pa
     prepared = data[0]
     test_labels = prepared.dataset.labels[prepared.indices("test")]
     majority_share = np.bincount(test_labels).max() / len(test_labels)
-    assert reference.history[-1]["test_accuracy"] > majority_share + 0.1
+    assert reference.history[-1].scores["test"]["accuracy"] > majority_share + 0.1
 
 
 @pytest.mark.parametrize("proxy", [None, PROXY.take(torch.arange(0))])

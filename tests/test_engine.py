@@ -63,7 +63,7 @@ def test_interrupted_run_resumes_to_the_same_result(data, tmp_path):
         train(CONFIG, prepared, federated, workdir=tmp_path / "resumed")
     seen = []
     resumed = train(CONFIG, prepared, federated, workdir=tmp_path / "resumed", on_round=seen.append)
-    assert [record["round"] for record in seen] == [3]
+    assert [record.round for record in seen] == [3]
     assert_same_training(resumed, reference)
 
 

@@ -188,6 +188,6 @@ def test_baselines_train_and_differ_from_fedavg(proxy_data, tmp_path, strategy):
     if strategy == "fedavg_ft":  # FedAvg until the fine-tuning after the last round
         assert result.history[:-1] == fedavg.history[:-1]
     if strategy == "proxy_only":
-        assert all(record["clients"] == [] for record in result.history)
+        assert all(record.clients == [] for record in result.history)
         assert not (tmp_path / strategy / "updates").exists() or not UpdateStore(tmp_path / strategy / "updates").rounds()
     assert STRATEGIES[strategy].extra_labels(config(*settings).train) == (strategy != "fedavg_dropout")

@@ -17,6 +17,7 @@ from fedmm.fl.client import OPTIMIZERS, run_epochs
 from fedmm.fl.engine import UPDATES_DIR, InProcessClients, arrays_to_state, run_federated, state_to_arrays
 from fedmm.fl.evaluation import evaluate
 from fedmm.fl.federation import run_over_flower
+from fedmm.fl.history import RoundRecord
 from fedmm.fl.result import TrainResult
 from fedmm.fl.strategies import make_strategy
 from fedmm.fl.strategy import ServerContext, cross_entropy
@@ -113,7 +114,7 @@ def train(
     config: Config,
     prepared: PreparedData,
     federated: FederatedData,
-    on_round: Callable[[dict], None] | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
     workdir: Path | None = None,
 ) -> TrainResult:
     """Train the federation (resuming from its last checkpoint) and the centralized reference."""

@@ -21,6 +21,7 @@ from fedmm.tracking import plots
 
 if TYPE_CHECKING:
     from fedmm.evaluation import EvaluationReport
+    from fedmm.fl.history import RoundRecord
 
 EXPERIMENT = "fedmm"
 AUDIT_REPORT = "audit/report.html"
@@ -94,16 +95,16 @@ def log_validation(run_id: str, report: dict) -> None:
     mlflow_client.log_metric(run_id, f"validation.{suite}.failed_expectations", float(len(failed)))
 
 
-def log_training(run_id: str, history: list[dict], centralized: list[dict] | None) -> None:
-    """Per-round global metrics (step = round) and each client's training metrics (whatever its strategy reports)."""
+def log_training(run_id: str, history: list[RoundRecord], centralized: list[dict] | None) -> None:
+    """Per-round global metrics (``<split>_<metric>``, step = round) and each client's training metrics
+    (``client_<id>.<metric>``, whatever its strategy reports)."""
     mlflow_client = client()
     for record in history:
-        step = record["round"]
-        metrics = {k: v for k, v in record.items() if isinstance(v, float)}
-        for client_record in record["clients"]:
-            metrics.update({f"client_{client_record['client']}.{key}": value for key, value in client_record.items()
+        metrics = {f"{split}_{name}": value for split, scores in record.scores.items() for name, value in scores.items()}
+        for client_record in record.clients:
+            metrics.update({f"client_{client_record.client}.{key}": value for key, value in client_record.metrics.items()
                             if isinstance(value, float)})
-        _log_metrics(mlflow_client, run_id, metrics, step)
+        _log_metrics(mlflow_client, run_id, metrics, record.round)
     if centralized:
         for record in centralized:
             metrics = {f"centralized.{k}": v for k, v in record.items() if isinstance(v, float)}
@@ -117,7 +118,7 @@ def _log_metrics(mlflow_client: MlflowClient, run_id: str, metrics: dict[str, fl
         mlflow_client.log_batch(run_id, metrics=entries[start:start + 900])
 
 
-def log_evaluation(run_id: str, evaluation: EvaluationReport, history: list[dict], centralized: list[dict] | None) -> None:
+def log_evaluation(run_id: str, evaluation: EvaluationReport, history: list[RoundRecord], centralized: list[dict] | None) -> None:
     """Final metrics, the evaluation report and the plots."""
     mlflow_client = client()
     _log_metrics(mlflow_client, run_id, {f"final.{k}": v for k, v in evaluation.headline().items()}, 0)

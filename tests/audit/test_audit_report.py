@@ -199,7 +199,7 @@ def test_audit_run_on_a_training_run(tmp_path):
     assert report.meta.training_fingerprint == result.fingerprint
     assert sorted(report.rounds["round"].unique()) == [0, 1]
     for record, history in zip(report.meta.rounds, result.history):
-        assert record["u_grand"] == pytest.approx(-history["val_loss"], abs=1e-5)  # the model FedAvg produced
+        assert record["u_grand"] == pytest.approx(-history.scores["val"]["loss"], abs=1e-5)  # the model FedAvg produced
     held = {k: "+".join(m for m, on in zip(federated.modalities, row) if on) for k, row in enumerate(federated.held)}
     assert {c: m for c, m in zip(report.clients["client"], report.clients["modalities"])} == held
     assert len(set(held.values())) == 2
