@@ -86,7 +86,7 @@ def test_exact_rounds_pass_the_axiom_checks(report):
         assert rows.loc[13, "value"] == 0.0 and rows.loc[13, "norm"] == 0.0
         assert rows.loc[14, "value"] < 0 < rows.loc[11, "value"] < rows.loc[10, "value"]
         assert rows.loc[14, "cosine"] < 0 < rows.loc[10, "cosine"]
-        assert record["clustered"]["max_abs_error"] >= 0
+        assert record["clustered"]["max_abs_error"] == pytest.approx((rows["clustered"] - rows["value"]).abs().max())
 
 
 def test_flags_find_the_free_rider_and_the_harmful_client(report):
