@@ -161,7 +161,7 @@ def check_partitions(config: Config, federated: FederatedData) -> ValidationRepo
 
 def record_validation(run_id: str, report: ValidationReport) -> None:
     """Log a validation report to MLflow; on failure mark the run failed and raise."""
-    runs.log_validation(run_id, report.to_dict())
+    runs.log_validation(run_id, report)
     if not report.success:
         runs.end_run(run_id, "FAILED")
         report.raise_if_failed()

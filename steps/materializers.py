@@ -14,6 +14,7 @@ from fedmm.artifacts import json_bytes
 from fedmm.audit.report import AuditReport
 from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
+from fedmm.data.validation import ValidationReport
 from fedmm.evaluation import EvaluationReport
 from fedmm.fl.result import TrainResult
 from fedmm.impute.report import ImputationReport
@@ -41,7 +42,7 @@ class JsonArtifactMaterializer(BaseMaterializer):
     """Stores a typed record as the JSON of its ``to_dict`` (the same file the DVC and kfp stages write);
     ``from_dict`` reads it back."""
 
-    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (EvaluationReport, RunSummary)
+    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (ValidationReport, EvaluationReport, RunSummary)
     ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
     FILE = "record.json"
 

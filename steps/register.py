@@ -7,6 +7,7 @@ from fedmm.audit.report import AuditReport
 from fedmm.config import Config
 from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
+from fedmm.data.validation import ValidationReport
 from fedmm.evaluation import EvaluationReport
 from fedmm.fl.result import TrainResult
 from fedmm.impute.report import ImputationReport
@@ -23,8 +24,8 @@ def register_and_promote(
     federated: FederatedData,
     result: TrainResult,
     evaluation: EvaluationReport,
-    data_report: dict,
-    partition_report: dict,
+    data_report: ValidationReport,
+    partition_report: ValidationReport,
     audit: AuditReport | None,
     imputation: ImputationReport | None,
 ) -> Annotated[RunSummary, "run_summary"]:
@@ -34,7 +35,7 @@ def register_and_promote(
     zenml_version = context.model._get_or_create_model_version()
     summary = workflow.register_and_promote(
         config, run_id, prepared, federated, result, evaluation,
-        validation_passed=data_report["success"] and partition_report["success"],
+        validation_passed=data_report.success and partition_report.success,
         extra_tags={TAG_ZENML_VERSION: str(zenml_version.id), "fedmm.zenml_pipeline_run": str(context.pipeline_run.id)},
         audit=audit,
         imputation=imputation,

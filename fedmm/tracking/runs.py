@@ -20,6 +20,7 @@ from fedmm.runtime import state_dir, tracking_uri
 from fedmm.tracking import plots
 
 if TYPE_CHECKING:
+    from fedmm.data.validation import ValidationReport
     from fedmm.evaluation import EvaluationReport
     from fedmm.fl.history import RoundRecord
 
@@ -85,14 +86,12 @@ def log_dict(run_id: str, payload: dict, artifact_file: str) -> None:
     client().log_dict(run_id, payload, artifact_file)
 
 
-def log_validation(run_id: str, report: dict) -> None:
+def log_validation(run_id: str, report: ValidationReport) -> None:
     """The validation report as an artifact, plus pass/fail and failure counts as metrics."""
     mlflow_client = client()
-    suite = report["suite"]
-    mlflow_client.log_dict(run_id, report, f"validation/{suite}.json")
-    mlflow_client.log_metric(run_id, f"validation.{suite}.success", float(report["success"]))
-    failed = [o for o in report["outcomes"] if not o["success"]]
-    mlflow_client.log_metric(run_id, f"validation.{suite}.failed_expectations", float(len(failed)))
+    mlflow_client.log_dict(run_id, report.to_dict(), f"validation/{report.suite}.json")
+    mlflow_client.log_metric(run_id, f"validation.{report.suite}.success", float(report.success))
+    mlflow_client.log_metric(run_id, f"validation.{report.suite}.failed_expectations", float(len(report.failed())))
 
 
 def log_training(run_id: str, history: list[RoundRecord], centralized: list[dict] | None) -> None:
