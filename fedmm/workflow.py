@@ -3,7 +3,7 @@
 ``fedmm.graph`` declares how they connect (prepare -> validate data -> partition/mask ->
 validate partitions -> train -> evaluate -> contribution audit -> imputation evaluation ->
 register/promote). Each stage takes and returns artifacts (objects with ``save``/``load``)
-or JSON-able dicts, so every adapter stays a few lines.
+or typed records stored as JSON (``to_dict``/``from_dict``), so every adapter stays a few lines.
 """
 
 from __future__ import annotations
