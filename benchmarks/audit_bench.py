@@ -249,8 +249,8 @@ def fast_vs_exact(args) -> None:
         report, seconds = timed(workflow.audit_contributions, config.model_copy(update={"audit": audit}), prepared,
                                 federated, result)
         reports[name] = report
-        inference = report.meta["game"]["inference"]
-        print(f"  {name:22s} {seconds:6.1f} s  {sum(r['evaluations'] for r in report.meta['rounds']):6d} evaluations, "
+        inference = report.meta.game["inference"]
+        print(f"  {name:22s} {seconds:6.1f} s  {sum(r['evaluations'] for r in report.meta.rounds):6d} evaluations, "
               f"{inference['n_samples']} windows in {inference['n_groups']} {inference['group_key']} clusters")
     fast, exact, every = (reports[k].clients.set_index("client") for k in variants)
     err = (fast["value"] - exact["value"]).abs() / exact["stderr"]

@@ -66,7 +66,7 @@ def run_cell(name: str, seed: int, args) -> dict:
     from fedmm.config import load_config
 
     report, train_s, audit_s = train_and_audit(load_config(args.config, overrides(name, seed, args)))
-    truth = {row["client"]: row for row in report.meta["corruption_ground_truth"]}
+    truth = {row["client"]: row for row in report.meta.corruption_ground_truth}
     clients = [
         {"client": int(r.client), "value": float(r.value), "ci_low": float(r.ci_low), "ci_high": float(r.ci_high),
          "p_holm": float(r.p_holm), "verdict": r.verdict, "flags": [f for f in r.flags.split(",") if f],
@@ -76,7 +76,7 @@ def run_cell(name: str, seed: int, args) -> dict:
         for r in report.clients.itertuples()
     ]
     return {"scenario": name, "seed": seed, "overrides": overrides(name, seed, args), "clients": clients,
-            "inference": report.meta["game"]["inference"], "train_s": train_s, "audit_s": audit_s}
+            "inference": report.meta.game["inference"], "train_s": train_s, "audit_s": audit_s}
 
 
 def summarise(cells: list[dict], seeds: int) -> None:

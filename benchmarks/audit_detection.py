@@ -50,7 +50,7 @@ def main() -> None:
             "train.centralized=false", f"seed={args.seed}", f"corruption.clients={json.dumps(corrupted)}",
         ])
         report, train_s, audit_s = train_and_audit(config)
-        quality = report.meta["detection"]["kinds"]["any"]
+        quality = report.meta.detection["kinds"]["any"]
         print(f"{name:<18} {quality['auroc']:>6.3f}  {str(quality['flagged']):<22} {str(quality['honest_flagged']):<16}"
               f" {train_s:>8.1f} {audit_s:>8.1f}")
 

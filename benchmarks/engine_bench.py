@@ -95,7 +95,7 @@ def bench(args: argparse.Namespace, num_clients: int, prepared) -> dict:
         if profiler:
             profiler.disable()
     rounds = [b[0] - a[0] for a, b in zip(stamps, stamps[1:])]
-    updates = sum(len(record["clients"]) for record in result.history)
+    updates = sum(len(record.clients) for record in result.history)
     total, total_cpu = (stamps[-1][i] - stamps[0][i] for i in (0, 1))
 
     def phases(times: dict[str, float], overall: float) -> dict[str, float]:
@@ -122,7 +122,7 @@ def bench(args: argparse.Namespace, num_clients: int, prepared) -> dict:
         "outside_share_cpu": 1 - cpu["local training"] / total_cpu,
         "phases": phases(wall, total),
         "phases_cpu": phases(cpu, total_cpu),
-        "test_macro_f1": result.history[-1].get("test_macro_f1"),
+        "test_macro_f1": result.history[-1].score("test", "macro_f1"),
     }
 
 

@@ -99,7 +99,7 @@ def main() -> int:
     result = train(config, prepared, federated)
     model = result.model()
     print(f"global model ready in {time.perf_counter() - begin:.1f} s "
-          f"({len(result.history)} rounds, test macro-F1 {result.history[-1].get('test_macro_f1', float('nan')):.3f})")
+          f"({len(result.history)} rounds, test macro-F1 {result.history[-1].score('test', 'macro_f1', float('nan')):.3f})")
 
     clients = client_datasets(prepared, federated)
     test = split_tensors(prepared, args.split, "cpu")

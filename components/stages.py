@@ -76,7 +76,7 @@ def evaluate(
 
     report = run_json("evaluate", config_json, prepared=prepared.path, federated=federated.path,
                       result=result.path, evaluation=evaluation.path)
-    for name, value in report["summary"].items():
+    for name, value in report.headline().items():
         metrics.log_metric(name, value)
 
 
@@ -122,7 +122,7 @@ def register(
     """Log to MLflow, register the model as ``challenger``, promote it if the gates pass.
 
     ``tracking_uri`` is the MLflow server (in production the in-cluster one); empty means
-    fedmm's default, a SQLite store under ``$FEDMM_HOME``. Returns the run summary.
+    fedmm's default, a SQLite store under ``$FEDMM_HOME``. Returns the run summary's JSON.
     """
     import os
 
@@ -134,7 +134,7 @@ def register(
         "register", config_json, prepared=prepared.path, federated=federated.path, result=result.path,
         evaluation=evaluation.path, data_report=data_report.path, partition_report=partition_report.path,
         audit=audit.path, imputation=imputation.path,
-    )
+    ).to_dict()
 
 
 COMPONENTS = {

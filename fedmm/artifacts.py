@@ -45,9 +45,14 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
+def json_bytes(payload: Any) -> bytes:
+    """The JSON every artifact file holds: indented, sorted keys, numpy scalars and arrays as numbers and lists."""
+    return json.dumps(payload, indent=2, sort_keys=True, default=_json_default).encode()
+
+
 def write_json(path: str | Path, payload: Any) -> None:
     """Write JSON atomically (a reader never sees half a file)."""
-    data = json.dumps(payload, indent=2, sort_keys=True, default=_json_default).encode()
+    data = json_bytes(payload)
     _atomic(Path(path), lambda handle: handle.write(data))
 
 

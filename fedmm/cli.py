@@ -139,8 +139,8 @@ def run(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     paths = write_summary(summary)
     print_summary(summary)
     click.echo(f"summary: {paths['summary']}")
-    if not summary["promoted"]:
-        click.secho(f"{summary['model_name']} v{summary['model_version']} was not promoted (a gate failed)",
+    if not summary.promoted:
+        click.secho(f"{summary.model_name} v{summary.model_version} was not promoted (a gate failed)",
                     fg="yellow", err=True)
         sys.exit(EXIT_GATE_FAILED)
 

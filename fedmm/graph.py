@@ -46,10 +46,10 @@ ARTIFACTS = {a.name: a for a in (
     Artifact("federated", "partitions", "folder", "fedmm.data.federated.FederatedData"),
     Artifact("partition_report", "validation/partitions.json", "json", "fedmm.data.validation.ValidationReport"),
     Artifact("result", "training", "folder", "fedmm.fl.result.TrainResult"),
-    Artifact("evaluation", "evaluation/report.json", "json"),
+    Artifact("evaluation", "evaluation/report.json", "json", "fedmm.evaluation.EvaluationReport"),
     Artifact("audit", "audit", "folder", "fedmm.audit.report.AuditReport"),
     Artifact("imputation", "imputation", "folder", "fedmm.impute.report.ImputationReport"),
-    Artifact("summary", "registry/summary.json", "json"),
+    Artifact("summary", "registry/summary.json", "json", "fedmm.summary.RunSummary"),
 )}
 
 
@@ -87,7 +87,7 @@ STAGES = (
     Stage("validate-partitions", "check_partitions", ("federated",), "partition_report", ("validation",), gate=True),
     Stage("train", "train_models", ("prepared", "federated"), "result",
           ("seed", "model", "train", "flower", "validation.value_bounds", "impute.serve", "impute.generator",
-           "impute.diffusion"),
+           "impute.diffusion", "partition", "mask", "corruption"),
           after=("validate-partitions",), gpu=True, transport="train.transport"),
     Stage("evaluate", "evaluate_models", ("prepared", "federated", "result"), "evaluation", ()),
     Stage("audit", "audit_contributions", ("prepared", "federated", "result"), "audit",
@@ -99,8 +99,9 @@ STAGES = (
           "summary", SECTIONS, cacheable=False),
 )
 """prepare -> validate data -> partition + mask -> validate partitions -> train -> evaluate ->
-contribution audit -> imputation evaluation -> register + promote. Register reads every section:
-the registered version records the whole config's hash."""
+contribution audit -> imputation evaluation -> register + promote. Train reads the partition, mask
+and corruption sections too: over Flower each site redraws its own mask and corruption from them.
+Register reads every section: the registered version records the whole config's hash."""
 
 NAMES = tuple(stage.name for stage in STAGES)
 
@@ -141,6 +142,23 @@ def config_value(config, key: str):
     for part in key.split("."):
         value = getattr(value, part)
     return value
+
+
+def stage_config(stage_: Stage, config):
+    """The config as ``stage_`` sees it: the keys it reads, defaults everywhere else.
+
+    An orchestrator that caches by a step's parameters (ZenML hashes them into the cache key)
+    passes this instead of the whole config, so a change outside what a stage reads reuses
+    its output.
+    """
+    payload, given = type(config)().model_dump(mode="json"), config.model_dump(mode="json")
+    for key in stage_.reads:
+        *parents, last = key.split(".")
+        target, source = payload, given
+        for part in parents:
+            target, source = target[part], source[part]
+        target[last] = source[last]
+    return type(config).model_validate(payload)
 
 
 def execute(stage_: Stage, config, artifacts: dict, **callbacks):

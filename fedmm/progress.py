@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from fedmm.fl.history import RoundRecord
 
 
 class RoundProgress:
@@ -18,12 +22,13 @@ class RoundProgress:
         self.bar = tqdm(total=self.rounds, desc=self.label, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
         return self
 
-    def update(self, record: dict) -> None:
+    def update(self, record: RoundRecord) -> None:
         assert self.bar is not None
-        self.bar.n = record["round"]
+        self.bar.n = record.round
+        nan = float("nan")
         self.bar.set_postfix(
-            test_acc=f"{record.get('test_accuracy', float('nan')):.3f}",
-            test_f1=f"{record.get('test_macro_f1', float('nan')):.3f}",
+            test_acc=f"{record.score('test', 'accuracy', nan):.3f}",
+            test_f1=f"{record.score('test', 'macro_f1', nan):.3f}",
             refresh=False,
         )
         self.bar.refresh()

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fedmm.artifacts import write_json, write_text
 from fedmm.runtime import state_dir
+from fedmm.summary import RunSummary
 
 HEADLINE = (
     ("test_accuracy", "accuracy, held-out recordings"),
@@ -35,49 +36,49 @@ def summary_dir() -> Path:
     return state_dir() / "reports" / "latest"
 
 
-def job_summary(summary: dict) -> str:
+def job_summary(summary: RunSummary) -> str:
     """The run as Markdown for a CI job summary: outcome, gates, headline metrics, lineage."""
-    outcome = "promoted to champion" if summary["promoted"] else "not promoted"
+    outcome = "promoted to champion" if summary.promoted else "not promoted"
     lines = [
-        f"## fedmm: {summary['model_name']} v{summary['model_version']} {outcome}",
+        f"## fedmm: {summary.model_name} v{summary.model_version} {outcome}",
         "",
         "| gate | result | evidence |",
         "| --- | --- | --- |",
-        *(f"| {g['name']} | {'pass' if g['passed'] else '**FAIL**'} | {g['detail']} |" for g in summary["gates"]),
+        *(f"| {g.name} | {'pass' if g.passed else '**FAIL**'} | {g.detail} |" for g in summary.gates),
         "",
         "| metric | value |",
         "| --- | ---: |",
-        *(f"| {label} | {summary[key]:.4f} |" for key, label in HEADLINE if key in summary),
+        *(f"| {label} | {summary.metrics[key]:.4f} |" for key, label in HEADLINE if key in summary.metrics),
         "",
-        f"aliases: {', '.join(summary['aliases']) or 'none'}; strategy {summary['strategy']}, "
-        f"{summary['num_clients']} clients, {summary['rounds']} rounds, {summary.get('test_samples', '?')} test samples; "
-        f"data sha256 `{summary['data_sha256'][:12]}`, config hash `{summary['config_hash'][:12]}`, "
-        f"tracking `{summary['tracking_uri']}`",
+        f"aliases: {', '.join(summary.aliases) or 'none'}; strategy {summary.strategy}, "
+        f"{summary.num_clients} clients, {summary.rounds} rounds, {summary.test_samples} test samples; "
+        f"data sha256 `{summary.data_sha256[:12]}`, config hash `{summary.config_hash[:12]}`, "
+        f"tracking `{summary.tracking_uri}`",
     ]
     return "\n".join(lines) + "\n"
 
 
-def gates_junit(summary: dict) -> str:
+def gates_junit(summary: RunSummary) -> str:
     """The promotion gates as a JUnit XML test suite (one test case per gate)."""
-    gates = summary["gates"]
-    suite = ET.Element("testsuite", name=f"fedmm.gates.{summary['model_name']}", tests=str(len(gates)),
-                       failures=str(sum(not g["passed"] for g in gates)), errors="0")
+    gates = summary.gates
+    suite = ET.Element("testsuite", name=f"fedmm.gates.{summary.model_name}", tests=str(len(gates)),
+                       failures=str(sum(not g.passed for g in gates)), errors="0")
     for gate in gates:
-        case = ET.SubElement(suite, "testcase", classname=f"{summary['model_name']}.v{summary['model_version']}",
-                             name=gate["name"])
-        if not gate["passed"]:
-            ET.SubElement(case, "failure", message=gate["detail"]).text = gate["detail"]
+        case = ET.SubElement(suite, "testcase", classname=f"{summary.model_name}.v{summary.model_version}",
+                             name=gate.name)
+        if not gate.passed:
+            ET.SubElement(case, "failure", message=gate.detail).text = gate.detail
         else:
-            ET.SubElement(case, "system-out").text = gate["detail"]
+            ET.SubElement(case, "system-out").text = gate.detail
     return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True) + "\n"
 
 
-def write_summary(summary: dict, directory: Path | None = None) -> dict[str, Path]:
+def write_summary(summary: RunSummary, directory: Path | None = None) -> dict[str, Path]:
     """Write ``summary.json``, ``job_summary.md`` and ``gates.xml`` atomically; returns their paths."""
     directory = Path(directory) if directory is not None else summary_dir()
     paths = {"summary": directory / "summary.json", "job_summary": directory / "job_summary.md",
              "junit": directory / "gates.xml"}
-    write_json(paths["summary"], summary)
+    write_json(paths["summary"], summary.to_dict())
     markdown = job_summary(summary)
     write_text(paths["job_summary"], markdown)
     write_text(paths["junit"], gates_junit(summary))
@@ -87,24 +88,24 @@ def write_summary(summary: dict, directory: Path | None = None) -> dict[str, Pat
     return paths
 
 
-def print_summary(summary: dict, console: Console | None = None) -> None:
+def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     """A compact table of the headline metrics and the registry outcome."""
     console = console or Console()
-    table = Table(title=f"fedmm run: {summary['strategy']}, {summary['num_clients']} clients, {summary['rounds']} rounds")
+    table = Table(title=f"fedmm run: {summary.strategy}, {summary.num_clients} clients, {summary.rounds} rounds")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, label in HEADLINE:
-        if key in summary:
-            table.add_row(label, f"{summary[key]:.4f}")
-    if summary.get("served_imputer"):
-        table.add_row("imputes missing modalities with", summary["served_imputer"])
-    aliases = ", ".join(summary["aliases"]) or "none"
-    table.add_row("registered", f"{summary['model_name']} v{summary['model_version']} ({aliases})")
-    table.add_row("promoted", "yes" if summary["promoted"] else "no")
-    for gate in summary["gates"]:
-        table.add_row(f"gate {gate['name']}", ("pass: " if gate["passed"] else "FAIL: ") + gate["detail"])
-    if "audit_flags" in summary:
-        flags = {c: [f["flag"] for f in found] for c, found in summary["audit_flags"].items()}
+        if key in summary.metrics:
+            table.add_row(label, f"{summary.metrics[key]:.4f}")
+    if summary.served_imputer:
+        table.add_row("imputes missing modalities with", summary.served_imputer)
+    aliases = ", ".join(summary.aliases) or "none"
+    table.add_row("registered", f"{summary.model_name} v{summary.model_version} ({aliases})")
+    table.add_row("promoted", "yes" if summary.promoted else "no")
+    for gate in summary.gates:
+        table.add_row(f"gate {gate.name}", ("pass: " if gate.passed else "FAIL: ") + gate.detail)
+    if summary.audit_flags is not None:
+        flags = {c: [f["flag"] for f in found] for c, found in summary.audit_flags.items()}
         table.add_row("audit flags", ", ".join(f"client {c}: {'+'.join(f)}" for c, f in flags.items()) or "none")
     console.print(table)
 
@@ -115,11 +116,12 @@ def print_audit(report, console: Console | None = None) -> None:
 
     console = console or Console()
     if report.state == NOT_AUDITABLE:
-        console.print(f"contribution audit: nothing to audit ({report.meta['reason']})")
+        console.print(f"contribution audit: nothing to audit ({report.meta.reason})")
         return
-    game = report.meta["game"]
+    game = report.meta.game
     inference = game["inference"]
-    level = report.meta["config"]["ci_level"]
+    config = report.meta.config
+    level = config.ci_level
     table = Table(title=f"contribution audit: Shapley values ({game['metric']}, {game['weighting']} weights)")
     for column in ("client", "value", f"{level:.0%} CI", "p (Holm)", "verdict; flags"):
         table.add_column(column, justify="left" if column.startswith("verdict") else "right")
@@ -129,7 +131,7 @@ def print_audit(report, console: Console | None = None) -> None:
                       f"{row.p_holm:.3f}", verdict)
     console.print(table)
     console.print(f"intervals: {inference['method']} over {inference['n_groups']} {inference['group_key']} clusters "
-                  f"(t on {inference['df']} df); harmful needs Holm p < {report.meta['config']['alpha']} and the "
-                  f"interval below -{report.meta['config']['min_effect']}")
-    for kind, quality in report.meta.get("detection", {}).get("kinds", {}).items():
+                  f"(t on {inference['df']} df); harmful needs Holm p < {config.alpha} and the "
+                  f"interval below -{config.min_effect}")
+    for kind, quality in (report.meta.detection or {}).get("kinds", {}).items():
         console.print(f"detection of {kind} clients {quality['corrupted_clients']}: AUROC {quality['auroc']:.3f}")

@@ -100,10 +100,11 @@ def run_in(name: str, config: Config, workdir: Path) -> None:
     """``fedmm stage NAME``: run a stage over ``workdir``; evaluate adds DVC's metrics and plots files."""
     value = run(name, config, workdir_paths(workdir), run_name="dvc")
     if name == "evaluate":
-        write_json(workdir / METRICS, value["summary"])
+        write_json(workdir / METRICS, value.headline())
         result = load("result", workdir_paths(workdir)["result"])
-        columns = ["round", *[k for k in result.history[0] if k.endswith(("_accuracy", "_macro_f1"))]]
-        lines = [",".join(columns)] + [",".join(str(record[c]) for c in columns) for record in result.history]
+        scores = [(split, metric) for split in result.history[0].scores for metric in ("accuracy", "macro_f1")]
+        lines = [",".join(["round", *(f"{split}_{metric}" for split, metric in scores)])]
+        lines += [",".join(map(str, [r.round, *(r.scores[split][metric] for split, metric in scores)])) for r in result.history]
         write_text(workdir / ROUNDS, "\n".join(lines) + "\n")
     if name == "register":
         write_summary(value, (workdir / graph.ARTIFACTS["summary"].path).parent)

@@ -3,7 +3,7 @@
 ``fedmm.graph`` declares how they connect (prepare -> validate data -> partition/mask ->
 validate partitions -> train -> evaluate -> contribution audit -> imputation evaluation ->
 register/promote). Each stage takes and returns artifacts (objects with ``save``/``load``)
-or JSON-able dicts, so every adapter stays a few lines.
+or typed records stored as JSON (``to_dict``/``from_dict``), so every adapter stays a few lines.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from fedmm.data.federated import FederatedData, partition_and_mask, split_tensor
 from fedmm.data.prepare import PreparedData, holdout_count, prepare
 from fedmm.data.sources import SOURCES, source_info
 from fedmm.data.validation import DataValidationError, ValidationReport, validate_dataset, validate_partitions
-from fedmm.evaluation import evaluate_training
+from fedmm.evaluation import EvaluationReport, evaluate_training
+from fedmm.fl.history import RoundRecord
 from fedmm.fl.result import ServedImputer, TrainResult
 from fedmm.fl.strategies import STRATEGIES
 from fedmm.fl.training import train
@@ -33,6 +34,7 @@ from fedmm.impute.clients import client_datasets, split_owners
 from fedmm.impute.registry import fit_imputers, make_imputer
 from fedmm.impute.report import ImputationReport
 from fedmm.runtime import resolve_device, tracking_uri
+from fedmm.summary import RunSummary
 
 
 def _on_first_use(name: str) -> ModuleType:
@@ -159,14 +161,14 @@ def check_partitions(config: Config, federated: FederatedData) -> ValidationRepo
 
 def record_validation(run_id: str, report: ValidationReport) -> None:
     """Log a validation report to MLflow; on failure mark the run failed and raise."""
-    runs.log_validation(run_id, report.to_dict())
+    runs.log_validation(run_id, report)
     if not report.success:
         runs.end_run(run_id, "FAILED")
         report.raise_if_failed()
 
 
 def train_models(
-    config: Config, prepared: PreparedData, federated: FederatedData, on_round: Callable[[dict], None] | None = None
+    config: Config, prepared: PreparedData, federated: FederatedData, on_round: Callable[[RoundRecord], None] | None = None
 ) -> TrainResult:
     """Train the federation; with ``impute.serve``, fit that imputer federatedly.
 
@@ -187,12 +189,12 @@ SERVED_SETTINGS = ("generator", "diffusion")
 """The ``impute`` sub-sections a served imputer reads (the train stage's config keys say so too)."""
 
 
-def evaluate_models(prepared: PreparedData, federated: FederatedData, result: TrainResult) -> dict:
+def evaluate_models(prepared: PreparedData, federated: FederatedData, result: TrainResult) -> EvaluationReport:
     """Score both test protocols, the centralized gap and each client."""
     return evaluate_training(prepared, federated, result)
 
 
-def log_results(run_id: str, result: TrainResult, evaluation: dict) -> None:
+def log_results(run_id: str, result: TrainResult, evaluation: EvaluationReport) -> None:
     """Log per-round history, final metrics, the evaluation report and plots to MLflow."""
     runs.log_training(run_id, result.history, result.centralized_history)
     runs.log_evaluation(run_id, evaluation, result.history, result.centralized_history)
@@ -221,12 +223,12 @@ def audit_contributions(
         result.updates_dir, result.spec, val, config.audit, groups=groups, group_key=key,
         client_modalities=federated_modalities(federated), seed=config.seed, on_round=on_round,
     )
-    report.meta["training_fingerprint"] = result.fingerprint
-    report.meta["partition_sha256"] = federated.content_hash
-    truth = federated.report.get("corruption", {}).get("ground_truth", [])
-    report.meta["corruption_ground_truth"] = truth
+    report.meta.training_fingerprint = result.fingerprint
+    report.meta.partition_sha256 = federated.content_hash
+    truth = federated.report.corruption.ground_truth
+    report.meta.corruption_ground_truth = truth
     if any(row["corrupted"] for row in truth):
-        report.meta["detection"] = detection_quality(report.clients, truth)
+        report.meta.detection = detection_quality(report.clients, truth)
     return report
 
 
@@ -239,10 +241,10 @@ def audit_tags(report: AuditReport, run_id: str | None = None) -> dict[str, str]
     """Model-version tags of an audit: flags, their tests and thresholds (the clean-audit gate reads these),
     the game and, given the MLflow run it was logged to, where its report is."""
     if report.state == NOT_AUDITABLE:
-        return {registry.TAG_AUDIT_STATE: report.state, registry.TAG_AUDIT_REASON: report.meta["reason"]}
+        return {registry.TAG_AUDIT_STATE: report.state, registry.TAG_AUDIT_REASON: report.meta.reason}
     harmful = sorted(int(c) for c, found in report.flags.items() if any(f["flag"] == "harmful" for f in found))
-    game = report.meta["game"]
-    thresholds = report.meta["flags"]["thresholds"]
+    game = report.meta.game
+    thresholds = report.meta.flags.thresholds
     clients = report.clients.set_index("client")
     short = lambda x: float(f"{x:.4g}")  # noqa: E731  (a tag value holds at most 5,000 characters)
     tests = {str(int(c)): {"p_holm": short(clients.loc[c, "p_holm"]), "ci": [short(clients.loc[c, "ci_low"]),
@@ -252,7 +254,7 @@ def audit_tags(report: AuditReport, run_id: str | None = None) -> dict[str, str]
         registry.TAG_AUDIT_HARMFUL: json.dumps(harmful),
         registry.TAG_AUDIT_FLAGS: json.dumps({c: list(dict.fromkeys(f["flag"] for f in found))
                                               for c, found in report.flags.items()}),
-        registry.TAG_AUDIT_GATE_FLAGS: json.dumps(list(report.meta["config"]["gate_flags"])),
+        registry.TAG_AUDIT_GATE_FLAGS: json.dumps(list(report.meta.config.gate_flags)),
         "fedmm.audit.thresholds": json.dumps(thresholds),
         "fedmm.audit.tests": json.dumps(tests),
         "fedmm.audit.game": f"{game['weighting']} weights, {game['metric']}, validation sha256 {game['validation_sha256']}",
@@ -262,21 +264,21 @@ def audit_tags(report: AuditReport, run_id: str | None = None) -> dict[str, str]
     return tags
 
 
-def _tag_version(run_summary: dict, tags: dict[str, str]) -> None:
+def _tag_version(run_summary: RunSummary, tags: dict[str, str]) -> None:
     """Set tags on the model version a training run registered."""
     mlflow_client = registry.client()
     for key, value in tags.items():
-        mlflow_client.set_model_version_tag(run_summary["model_name"], run_summary["model_version"], key, value)
+        mlflow_client.set_model_version_tag(run_summary.model_name, run_summary.model_version, key, value)
 
 
-def attach_audit(report: AuditReport, run_summary: dict) -> None:
+def attach_audit(report: AuditReport, run_summary: RunSummary) -> None:
     """Log an audit of a past training run to its MLflow run and tag its registered model version.
 
     The version keeps its earlier audits' tags (``fedmm.audit.history.<n>.*``).
     """
-    runs.log_audit(run_summary["mlflow_run_id"], report)
-    registry.record_audit(run_summary["model_name"], run_summary["model_version"],
-                          audit_tags(report, run_summary["mlflow_run_id"]))
+    runs.log_audit(run_summary.mlflow_run_id, report)
+    registry.record_audit(run_summary.model_name, run_summary.model_version,
+                          audit_tags(report, run_summary.mlflow_run_id))
 
 
 def evaluate_imputation(
@@ -301,9 +303,9 @@ def imputation_tags(report: ImputationReport) -> dict[str, str]:
     return tags
 
 
-def attach_imputation(report: ImputationReport, run_summary: dict) -> None:
+def attach_imputation(report: ImputationReport, run_summary: RunSummary) -> None:
     """Log an imputation evaluation to the training run's MLflow run and tag its registered model version."""
-    runs.log_imputation(run_summary["mlflow_run_id"], report)
+    runs.log_imputation(run_summary.mlflow_run_id, report)
     _tag_version(run_summary, imputation_tags(report))
 
 
@@ -313,12 +315,12 @@ def register_and_promote(
     prepared: PreparedData,
     federated: FederatedData,
     result: TrainResult,
-    evaluation: dict,
+    evaluation: EvaluationReport,
     validation_passed: bool,
     extra_tags: dict[str, str] | None = None,
     audit: AuditReport | None = None,
     imputation: ImputationReport | None = None,
-) -> dict:
+) -> RunSummary:
     """Register the global model as ``challenger``, run the gates, promote if they pass.
 
     The version is tagged with the audit and the imputation evaluation, which is logged.
@@ -339,7 +341,7 @@ def register_and_promote(
         "fedmm.strategy": result.strategy,
         "fedmm.training_fingerprint": result.fingerprint,
         "fedmm.mlflow_run_id": run_id,
-        "fedmm.test_macro_f1": f"{evaluation['summary']['test_macro_f1']:.6f}",
+        "fedmm.test_macro_f1": f"{evaluation.test_macro_f1:.6f}",
         registry.TAG_VALIDATION: "true" if validation_passed else "false",
         **(registry.audit_record_tags({}, audit_tags(audit, run_id)) if audit is not None else {}),
         **(imputation_tags(imputation) if imputation is not None else {}),
@@ -350,26 +352,27 @@ def register_and_promote(
         config.registry.model_name, version, registry.GatePolicy.from_config(config.registry), test_set
     )
     runs.log_dict(run_id, decision.to_dict(), "registry/promotion.json")
-    return {
-        **evaluation["summary"],
-        "model_name": config.registry.model_name,
-        "model_version": version,
-        "aliases": registry.version_aliases(config.registry.model_name, version),
-        "promoted": decision.promoted,
-        "gates": [{"name": g.name, "passed": g.passed, "detail": g.detail} for g in decision.gates],
-        "tracking_uri": tracking_uri(),
-        "mlflow_run_id": run_id,
-        "config_hash": config.hash(),
-        "data_sha256": prepared.data_sha256,
-        "num_clients": federated.num_clients,
-        "rounds": len(result.history),
-        "strategy": result.strategy,
-        "transport": config.train.transport,
-        "served_imputer": result.imputer.name if result.imputer is not None else None,
-        "test_samples": int(len(test_set)),
-        "dropped_samples": int(np.sum(~federated.kept)),
-        **({"audit_flags": audit.flags, **audit.summary()} if audit is not None else {}),
-    }
+    return RunSummary(
+        model_name=config.registry.model_name,
+        model_version=version,
+        aliases=registry.version_aliases(config.registry.model_name, version),
+        promoted=decision.promoted,
+        gates=list(decision.gates),
+        tracking_uri=tracking_uri(),
+        mlflow_run_id=run_id,
+        config_hash=config.hash(),
+        data_sha256=prepared.data_sha256,
+        num_clients=federated.num_clients,
+        rounds=len(result.history),
+        strategy=result.strategy,
+        transport=config.train.transport,
+        served_imputer=result.imputer.name if result.imputer is not None else None,
+        test_samples=int(len(test_set)),
+        dropped_samples=int(np.sum(~federated.kept)),
+        metrics=evaluation.headline(),
+        audit=audit.summary() if audit is not None else None,
+        audit_flags=audit.flags if audit is not None else None,
+    )
 
 
 def record_and_register(
@@ -377,13 +380,13 @@ def record_and_register(
     prepared: PreparedData,
     federated: FederatedData,
     result: TrainResult,
-    evaluation: dict,
+    evaluation: EvaluationReport,
     data_report: ValidationReport,
     partition_report: ValidationReport,
     audit: AuditReport | None,
     imputation: ImputationReport | None,
     run_name: str | None = None,
-) -> dict:
+) -> RunSummary:
     """The register stage of orchestrators that track at the end (DVC, kfp): open the MLflow run, log the
     validation reports, results and audit, then :func:`register_and_promote`."""
     run_id = start_tracking(config, run_name)

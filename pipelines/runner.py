@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fedmm.config import Config
 from fedmm.runtime import state_dir
+from fedmm.summary import RunSummary
 from fedmm.tracking.lock import file_lock
 
 
@@ -15,7 +18,7 @@ def ensure_store() -> None:
         Client().zen_store  # noqa: B018 (reading the property creates and migrates the store)
 
 
-def run_pipeline(config: Config, echo=print) -> dict:
+def run_pipeline(config: Config, echo=print) -> RunSummary:
     """Check the config against the data, sweep what crashed runs left, run the ZenML pipeline.
 
     Preflight warnings and what was swept are passed to ``echo``. Returns the run summary.
@@ -33,4 +36,4 @@ def run_pipeline(config: Config, echo=print) -> dict:
     run = run_training(config)
     summary = run.steps["register_and_promote"].outputs["run_summary"]
     artifact = summary[0] if isinstance(summary, list) else summary
-    return {**artifact.load(), "zenml_pipeline_run": str(run.id)}
+    return replace(artifact.load(), zenml_pipeline_run=str(run.id))

@@ -5,7 +5,9 @@ A stage the graph skips for a config (the imputation evaluation unless ``impute.
 is left out and its artifact is None; without parameter deltas the audit records that there
 is nothing to audit.
 The validation gates order the stages after them with ``after=``, so cached steps read only
-the artifacts they use. Tracking is ZenML's own: the MLflow run opens first and each step
+the artifacts they use, and each step gets the config as its stage sees it
+(``graph.stage_config``: the keys it reads), so a change elsewhere in the config reuses its
+cached output. Tracking is ZenML's own: the MLflow run opens first and each step
 logs to it (``fedmm.workflow.record_and_register`` does the same at the end for DVC and kfp).
 """
 
@@ -45,18 +47,19 @@ STEPS = {
 # failed) reaches the caller, instead of a generic "step(s) failed".
 @pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
 def training_pipeline(config: Config) -> None:
+    seen = lambda name: graph.stage_config(graph.stage(name), config)  # noqa: E731  (what the step's cache key holds)
     run_id = start_tracking(config)
-    prepared = prepare_data(config)
-    data_report = validate_data(config, prepared, run_id)
-    federated = partition_clients(config, prepared, after=data_report)
-    partition_report = validate_partitions(config, federated, run_id)
-    result = train_federated(config, prepared, federated, after=partition_report)
+    prepared = prepare_data(seen("prepare"))
+    data_report = validate_data(seen("validate-data"), prepared, run_id)
+    federated = partition_clients(seen("partition"), prepared, after=data_report)
+    partition_report = validate_partitions(seen("validate-partitions"), federated, run_id)
+    result = train_federated(seen("train"), prepared, federated, after=partition_report)
     evaluation = evaluate_models(run_id, prepared, federated, result)
-    audit = audit_contributions(config, prepared, federated, result)
+    audit = audit_contributions(seen("audit"), prepared, federated, result)
     log_audit(run_id, audit)
     imputation = None
     if graph.skip_reason(graph.stage("evaluate-imputation"), config) is None:
-        imputation = evaluate_imputation(config, prepared, federated, result)
+        imputation = evaluate_imputation(seen("evaluate-imputation"), prepared, federated, result)
     register_and_promote(
         config, run_id, prepared, federated, result, evaluation, data_report, partition_report, audit, imputation
     )

@@ -10,6 +10,7 @@ from fedmm.data.prepare import PreparedData
 from fedmm.fl.result import TrainResult
 from fedmm.progress import RoundProgress
 from fedmm.report import print_audit
+from fedmm.summary import RunSummary
 from steps.materializers import FolderArtifactMaterializer
 
 
@@ -33,6 +34,6 @@ def log_audit(run_id: str, report: AuditReport) -> None:
 
 
 @step(enable_cache=False)
-def attach_audit(report: AuditReport, run_summary: dict) -> None:
+def attach_audit(report: AuditReport, run_summary: RunSummary) -> None:
     """Log an audit of a past run to that run's MLflow run and tag its model version."""
     workflow.attach_audit(report, run_summary)

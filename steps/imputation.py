@@ -8,6 +8,7 @@ from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.result import TrainResult
 from fedmm.impute.report import ImputationReport
+from fedmm.summary import RunSummary
 from steps.materializers import FolderArtifactMaterializer
 
 
@@ -20,6 +21,6 @@ def evaluate_imputation(
 
 
 @step(enable_cache=False)
-def attach_imputation(report: ImputationReport, run_summary: dict) -> None:
+def attach_imputation(report: ImputationReport, run_summary: RunSummary) -> None:
     """Log the imputation evaluation to the training run's MLflow run and tag its model version."""
     workflow.attach_imputation(report, run_summary)

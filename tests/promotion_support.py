@@ -181,7 +181,7 @@ def train_tiny(tmp_path: Path, model_name: str, seed: int = 0, extra: tuple[str,
     return config, prepared, federated, result, workflow.evaluate_models(prepared, federated, result)
 
 
-def register_trained(trained, model_name: str) -> dict:
+def register_trained(trained, model_name: str):
     """Register and gate a trained model like the pipeline's register step, without an audit; returns the run summary.
 
     There is no audit here, so the clean-audit gate (on by default) is switched off for these registry tests.

@@ -53,7 +53,7 @@ def test_data_corruptions_change_only_their_client(prepared):
                 assert all(np.array_equal(a[m], b[m]) for m in a)
             else:
                 assert np.array_equal(a, b)
-    assert corrupted.report["corruption"]["ground_truth"][1] == {"client": 1, "corrupted": True, "kind": "free_rider_zero"}
+    assert corrupted.report.corruption.ground_truth[1] == {"client": 1, "corrupted": True, "kind": "free_rider_zero"}
     assert corrupted.content_hash != clean.content_hash
 
 

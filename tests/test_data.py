@@ -69,8 +69,9 @@ def test_split_never_cuts_a_recording_and_holds_out_subjects(prepared):
     held = np.unique(dataset.subject[split == SPLITS.index("test_subjects")])
     assert len(held) == 2
     assert not np.isin(dataset.subject[split != SPLITS.index("test_subjects")], held).any()
-    for name in SPLITS:
-        assert len(prepared.indices(name)) > 0
+    every = np.concatenate([prepared.indices(name) for name in SPLITS])
+    assert min(len(prepared.indices(name)) for name in SPLITS) > 0
+    np.testing.assert_array_equal(np.sort(every), np.arange(len(dataset.labels)))  # each sample in exactly one split
     assert prepared.manifest["splits"]["test"]["classes"] == np.bincount(
         dataset.labels[prepared.indices("test")], minlength=7).tolist()
 
@@ -103,7 +104,10 @@ def test_bring_your_own_npz_goes_through_the_same_path(synthetic_npz):
     prepared = prepare(DataConfig(source="npz", path=str(synthetic_npz), holdout_subjects=1,
                                   test_fraction=0.25, val_fraction=0.125), seed=0)
     assert prepared.manifest["source"]["name"] == "npz"
-    assert len(prepared.indices("test")) > 0
+    # 24 recordings of 10 windows, 3 classes, 4 subjects: one subject (6 recordings) held out; of the 6
+    # recordings per class left, ceil(0.25 * 6) = 2 test, ceil(0.125 * 6) = 1 validation, 3 train
+    sizes = {name: len(prepared.indices(name)) for name in SPLITS}
+    assert sizes == {"train": 10 * 3 * 3, "val": 10 * 3 * 1, "test": 10 * 3 * 2, "test_subjects": 10 * 6}
 
 
 def test_malformed_npz_errors_name_the_problem(tmp_path):

@@ -79,7 +79,7 @@ def test_clients_send_proxy_embeddings_and_never_parameters(data, reference):
         assert payload.embeddings[:, payload.held].any()
     assert {tuple(p.held.tolist()) for p in payloads} == {(True, False), (False, True), (True, True)}
     assert UpdateStore(workdir / engine.UPDATES_DIR).rounds() == []
-    assert all({"recon_loss", "distill_loss"} <= set(c) for record in result.history for c in record["clients"])
+    assert all({"recon_loss", "distill_loss"} <= set(c.metrics) for record in result.history for c in record.clients)
 
 
 def test_clients_use_no_labels(data):
@@ -115,8 +115,8 @@ def test_aggregation_ignores_clients_for_modalities_they_lack():
 def test_global_model_beats_chance_on_the_test_split(reference):
     _, result, _ = reference
     chance = 1 / result.spec.num_classes
-    assert result.history[-1]["test_macro_f1"] > 1.5 * chance
-    assert result.history[-1]["test_missing_macro_f1"] > 1.5 * chance
+    assert result.history[-1].scores["test"]["macro_f1"] > 1.5 * chance
+    assert result.history[-1].scores["test_missing"]["macro_f1"] > 1.5 * chance
 
 
 def test_cross_modal_reconstruction_decodes_every_present_modality_from_each_one(data):

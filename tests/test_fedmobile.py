@@ -125,7 +125,7 @@ def test_untrained_generator_is_not_used_in_the_first_round(data):
 
 def test_a_saved_run_predicts_with_its_generator(data, trained, tmp_path):
     result, strategy = trained
-    assert "test_missing_macro_f1" in result.history[-1]
+    assert "test_missing" in result.history[-1].scores
     result.save(tmp_path / "saved")
     loaded = TrainResult.load(tmp_path / "saved").predictor()
     assert isinstance(loaded, GeneratedFeaturesNet)
@@ -134,8 +134,8 @@ def test_a_saved_run_predicts_with_its_generator(data, trained, tmp_path):
     mask = torch.tensor([[True, False]] * 16)
     torch.testing.assert_close(loaded(inputs, mask), strategy.predictor(result.model())(inputs, mask))
     report = evaluate_training(*data, TrainResult.load(tmp_path / "saved"))
-    assert report["protocols"]["test_missing"]["federated"]["macro_f1"] == pytest.approx(
-        result.history[-1]["test_missing_macro_f1"])
+    assert report.protocols["test_missing"].federated["macro_f1"] == pytest.approx(
+        result.history[-1].scores["test_missing"]["macro_f1"])
 
 
 def test_free_riders_get_no_weight(data, tmp_path):

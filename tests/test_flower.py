@@ -173,7 +173,7 @@ def test_every_strategy_over_flower_equals_the_in_process_run(federation, strate
     reference = in_process(base, data, tmp_path / "inprocess")
     over_flower = train(flower, *data, workdir=tmp_path / "flower")
     assert_identical(reference, over_flower)
-    assert all(record["dropped"] == [] for record in over_flower.history)
+    assert all(record.dropped == [] for record in over_flower.history)
 
 
 def test_a_killed_serverapp_resumes_from_its_checkpoint_and_the_sites_kept_state(federation, tmp_path):
@@ -181,7 +181,7 @@ def test_a_killed_serverapp_resumes_from_its_checkpoint_and_the_sites_kept_state
     config = tiny("train.strategy=moon", "train.rounds=3", "train.transport=flower")
 
     def kill_serverapp(record):
-        if record["round"] == 1:
+        if record.round == 1:
             for pid in our_processes(state_dir()):
                 if b"flwr-serverapp" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     os.kill(pid, 9)
@@ -211,12 +211,12 @@ def test_a_killed_supernode_is_dropped_and_a_refused_site_is_named(tmp_path, cap
         config = load_config(TINY, [*overrides, f"flower.superlink={running.address}", "flower.insecure=true"])
 
         def kill(record):
-            if record["round"] == 1:
+            if record.round == 1:
                 running.kill_site(2)
 
         result = train(config, prepared, federated, on_round=kill, workdir=tmp_path / "run")
-    assert [r["dropped"] for r in result.history] == [[3], [2, 3], [2, 3]]
-    assert [sorted(c["client"] for c in r["clients"]) for r in result.history] == [[0, 1, 2], [0, 1], [0, 1]]
+    assert [r.dropped for r in result.history] == [[3], [2, 3], [2, 3]]
+    assert [sorted(c.client for c in r.clients) for r in result.history] == [[0, 1, 2], [0, 1], [0, 1]]
     err = capfd.readouterr().err
     assert "refused site 3: its data failed validation" in err and "acc_nonfinite" in err
     sites_report = json.loads((tmp_path / "run" / "sites.json").read_text())

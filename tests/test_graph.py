@@ -110,6 +110,22 @@ def test_dvc_stages_depend_on_what_they_read(tmp_path):
     assert stages["register"]["outs"] == [{"artifacts/registry/summary.json": {"cache": False}}]
 
 
+def test_a_stage_sees_the_config_keys_it_reads_and_defaults_elsewhere():
+    """What a ZenML step's cache key holds: a change outside what a stage reads leaves its view unchanged."""
+    config = load_config(REPO / "params.yaml", ["train.strategy=mmfed3", "partition.proxy_fraction=0.1",
+                                                "validation.value_bounds={acc: [-20, 20]}", "impute.serve=mean"])
+    changed = config.model_copy(update={"audit": config.audit.model_copy(update={"max_evaluations": 64}),
+                                        "registry": config.registry.model_copy(update={"champion_margin": 0.05})})
+    for name in ("prepare", "partition", "train", "evaluate-imputation"):
+        assert graph.stage_config(graph.stage(name), changed) == graph.stage_config(graph.stage(name), config), name
+    assert graph.stage_config(graph.stage("audit"), changed).audit.max_evaluations == 64
+    train = graph.stage_config(graph.stage("train"), config)
+    assert (train.train, train.partition, train.impute.serve) == (config.train, config.partition, "mean")
+    assert train.validation.value_bounds == {"acc": (-20.0, 20.0)} and train.registry == Config().registry
+    assert graph.stage_config(graph.stage("prepare"), config).train == Config().train
+    assert graph.stage_config(graph.stage("register"), changed) == changed
+
+
 def test_kfp_components_match_the_graph():
     assert kfp_mismatch() == []
 

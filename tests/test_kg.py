@@ -129,7 +129,10 @@ def test_every_method_trains_and_ranks_the_same_queries(nations, method, scorer)
     result = evaluate(participants, clients, tensors, kg)
     assert result["queries"] == 2 * len(kg.splits["test"])
     assert 0 < result["hits@1"] <= result["hits@3"] <= result["hits@10"] <= 1 and 0 < result["mrr"] <= 1
-    assert all(np.isfinite(p.history).all() and len(p.history) > 0 for p in participants)
+    # one loss per batch of (reciprocal-doubled) queries, per local epoch, per round
+    batches = [-(-2 * len(p.graph.splits["train"]) // config.batch_size) for p in participants]
+    assert [len(p.history) for p in participants] == [config.rounds * config.local_epochs * b for b in batches]
+    assert all(np.isfinite(p.history).all() for p in participants)
     if method.endswith("hide"):
         missing = ~participants[0].present[clients[0].entities]
         assert participants[0].filled[clients[0].entities][missing].abs().sum() > 0

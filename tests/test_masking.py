@@ -1,8 +1,10 @@
+import json
+
 import numpy as np
 import pytest
 
 from fedmm.config import DataConfig, MaskConfig, PartitionConfig, config_from_dict
-from fedmm.data.federated import client_arrays, held_out_presence, partition_and_mask
+from fedmm.data.federated import FederatedData, client_arrays, held_out_presence, partition_and_mask
 from fedmm.data.masking import MaskError, ModalityMasker
 from fedmm.data.prepare import prepare
 
@@ -86,12 +88,11 @@ def test_samples_without_modalities_are_dropped_and_masked_values_never_reach_cl
     })
     federated = partition_and_mask(prepared, config.partition, config.mask, config.seed)
     report = federated.report
-    dropped = sum(row["n_dropped"] for row in report["clients"])
-    assert dropped == report["dropped_samples"] > 0
+    dropped = sum(row.n_dropped for row in report.clients)
+    assert dropped == report.dropped_samples > 0
     assert dropped == int((~federated.presence.any(axis=1)).sum())
-    for row in report["clients"]:
-        if row["held"] == ["gyro"]:
-            assert row["realised_rate_acc"] == 1.0 and row["requested_rate_acc"] == 1.0
+    gyro_only = [row for row in report.clients if row.held == ["gyro"]]
+    assert gyro_only and all(row.realised_rate["acc"] == row.requested_rate["acc"] == 1.0 for row in gyro_only)
     for client in range(federated.num_clients):
         inputs, presence, labels = client_arrays(prepared, federated, client)
         assert presence.any(axis=1).all()
@@ -102,13 +103,18 @@ def test_samples_without_modalities_are_dropped_and_masked_values_never_reach_cl
             np.testing.assert_array_equal(inputs[name][present], prepared.dataset.modalities[name][rows][present])
 
 
-def test_partition_report_lists_sizes_and_class_histograms(prepared):
+def test_partition_report_lists_sizes_and_class_histograms(prepared, tmp_path):
     federated = partition_and_mask(prepared, PartitionConfig(), MaskConfig(), 0)
-    rows = federated.report["clients"]
+    rows = federated.report.clients
     assert len(rows) == 8
-    assert sum(row["n_samples"] for row in rows) == len(prepared.indices("train"))
-    assert all(sum(row["class_counts"]) == row["n_samples"] for row in rows)
-    assert len({row["subject"] for row in rows}) == 8
+    assert sum(row.n_samples for row in rows) == len(prepared.indices("train"))
+    assert all(sum(row.class_counts) == row.n_samples for row in rows)
+    assert len({row.subject for row in rows}) == 8
+    federated.save(tmp_path / "partitions")
+    saved = json.loads((tmp_path / "partitions" / "report.json").read_text())
+    assert saved["clients"][0]["realised_rate_acc"] == rows[0].realised_rate["acc"]
+    assert saved["clients"][0]["subject"] == rows[0].subject and saved["dropped_samples"] == 0
+    assert FederatedData.load(tmp_path / "partitions").report == federated.report
 
 
 def test_proxy_set_is_stratified_and_never_given_to_a_client(prepared):
@@ -138,9 +144,9 @@ def test_a_proxy_from_subjects_holds_whole_subjects_no_client_is(prepared):
 def test_label_fraction_hides_labels_per_client(prepared):
     partition = PartitionConfig(scheme="iid", num_clients=4, label_fraction=0.2)
     federated = partition_and_mask(prepared, partition, MaskConfig(), 0)
-    for client, row in enumerate(federated.report["clients"]):
+    for client, row in enumerate(federated.report.clients):
         _, _, labels = client_arrays(prepared, federated, client)
-        assert (labels >= 0).sum() == row["n_labelled"] == round(0.2 * row["n_samples"])
+        assert (labels >= 0).sum() == row.n_labelled == round(0.2 * row.n_samples)
         assert set(np.unique(labels)) - {-1} <= set(prepared.dataset.labels)
 
 

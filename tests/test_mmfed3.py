@@ -149,4 +149,4 @@ def test_better_than_the_majority_class(data, tmp_path):
     prepared = data[0]
     test_labels = prepared.dataset.labels[prepared.indices("test")]
     majority_share = np.bincount(test_labels).max() / len(test_labels)
-    assert reference.history[-1]["test_accuracy"] > majority_share + 0.1
+    assert reference.history[-1].scores["test"]["accuracy"] > majority_share + 0.1

@@ -105,6 +105,6 @@ def test_clients_that_masking_shrinks_below_min_samples_are_refused(tmp_path):
     prepared = prepare(DataConfig(source="npz", path=str(path)), seed=0)
     partition = PartitionConfig(scheme="dirichlet", num_clients=3, alpha=0.5, min_samples=10)
     complete = partition_and_mask(prepared, partition, MaskConfig(), seed=0)
-    assert min(row["n_samples"] for row in complete.report["clients"]) >= 10
+    assert min(row.n_samples for row in complete.report.clients) >= 10
     with pytest.raises(PartitionError, match=r"under the mask, client 0 keeps \d of \d+.* partition.min_samples=10"):
         partition_and_mask(prepared, partition, MaskConfig(missing_rate={"acc": 0.5, "gyro": 0.5}), seed=0)

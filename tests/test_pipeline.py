@@ -25,24 +25,25 @@ def _versions(name: str) -> int:
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    """The tiny smartwatch config through `fedmm run`, as a user runs it."""
+    """The tiny smartwatch config through `fedmm run`, as a user runs it, and the registry's aliases right after
+    (later tests move them)."""
     workdir = tmp_path_factory.mktemp("run")
     runner = CliRunner()
     with runner.isolated_filesystem(temp_dir=workdir):
         result = runner.invoke(main, ["run", "--config", str(TINY)], catch_exceptions=False)
         summary = json.loads((summary_dir() / "summary.json").read_text())
-    return result, summary
+    return result, summary, registry.aliases("fedmm-tiny")
 
 
 def test_run_registers_promotes_and_writes_summary(first_run):
-    result, summary = first_run
+    result, summary, aliases = first_run
     assert result.exit_code == 0, result.output
     for key in ("test_accuracy", "test_macro_f1", "centralized_macro_f1", "model_name", "model_version",
                 "aliases", "tracking_uri", "config_hash", "data_sha256", "test_subjects_macro_f1"):
         assert key in summary
     assert summary["config_hash"] == load_config(TINY).hash()
-    assert "champion" in summary["aliases"] and "challenger" in summary["aliases"]
-    assert registry.aliases("fedmm-tiny")["champion"] == summary["model_version"]
+    assert summary["aliases"] == ["challenger", "champion"]
+    assert aliases == {"champion": summary["model_version"], "challenger": summary["model_version"]}
     version = registry.client().get_model_version("fedmm-tiny", summary["model_version"])
     for tag in ("fedmm.data_sha256", "fedmm.partition_config_hash", "fedmm.git_commit", "fedmm.strategy"):
         assert tag in version.tags
@@ -56,7 +57,7 @@ def test_the_run_follows_the_graph(first_run):
 
     from pipelines.training import STEPS
 
-    _, summary = first_run
+    _, summary, _ = first_run
     run = Client().get_pipeline_run(summary["zenml_pipeline_run"])
     stages = [stage for stage in graph.STAGES if stage.skip is None]
     assert set(run.steps) == {STEPS[stage.name].name for stage in stages} | {"start_tracking", "log_audit"}
@@ -68,14 +69,14 @@ def test_the_run_follows_the_graph(first_run):
 
 
 def test_registered_model_predicts_from_its_signature(first_run):
-    _, summary = first_run
+    _, summary, _ = first_run
     test_set = registry.load_test_set("fedmm-tiny", summary["model_version"])
     score = registry.score_version("fedmm-tiny", summary["model_version"], test_set)
     assert score == pytest.approx(summary["test_macro_f1"], abs=1e-6)
 
 
 def test_rerun_is_not_promoted_without_beating_champion_and_rollback_works(first_run, tmp_path, monkeypatch):
-    _, summary = first_run
+    _, summary, _ = first_run
     monkeypatch.chdir(tmp_path)
     champion = summary["model_version"]
     runner = CliRunner()
@@ -84,10 +85,15 @@ def test_rerun_is_not_promoted_without_beating_champion_and_rollback_works(first
     assert result.exit_code == 1 and "FAIL: " in result.output, result.output  # registered, a gate failed
     # the GPU request reaches the training step's ZenML settings (the local orchestrator ignores it)
     from zenml.client import Client
+    from zenml.enums import ExecutionStatus
 
     run_id = json.loads((summary_dir() / "summary.json").read_text())["zenml_pipeline_run"]
-    settings = Client().get_pipeline_run(run_id).steps["train_federated"].config.settings
-    assert settings["resources"].gpu_count == 1
+    steps = Client().get_pipeline_run(run_id).steps
+    assert steps["train_federated"].config.settings["resources"].gpu_count == 1
+    # only registry and train keys changed: the steps that read neither reuse their cached outputs
+    status = {name: steps[name].status for name in ("prepare_data", "partition_clients", "train_federated")}
+    assert status == {"prepare_data": ExecutionStatus.CACHED, "partition_clients": ExecutionStatus.CACHED,
+                      "train_federated": ExecutionStatus.COMPLETED}
     aliases = registry.aliases("fedmm-tiny")
     assert aliases["champion"] == champion
     newest = aliases["challenger"]
@@ -106,7 +112,7 @@ def test_rerun_is_not_promoted_without_beating_champion_and_rollback_works(first
 
 
 def test_training_audits_contributions_and_tags_the_version(first_run):
-    result, summary = first_run
+    result, summary, _ = first_run
     assert summary["audit_rounds"] == 2 and summary["audit_efficiency_residual_max"] <= 1e-6
     version = registry.client().get_model_version("fedmm-tiny", summary["model_version"])
     assert version.tags[registry.TAG_AUDIT_HARMFUL] == "[]"
@@ -116,7 +122,7 @@ def test_training_audits_contributions_and_tags_the_version(first_run):
 
 
 def test_audit_of_a_past_run_by_its_id(first_run):
-    _, summary = first_run
+    _, summary, _ = first_run
     result = CliRunner().invoke(main, ["audit", "--run", summary["zenml_pipeline_run"], "-c", str(TINY),
                                        "--set", "audit.metric=accuracy"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -150,7 +156,7 @@ def test_harmful_client_blocks_promotion_when_the_audit_gate_is_on(tmp_path, mon
 
 
 def test_imputation_evaluation_of_a_past_run(first_run):
-    _, summary = first_run
+    _, summary, _ = first_run
     overrides = ["impute.imputers=[zero, mean, generator]", "impute.generator.rounds=1",
                  "impute.generator.local_epochs=1", "impute.rates=[0.5]"]
     result = CliRunner().invoke(main, ["impute", "--run", summary["zenml_pipeline_run"], "-c", str(TINY),

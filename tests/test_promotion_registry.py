@@ -44,8 +44,8 @@ def _policy(**overrides):
 def test_versions_gate_rollback_and_audit_history(backend, trained, tmp_path):
     name = f"reg-{backend}"
     summary = register_trained(trained, name)
-    v1 = summary["model_version"]
-    assert summary["promoted"] and registry.aliases(name)[registry.CHAMPION] == v1
+    v1 = summary.model_version
+    assert summary.promoted and registry.aliases(name)[registry.CHAMPION] == v1
     tags = registry.client().get_model_version(name, v1).tags
     assert tags[registry.TAG_REGISTRATION] == registry.COMPLETE and len(tags[registry.TAG_MODEL_SHA]) == 64
     assert tags[registry.TAG_REPLACED] == "none"
@@ -94,20 +94,20 @@ def test_champion_on_another_test_set_is_not_compared(backend, trained, trained_
     name = f"cmp-{backend}"
     first = register_trained(trained, name)
     second = register_trained(trained_other_split, name)
-    gate = {g["name"]: g for g in second["gates"]}["beats_champion"]
-    assert not second["promoted"] and not gate["passed"] and "not comparable" in gate["detail"]
-    assert registry.aliases(name)["champion"] == first["model_version"]
+    gate = second.gate("beats_champion")
+    assert not second.promoted and not gate.passed and "not comparable" in gate.detail
+    assert registry.aliases(name)["champion"] == first.model_version
 
 
 def test_tampered_model_is_refused_before_it_runs(trained, tmp_path):
     name = "tampered"
     summary = register_trained(trained, name)
-    version = registry._model_version(name, summary["model_version"])
+    version = registry._model_version(name, summary.model_version)
     source = Path(version.source.removeprefix("file://"))
     marker = tmp_path / "code-ran"
     with open(source / "model_code.py", "a") as handle:
         handle.write(f"\nopen({str(marker)!r}, 'w').close()\n")
-    result = CliRunner().invoke(main, ["promote", "--model", name, "--version", summary["model_version"]])
+    result = CliRunner().invoke(main, ["promote", "--model", name, "--version", summary.model_version])
     assert result.exit_code == 2 and "refusing to load a modified model" in result.output
     assert not marker.exists()
 

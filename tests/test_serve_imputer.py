@@ -36,7 +36,7 @@ def test_served_imputer_is_fitted_saved_and_used_at_inference(tmp_path, monkeypa
         torch.testing.assert_close(TrainResult.load(tmp_path / "saved").predictor()(inputs, mask), served)
         torch.testing.assert_close(load_predictor(tmp_path / "saved")(inputs, mask), served)
     evaluation = workflow.evaluate_models(prepared, federated, result)
-    assert "test_missing" in evaluation["protocols"]
+    assert "test_missing" in evaluation.protocols
 
 
 def test_serving_an_imputer_is_checked_up_front():

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +288,7 @@ def _clean(x: Any) -> Any:
 VERDICTS = ("harmful", "insufficient evidence", "not harmful")
 
 
-def client_summary(audits: Sequence[RoundAudit], statistic, config: AuditConfig) -> tuple[pd.DataFrame, dict]:
+def client_summary(audits: Sequence[RoundAudit], statistic, config: AuditConfig) -> tuple[pd.DataFrame, AuditFlags]:
     """Per-client table over the run and the flags with their evidence (see :class:`AuditConfig`).
 
     A client's cumulative value sums its per-round values; its evidence (per-sample values,
@@ -410,7 +410,7 @@ def client_summary(audits: Sequence[RoundAudit], statistic, config: AuditConfig)
             flags[str(int(row.client))] = [{"flag": f, "rule": why, "evidence": evidence_row} for f, why in found]
         labels.append(",".join(dict.fromkeys(f for f, _ in found)))
     out["flags"] = labels
-    return out, {"thresholds": _clean(thresholds), "clients": _clean(flags), "total_gain": total}
+    return out, AuditFlags(_clean(thresholds), _clean(flags), _clean(total))
 
 
 def _p_below_zero(mean: np.ndarray, se: np.ndarray, df) -> np.ndarray:
@@ -443,45 +443,106 @@ def _convergence(audits: list[RoundAudit], config: AuditConfig, seed: int) -> di
 
 
 @dataclass
+class AuditFlags:
+    """The flags of an audit: the thresholds they were decided with, the flagged clients (id as string ->
+    ``[{"flag", "evidence"}, ...]``) and the run's total gain (sum of the clients' values)."""
+
+    thresholds: dict[str, Any]
+    clients: dict[str, list[dict]]
+    total_gain: float
+
+    def to_dict(self) -> dict:
+        return {"thresholds": self.thresholds, "clients": self.clients, "total_gain": self.total_gain}
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> AuditFlags:
+        return cls(payload["thresholds"], payload["clients"], payload["total_gain"])
+
+
+@dataclass
+class AuditMeta:
+    """The audit's JSON record (``audit.json``), from which its page is rendered.
+
+    ``rounds`` and ``clients`` hold the per-round records and per-client rows; ``game``
+    describes the cooperative game and its inference (None when nothing was audited, and
+    ``reason`` says why); ``convergence`` traces one round's estimate. The training and
+    partition hashes, the partition's corruption ground truth and the detection quality are
+    filled in by the stage that audits a training run.
+    """
+
+    state: str
+    config: AuditConfig
+    seed: int
+    rounds: list[dict]
+    clients: list[dict]
+    flags: AuditFlags
+    game: dict | None = None
+    convergence: dict | None = None
+    reason: str | None = None
+    training_fingerprint: str | None = None
+    partition_sha256: str | None = None
+    corruption_ground_truth: list[dict] | None = None
+    detection: dict | None = None
+
+    def to_dict(self) -> dict:
+        payload = {"state": self.state, "config": self.config.model_dump(mode="json"), "seed": self.seed,
+                   "rounds": self.rounds, "clients": self.clients, "flags": self.flags.to_dict()}
+        if self.state == AUDITED:
+            payload.update(game=self.game, convergence=self.convergence)
+        for name in _META_OPTIONAL:
+            if getattr(self, name) is not None:
+                payload[name] = getattr(self, name)
+        return payload
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> AuditMeta:
+        return cls(payload.get("state", AUDITED), AuditConfig.model_validate(payload["config"]), payload["seed"],
+                   payload["rounds"], payload["clients"], AuditFlags.from_dict(payload["flags"]), payload.get("game"),
+                   payload.get("convergence"), **{name: payload.get(name) for name in _META_OPTIONAL})
+
+
+_META_OPTIONAL = ("reason", "training_fingerprint", "partition_sha256", "corruption_ground_truth", "detection")
+
+
+@dataclass
 class AuditReport:
     """The audit's tables (per round and client; per client over the run) and its JSON record."""
 
     rounds: pd.DataFrame
     clients: pd.DataFrame
-    meta: dict = field(default_factory=dict)
+    meta: AuditMeta
 
     @classmethod
     def not_auditable(cls, reason: str, config: AuditConfig = AuditConfig(), seed: int = 0) -> AuditReport:
         """The record of a run with nothing to value (e.g. its clients send no parameter deltas), and why."""
-        meta = {"state": NOT_AUDITABLE, "reason": reason, "config": config.model_dump(mode="json"), "seed": seed,
-                "rounds": [], "clients": [], "flags": {"thresholds": {}, "clients": {}, "total_gain": 0.0}}
+        meta = AuditMeta(NOT_AUDITABLE, config, seed, [], [], AuditFlags({}, {}, 0.0), reason=reason)
         return cls(rounds=pd.DataFrame(), clients=pd.DataFrame(columns=list(CLIENT_FIELDS)), meta=meta)
 
     @property
     def state(self) -> str:
-        """``audited``, or ``not_auditable`` (``meta["reason"]`` says why)."""
-        return self.meta.get("state", AUDITED)
+        """``audited``, or ``not_auditable`` (``meta.reason`` says why)."""
+        return self.meta.state
 
     @property
     def flags(self) -> dict[str, list[dict]]:
         """Flagged clients (id as string) -> ``[{"flag", "evidence"}, ...]``."""
-        return self.meta["flags"]["clients"]
+        return self.meta.flags.clients
 
     def suggested_weights(self) -> dict[int, float]:
         return dict(zip(self.clients["client"].astype(int), self.clients["suggested_weight"].astype(float)))
 
     def summary(self) -> dict[str, float]:
         """Scalars for tracking: total gain, flagged clients, worst axiom residuals, evaluations."""
-        res = [r["residuals"] for r in self.meta["rounds"]]
+        res = [r["residuals"] for r in self.meta.rounds]
         worst = lambda key: max((float(x[key]) for x in res if key in x), default=0.0)
         return {
-            "audit_rounds": float(len(self.meta["rounds"])),
-            "audit_total_gain": float(self.meta["flags"]["total_gain"]),
+            "audit_rounds": float(len(self.meta.rounds)),
+            "audit_total_gain": float(self.meta.flags.total_gain),
             "audit_flagged_clients": float(len(self.flags)),
             "audit_efficiency_residual_max": worst("efficiency"),
             "audit_symmetry_residual_max": worst("symmetry"),
             "audit_null_player_residual_max": worst("null_player"),
-            "audit_evaluations": float(sum(r["evaluations"] for r in self.meta["rounds"])),
+            "audit_evaluations": float(sum(r["evaluations"] for r in self.meta.rounds)),
         }
 
     def save(self, directory: str | Path, plots: bool = True) -> Path:
@@ -492,18 +553,18 @@ class AuditReport:
             frame.to_parquet(directory / f"{name}.parquet", index=False)
             frame.to_csv(directory / f"{name}.csv", index=False)
         if plots and self.state == NOT_AUDITABLE:
-            (directory / HTML_FILE).write_text(render_not_auditable(self.meta), encoding="utf-8")
+            (directory / HTML_FILE).write_text(render_not_auditable(self.meta.to_dict()), encoding="utf-8")
         elif plots:
             audit_plots.values_heatmap(self.rounds, directory / PLOTS["heatmap"])
-            level = self.meta["config"]["ci_level"]
+            level = self.meta.config.ci_level
             audit_plots.cumulative_values(self.clients, level, directory / PLOTS["cumulative"])
             images = {"Shapley value per round": directory / PLOTS["heatmap"],
                       "Cumulative value per client": directory / PLOTS["cumulative"]}
-            if self.meta.get("convergence"):
-                audit_plots.convergence(self.meta["convergence"], directory / PLOTS["convergence"], level)
+            if self.meta.convergence:
+                audit_plots.convergence(self.meta.convergence, directory / PLOTS["convergence"], level)
                 images["Convergence of the sampled estimate"] = directory / PLOTS["convergence"]
-            (directory / HTML_FILE).write_text(render_html(self.meta, images), encoding="utf-8")
-        write_json(directory / META_FILE, self.meta)
+            (directory / HTML_FILE).write_text(render_html(self.meta.to_dict(), images), encoding="utf-8")
+        write_json(directory / META_FILE, self.meta.to_dict())
         return directory
 
     @classmethod
@@ -512,7 +573,7 @@ class AuditReport:
         return cls(
             rounds=pd.read_parquet(directory / f"{ROUNDS_FILE}.parquet"),
             clients=pd.read_parquet(directory / f"{CLIENTS_FILE}.parquet"),
-            meta=read_json(directory / META_FILE),
+            meta=AuditMeta.from_dict(read_json(directory / META_FILE)),
         )
 
 
@@ -596,21 +657,15 @@ def audit_updates(
     first = audits[0].record["game"]
     clients, flags = client_summary(audits, statistic, config)
     clients = clients.assign(**{k: first[k] for k in ("metric", "weighting", "validation_sha256")})
-    meta = {
-        "state": AUDITED,
-        "config": config.model_dump(mode="json"),
-        "seed": seed,
-        "game": {
-            **{k: first[k] for k in ("weighting", "metric", "utility", "validation_sha256", "n_val", "num_classes")},
-            "linearised": config.linearised,
-            "inference": statistic.describe(),
-        },
-        "rounds": [a.record for a in audits],
-        "clients": clients[list(CLIENT_FIELDS)].to_dict("records"),
-        "flags": flags,
-        "convergence": _convergence(audits, config, seed),
+    game = {
+        **{k: first[k] for k in ("weighting", "metric", "utility", "validation_sha256", "n_val", "num_classes")},
+        "linearised": config.linearised,
+        "inference": statistic.describe(),
     }
-    return AuditReport(rounds=rounds, clients=clients, meta=_clean(meta))
+    meta = AuditMeta(AUDITED, config, seed, _clean([a.record for a in audits]),
+                     _clean(clients[list(CLIENT_FIELDS)].to_dict("records")), flags, _clean(game),
+                     _clean(_convergence(audits, config, seed)))
+    return AuditReport(rounds=rounds, clients=clients, meta=meta)
 
 
 def federated_modalities(federated: FederatedData) -> dict[int, list[str]]:

@@ -9,7 +9,7 @@ reach a client; the ground truth stays in the prepared data for evaluation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,89 @@ ARRAYS_FILE = "clients.npz"
 REPORT_FILE = "report.json"
 
 
+RATES = ("requested_rate", "realised_rate", "kept_rate")
+"""A client's missing rates per modality: requested by the mask, realised on all its samples, on those it keeps.
+In JSON each is a key ``<rate>_<modality>`` of the client's row (the partition validation reads those columns)."""
+
+
+@dataclass
+class ClientPartition:
+    """One client of a partition: its sample counts, the modalities it holds and its missing rates."""
+
+    client: int
+    n_samples: int
+    n_labelled: int
+    n_dropped: int
+    held: list[str]
+    class_counts: list[int]
+    requested_rate: dict[str, float]
+    realised_rate: dict[str, float]
+    kept_rate: dict[str, float]
+    subject: int | None = None
+    """The client's subject under the natural partition."""
+
+    def to_dict(self) -> dict:
+        row = {"client": self.client, "n_samples": self.n_samples, "n_labelled": self.n_labelled,
+               "n_dropped": self.n_dropped, "held": self.held, "class_counts": self.class_counts}
+        if self.subject is not None:
+            row["subject"] = self.subject
+        for name in self.requested_rate:
+            row.update({f"{rate}_{name}": getattr(self, rate)[name] for rate in RATES})
+        return row
+
+    @classmethod
+    def from_dict(cls, row: dict) -> ClientPartition:
+        rates = {rate: {k[len(rate) + 1:]: v for k, v in row.items() if k.startswith(f"{rate}_")} for rate in RATES}
+        return cls(row["client"], row["n_samples"], row["n_labelled"], row["n_dropped"], row["held"],
+                   row["class_counts"], **rates, subject=row.get("subject"))
+
+
+@dataclass
+class CorruptionRecord:
+    """The corruption a partition planned: its config, seed and per-client ground truth
+    (``{"client", "corrupted", "kind"}`` rows, from ``CorruptionPlan.ground_truth``)."""
+
+    config: dict
+    seed: int
+    ground_truth: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"config": self.config, "seed": self.seed, "ground_truth": self.ground_truth}
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> CorruptionRecord:
+        return cls(payload["config"], payload["seed"], payload.get("ground_truth", []))
+
+
+@dataclass
+class PartitionReport:
+    """What the partition stage did (its ``report.json``): the configs and seed it drew with, the samples
+    it dropped (every modality masked) or gave the server's proxy set, and each client."""
+
+    scheme: str
+    num_clients: int
+    partition_config: dict
+    mask_config: dict
+    seed: int
+    dropped_samples: int
+    proxy_samples: int
+    clients: list[ClientPartition]
+    corruption: CorruptionRecord
+
+    def to_dict(self) -> dict:
+        return {"scheme": self.scheme, "num_clients": self.num_clients, "partition_config": self.partition_config,
+                "mask_config": self.mask_config, "seed": self.seed, "dropped_samples": self.dropped_samples,
+                "proxy_samples": self.proxy_samples, "clients": [c.to_dict() for c in self.clients],
+                "corruption": self.corruption.to_dict()}
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> PartitionReport:
+        corruption = payload.get("corruption") or {"config": {}, "seed": payload["seed"]}  # reports before corruption
+        return cls(payload["scheme"], payload["num_clients"], payload["partition_config"], payload["mask_config"],
+                   payload["seed"], payload["dropped_samples"], payload["proxy_samples"],
+                   [ClientPartition.from_dict(row) for row in payload["clients"]], CorruptionRecord.from_dict(corruption))
+
+
 @dataclass
 class FederatedData:
     """Client assignment and presence masks over the prepared training pool."""
@@ -37,7 +120,7 @@ class FederatedData:
     presence: np.ndarray
     held: np.ndarray
     modalities: list[str]
-    report: dict
+    report: PartitionReport
     labelled: np.ndarray
     proxy_index: np.ndarray
 
@@ -55,7 +138,7 @@ class FederatedData:
 
     def client_table(self) -> pd.DataFrame:
         """One row per client: size and requested/realised missing rate per modality."""
-        return pd.DataFrame(self.report["clients"]).drop(columns=["class_counts", "held"])
+        return pd.DataFrame([c.to_dict() for c in self.report.clients]).drop(columns=["class_counts", "held"])
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -71,13 +154,13 @@ class FederatedData:
     @property
     def mask(self) -> MaskConfig:
         """The modality mask the clients' presence was drawn with."""
-        return MaskConfig.model_validate(self.report["mask_config"])
+        return MaskConfig.model_validate(self.report.mask_config)
 
     @property
     def corruption(self) -> CorruptionPlan:
         """The injected corruptions (none unless configured), with their seed."""
-        entry = self.report.get("corruption") or {"config": {}, "seed": self.report["seed"]}
-        return CorruptionPlan(CorruptionConfig.model_validate(entry["config"]), entry["seed"])
+        entry = self.report.corruption
+        return CorruptionPlan(CorruptionConfig.model_validate(entry.config), entry.seed)
 
     @property
     def content_hash(self) -> str:
@@ -87,7 +170,7 @@ class FederatedData:
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         write_npz(directory / ARRAYS_FILE, self.to_arrays())
-        write_json(directory / REPORT_FILE, self.report)
+        write_json(directory / REPORT_FILE, self.report.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path) -> FederatedData:
@@ -99,7 +182,7 @@ class FederatedData:
             presence=arrays["presence"],
             held=arrays["held"],
             modalities=[str(m) for m in arrays["modalities"]],
-            report=read_json(directory / REPORT_FILE),
+            report=PartitionReport.from_dict(read_json(directory / REPORT_FILE)),
             labelled=arrays["labelled"],
             proxy_index=arrays["proxy_index"],
         )
@@ -132,29 +215,26 @@ def partition_and_mask(
         kept = client_mask.kept
         labelled[members[kept]] = label_draw(int(kept.sum()), partition.label_fraction, seed, k)
         labels = dataset.labels[pool_index[members]][kept]
-        row = {
-            "client": k,
-            "n_samples": int(kept.sum()),
-            "n_labelled": int(labelled[members].sum()),
-            "n_dropped": int((~kept).sum()),
-            "held": [m for m, on in zip(masker.modalities, held[k]) if on],
-            "class_counts": np.bincount(labels, minlength=dataset.num_classes).tolist(),
-        }
-        if partition.scheme == "natural":
-            row["subject"] = int(dataset.subject[pool_index[members[0]]])
         missing = ~client_mask.presence
         requested = masker.requested_rates(held[k])
-        for m, name in enumerate(masker.modalities):
-            row[f"requested_rate_{name}"] = float(requested[m]) if held[k, m] else 1.0
-            row[f"realised_rate_{name}"] = float(missing[:, m].mean()) if len(members) else 0.0
-            row[f"kept_rate_{name}"] = float(missing[kept, m].mean()) if kept.any() else 0.0
-        rows.append(row)
+        names = list(enumerate(masker.modalities))
+        rows.append(ClientPartition(
+            client=k,
+            n_samples=int(kept.sum()),
+            n_labelled=int(labelled[members].sum()),
+            n_dropped=int((~kept).sum()),
+            held=[m for m, on in zip(masker.modalities, held[k]) if on],
+            class_counts=np.bincount(labels, minlength=dataset.num_classes).tolist(),
+            requested_rate={name: float(requested[m]) if held[k, m] else 1.0 for m, name in names},
+            realised_rate={name: float(missing[:, m].mean()) if len(members) else 0.0 for m, name in names},
+            kept_rate={name: float(missing[kept, m].mean()) if kept.any() else 0.0 for m, name in names},
+            subject=int(dataset.subject[pool_index[members[0]]]) if partition.scheme == "natural" else None,
+        ))
     if not presence.any(axis=1).any():
         raise PartitionError("every training sample lost all its modalities")
-    small = [row for row in rows if row["n_samples"] < partition.min_samples]
+    small = [row for row in rows if row.n_samples < partition.min_samples]
     if small:
-        listed = ", ".join(f"client {r['client']} keeps {r['n_samples']} of {r['n_samples'] + r['n_dropped']}"
-                           for r in small)
+        listed = ", ".join(f"client {r.client} keeps {r.n_samples} of {r.n_samples + r.n_dropped}" for r in small)
         raise PartitionError(
             f"under the mask, {listed} (samples that lose every modality are dropped), below "
             f"partition.min_samples={partition.min_samples}: lower mask.missing_rate, partition.min_samples "
@@ -162,21 +242,17 @@ def partition_and_mask(
         )
     plan = CorruptionPlan(corruption or CorruptionConfig(), seed)
     plan.check(partitioner.num_partitions, masker.modalities)
-    report = {
-        "scheme": partition.scheme,
-        "num_clients": partitioner.num_partitions,
-        "partition_config": partition.model_dump(mode="json"),
-        "mask_config": mask.model_dump(mode="json"),
-        "seed": seed,
-        "dropped_samples": int((~presence.any(axis=1)).sum()),
-        "proxy_samples": len(proxy_index),
-        "clients": rows,
-        "corruption": {
-            "config": plan.config.model_dump(mode="json"),
-            "seed": seed,
-            "ground_truth": plan.ground_truth(partitioner.num_partitions),
-        },
-    }
+    report = PartitionReport(
+        scheme=partition.scheme,
+        num_clients=partitioner.num_partitions,
+        partition_config=partition.model_dump(mode="json"),
+        mask_config=mask.model_dump(mode="json"),
+        seed=seed,
+        dropped_samples=int((~presence.any(axis=1)).sum()),
+        proxy_samples=len(proxy_index),
+        clients=rows,
+        corruption=CorruptionRecord(plan.config.model_dump(mode="json"), seed, plan.ground_truth(partitioner.num_partitions)),
+    )
     return FederatedData(
         pool_index=pool_index,
         client=client,

@@ -61,8 +61,8 @@ def run_cell(cell: Cell, shared: dict[str, dict]) -> dict:
         if name == CELL_STAGES[SHARED - 1]:
             shared[key] = artifacts
     federated = artifacts["federated"]
-    return {"num_clients": federated.num_clients, "dropped_samples": federated.report["dropped_samples"],
-            **artifacts["evaluation"]["summary"], "seconds": round(time.perf_counter() - start, 1)}
+    return {"num_clients": federated.num_clients, "dropped_samples": federated.report.dropped_samples,
+            **artifacts["evaluation"].headline(), "seconds": round(time.perf_counter() - start, 1)}
 
 
 def _row(cell: Cell, metrics: dict) -> dict:

@@ -20,6 +20,7 @@ from fedmm.artifacts import read_npz, write_npz
 from fedmm.audit.store import UpdateStore
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.fl.client import Worker, trainable_state
+from fedmm.fl.history import ClientRecord, RoundRecord
 from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.strategy import Strategy, StrategyError
 from fedmm.metrics import evaluate
@@ -80,7 +81,7 @@ class FederatedOutcome:
     """The final global model and the per-round history."""
 
     model: torch.nn.Module
-    history: list[dict]
+    history: list[RoundRecord]
     resumed_from: int
     server_state: State = field(default_factory=dict)
 
@@ -154,22 +155,22 @@ class InProcessClients(ClientPool):
         self.kept_store.prune(completed)
 
 
-def _load_checkpoint(path: Path, device: str) -> tuple[int, State, State, list[dict]] | None:
+def _load_checkpoint(path: Path, device: str) -> tuple[int, State, State, list[RoundRecord]] | None:
     """Completed rounds, global state, the strategy's server state and the history."""
     if not path.is_file():
         return None
     arrays = read_npz(path)
     completed = int(arrays.pop("completed_rounds"))
-    history = json.loads(arrays.pop("history").tobytes().decode())
+    history = [RoundRecord.from_dict(r) for r in json.loads(arrays.pop("history").tobytes().decode())]
     server = {k.removeprefix(SERVER_PREFIX): arrays.pop(k) for k in list(arrays) if k.startswith(SERVER_PREFIX)}
     return completed, arrays_to_state(arrays, device), arrays_to_state(server, device), history
 
 
-def _save_checkpoint(path: Path, completed: int, state: State, server: State, history: list[dict]) -> None:
+def _save_checkpoint(path: Path, completed: int, state: State, server: State, history: list[RoundRecord]) -> None:
     arrays = state_to_arrays(state)
     arrays.update({SERVER_PREFIX + k: v for k, v in state_to_arrays(server).items()})
     arrays["completed_rounds"] = np.array(completed)
-    arrays["history"] = np.frombuffer(json.dumps(history).encode(), dtype=np.uint8)
+    arrays["history"] = np.frombuffer(json.dumps([r.to_dict() for r in history]).encode(), dtype=np.uint8)
     write_npz(path, arrays)
 
 
@@ -213,7 +214,7 @@ def run_federated(
     seed: int,
     workdir: Path,
     device: str,
-    on_round: Callable[[dict], None] | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
 ) -> FederatedOutcome:
     """Run (or resume) ``rounds`` federated rounds over ``pool``; checkpoint and store updates every round.
 
@@ -229,7 +230,7 @@ def run_federated(
     store = UpdateStore(workdir / UPDATES_DIR)
     model = build_model(spec, seed).to(device)
     state = trainable_state(model)
-    history: list[dict] = []
+    history: list[RoundRecord] = []
     start = 0
     loaded = _load_checkpoint(checkpoint, device)
     if loaded is not None:
@@ -246,14 +247,12 @@ def run_federated(
         state = strategy.aggregate_train(server_round, state, updates)
         model.load_state_dict(state)
         predictor = strategy.predictor(model)
-        record = {
-            "round": server_round + 1,
-            **{f"{split}_{k}": v for split, data in evaluation.items() for k, v in evaluate(predictor, data).items()},
-            "clients": [
-                {"client": u.client_id, "num_examples": u.num_examples, **u.metrics} for u in updates
-            ],
-            "dropped": replies.dropped,
-        }
+        record = RoundRecord(
+            server_round + 1,
+            {split: evaluate(predictor, data) for split, data in evaluation.items()},
+            [ClientRecord(u.client_id, u.num_examples, dict(u.metrics)) for u in updates],
+            replies.dropped,
+        )
         history.append(record)
         pool.snapshot(server_round + 1)
         _save_checkpoint(checkpoint, server_round + 1, state, strategy.server_state(), history)

@@ -22,6 +22,7 @@ from fedmm.errors import UserError
 from fedmm.fl.bundle import FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, ServerBundle
 from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, make_node_key, run_app, write_connection
 from fedmm.fl.engine import CHECKPOINT_FILE, FederatedOutcome, _load_checkpoint
+from fedmm.fl.history import RoundRecord
 from fedmm.fl.site import RunSpec, export_site_files
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.runtime import state_dir
@@ -70,7 +71,7 @@ def loopback_sites(prepared: PreparedData, federated: FederatedData, directory: 
 def run_over_flower(
     config: Config, prepared: PreparedData, federated: FederatedData, spec: ModelSpec, fingerprint: str,
     evaluation: dict[str, TensorData], proxy: TensorData, workdir: Path,
-    on_round: Callable[[dict], None] | None = None, federation_hook: Callable[[Federation], None] | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None, federation_hook: Callable[[Federation], None] | None = None,
 ) -> FederatedOutcome:
     """Train ``config.train.rounds`` rounds over Flower, resuming from ``workdir``'s checkpoint.
 
@@ -88,7 +89,7 @@ def run_over_flower(
     def on_line(line: str) -> None:
         if line.startswith(ROUND_MARKER):
             if on_round is not None:
-                on_round(json.loads(line.removeprefix(ROUND_MARKER)))
+                on_round(RoundRecord.from_dict(json.loads(line.removeprefix(ROUND_MARKER))))
             return
         if line.startswith(REFUSED_MARKER):
             print(line, file=sys.stderr)

@@ -12,6 +12,7 @@ import torch
 
 from fedmm.artifacts import read_json, read_npz, write_json, write_npz
 from fedmm.fl.engine import UPDATES_DIR, arrays_to_state, state_to_arrays
+from fedmm.fl.history import RoundRecord
 from fedmm.fl.strategies import STRATEGIES
 from fedmm.impute.base import Imputer, ImputingNet
 from fedmm.impute.config import ImputeConfig
@@ -57,7 +58,7 @@ class TrainResult:
 
     spec: ModelSpec
     state: dict[str, torch.Tensor]
-    history: list[dict]
+    history: list[RoundRecord]
     strategy: str
     fingerprint: str
     updates_dir: Path
@@ -103,7 +104,7 @@ class TrainResult:
         write_json(
             directory / META_FILE,
             {
-                "history": self.history,
+                "history": [record.to_dict() for record in self.history],
                 "fingerprint": self.fingerprint,
                 "centralized_history": self.centralized_history,
             },
@@ -116,7 +117,7 @@ class TrainResult:
         central = directory / CENTRAL_MODEL_FILE
         return replace(
             _load_predictor_parts(directory),
-            history=meta["history"],
+            history=[RoundRecord.from_dict(record) for record in meta["history"]],
             fingerprint=meta["fingerprint"],
             updates_dir=directory / UPDATES_DIR,
             centralized_state=arrays_to_state(read_npz(central), "cpu") if central.is_file() else None,

@@ -15,6 +15,7 @@ from fedmm.data.prepare import PreparedData
 from fedmm.fl.client import OPTIMIZERS, run_epochs
 from fedmm.fl.engine import UPDATES_DIR, InProcessClients, arrays_to_state, run_federated, state_to_arrays
 from fedmm.fl.federation import run_over_flower
+from fedmm.fl.history import RoundRecord
 from fedmm.fl.messages import cross_entropy
 from fedmm.fl.result import TrainResult
 from fedmm.fl.strategies import make_strategy
@@ -46,7 +47,7 @@ def evaluation_sets(
     mask = federated.mask if federated is not None else MaskConfig()
     if mask != MaskConfig():
         index = prepared.indices("test")
-        presence = held_out_presence(mask, list(prepared.dataset.modalities), len(index), federated.report["seed"])
+        presence = held_out_presence(mask, list(prepared.dataset.modalities), len(index), federated.report.seed)
         keep = presence.any(axis=1)
         index, presence = index[keep], presence[keep]
         sets["test_missing"] = TensorData.from_numpy(
@@ -104,7 +105,7 @@ def train(
     config: Config,
     prepared: PreparedData,
     federated: FederatedData,
-    on_round: Callable[[dict], None] | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
     workdir: Path | None = None,
 ) -> TrainResult:
     """Train the federation (resuming from its last checkpoint) and the centralized reference."""

@@ -27,6 +27,7 @@ from fedmm.data.validation import ValidationReport
 from fedmm.fl.bundle import FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, SITES_FILE, TIMINGS_FILE, ServerBundle
 from fedmm.fl.engine import ClientPool, RoundReplies, run_federated
 from fedmm.fl.federation import FederationError
+from fedmm.fl.history import RoundRecord
 from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.site import proxy_inputs
 from fedmm.fl.strategies import make_strategy
@@ -159,9 +160,9 @@ def serve(grid: Grid, context: Context) -> None:
     (workdir / SITES_FILE).write_text(json.dumps({"sites": pool.sites, "refused": pool.refused}, indent=2))
     strategy = make_strategy(config.train, config.seed, ServerContext(bundle.run.model_spec, "cpu", bundle.proxy))
 
-    def report(record: dict) -> None:
+    def report(record: RoundRecord) -> None:
         (workdir / TIMINGS_FILE).write_text(json.dumps(pool.timings))
-        print(ROUND_MARKER + json.dumps(record), flush=True)
+        print(ROUND_MARKER + json.dumps(record.to_dict()), flush=True)
 
     run_federated(
         bundle.run.model_spec, pool, bundle.evaluation, strategy, config.train.rounds, config.seed, workdir, "cpu",

@@ -36,8 +36,8 @@ def split_owners(prepared: PreparedData, federated: FederatedData, split: str, s
     sizes = [len(federated.client_rows(k)) for k in range(federated.num_clients)]
     subjects = prepared.dataset.subject[prepared.indices(split)]
     owners = random_owners(len(subjects), sizes, seed)
-    if federated.report["scheme"] == "natural":
-        client_of = {row["subject"]: row["client"] for row in federated.report["clients"] if sizes[row["client"]]}
+    if federated.report.scheme == "natural":
+        client_of = {row.subject: row.client for row in federated.report.clients if sizes[row.client]}
         known = np.array([s in client_of for s in subjects], dtype=bool)
         owners[known] = [client_of[s] for s in subjects[known]]
     return owners

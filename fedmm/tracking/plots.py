@@ -6,18 +6,19 @@ from pathlib import Path
 
 import numpy as np
 
+from fedmm.fl.history import RoundRecord
 from fedmm.plotting import pyplot, save_figure
 
 
-def accuracy_per_round(history: list[dict], centralized: dict | None, path: Path) -> Path:
+def accuracy_per_round(history: list[RoundRecord], centralized: dict | None, path: Path) -> Path:
     """Global accuracy and macro-F1 per round on each evaluation split."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    rounds = [record["round"] for record in history]
+    rounds = [record.round for record in history]
     for split in ("val", "test", "test_subjects"):
-        if f"{split}_accuracy" in history[0]:
-            ax.plot(rounds, [r[f"{split}_accuracy"] for r in history], label=f"{split} accuracy")
-            ax.plot(rounds, [r[f"{split}_macro_f1"] for r in history], "--", label=f"{split} macro-F1")
+        if split in history[0].scores:
+            ax.plot(rounds, [r.scores[split]["accuracy"] for r in history], label=f"{split} accuracy")
+            ax.plot(rounds, [r.scores[split]["macro_f1"] for r in history], "--", label=f"{split} macro-F1")
     if centralized and "test_macro_f1" in centralized:
         ax.axhline(centralized["test_macro_f1"], color="black", lw=0.8, ls=":", label="centralized test macro-F1")
     ax.set_xlabel("round")

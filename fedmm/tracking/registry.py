@@ -39,6 +39,7 @@ from fedmm.errors import UserError
 from fedmm.fl.result import TrainResult, load_predictor
 from fedmm.metrics import classification_metrics
 from fedmm.runtime import tracking_uri
+from fedmm.summary import Gate
 from fedmm.tracking import lock, runs
 from fedmm.tracking.compare import paired_difference
 from fedmm.tracking.pyfunc import (
@@ -74,13 +75,6 @@ PENDING, COMPLETE = "pending", "complete"
 
 class RegistryError(UserError, RuntimeError):
     """A registry operation cannot be carried out."""
-
-
-@dataclass(frozen=True)
-class Gate:
-    name: str
-    passed: bool
-    detail: str
 
 
 @dataclass(frozen=True)

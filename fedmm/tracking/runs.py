@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import psutil
@@ -17,6 +18,11 @@ from mlflow.entities import Metric
 from fedmm.config import Config
 from fedmm.runtime import state_dir, tracking_uri
 from fedmm.tracking import plots
+
+if TYPE_CHECKING:
+    from fedmm.data.validation import ValidationReport
+    from fedmm.evaluation import EvaluationReport
+    from fedmm.fl.history import RoundRecord
 
 EXPERIMENT = "fedmm"
 AUDIT_REPORT = "audit/report.html"
@@ -80,26 +86,24 @@ def log_dict(run_id: str, payload: dict, artifact_file: str) -> None:
     client().log_dict(run_id, payload, artifact_file)
 
 
-def log_validation(run_id: str, report: dict) -> None:
+def log_validation(run_id: str, report: ValidationReport) -> None:
     """The validation report as an artifact, plus pass/fail and failure counts as metrics."""
     mlflow_client = client()
-    suite = report["suite"]
-    mlflow_client.log_dict(run_id, report, f"validation/{suite}.json")
-    mlflow_client.log_metric(run_id, f"validation.{suite}.success", float(report["success"]))
-    failed = [o for o in report["outcomes"] if not o["success"]]
-    mlflow_client.log_metric(run_id, f"validation.{suite}.failed_expectations", float(len(failed)))
+    mlflow_client.log_dict(run_id, report.to_dict(), f"validation/{report.suite}.json")
+    mlflow_client.log_metric(run_id, f"validation.{report.suite}.success", float(report.success))
+    mlflow_client.log_metric(run_id, f"validation.{report.suite}.failed_expectations", float(len(report.failed())))
 
 
-def log_training(run_id: str, history: list[dict], centralized: list[dict] | None) -> None:
-    """Per-round global metrics (step = round) and each client's training metrics (whatever its strategy reports)."""
+def log_training(run_id: str, history: list[RoundRecord], centralized: list[dict] | None) -> None:
+    """Per-round global metrics (``<split>_<metric>``, step = round) and each client's training metrics
+    (``client_<id>.<metric>``, whatever its strategy reports)."""
     mlflow_client = client()
     for record in history:
-        step = record["round"]
-        metrics = {k: v for k, v in record.items() if isinstance(v, float)}
-        for client_record in record["clients"]:
-            metrics.update({f"client_{client_record['client']}.{key}": value for key, value in client_record.items()
+        metrics = {f"{split}_{name}": value for split, scores in record.scores.items() for name, value in scores.items()}
+        for client_record in record.clients:
+            metrics.update({f"client_{client_record.client}.{key}": value for key, value in client_record.metrics.items()
                             if isinstance(value, float)})
-        _log_metrics(mlflow_client, run_id, metrics, step)
+        _log_metrics(mlflow_client, run_id, metrics, record.round)
     if centralized:
         for record in centralized:
             metrics = {f"centralized.{k}": v for k, v in record.items() if isinstance(v, float)}
@@ -113,16 +117,16 @@ def _log_metrics(mlflow_client: MlflowClient, run_id: str, metrics: dict[str, fl
         mlflow_client.log_batch(run_id, metrics=entries[start:start + 900])
 
 
-def log_evaluation(run_id: str, evaluation: dict, history: list[dict], centralized: list[dict] | None) -> None:
+def log_evaluation(run_id: str, evaluation: EvaluationReport, history: list[RoundRecord], centralized: list[dict] | None) -> None:
     """Final metrics, the evaluation report and the plots."""
     mlflow_client = client()
-    _log_metrics(mlflow_client, run_id, {f"final.{k}": v for k, v in evaluation["summary"].items()}, 0)
-    mlflow_client.log_dict(run_id, evaluation, "evaluation/report.json")
+    _log_metrics(mlflow_client, run_id, {f"final.{k}": v for k, v in evaluation.headline().items()}, 0)
+    mlflow_client.log_dict(run_id, evaluation.to_dict(), "evaluation/report.json")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         plots.accuracy_per_round(history, centralized[-1] if centralized else None, folder / "accuracy_per_round.png")
-        plots.per_client_accuracy(evaluation["clients"], folder / "per_client_accuracy.png")
-        plots.confusion_matrix(evaluation["confusion_matrix"], evaluation["class_names"], folder / "confusion_matrix.png")
+        plots.per_client_accuracy(evaluation.clients, folder / "per_client_accuracy.png")
+        plots.confusion_matrix(evaluation.confusion_matrix, evaluation.class_names, folder / "confusion_matrix.png")
         mlflow_client.log_artifacts(run_id, str(folder), "plots")
 
 

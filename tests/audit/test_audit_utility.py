@@ -76,9 +76,9 @@ def test_grand_coalition_is_the_model_fedavg_produced(run):
     for r in range(2):
         game = round_game(run, r=r)
         empty, grand = game(np.array([[False] * game.n_players, [True] * game.n_players]))
-        assert grand == pytest.approx(-result.history[r]["val_loss"], abs=1e-5)
+        assert grand == pytest.approx(-result.history[r].scores["val"]["loss"], abs=1e-5)
         if r:
-            assert empty == pytest.approx(-result.history[r - 1]["val_loss"], abs=1e-5)
+            assert empty == pytest.approx(-result.history[r - 1].scores["val"]["loss"], abs=1e-5)
 
 
 def test_coalition_vectors_follow_the_weighting(run):
