@@ -12,15 +12,15 @@ from fedmm.kg.run import evaluate_graph, federate_graph, train_graph
 from fedmm.kg.validation import validate_kg
 from fedmm.tracking.kg_registry import record_and_register_kg
 from pipelines.model_control_plane import TAG_ZENML_VERSION, mirror_aliases
-from steps.materializers import FolderArtifactMaterializer
+from steps.materializers import FolderArtifactMaterializer, JsonArtifactMaterializer
 
 
-@step(enable_cache=False)
-def validate_triples(config: KGRunConfig) -> Annotated[dict, "kg_validation_report"]:
+@step(enable_cache=False, output_materializers=JsonArtifactMaterializer)
+def validate_triples(config: KGRunConfig) -> Annotated[ValidationReport, "kg_validation_report"]:
     """The ``kg_triples`` Great Expectations suite; fails the run (nothing registered) when it fails."""
     report = validate_kg(load_kg(config.run.dataset))
     report.raise_if_failed()
-    return report.to_dict()
+    return report
 
 
 @step(output_materializers=FolderArtifactMaterializer)
@@ -42,13 +42,13 @@ def evaluate_kg(config: KGRunConfig, federation: Federation, trained: TrainedKG)
 
 
 @step(enable_cache=False)
-def register_kg(config: KGRunConfig, report: dict, federation: Federation, trained: TrainedKG,
+def register_kg(config: KGRunConfig, report: ValidationReport, federation: Federation, trained: TrainedKG,
                 evaluation: dict) -> Annotated[dict, "run_summary"]:
     """Log to MLflow, register the model, promote it if the MRR gates pass, mirror it in ZenML."""
     context = get_step_context()
     zenml_version = context.model._get_or_create_model_version()
     summary = record_and_register_kg(
-        config, ValidationReport.from_dict(report), federation, trained, evaluation,
+        config, report, federation, trained, evaluation,
         extra_tags={TAG_ZENML_VERSION: str(zenml_version.id), "fedmm.zenml_pipeline_run": str(context.pipeline_run.id)})
     mirror_aliases(config.registry.model_name)
     context.model.log_metadata({"mlflow_model_version": summary["model_version"], "aliases": summary["aliases"],

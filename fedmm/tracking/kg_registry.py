@@ -187,7 +187,7 @@ def record_and_register_kg(config: KGRunConfig, report: ValidationReport, federa
     """
     report.raise_if_failed()
     run_id = start_kg_run(config)
-    runs.log_validation(run_id, report.to_dict())
+    runs.log_validation(run_id, report)
     mlflow_client = client()
     for split in ("test", "valid"):
         for key, value in evaluation[split].items():
