@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 # matrices, two registry backends, resumable strategy runs.
 SLOW_MODULES = {
     "test_flower", "test_pipeline", "test_experiment", "test_kfp", "test_dvc", "test_fedmekt", "test_fedmobile",
-    "test_strategies", "test_promotion_concurrency", "test_promotion_registry", "test_serve_imputer",
+    "test_strategies", "test_promotion_concurrency", "test_promotion_registry", "test_serve_imputer", "test_mmkt_rounds",
 }
 
 

@@ -46,9 +46,10 @@ class FinetuneConfig(_Section):
     """How the server adapts the generator to the clients' feedback each round."""
 
     steps: int = Field(20, ge=0, description="optimiser steps per round")
-    lr: float = Field(3e-4, gt=0)
+    lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
-    reward_temperature: float = Field(0.2, gt=0, description="softmax temperature of the ensemble-probability weights")
+    reward_weight: float = Field(3.0, ge=0, description="weight of the ensemble-weighted class term")
+    reward_temperature: float = Field(0.2, gt=0, description="image weights: ensemble probability of the prompted class to 1/T")
     align_weight: float = Field(1.0, ge=0, description="weight of the prototype alignment term")
     prior_weight: float = Field(1.0, ge=0, description="weight of the diffusion loss on the server's own digits")
     max_noise: float = Field(0.5, gt=0, le=1, description="largest share of the schedule a sample is re-noised to")

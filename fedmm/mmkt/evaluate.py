@@ -23,6 +23,8 @@ from fedmm.mmkt.generator import SIDE, WORDS, TextToImage, generate
 from fedmm.models.multimodal import MultimodalNet
 
 CLIENT_VIEWS = ("test", "test_missing")
+GAP = 1
+"""Blank pixels around each image of a grid."""
 
 
 def client_metrics(model: MultimodalNet, evaluation: dict) -> dict[str, float]:
@@ -61,9 +63,10 @@ def plot_grids(panels: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, per
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4.0), squeeze=False)
     for ax, (title, (images, classes)) in zip(axes[0], panels.items()):
         rows = [images[classes == d][:per_class].reshape(-1, SIDE, SIDE) for d in range(len(WORDS))]
-        grid = np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)
+        padded = [np.pad(row, ((0, 0), (GAP, GAP), (GAP, GAP))) for row in rows]
+        grid = np.concatenate([np.concatenate(list(row), axis=1) for row in padded], axis=0)
         ax.imshow(grid, cmap="gray_r", vmin=0, vmax=1)
         ax.set_title(title, fontsize=9)
-        ax.set_yticks((np.arange(len(WORDS)) + 0.5) * SIDE, [f'"{w}"' for w in WORDS], fontsize=7)
+        ax.set_yticks((np.arange(len(WORDS)) + 0.5) * (SIDE + 2 * GAP), [f'"{w}"' for w in WORDS], fontsize=7)
         ax.set_xticks([])
     return save_figure(fig, path)

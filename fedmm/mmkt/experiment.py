@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from fedmm.artifacts import write_text
 from fedmm.config import ConfigError
-from fedmm.experiments.results import CONFIDENCE, paired_difference
+from fedmm.experiments.results import CONFIDENCE, finished_rows, paired_difference
 from fedmm.mmkt.config import METHODS, MMKTConfig
 from fedmm.mmkt.evaluate import plot_grids
 from fedmm.mmkt.federation import Federation, federation_config, load_federation
@@ -53,15 +53,6 @@ class MMKTExperimentSpec(BaseModel):
     methods: list[Literal[METHODS]] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
     generator_model_name: str = "fedmm-mmkt-generator"
-
-
-def is_mmkt_spec(path: str | Path) -> bool:
-    """Whether an experiment file is a FedMMKT table (``task: fedmmkt``)."""
-    try:
-        payload = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(payload, dict) and payload.get("task") == TASK
 
 
 def load_mmkt_spec(path: str | Path) -> tuple[MMKTExperimentSpec, list[MMKTConfig]]:
@@ -165,11 +156,7 @@ def run_mmkt_experiment(spec: MMKTExperimentSpec, configs: list[MMKTConfig], dir
     """Run every cell not yet in ``cells.csv``; write ``summary_client.csv``, ``summary_server.csv``, ``table.md``."""
     torch.set_num_threads(1)
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "cells.csv"
-    done: dict[str, dict] = {}
-    if path.is_file():
-        done = {row["run_id"]: row for row in pd.read_csv(path, dtype={"run_id": str}).to_dict("records")}
+    path, done = finished_rows(directory)
     todo = [c for c in configs if c.run_id() not in done]
     tracker = None
     if track:

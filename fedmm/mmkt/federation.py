@@ -9,12 +9,17 @@ Each round (``fedmmkt``):
    :class:`~fedmm.fl.messages.ClientUpdate` and a :class:`ClientFeedback` computed on the
    synthetic images alone;
 3. the server averages the updates (FedAvg) and fine-tunes the generator for
-   ``finetune.steps`` steps on three terms: the diffusion loss on its own images resampled
-   in proportion to the client ensemble's probability of the prompted class (raised to
-   ``1 / reward_temperature``, normalised per class: reward-weighted regression, Lee et al.
-   2023); the cosine distance between the aggregated model's representation of one-step
-   denoised images and the clients' mass-weighted prototypes of their class; and the
-   diffusion loss on its own ``load_digits`` (the prior, so the generator keeps its prompts).
+   ``finetune.steps`` steps. Its images are re-noised and denoised in one differentiable
+   step (DRaFT-1's last-step gradient, Clark et al. 2023) and scored by the aggregated task
+   model, the server's differentiable stand-in for the clients: a cross-entropy for the
+   prompted class, each image weighted by the client ensemble's probability of that class
+   (to the ``1 / reward_temperature``, normalised per class); the cosine distance of their
+   representation to the clients' mass-weighted prototypes of the class; and the diffusion
+   loss on the server's own ``load_digits`` (the prior, so the generator keeps its prompts).
+
+A reward-weighted diffusion loss on the round's own images (reward-weighted regression)
+was tried first and dropped: refitting the generator to its own samples amplified their
+pixel noise round after round until the images were noise.
 
 The task models are averaged because one architecture is shared here (fedmm's network);
 the paper's heterogeneous client models are not reproduced. ``fedavg_frozen`` runs the same
@@ -159,7 +164,7 @@ class Server:
         self.text = prompt_embeddings(range(len(TEMPLATES)))
 
     def finetune(self, batch: SyntheticBatch, feedback: list[ClientFeedback], model: MultimodalNet) -> dict[str, float]:
-        """``steps`` optimiser steps on the reward-weighted, prototype-alignment and prior terms; their last values."""
+        """``steps`` optimiser steps on the ensemble-weighted class, prototype-alignment and prior terms; their last values."""
         config, generator = self.config, self.generator
         weights = reward_weights(feedback, batch.prompted, config.reward_temperature)
         prototypes = aggregate_prototypes(feedback)
@@ -168,24 +173,25 @@ class Server:
         generator.train()
         terms = {}
         for _ in range(config.steps):
-            rows = torch.multinomial(weights, config.batch_size, replacement=True, generator=stream)
+            rows = torch.randint(0, len(batch.images), (config.batch_size,), generator=stream)
             images, classes = batch.images[rows], batch.prompted[rows]
-            reward = generator.loss(images, prompt_text[classes], stream)
             fraction = torch.rand(len(rows), generator=stream) * config.max_noise
             noise = torch.randn(images.shape, generator=stream)
             denoised = synthetic_data(SyntheticBatch(batch.server_round, generator.denoised(
                 images, prompt_text[classes], fraction, noise), classes), model.spec)
             represented = model.represent(denoised.inputs, denoised.mask)
+            reward = (F.cross_entropy(model.head(represented), classes, reduction="none") * weights[rows]).sum() \
+                / weights[rows].sum()
             align = (1 - F.cosine_similarity(represented, prototypes[classes], dim=1)).mean()
             prior_rows = torch.randint(0, len(self.prior_images), (config.batch_size,), generator=stream)
             template = torch.randint(0, len(TEMPLATES), (config.batch_size,), generator=stream)
             prior = generator.loss(self.prior_images[prior_rows], self.text[template, self.prior_labels[prior_rows]],
                                    stream)
-            loss = reward + config.align_weight * align + config.prior_weight * prior
+            loss = config.reward_weight * reward + config.align_weight * align + config.prior_weight * prior
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            terms = {"reward_loss": float(reward), "align_loss": float(align), "prior_loss": float(prior)}
+            terms = {"reward_loss": reward.item(), "align_loss": align.item(), "prior_loss": prior.item()}
         generator.eval()
         return terms
 
