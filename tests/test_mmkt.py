@@ -83,3 +83,17 @@ def test_a_bad_experiment_file_fails_before_any_run(tmp_path):
     spec.write_text("task: fedmmkt\nname: x\nmethods: [fedprox]\nseeds: [0]\n")
     with pytest.raises(ConfigError, match="methods"):
         load_mmkt_spec(spec)
+
+
+def test_a_saved_predictor_keeps_a_non_alphabetical_modality_order(federation, tmp_path):
+    """mfeat's views (fou, fac, kar, pix, zer, mor) are not in sorted order; the JSON spec sorts keys."""
+    from fedmm.fl.result import TrainResult, load_predictor
+    from fedmm.models.multimodal import build_model
+
+    model = build_model(federation.spec, 0).eval()
+    saved = TrainResult(federation.spec, model.state_dict(), [], "fedavg", "", tmp_path).save_predictor(tmp_path / "net")
+    loaded = load_predictor(saved)
+    test = federation.evaluation["test"]
+    assert loaded.modalities == model.modalities == ["fou", "fac", "kar", "pix", "zer", "mor"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(test.inputs, test.mask), model(test.inputs, test.mask))
