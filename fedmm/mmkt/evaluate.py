@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from fedmm.fl.evaluation import evaluate
+from fedmm.metrics import evaluate
 from fedmm.mmkt.generator import SIDE, WORDS, TextToImage, generate
 from fedmm.models.multimodal import MultimodalNet
 
@@ -58,9 +58,9 @@ def server_metrics(images: np.ndarray, classes: np.ndarray, reference: LogisticR
 
 def plot_grids(panels: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, per_class: int = 8) -> Path:
     """One panel per entry (e.g. before / after): a row per prompt, ``per_class`` of its images."""
-    from fedmm.plotting import plt, save_figure
+    from fedmm.plotting import pyplot, save_figure
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4.0), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(3.2 * len(panels), 4.0), squeeze=False)
     for ax, (title, (images, classes)) in zip(axes[0], panels.items()):
         rows = [images[classes == d][:per_class].reshape(-1, SIDE, SIDE) for d in range(len(WORDS))]
         padded = [np.pad(row, ((0, 0), (GAP, GAP), (GAP, GAP))) for row in rows]

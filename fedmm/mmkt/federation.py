@@ -38,18 +38,18 @@ from fedmm.artifacts import sha256_arrays
 from fedmm.config import Config, load_config
 from fedmm.data.federated import FederatedData, client_arrays, partition_and_mask
 from fedmm.data.prepare import PreparedData, normalisation_stats, prepare
-from fedmm.fl.client import Worker, frozen_copy, train_client, trainable_state
-from fedmm.fl.evaluation import evaluate
-from fedmm.fl.messages import State, cross_entropy
+from fedmm.fl.client import Worker, train_client, trainable_state
+from fedmm.fl.messages import cross_entropy
 from fedmm.fl.strategy import FedAvg
-from fedmm.fl.tensors import TensorData
 from fedmm.fl.training import evaluation_sets, model_spec
+from fedmm.metrics import evaluate
 from fedmm.mmkt.config import FinetuneConfig, MMKTConfig
 from fedmm.mmkt.generator import TEMPLATES, WORDS, TextToImage, generate, prompt_embeddings, resample, server_digits
 from fedmm.mmkt.messages import ClientFeedback, SyntheticBatch
 from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
 from fedmm.progress import RoundProgress
 from fedmm.seeding import torch_generator
+from fedmm.tensors import State, TensorData, frozen_copy
 
 IMAGE_VIEW = "pix"
 PIX_SHAPE = (16, 15)

@@ -20,12 +20,13 @@ from torch import nn
 from fedmm.artifacts import read_npz, write_npz
 from fedmm.fl.engine import arrays_to_state, state_to_arrays
 from fedmm.impute.diffusion import Denoiser, cosine_alpha_bar, ddim_sample, diffusion_loss
-from fedmm.impute.latent import Scaler, seeded_module
+from fedmm.impute.latent import Scaler
 from fedmm.kg.text import TEXT_DIM, text_embeddings
 from fedmm.mmkt.config import GeneratorConfig
 from fedmm.progress import RoundProgress
 from fedmm.runtime import state_dir
 from fedmm.seeding import torch_generator
+from fedmm.tensors import seeded_module
 
 SIDE = 16
 IMAGE_DIM = SIDE * SIDE
