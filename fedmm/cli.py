@@ -359,11 +359,13 @@ def impute(training_run_id: str, config_path: Path | None, overrides: tuple[str,
 @click.option("--dry-run", is_flag=True, help="List the cells and their `fedmm run` commands; run nothing.")
 def experiment(spec_path: Path, output: Path | None, dry_run: bool) -> None:
     """Run a matrix of configs resumably: CSV, Markdown table and plots, one MLflow parent run."""
-    from fedmm.experiments.matrix import expand, load_spec
-    from fedmm.kg.experiment import is_kg_spec
+    from fedmm.experiments.matrix import expand, load_spec, spec_task
 
-    if is_kg_spec(spec_path):
+    task = spec_task(spec_path)
+    if task == "fedmkgc":
         return kg_experiment(spec_path, output, dry_run)
+    if task == "fedmmkt":
+        return mmkt_experiment(spec_path, output, dry_run)
     spec, base = load_spec(spec_path)
     cells = expand(spec, base)
     if dry_run:
@@ -385,15 +387,28 @@ def kg_experiment(spec_path: Path, output: Path | None, dry_run: bool) -> None:
 
     spec, configs = load_kg_spec(spec_path)
     if dry_run:
-        for config in configs:
-            click.echo(f"{config.run_id()}  {config.dataset} {config.method} r={config.missing_rate:g} seed={config.seed}")
-        click.echo(f"{len(configs)} cells, {len({c.run_id() for c in configs})} distinct runs")
-        return
+        lines = [f"{c.run_id()}  {c.dataset} {c.method} r={c.missing_rate:g} seed={c.seed}" for c in configs]
+        return _echo(*lines, f"{len(configs)} cells, {len({c.run_id() for c in configs})} distinct runs")
     outcome = run_kg_experiment(spec, configs, output or Path("reports") / "experiments" / spec.name)
-    click.echo(outcome["outputs"]["table"].read_text())
-    click.echo(f"ran {outcome['ran']} runs; results: {outcome['outputs']['cells'].parent}")
-    click.echo(f"MLflow parent run: {outcome['parent_run_id']}")
+    _echo(outcome["outputs"]["table"].read_text(), f"ran {outcome['ran']} runs; results: {outcome['outputs']['cells'].parent}",
+          f"MLflow parent run: {outcome['parent_run_id']}")
 
+
+def _echo(*lines: str) -> None:
+    for line in lines:
+        click.echo(line)
+
+
+def mmkt_experiment(spec_path: Path, output: Path | None, dry_run: bool) -> None:
+    """A FedMMKT table (``task: fedmmkt``): client macro-F1 per method, the generator before and after."""
+    from fedmm.mmkt.experiment import load_mmkt_spec, run_mmkt_experiment
+
+    spec, configs = load_mmkt_spec(spec_path)
+    if dry_run:
+        return _echo(*(f"{c.run_id()}  {c.method} seed={c.seed}" for c in configs), f"{len(configs)} cells")
+    outcome = run_mmkt_experiment(spec, configs, output or Path("reports") / "experiments" / spec.name)
+    _echo(outcome["outputs"]["table"].read_text(), f"ran {outcome['ran']} cells; results: {outcome['outputs']['cells'].parent}",
+          f"image grids: {', '.join(str(p) for p in outcome['plots'])}", f"MLflow parent run: {outcome['parent_run_id']}")
 
 if __name__ == "__main__":
     main()

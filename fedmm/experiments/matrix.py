@@ -118,6 +118,15 @@ def pattern_overrides(pattern: str, rate: float, modalities: list[str], missing:
     return [f"mask.client_modalities={_flow(groups)}"]
 
 
+def spec_task(path: str | Path) -> str | None:
+    """The ``task:`` an experiment file declares (``fedmkgc``, ``fedmmkt``), None for a strategy matrix or an unreadable file."""
+    try:
+        payload = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return payload.get("task") if isinstance(payload, dict) else None
+
+
 def load_spec(path: str | Path) -> tuple[ExperimentSpec, Path | None]:
     """Read an experiment file; returns the spec (dataset bases resolved) and its base config path."""
     path = Path(path)

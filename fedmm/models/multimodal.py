@@ -42,12 +42,14 @@ class ModelSpec:
         )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-able; ``modalities`` keeps the modality order, which a key-sorting JSON writer would lose."""
+        return {**asdict(self), "modalities": self.modalities}
 
     @classmethod
     def from_dict(cls, payload: dict) -> ModelSpec:
         payload = dict(payload)
-        payload["sample_shapes"] = {k: tuple(v) for k, v in payload["sample_shapes"].items()}
+        order = payload.pop("modalities", list(payload["sample_shapes"]))
+        payload["sample_shapes"] = {name: tuple(payload["sample_shapes"][name]) for name in order}
         return cls(**payload)
 
     @property

@@ -75,11 +75,11 @@ def directory_sha256(folder: str | Path) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
-def save_pyfunc(path: Path, network: Path, example: dict[str, np.ndarray], signature) -> str:
-    """Save the model (models-from-code, npz/JSON weights) to ``path``; returns its :func:`directory_sha256`."""
+def save_pyfunc(path: Path, network: Path, example: dict[str, np.ndarray], signature, code: Path = MODEL_CODE) -> str:
+    """Save the model (models-from-code ``code``, npz/JSON weights) to ``path``; returns its :func:`directory_sha256`."""
     mlflow.pyfunc.save_model(
         path=str(path),
-        python_model=str(MODEL_CODE),
+        python_model=str(code),
         artifacts={"network": str(network)},
         signature=signature,
         input_example=example,

@@ -155,7 +155,13 @@ def register_model(
         example = {k: v[:4] for k, v in _test_inputs(test_set).items()}
         signature = infer_signature(example, predict_probabilities(load_predictor(network), example))
         digest = save_pyfunc(folder / MODEL_ARTIFACT, network, example, signature)
-        mlflow_client.log_artifacts(run_id, str(folder / MODEL_ARTIFACT), MODEL_ARTIFACT)
+        return register_saved(run_id, model_name, folder / MODEL_ARTIFACT, digest, tags)
+
+
+def register_saved(run_id: str, model_name: str, saved: Path, digest: str, tags: dict[str, str]) -> str:
+    """Log a saved pyfunc (``digest``: its :func:`directory_sha256`) to the run and register it in two phases; end the run."""
+    mlflow_client = client()
+    mlflow_client.log_artifacts(run_id, str(saved), MODEL_ARTIFACT)
     _ensure_registered_model(model_name)
     source = f"{mlflow_client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
     all_tags = {**{k: str(v) for k, v in tags.items()}, TAG_MODEL_SHA: digest, TAG_REGISTRATION: PENDING}
@@ -450,14 +456,27 @@ def promote(
     with locked(model_name):
         _require_complete(_model_version(model_name, version))
         test_set = test_set if test_set is not None else load_test_set(model_name, version)
-        champion = aliases(model_name).get(CHAMPION)
-        gates = evaluate_gates(model_name, version, test_set, policy, champion)
-        promoted = all(gate.passed for gate in gates) and champion != version
-        if promoted:
-            _apply(model_name, {PREVIOUS: champion, CHAMPION: version})
-            client().set_model_version_tag(model_name, version, TAG_REPLACED, champion or "none")
-        _record_decision(model_name, version, "promoted" if promoted else "rejected", gates)
-        return PromotionDecision(model_name, version, promoted, gates, champion, aliases(model_name), len(test_set))
+        gates = evaluate_gates(model_name, version, test_set, policy, aliases(model_name).get(CHAMPION))
+        return _decide(model_name, version, gates, len(test_set))
+
+
+def promote_on(model_name: str, version: str, gates: list[Gate]) -> PromotionDecision:
+    """Promote a complete version to ``champion`` if every one of the caller's ``gates`` passes (a model without a test set)."""
+    version = str(version)
+    with locked(model_name):
+        _require_complete(_model_version(model_name, version))
+        return _decide(model_name, version, gates, 0)
+
+
+def _decide(model_name: str, version: str, gates: list[Gate], test_samples: int) -> PromotionDecision:
+    """Move the aliases when every gate passed (the caller holds the lock) and record the decision."""
+    champion = aliases(model_name).get(CHAMPION)
+    promoted = all(gate.passed for gate in gates) and champion != version
+    if promoted:
+        _apply(model_name, {PREVIOUS: champion, CHAMPION: version})
+        client().set_model_version_tag(model_name, version, TAG_REPLACED, champion or "none")
+    _record_decision(model_name, version, "promoted" if promoted else "rejected", gates)
+    return PromotionDecision(model_name, version, promoted, gates, champion, aliases(model_name), test_samples)
 
 
 def rollback(model_name: str, policy: GatePolicy) -> PromotionDecision:

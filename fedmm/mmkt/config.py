@@ -1,0 +1,71 @@
+"""FedMMKT settings: the server generator, what a round exchanges, how the server fine-tunes, and evaluation.
+
+The federation itself (data source, Dirichlet partition, modality mask, task model, FedAvg
+rounds, registry gates) is an ordinary fedmm :class:`~fedmm.config.Config` read from
+``base`` with ``set`` overrides, so it is validated by the same rules as ``fedmm run``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+METHODS = ("fedavg", "fedavg_frozen", "fedmmkt")
+"""FedAvg; FedAvg plus prompted images from the frozen (pretrained) generator; FedMMKT (the generator co-enhanced)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GeneratorConfig(_Section):
+    """The server's text-conditioned diffusion model of 16x16 images, pretrained on ``load_digits``."""
+
+    hidden: int = Field(384, ge=8, description="width of the denoiser MLP")
+    timesteps: int = Field(100, ge=2)
+    sampling_steps: int = Field(20, ge=2, description="DDIM steps (eta = 0)")
+    guidance: float = Field(2.0, ge=1.0, description="classifier-free guidance weight")
+    condition_dropout: float = Field(0.15, ge=0.0, lt=1.0, description="share of training samples without their prompt")
+    pretrain_steps: int = Field(4000, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    seed: int = 0
+
+    def key(self) -> str:
+        """The cache key of the pretrained weights: these settings and the text model's hash."""
+        from fedmm.kg.text import MINILM_SHA256
+
+        payload = json.dumps([self.model_dump(mode="json"), MINILM_SHA256["model.safetensors"]], sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class FinetuneConfig(_Section):
+    """How the server adapts the generator to the clients' feedback each round."""
+
+    steps: int = Field(20, ge=0, description="optimiser steps per round")
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    reward_weight: float = Field(3.0, ge=0, description="weight of the ensemble-weighted class term")
+    reward_temperature: float = Field(0.2, gt=0, description="image weights: ensemble probability of the prompted class to 1/T")
+    align_weight: float = Field(1.0, ge=0, description="weight of the prototype alignment term")
+    prior_weight: float = Field(1.0, ge=0, description="weight of the diffusion loss on the server's own digits")
+    max_noise: float = Field(0.5, gt=0, le=1, description="largest share of the schedule a sample is re-noised to")
+
+
+class MMKTConfig(_Section):
+    """One FedMMKT run: a method, a seed, the federation config and the FedMMKT sections."""
+
+    method: Literal[METHODS] = "fedmmkt"
+    seed: int = 0
+    base: str = "configs/uci_mfeat.yaml"
+    set: list[str] = Field(default_factory=list, description="overrides of the base federation config")
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    images_per_class: int = Field(20, ge=1, description="prompted images per class the server sends each round")
+    eval_images_per_class: int = Field(50, ge=2, description="generated images per class for the server-side metrics")
+
+    def run_id(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]

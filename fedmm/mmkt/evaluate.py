@@ -1,0 +1,72 @@
+"""FedMMKT's measurements: the task model on complete and masked test inputs, and the generator against real images.
+
+Server-side metrics (evaluation only; no training step sees them):
+
+- ``synthetic_to_real_accuracy``: a logistic regression trained only on
+  ``eval_images_per_class`` generated images per class, scored on the real held-out
+  (test) UCI ``pix`` images;
+- ``fidelity`` and ``fidelity_<digit>``: the share of generated images per prompt that a
+  fixed logistic regression trained on the real ``pix`` training split assigns to the
+  prompted class (overall and per prompt).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from fedmm.metrics import evaluate
+from fedmm.mmkt.generator import SIDE, WORDS, TextToImage, generate
+from fedmm.models.multimodal import MultimodalNet
+
+CLIENT_VIEWS = ("test", "test_missing")
+GAP = 1
+"""Blank pixels around each image of a grid."""
+
+
+def client_metrics(model: MultimodalNet, evaluation: dict) -> dict[str, float]:
+    """Accuracy and macro-F1 of the task model per test view present (``test``, ``test_missing``)."""
+    return {f"{view}_{k}": v for view in CLIENT_VIEWS if view in evaluation
+            for k, v in evaluate(model, evaluation[view]).items() if k in ("accuracy", "macro_f1")}
+
+
+def real_classifier(images: np.ndarray, labels: np.ndarray) -> LogisticRegression:
+    """The fixed real-data reference classifier of 16x16 images."""
+    return LogisticRegression(max_iter=2000).fit(images, labels)
+
+
+def evaluation_images(generator: TextToImage, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``per_class`` images per prompt from noise keyed by ``seed`` alone (the same before and after fine-tuning)."""
+    classes = torch.arange(len(WORDS)).repeat_interleave(per_class)
+    return generate(generator, classes, seed, "evaluation").numpy(), classes.numpy()
+
+
+def server_metrics(images: np.ndarray, classes: np.ndarray, reference: LogisticRegression,
+                   real_test: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+    """Synthetic-to-real accuracy and per-prompt fidelity of generated images."""
+    trained = LogisticRegression(max_iter=2000).fit(images, classes)
+    correct = reference.predict(images) == classes
+    return {
+        "synthetic_to_real_accuracy": float((trained.predict(real_test[0]) == real_test[1]).mean()),
+        "fidelity": float(correct.mean()),
+        **{f"fidelity_{d}": float(correct[classes == d].mean()) for d in range(len(WORDS))},
+    }
+
+
+def plot_grids(panels: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, per_class: int = 8) -> Path:
+    """One panel per entry (e.g. before / after): a row per prompt, ``per_class`` of its images."""
+    from fedmm.plotting import pyplot, save_figure
+
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(3.2 * len(panels), 4.0), squeeze=False)
+    for ax, (title, (images, classes)) in zip(axes[0], panels.items()):
+        rows = [images[classes == d][:per_class].reshape(-1, SIDE, SIDE) for d in range(len(WORDS))]
+        padded = [np.pad(row, ((0, 0), (GAP, GAP), (GAP, GAP))) for row in rows]
+        grid = np.concatenate([np.concatenate(list(row), axis=1) for row in padded], axis=0)
+        ax.imshow(grid, cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+        ax.set_yticks((np.arange(len(WORDS)) + 0.5) * (SIDE + 2 * GAP), [f'"{w}"' for w in WORDS], fontsize=7)
+        ax.set_xticks([])
+    return save_figure(fig, path)

@@ -1,0 +1,189 @@
+"""The FedMMKT results table: methods x seeds, run resumably, one MLflow parent run.
+
+Finished cells are rows of ``cells.csv`` and are never rerun. Each seed's federation (data
+split, Dirichlet partition, modality mask) is validated once by the pipeline's own gates
+(the prepared-data suite and the partition suite) before any of its cells trains. The
+table gives mean and sd over seeds and paired differences with 95% t intervals
+(:func:`fedmm.experiments.results.paired_difference`): each method's task-model macro-F1
+minus FedAvg's and minus FedAvg-with-frozen-generator's on the same seed, and the
+generator's metrics after minus before co-enhancement. A ``fedmmkt`` cell also writes its
+image grid (before / after) and registers the client task model and the generator as
+model versions with lineage tags; the task model is promoted by the registry's gates on
+its test macro-F1, the generator only with it (:mod:`fedmm.mmkt.tracking`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tqdm import tqdm
+
+from fedmm.artifacts import write_text
+from fedmm.config import ConfigError
+from fedmm.experiments.results import CONFIDENCE, finished_rows, paired_difference
+from fedmm.mmkt.config import METHODS, MMKTConfig
+from fedmm.mmkt.evaluate import plot_grids
+from fedmm.mmkt.federation import Federation, federation_config, load_federation
+from fedmm.mmkt.generator import WORDS
+from fedmm.mmkt.run import run_cell
+
+TASK = "fedmmkt"
+REFERENCES = ("fedavg", "fedavg_frozen")
+CLIENT_METRICS = {"test_macro_f1": "complete test inputs", "test_missing_macro_f1": "test inputs under the training mask"}
+SERVER_METRICS = {
+    "synthetic_to_real_accuracy": "accuracy on real held-out pix of a classifier trained only on generated images",
+    "fidelity": "share of generated images a fixed real-pix classifier assigns to the prompted class",
+}
+KEYS = ("run_id", "method", "seed")
+
+
+class MMKTExperimentSpec(BaseModel):
+    """``configs/experiments/fedmmkt*.yaml``: shared :class:`MMKTConfig` fields, the methods and the seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Literal[TASK]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    config: dict = Field(default_factory=dict, description="MMKTConfig fields shared by every cell")
+    methods: list[Literal[METHODS]] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    generator_model_name: str = "fedmm-mmkt-generator"
+
+
+def load_mmkt_spec(path: str | Path) -> tuple[MMKTExperimentSpec, list[MMKTConfig]]:
+    """The spec and every cell's validated config, its federation config included (a bad one fails first)."""
+    try:
+        spec = MMKTExperimentSpec.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        configs = [MMKTConfig(**{**spec.config, "method": m, "seed": s}) for s in spec.seeds for m in spec.methods]
+    except (OSError, yaml.YAMLError, ValidationError) as error:
+        raise ConfigError(f"experiment file {path} is invalid:\n{error}") from None
+    for config in configs[:: len(spec.methods)]:
+        try:
+            federation_config(config)
+        except ConfigError as error:
+            raise ConfigError(f"experiment file {path}, seed {config.seed}: {error}") from None
+    return spec, configs
+
+
+def summarise(cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(client, server): per method the client metrics with paired differences to each reference; per server
+    metric (and per prompt's fidelity) before and after co-enhancement with the paired difference."""
+    client_rows = []
+    by_method = {m: part.set_index("seed") for m, part in cells.groupby("method", sort=False)}
+    for method, part in by_method.items():
+        row = {"method": method, "seeds": len(part)}
+        for metric in CLIENT_METRICS:
+            if metric not in part:
+                continue
+            row[f"{metric}_mean"], row[f"{metric}_sd"] = part[metric].mean(), part[metric].std()
+            for reference in REFERENCES:
+                if reference in by_method and reference != method:
+                    paired = paired_difference(part[metric], by_method[reference][metric].reindex(part.index))
+                    row.update({f"{metric}_vs_{reference}_{k}": v for k, v in paired.items()})
+        client_rows.append(row)
+    server_rows = []
+    if "fedmmkt" in by_method:
+        part = by_method["fedmmkt"]
+        for metric in [*SERVER_METRICS, *(f"fidelity_{d}" for d in range(len(WORDS)))]:
+            before, after = part[f"server_before_{metric}"], part[f"server_after_{metric}"]
+            server_rows.append({"metric": metric, "before_mean": before.mean(), "before_sd": before.std(),
+                                "after_mean": after.mean(), "after_sd": after.std(),
+                                **paired_difference(after, before)})
+    return pd.DataFrame(client_rows), pd.DataFrame(server_rows)
+
+
+def _num(value: float, sign: str = "") -> str:
+    return "n/a" if pd.isna(value) else f"{value:{sign}.3f}"
+
+
+def _delta(row: dict, prefix: str) -> str:
+    if pd.isna(row.get(f"{prefix}_diff", float("nan"))):
+        return "—"
+    return (f"{row[f'{prefix}_diff']:+.3f} [{_num(row[f'{prefix}_diff_low'], '+')}, {_num(row[f'{prefix}_diff_high'], '+')}]"
+            f" (n={int(row[f'{prefix}_pairs'])})")
+
+
+def markdown(client: pd.DataFrame, server: pd.DataFrame) -> str:
+    """The client table per test view, then the server table (before / after co-enhancement)."""
+    level = f"{CONFIDENCE:.0%}"
+    lines = []
+    for metric, description in CLIENT_METRICS.items():
+        if f"{metric}_mean" not in client:
+            continue
+        lines += [f"### Client task model, macro-F1 on {description}", "",
+                  f"Mean ± sd over seeds; Δ: mean paired difference on the same seeds [{level} t interval].", "",
+                  "| method | macro-F1 | Δ vs fedavg | Δ vs fedavg_frozen |", "| --- | --- | --- | --- |"]
+        for row in client.to_dict("records"):
+            lines.append(f"| {row['method']} | {_num(row[f'{metric}_mean'])} ± {_num(row[f'{metric}_sd'])} "
+                         f"({int(row['seeds'])}) | {_delta(row, f'{metric}_vs_fedavg')} | "
+                         f"{_delta(row, f'{metric}_vs_fedavg_frozen')} |")
+        lines.append("")
+    if len(server):
+        lines += ["### Server generator, before (pretrained on load_digits) and after co-enhancement", "",
+                  *(f"- {name}: {text}" for name, text in SERVER_METRICS.items()),
+                  "- fidelity_<d>: fidelity of the prompt for digit d", "",
+                  f"| metric | before | after | Δ after − before [{level} t interval] |", "| --- | --- | --- | --- |"]
+        for row in server.to_dict("records"):
+            delta = "—" if pd.isna(row["diff"]) else (
+                f"{row['diff']:+.3f} [{_num(row['diff_low'], '+')}, {_num(row['diff_high'], '+')}] (n={int(row['pairs'])})")
+            lines.append(f"| {row['metric']} | {_num(row['before_mean'])} ± {_num(row['before_sd'])} | "
+                         f"{_num(row['after_mean'])} ± {_num(row['after_sd'])} | {delta} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _federation(config: MMKTConfig, cache: dict) -> tuple[Federation, list]:
+    """The seed's federation and its validation reports, validated by the pipeline's gates the first time it is built."""
+    fed_config = federation_config(config)
+    key = fed_config.hash("data", "partition", "mask", "corruption", "seed")
+    if key not in cache:
+        from fedmm.workflow import check_partitions, validate_data
+
+        prepared, federation = load_federation(fed_config)
+        reports = [validate_data(fed_config, prepared), check_partitions(fed_config, federation.federated)]
+        for report in reports:
+            report.raise_if_failed()
+        cache[key] = (federation, reports)
+    return cache[key]
+
+
+def run_mmkt_experiment(spec: MMKTExperimentSpec, configs: list[MMKTConfig], directory: Path, track: bool = True) -> dict:
+    """Run every cell not yet in ``cells.csv``; write ``summary_client.csv``, ``summary_server.csv``, ``table.md``."""
+    torch.set_num_threads(1)
+    directory = Path(directory)
+    path, done = finished_rows(directory)
+    todo = [c for c in configs if c.run_id() not in done]
+    tracker = None
+    if track:
+        from fedmm.mmkt.tracking import Tracker
+
+        tracker = Tracker(spec, directory)
+    cache: dict = {}
+    plots = sorted((directory / "plots").glob("*.png"))
+    for config in tqdm(todo, desc=spec.name, unit="cell"):
+        federation, reports = _federation(config, cache)
+        result = run_cell(config, federation)
+        done[config.run_id()] = {"run_id": config.run_id(), "method": config.method, "seed": config.seed, **result.metrics}
+        grid = None
+        if result.images is not None:
+            grid = plot_grids(result.images, directory / "plots" / f"generated_seed{config.seed}.png")
+            plots = sorted({*plots, grid})
+        if tracker:
+            tracker.cell(config, done[config.run_id()], result, federation, reports, grid)
+        write_text(path, pd.DataFrame(done.values()).to_csv(index=False))
+    cells = pd.DataFrame([done[c.run_id()] for c in configs])
+    client, server = summarise(cells)
+    outputs = {"cells": path, "summary_client": directory / "summary_client.csv",
+               "summary_server": directory / "summary_server.csv", "table": directory / "table.md"}
+    write_text(outputs["summary_client"], client.to_csv(index=False))
+    write_text(outputs["summary_server"], server.to_csv(index=False))
+    write_text(outputs["table"], markdown(client, server))
+    if tracker:
+        tracker.finish([*outputs.values(), *plots])
+    return {"ran": len(todo), "outputs": outputs, "client": client, "server": server, "plots": plots,
+            "parent_run_id": tracker.parent if tracker else None}
