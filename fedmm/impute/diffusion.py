@@ -143,6 +143,7 @@ class DiffusionImputer(Imputer):
 
     name = "diffusion"
     space = "latent"
+    inference_settings = ("sampling_steps", "samples")
 
     def __init__(self, config: DiffusionConfig) -> None:
         super().__init__()

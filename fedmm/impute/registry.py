@@ -1,17 +1,15 @@
-"""The imputers by name, built from the ``impute`` config section and fitted together."""
+"""The imputers by name, built from the ``impute`` config section."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from fedmm.fl.tensors import TensorData
 from fedmm.impute.base import ImputationError, Imputer
 from fedmm.impute.config import ImputeConfig
 from fedmm.impute.diffusion import DiffusionImputer
 from fedmm.impute.generator import GeneratorImputer
 from fedmm.impute.local import ClientIterative, ClientKnn
 from fedmm.impute.simple import MeanFill, ZeroFill
-from fedmm.models.multimodal import MultimodalNet
 
 IMPUTERS: dict[str, Callable[[ImputeConfig], Imputer]] = {
     ZeroFill.name: lambda config: ZeroFill(),
@@ -29,9 +27,3 @@ def make_imputer(name: str, config: ImputeConfig) -> Imputer:
         raise ImputationError(f"unknown imputer {name!r}; choose from {sorted(IMPUTERS)}")
     return IMPUTERS[name](config)
 
-
-def fit_imputers(
-    config: ImputeConfig, clients: list[TensorData], model: MultimodalNet, seed: int
-) -> dict[str, Imputer]:
-    """Every configured imputer, fitted over the clients' masked data with the frozen global model."""
-    return {name: make_imputer(name, config).fit(clients, model, seed) for name in config.imputers}
