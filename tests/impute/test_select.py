@@ -40,6 +40,7 @@ def test_a_poisoned_test_split_cannot_change_the_chosen_settings(clients, model,
     chosen = [row for row in clean.meta["selection"] if row["chosen"]]
     assert [row["imputer"] for row in chosen] == ["generator", "diffusion"]
     assert set(selection_tags(clean)) == {"fedmm.imputation.selected.generator", "fedmm.imputation.selected.diffusion"}
+    assert "Settings chosen on the validation split" in clean.markdown() and '{"distill_weight": 1.0}' in clean.markdown()
 
 
 def test_the_choice_is_scored_on_the_validation_split(clients, model, validation):
