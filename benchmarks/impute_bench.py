@@ -10,6 +10,9 @@ prints the table at the 50% missing rate, fit times, the three targets with PASS
 the wall time of imputing the whole test set with diffusion; the full report (CSV, Parquet,
 Markdown, plots) goes to ``--out``.
 
+The learned imputers' settings are chosen on the validation split (``impute.select``, see
+``fedmm.impute.select``); the test split scores only the chosen ones.
+
 Targets, as checked here:
 1. at 50% missing, the best learned imputer (knn, iterative, generator, diffusion) recovers at
    least half of the zero-fill-to-oracle macro-F1 gap, averaged over the patterns;
