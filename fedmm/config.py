@@ -466,6 +466,10 @@ class Config(_Section):
             raise ValueError(
                 "impute.serve must be 'none' for train.strategy 'fedmobile' (it predicts with its own generator)"
             )
+        selected = [name for name in self.impute.imputers if self.impute.select.get(name)]
+        if self.impute.evaluate and selected and self.data.val_fraction == 0:
+            raise ValueError(f"impute.select chooses {', '.join(selected)} settings on the validation split: "
+                             "set data.val_fraction > 0 or impute.select={}")
         return self
 
     def hash(self, *sections: str) -> str:

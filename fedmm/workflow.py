@@ -29,10 +29,10 @@ from fedmm.fl.history import RoundRecord
 from fedmm.fl.result import ServedImputer, TrainResult
 from fedmm.fl.strategies import STRATEGIES
 from fedmm.fl.training import train
-from fedmm.impute import evaluate as impute_evaluation
 from fedmm.impute.clients import client_datasets, split_owners
-from fedmm.impute.registry import fit_imputers, make_imputer
+from fedmm.impute.registry import make_imputer
 from fedmm.impute.report import ImputationReport
+from fedmm.impute.select import evaluate_selected, selection_tags
 from fedmm.runtime import resolve_device, tracking_uri
 from fedmm.summary import RunSummary
 
@@ -284,13 +284,12 @@ def attach_audit(report: AuditReport, run_summary: RunSummary) -> None:
 def evaluate_imputation(
     config: Config, prepared: PreparedData, federated: FederatedData, result: TrainResult
 ) -> ImputationReport:
-    """Fit the configured imputers federatedly on the clients, score them on the complete test split."""
-    model = result.model()
-    imputers = fit_imputers(config.impute, client_datasets(prepared, federated), model, config.seed)
-    return impute_evaluation.evaluate_imputation(
-        model, split_tensors(prepared, "test", "cpu"), imputers, split_owners(prepared, federated, "test", config.seed),
-        config.seed, list(config.impute.patterns) or None, config.impute.rates,
-    )
+    """Fit the configured imputers federatedly on the clients, with ``impute.select``'s settings chosen on the
+    validation split, and score them on the complete test split."""
+    split = lambda name: (split_tensors(prepared, name, "cpu"), split_owners(prepared, federated, name, config.seed))  # noqa: E731
+    report, _ = evaluate_selected(config.impute, client_datasets(prepared, federated), result.model(), split("val"),
+                                  split("test"), config.seed)
+    return report
 
 
 def imputation_tags(report: ImputationReport) -> dict[str, str]:
@@ -300,7 +299,7 @@ def imputation_tags(report: ImputationReport) -> dict[str, str]:
     if not recovered.empty:
         tags["fedmm.imputation.best"] = str(recovered.idxmax())
         tags["fedmm.imputation.best_gap_recovered"] = f"{recovered.max():.4f}"
-    return tags
+    return {**tags, **selection_tags(report)}
 
 
 def attach_imputation(report: ImputationReport, run_summary: RunSummary) -> None:

@@ -30,6 +30,12 @@ def test_bad_values_are_clear_errors(override, message):
     assert message in str(error.value)
 
 
+def test_imputer_selection_needs_a_validation_split():
+    with pytest.raises(ConfigError, match="impute.select chooses generator, diffusion settings on the validation split"):
+        load_config(TINY, ["data.val_fraction=0", "impute.evaluate=true"])
+    assert load_config(TINY, ["data.val_fraction=0", "impute.evaluate=true", "impute.select={}"]).impute.select == {}
+
+
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "absent.yaml")

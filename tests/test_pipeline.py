@@ -167,6 +167,8 @@ def test_imputation_evaluation_of_a_past_run(first_run):
     version = registry.client().get_model_version("fedmm-tiny", summary["model_version"])
     assert version.tags["fedmm.imputation.imputers"] == "zero,mean,generator"
     assert version.tags["fedmm.imputation.best"] in ("mean", "generator")
+    assert "Settings chosen on the validation split" in result.output  # impute.select's default generator candidates
+    assert version.tags["fedmm.imputation.selected.generator"].startswith('{"distill_weight": ')
 
 
 @pytest.mark.parametrize("defect", ["nan", "unknown_label"])

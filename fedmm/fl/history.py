@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 METRICS = ("accuracy", "macro_f1", "loss")
-"""The scores ``fedmm.fl.evaluation.evaluate`` gives; in JSON a split's score is the key ``<split>_<metric>``."""
+"""The scores ``fedmm.metrics.evaluate`` gives; in JSON a split's score is the key ``<split>_<metric>``."""
 
 
 @dataclass

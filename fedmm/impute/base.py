@@ -41,6 +41,8 @@ class Imputer(ABC):
     name: ClassVar[str]
     space: ClassVar[Space]
     marks_present: ClassVar[bool] = True
+    inference_settings: ClassVar[tuple[str, ...]] = ()
+    """Settings read only at imputation: candidates differing in nothing else share one fit (:meth:`restore`)."""
 
     def __init__(self) -> None:
         self.fit_seconds = float("nan")

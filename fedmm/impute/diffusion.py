@@ -142,6 +142,7 @@ class DiffusionImputer(Imputer):
 
     name = "diffusion"
     space = "latent"
+    inference_settings = ("sampling_steps", "samples")
 
     def __init__(self, config: DiffusionImputerConfig) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""The imputers by name, built from the ``impute`` config section and fitted together."""
+"""The imputers by name, built from the ``impute`` config section."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from fedmm.impute.diffusion import DiffusionImputer
 from fedmm.impute.generator import GeneratorImputer
 from fedmm.impute.local import ClientIterative, ClientKnn
 from fedmm.impute.simple import MeanFill, ZeroFill
-from fedmm.models.multimodal import MultimodalNet
-from fedmm.tensors import TensorData
 
 IMPUTERS: dict[str, Callable[[ImputeConfig], Imputer]] = {
     ZeroFill.name: lambda config: ZeroFill(),
@@ -29,9 +27,3 @@ def make_imputer(name: str, config: ImputeConfig) -> Imputer:
         raise ImputationError(f"unknown imputer {name!r}; choose from {sorted(IMPUTERS)}")
     return IMPUTERS[name](config)
 
-
-def fit_imputers(
-    config: ImputeConfig, clients: list[TensorData], model: MultimodalNet, seed: int
-) -> dict[str, Imputer]:
-    """Every configured imputer, fitted over the clients' masked data with the frozen global model."""
-    return {name: make_imputer(name, config).fit(clients, model, seed) for name in config.imputers}

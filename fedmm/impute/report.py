@@ -49,8 +49,13 @@ class ImputationReport:
         return self.table[(self.table["rate"] - rate).abs() < 1e-9].reset_index(drop=True)
 
     def markdown(self) -> str:
-        """The table, followed by how to read ``gap_recovered``."""
-        return markdown_table(self.table[list(MARKDOWN_COLUMNS)]) + "\n" + LEGEND + "\n"
+        """The table, how to read ``gap_recovered``, and the settings chosen on the validation split (if any)."""
+        text = markdown_table(self.table[list(MARKDOWN_COLUMNS)]) + "\n" + LEGEND + "\n"
+        if self.meta.get("selection"):
+            text += ("\nSettings chosen on the validation split (candidates of impute.select, scored by the mean "
+                     "gap recovered there; the test split scores only the chosen ones):\n\n"
+                     + markdown_table(pd.DataFrame(self.meta["selection"])))
+        return text
 
     def plot(self, metric: str, path: Path, reference: str | None = None) -> Path:
         """``metric`` against the rate, one panel per pattern, one line per imputer."""

@@ -60,10 +60,19 @@ def clients(weights) -> list[TensorData]:
     return [masked_client(rng, n, weights, 0.3) for n in (160, 120, 200)]
 
 
+def complete_set(seed: int, n: int, weights: np.ndarray) -> TensorData:
+    inputs, labels = sample(np.random.default_rng(seed), n, weights)
+    return TensorData.from_numpy(inputs, np.ones((n, 2), dtype=bool), labels)
+
+
 @pytest.fixture(scope="module")
 def test_set(weights) -> TensorData:
-    inputs, labels = sample(np.random.default_rng(3), 300, weights)
-    return TensorData.from_numpy(inputs, np.ones((300, 2), dtype=bool), labels)
+    return complete_set(3, 300, weights)
+
+
+@pytest.fixture(scope="module")
+def validation_set(weights) -> TensorData:
+    return complete_set(4, 120, weights)
 
 
 def trained_model(clients: list[TensorData]):

@@ -16,6 +16,8 @@ def test_the_config_knows_every_registered_imputer():
     ({"patterns": ["gyro"]}, "neither"),
     ({"diffusion": {"timesteps": 10, "sampling_steps": 20}}, "must not exceed"),
     ({"knn": {"neighbours": 3}}, "Extra inputs"),
+    ({"select": {"generator": [{"distil_weight": 1.0}]}}, r"impute.select.generator: candidate .* is invalid \(distil_weight"),
+    ({"select": {"zero": [{"n_neighbors": 3}]}}, "Input should be"),
 ])
 def test_bad_values_fail_up_front(bad, match):
     with pytest.raises(ValidationError, match=match):
