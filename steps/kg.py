@@ -1,4 +1,4 @@
-"""The FedMKGC pipeline's steps: thin calls into ``fedmm.kg`` and ``fedmm.tracking.kg_registry``."""
+"""The FedMKGC pipeline's steps: thin calls into ``fedmm.kg`` and ``fedmm.kg.registry``."""
 
 from typing import Annotated
 
@@ -8,9 +8,9 @@ from fedmm.data.validation import ValidationReport
 from fedmm.kg.artifacts import Federation, TrainedKG
 from fedmm.kg.config import KGRunConfig
 from fedmm.kg.data import load_kg
+from fedmm.kg.registry import record_and_register_kg
 from fedmm.kg.run import evaluate_graph, federate_graph, train_graph
 from fedmm.kg.validation import validate_kg
-from fedmm.tracking.kg_registry import record_and_register_kg
 from pipelines.model_control_plane import TAG_ZENML_VERSION, mirror_aliases
 from steps.materializers import FolderArtifactMaterializer, JsonArtifactMaterializer
 

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from fedmm.cli import main
 from fedmm.kg import data as kg_data
-from fedmm.tracking import kg_registry, registry
+from fedmm.kg import registry as kg_registry
+from fedmm.tracking import registry
 
 RUN = {"task": "fedmkgc", "run": {"dataset": "nations", "method": "fede_hide", "missing_rate": 0.5, "clients": 3,
                                   "keep": 0.5, "dim": 8, "rounds": 2, "local_epochs": 1, "batch_size": 256},

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from fedmm.data.validation import DataValidationError
+from fedmm.kg import registry as kg_registry
 from fedmm.kg.config import KGConfig, KGRegistryConfig, KGRunConfig
 from fedmm.kg.run import evaluate_graph, federate_graph, load_validated, train_graph
 from fedmm.kg.validation import validate_kg
-from fedmm.tracking import kg_registry, registry
+from fedmm.tracking import registry
 
 TINY = dict(dataset="nations", clients=3, keep=0.5, dim=8, rounds=2, local_epochs=1, batch_size=256)
 

@@ -19,9 +19,9 @@ from fedmm.fl.result import TrainResult
 from fedmm.mmkt.config import MMKTConfig
 from fedmm.mmkt.federation import Federation, federation_config
 from fedmm.mmkt.generator import prompt_embeddings
+from fedmm.mmkt.pyfunc import save_generator
 from fedmm.mmkt.run import CellResult
 from fedmm.tracking import registry, runs
-from fedmm.tracking.generator import save_generator
 
 EXPERIMENT = "fedmm-mmkt-experiments"
 STATE_FILE = "state.json"

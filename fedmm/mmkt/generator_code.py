@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from fedmm.tracking.generator import GeneratorPyfunc
+from fedmm.mmkt.pyfunc import GeneratorPyfunc
 
 set_model(GeneratorPyfunc())
