@@ -164,7 +164,8 @@ def federation():
     assert our_processes(state_dir(), "flower-shared") == []
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+# MOON's run over Flower is checked against the in-process one by the killed-ServerApp test below.
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "moon"])
 def test_every_strategy_over_flower_equals_the_in_process_run(federation, strategy, tmp_path):
     running, data = federation
     base = tiny(f"train.strategy={strategy}")
