@@ -164,8 +164,9 @@ def federation():
     assert our_processes(state_dir(), "flower-shared") == []
 
 
-# MOON's run over Flower is checked against the in-process one by the killed-ServerApp test below.
-@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "moon"])
+# One strategy per payload type: FedProx and MOON send FedAvg's ClientUpdate, and MOON's run over
+# Flower is checked against the in-process one by the killed-ServerApp test below.
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s not in ("fedprox", "moon")])
 def test_every_strategy_over_flower_equals_the_in_process_run(federation, strategy, tmp_path):
     running, data = federation
     base = tiny(f"train.strategy={strategy}")
@@ -199,7 +200,7 @@ def test_a_killed_serverapp_resumes_from_its_checkpoint_and_the_sites_kept_state
 
 
 def test_a_killed_supernode_is_dropped_and_a_refused_site_is_named(tmp_path, capfd):
-    overrides = ["partition.scheme=iid", "partition.num_clients=4", "train.centralized=false", "train.rounds=3",
+    overrides = ["partition.scheme=iid", "partition.num_clients=4", "train.centralized=false", "train.rounds=2",
                  "train.transport=flower", "flower.round_timeout=30", "flower.min_clients=2"]
     config = load_config(TINY, overrides)
     prepared = prepare(config.data, config.seed)
@@ -216,8 +217,8 @@ def test_a_killed_supernode_is_dropped_and_a_refused_site_is_named(tmp_path, cap
                 running.kill_site(2)
 
         result = train(config, prepared, federated, on_round=kill, workdir=tmp_path / "run")
-    assert [r.dropped for r in result.history] == [[3], [2, 3], [2, 3]]
-    assert [sorted(c.client for c in r.clients) for r in result.history] == [[0, 1, 2], [0, 1], [0, 1]]
+    assert [r.dropped for r in result.history] == [[3], [2, 3]]
+    assert [sorted(c.client for c in r.clients) for r in result.history] == [[0, 1, 2], [0, 1]]
     err = capfd.readouterr().err
     assert "refused site 3: its data failed validation" in err and "acc_nonfinite" in err
     sites_report = json.loads((tmp_path / "run" / "sites.json").read_text())
