@@ -21,7 +21,6 @@ from fedmm.impute.config import DiffusionConfig, DiffusionImputerConfig
 from fedmm.impute.latent import (
     LatentData,
     Scaler,
-    State,
     client_latents,
     masked_targets,
     prefixed,
@@ -31,7 +30,7 @@ from fedmm.impute.latent import (
 )
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.seeding import torch_generator
-from fedmm.tensors import TensorData, seeded_module
+from fedmm.tensors import State, TensorData, seeded_module
 
 TIME_FEATURES = 32
 

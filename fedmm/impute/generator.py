@@ -20,7 +20,6 @@ from fedmm.impute.config import GeneratorConfig, GeneratorImputerConfig
 from fedmm.impute.latent import (
     LatentData,
     Scaler,
-    State,
     client_latents,
     masked_targets,
     prefixed,
@@ -30,7 +29,7 @@ from fedmm.impute.latent import (
 )
 from fedmm.models.multimodal import ModelSpec, MultimodalNet
 from fedmm.seeding import torch_generator
-from fedmm.tensors import TensorData, distillation_kl, frozen, seeded_module
+from fedmm.tensors import State, TensorData, distillation_kl, frozen, seeded_module
 
 
 class CrossModalGenerator(nn.Module):
