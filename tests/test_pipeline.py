@@ -231,3 +231,27 @@ def test_knowledge_transfer_strategies_run_through_the_pipeline(first_run, tmp_p
         summary["test_macro_f1"], abs=1e-6)
     network = mlflow.pyfunc.load_model(f"models:/{name}/{summary['model_version']}").unwrap_python_model().model
     assert isinstance(network, GeneratedFeaturesNet) == (strategy == "fedmobile")
+
+
+DEFAULT_RUN_TAGS = Path(__file__).parent / "default_run_tags.json"
+VOLATILE = {"fedmm.git_commit", "fedmm.audit.recorded_at", "fedmm.mlflow_run_id", "fedmm.zenml_model_version_id", "fedmm.zenml_pipeline_run",
+            "fedmm.host", "fedmm.pid", "fedmm.process_started", "mlflow.runName", "mlflow.user",
+            "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit"}
+
+
+def default_run_tags(summary: dict) -> dict[str, dict[str, str]]:
+    """The MLflow run's and the model version's tags of a run, volatile values (ids, commit, owner) normalised."""
+    import re
+
+    run_id = summary["mlflow_run_id"]
+    mlflow_client = registry.client()
+    found = {"run": mlflow_client.get_run(run_id).data.tags,
+             "version": mlflow_client.get_model_version(summary["model_name"], summary["model_version"]).tags}
+    return {where: {key: "<volatile>" if key in VOLATILE else re.sub(run_id, "<run>", value)
+                    for key, value in sorted(tags.items())} for where, tags in found.items()}
+
+
+def test_the_default_run_tags_as_before(first_run):
+    """The default run's MLflow tags (keys and values, ids normalised) are those recorded before the graph refactor."""
+    _, summary, _ = first_run
+    assert default_run_tags(summary) == json.loads(DEFAULT_RUN_TAGS.read_text())
