@@ -1,9 +1,9 @@
-"""The fedmm training pipeline for Kubeflow Pipelines, generated from ``fedmm.graph``, and its compiler entry point.
+"""kfp pipelines generated from ``fedmm.graph``, and the compiler entry point.
 
     python -m components.pipeline --config configs/default.yaml --output kfp/fedmm_training.yaml
 
-compiles the pipeline to IR YAML with the config's JSON baked in as the default of the
-``config_json`` parameter (a run may still override it). The training task requests the
+compiles the config's graph to IR YAML with the config's JSON baked in as the default of
+the ``config_json`` parameter (a run may still override it). GPU stages request the
 config's ``train.gpus`` NVIDIA GPUs (none when 0); inside, ``train.device: auto`` uses them.
 """
 
@@ -14,28 +14,28 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from components.stages import COMPONENTS
-from fedmm import graph
-from fedmm.config import Config, load_config
+from components.stages import components_of
+from fedmm.config import load_config
+from fedmm.graph import Graph, for_config
 
-PIPELINE_NAME = "fedmm-training"
 GPU_RESOURCE = "nvidia.com/gpu"
 TRAIN_CPU, TRAIN_MEMORY = "4", "16Gi"
 
 
-def training_pipeline(config: Config):
-    """The pipeline: one task per graph stage, wired by the graph's artifacts and ``after`` gates.
+def graph_pipeline(graph: Graph, config):
+    """The pipeline of ``graph``: one task per stage, wired by the graph's artifacts and ``after`` gates.
 
     Resource requests are fixed at compile time, so they come from ``config`` (``train.gpus``).
     """
     gpus = config.train.gpus
+    components = components_of(graph)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description=" -> ".join(graph.NAMES))
-    def fedmm_training(config_json: str, tracking_uri: str = "") -> dict:
+    @dsl.pipeline(name=f"fedmm-{graph.name}", description=graph.description)
+    def pipeline(config_json: str, tracking_uri: str = "") -> dict:
         tasks, outputs = {}, {}
-        for stage in graph.STAGES:
-            extra = {"tracking_uri": tracking_uri} if stage.name == "register" else {}
-            task = COMPONENTS[stage.name](config_json=config_json, **{k: outputs[k] for k in stage.inputs}, **extra)
+        for stage in graph.stages:
+            task = components[stage.name](config_json=config_json, tracking_uri=tracking_uri,
+                                          **{k: outputs[k] for k in stage.inputs})
             task.after(*(tasks[name] for name in stage.after))
             if stage.gpu:
                 task.set_cpu_request(TRAIN_CPU).set_memory_request(TRAIN_MEMORY)
@@ -45,18 +45,23 @@ def training_pipeline(config: Config):
                 task.set_caching_options(False)
             tasks[stage.name] = task
             outputs[stage.output] = task.outputs[stage.output] if stage.output in task.outputs else task.output
-        return outputs["summary"]
+        return outputs[graph.result]
 
-    return fedmm_training
+    return pipeline
 
 
-def config_json(config: Config) -> str:
+def training_pipeline(config):
+    """The pipeline of the graph ``fedmm run`` runs for ``config``."""
+    return graph_pipeline(for_config(config), config)
+
+
+def config_json(config) -> str:
     """The config as the JSON string every component parses."""
     return json.dumps(config.model_dump(mode="json"), sort_keys=True)
 
 
-def compile_pipeline(output: Path, config: Config) -> Path:
-    """Compile the pipeline to IR YAML with ``config`` as the default ``config_json``."""
+def compile_pipeline(output: Path, config) -> Path:
+    """Compile the config's graph to IR YAML with ``config`` as the default ``config_json``."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(

@@ -260,7 +260,7 @@ def rollback(model_name: str, min_macro_f1: float | None, require_clean_audit: b
 
 
 @main.command("stage")
-@click.argument("name", type=click.Choice(graph.NAMES))
+@click.argument("name", type=click.Choice(graph.STAGE_NAMES))
 @CONFIG_OPTION
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
               show_default=True, help="Folder of stage inputs and outputs.")
@@ -268,7 +268,11 @@ def stage_command(name: str, config_path: Path | None, workdir: Path) -> None:
     """Run one pipeline stage over folders (the DVC stages call this)."""
     from fedmm.stages import run_in
 
-    run_in(name, _load(config_path, ()), workdir)
+    config = _load(config_path, ())
+    chosen = graph.for_config(config)
+    if name not in chosen.names:
+        raise click.BadParameter(f"graph {chosen.name!r} has no stage {name!r}; its stages are {list(chosen.names)}")
+    run_in(chosen, name, config, workdir)
 
 
 @main.command("dvc")
@@ -284,7 +288,8 @@ def dvc_command(config_path: Path | None, overrides: tuple[str, ...], directory:
     """
     from fedmm.stages import write_dvc_project
 
-    paths = write_dvc_project(_load(config_path, overrides), directory)
+    config = _load(config_path, overrides)
+    paths = write_dvc_project(graph.for_config(config), config, directory)
     click.echo(f"wrote {paths['dvc']} and {paths['params']}; run: dvc repro {paths['dvc']}")
 
 
@@ -326,11 +331,11 @@ def audit(training_run_id: str, config_path: Path | None, overrides: tuple[str, 
     """Audit a past training run's client contributions (audit settings from the config)."""
     config = _load(config_path, overrides)
     from fedmm.report import print_audit
-    from pipelines.audit import run_audit
+    from pipelines.graph import output, run_analysis
 
-    run = run_audit(config, training_run_id)
-    report = run.steps["audit_contributions"].outputs["contribution_audit"][0].load()
-    print_audit(report)
+    chosen = graph.for_config(config)
+    run = run_analysis(chosen, "audit", config, training_run_id)
+    print_audit(output(run, chosen, chosen.stage("audit").output))
     click.echo(f"audit pipeline run: {run.id}")
 
 
@@ -341,10 +346,11 @@ def audit(training_run_id: str, config_path: Path | None, overrides: tuple[str, 
 def impute(training_run_id: str, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Evaluate imputers of missing modalities on a past training run's model (settings: impute.*)."""
     config = _load(config_path, overrides)
-    from pipelines.imputation import run_imputation
+    from pipelines.graph import output, run_analysis
 
-    run = run_imputation(config, training_run_id)
-    report = run.steps["evaluate_imputation"].outputs["imputation_report"][0].load()
+    chosen = graph.for_config(config)
+    run = run_analysis(chosen, "evaluate-imputation", config, training_run_id)
+    report = output(run, chosen, chosen.stage("evaluate-imputation").output)
     click.echo(report.markdown())
     click.echo(f"{report.meta['samples']} test samples; patterns {', '.join(report.meta['patterns'])}; "
                f"rates {', '.join(f'{r:g}' for r in report.meta['rates'])} (impute.rates)")

@@ -1,11 +1,16 @@
-"""The training pipeline's stage graph, declared once.
+"""Pipelines as values: a :class:`Graph` of :class:`Stage` s over :class:`Artifact` s, declared once.
 
-Every orchestrator follows this declaration: DVC's ``dvc.yaml`` and the kfp pipeline are
-generated from it, the ZenML pipeline and the experiment runner are checked against it by
-tests. A stage names its ``fedmm.workflow`` function, the artifacts it reads and writes,
-the config keys it reads (DVC reruns it when one changes), whether an orchestrator may
-cache it and whether it gets the ``train.gpus`` GPUs. This module imports nothing heavy:
-the ``fedmm`` command lists stages from it without loading torch.
+A graph is the only thing that runs stages (:meth:`Graph.execute`). Every orchestrator is
+a loop over a graph's stages: DVC's ``dvc.yaml`` and the folder runner (``fedmm.stages``),
+the kfp components and pipeline (``components/``), the ZenML steps and pipeline
+(``pipelines/``, ``steps/``) and the experiment runner. An adapter never names a stage:
+what differs between stages is data on the stage (its inputs, gates, GPU, caching) or a
+hook it carries (progress, reports, metrics, what it tracks to MLflow, how a re-run of it
+attaches to a past run). Hooks and functions are dotted names, so this module imports
+nothing heavy: the ``fedmm`` command lists stages from it without loading torch.
+
+``TRAINING`` is the sensor-data training graph; further graphs go into :data:`GRAPHS` and
+``fedmm run`` picks the first whose ``when`` predicate accepts the config (:func:`for_config`).
 """
 
 from __future__ import annotations
@@ -13,11 +18,23 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
-SECTIONS = ("seed", "data", "partition", "mask", "corruption", "model", "train", "flower", "validation",
-            "registry", "audit", "impute")
-"""Every top-level config key (a test keeps this equal to ``Config``'s fields)."""
+
+def resolve(path: str) -> Any:
+    """The object at a dotted path ``package.module.attribute``."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def config_value(config, key: str):
+    """The value at a dotted config key."""
+    value = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
 
 
 @dataclass(frozen=True)
@@ -25,44 +42,51 @@ class Artifact:
     """What flows between stages: its path under a stage folder and how it is stored.
 
     ``kind`` is ``folder`` (the object's own ``save``/``load``, class ``type``) or ``json``
-    (a dict, or an object with ``to_dict``/``from_dict`` when ``type`` is set).
+    (a dict, or an object with ``to_dict``/``from_dict`` when ``type`` is set). ``role`` is
+    what orchestrators call it: ``data``, ``model`` or ``report``.
     """
 
     name: str
     path: str
     kind: str
     type: str | None = None
+    role: str = "report"
 
     def cls(self) -> type | None:
-        if self.type is None:
-            return None
-        module, _, name = self.type.rpartition(".")
-        return getattr(importlib.import_module(module), name)
+        return None if self.type is None else resolve(self.type)
 
 
-ARTIFACTS = {a.name: a for a in (
-    Artifact("prepared", "prepared", "folder", "fedmm.data.prepare.PreparedData"),
-    Artifact("data_report", "validation/data.json", "json", "fedmm.data.validation.ValidationReport"),
-    Artifact("federated", "partitions", "folder", "fedmm.data.federated.FederatedData"),
-    Artifact("partition_report", "validation/partitions.json", "json", "fedmm.data.validation.ValidationReport"),
-    Artifact("result", "training", "folder", "fedmm.fl.result.TrainResult"),
-    Artifact("evaluation", "evaluation/report.json", "json", "fedmm.evaluation.EvaluationReport"),
-    Artifact("audit", "audit", "folder", "fedmm.audit.report.AuditReport"),
-    Artifact("imputation", "imputation", "folder", "fedmm.impute.report.ImputationReport"),
-    Artifact("summary", "registry/summary.json", "json", "fedmm.summary.RunSummary"),
-)}
+@dataclass(frozen=True)
+class Report:
+    """A file a stage writes beside its artifact in the folder layout (DVC): ``write(value, inputs, path)``.
+
+    With ``plot_x`` set it is a CSV that ``dvc.yaml`` declares as a plot over that column.
+    """
+
+    path: str
+    write: str
+    plot_x: str | None = None
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage: ``function`` (in ``fedmm.workflow``) maps ``inputs`` to its one output.
+    """One stage: ``function`` (in the graph's ``module``) maps ``inputs`` to its one ``output``.
 
-    ``after``: stages that must pass first though their output is not read (the validation
-    gates). ``skip``: a ``fedmm.workflow`` function of the config giving why the stage does
-    nothing for it (None: it runs); a skipped stage's output is an explicit "skipped" record.
-    ``gate``: the output is a validation report that stops the run when it fails.
-    ``files``: config keys whose value, when set, is a file the stage reads (your own data).
-    ``transport``: the config key choosing how the stage runs (the same function either way).
+    Wiring: ``after`` are stages that must pass first though their output is not read (the
+    validation gates); ``reads`` the config keys it reads (DVC reruns it when one changes, a
+    ZenML step's cache key holds them); ``files`` config keys naming a file it reads;
+    ``transport`` the config key choosing how it runs (the same function either way).
+    Behaviour: ``skip`` (a function of the config in ``module``) says why the stage does
+    nothing for a config (its output is then an explicit "skipped" record); ``gate``: the
+    output is a validation report that stops the run when it fails; ``cacheable``, ``gpu``.
+
+    Hooks (dotted paths, all optional):
+    ``progress(config, inputs)``: a context manager yielding the callbacks the function takes
+    (``on_round``); ``metrics(value)``: headline numbers (DVC metrics file, kfp Metrics);
+    ``reports``: extra files of the folder layout; ``track(run_id, value, inputs)``: logs the
+    output to the graph run's MLflow run (:class:`fedmm.tracker.Tracker`); ``show(value)``:
+    prints it for the user; ``attach(value, summary)``: attaches a re-run of the stage over a
+    past run to that run's MLflow run and model version.
     """
 
     name: str
@@ -77,97 +101,193 @@ class Stage:
     skip: str | None = None
     files: tuple[str, ...] = ()
     transport: str | None = None
+    progress: str | None = None
+    metrics: str | None = None
+    reports: tuple[Report, ...] = ()
+    track: str | None = None
+    show: str | None = None
+    attach: str | None = None
 
 
-STAGES = (
-    Stage("prepare", "prepare_data", (), "prepared", ("seed", "data"), files=("data.path",)),
-    Stage("validate-data", "validate_data", ("prepared",), "data_report", ("validation",), gate=True),
-    Stage("partition", "make_partitions", ("prepared",), "federated", ("seed", "partition", "mask", "corruption"),
-          after=("validate-data",)),
-    Stage("validate-partitions", "check_partitions", ("federated",), "partition_report", ("validation",), gate=True),
-    Stage("train", "train_models", ("prepared", "federated"), "result",
-          ("seed", "model", "train", "flower", "validation.value_bounds", "impute.serve", "impute.generator",
-           "impute.diffusion", "partition", "mask", "corruption"),
-          after=("validate-partitions",), gpu=True, transport="train.transport"),
-    Stage("evaluate", "evaluate_models", ("prepared", "federated", "result"), "evaluation", ()),
-    Stage("audit", "audit_contributions", ("prepared", "federated", "result"), "audit",
-          ("seed", "audit", "train.device")),
-    Stage("evaluate-imputation", "evaluate_imputation", ("prepared", "federated", "result"), "imputation",
-          ("seed", "impute"), skip="imputation_not_configured"),
-    Stage("register", "record_and_register",
-          ("prepared", "federated", "result", "evaluation", "data_report", "partition_report", "audit", "imputation"),
-          "summary", SECTIONS, cacheable=False),
+@dataclass(frozen=True)
+class Graph:
+    """A pipeline: its stages in run order over its artifacts, for configs of class ``config``.
+
+    ``module`` holds the stage functions and skip predicates; ``sections`` are the config's
+    top-level keys; ``when`` (dotted, of the config) says whether ``fedmm run`` runs this graph.
+    The last stage's output is the graph's ``result`` (a run summary).
+    """
+
+    name: str
+    module: str
+    config: str
+    sections: tuple[str, ...]
+    artifacts: tuple[Artifact, ...]
+    stages: tuple[Stage, ...]
+    when: str | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(stage.name for stage in self.stages)
+
+    @property
+    def result(self) -> str:
+        return self.stages[-1].output
+
+    @property
+    def description(self) -> str:
+        return " -> ".join(self.names)
+
+    def artifact(self, name: str) -> Artifact:
+        for artifact in self.artifacts:
+            if artifact.name == name:
+                return artifact
+        raise KeyError(f"graph {self.name!r} has no artifact {name!r}")
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name``."""
+        for candidate in self.stages:
+            if candidate.name == name:
+                return candidate
+        raise KeyError(f"no stage {name!r}; the stages of {self.name!r} are {list(self.names)}")
+
+    def producer(self, artifact: str) -> Stage:
+        """The stage whose output ``artifact`` is."""
+        return next(s for s in self.stages if s.output == artifact)
+
+    def upstream(self, stage: Stage) -> tuple[str, ...]:
+        """The stages that must finish before ``stage``: producers of its inputs, then its ``after``."""
+        names = [self.producer(name).name for name in stage.inputs]
+        return tuple(dict.fromkeys([*names, *stage.after]))
+
+    def function(self, stage: Stage) -> Callable:
+        return resolve(f"{self.module}.{stage.function}")
+
+    def skip_reason(self, stage: Stage, config) -> str | None:
+        """Why ``stage`` does nothing for ``config``, or None when it runs."""
+        return None if stage.skip is None else resolve(f"{self.module}.{stage.skip}")(config)
+
+    def config_class(self) -> type:
+        return resolve(self.config)
+
+    def stage_config(self, stage: Stage, config):
+        """The config as ``stage`` sees it: the keys it reads, defaults everywhere else.
+
+        An orchestrator that caches by a step's parameters (ZenML hashes them into the cache
+        key) passes this instead of the whole config, so a change outside what a stage reads
+        reuses its output.
+        """
+        payload, given = type(config)().model_dump(mode="json"), config.model_dump(mode="json")
+        for key in stage.reads:
+            *parents, last = key.split(".")
+            target, source = payload, given
+            for part in parents:
+                target, source = target[part], source[part]
+            target[last] = source[last]
+        return type(config).model_validate(payload)
+
+    def execute(self, stage: Stage, config, artifacts: dict, *, keep: Callable | None = None, progress: bool = True,
+                show: bool = False, track: bool = True, forced: bool = False, **callbacks):
+        """Run ``stage`` in-process over the named ``artifacts`` (None when the config skips it).
+
+        The function gets its inputs, the config, a :class:`~fedmm.tracker.Tracker` of this
+        graph run, its progress hook's callbacks (unless not ``progress``) and those
+        ``callbacks`` it takes (e.g. ``run_name``, ``extra_tags``). A failed gate's report is
+        handed to ``keep`` and (with ``track``) recorded as a failed MLflow run, then raises;
+        ``show`` prints the output through the stage's ``show`` hook; ``forced`` runs a stage the config
+        skips (an analysis asked for by name).
+        """
+        if not forced and self.skip_reason(stage, config) is not None:
+            return None
+        from fedmm.tracker import Tracker
+
+        call = self.function(stage)
+        accepted = inspect.signature(call).parameters
+        inputs = {name: artifacts[name] for name in stage.inputs}
+        tracker = Tracker(self, config, callbacks.get("run_name"))
+        hook = resolve(stage.progress)(config, inputs) if progress and stage.progress else nullcontext({})
+        with hook as progress_callbacks:
+            offered = {**callbacks, **progress_callbacks, "config": config, "tracker": tracker}
+            value = call(**inputs, **{key: item for key, item in offered.items() if key in accepted})
+        if stage.gate and not value.success:
+            if keep is not None:
+                keep(value)
+            if track:
+                tracker.failed(stage, value, inputs)
+            value.raise_if_failed()
+        if show and stage.show:
+            resolve(stage.show)(value)
+        return value
+
+
+SECTIONS = ("seed", "data", "partition", "mask", "corruption", "model", "train", "flower", "validation",
+            "registry", "audit", "impute")
+"""Every top-level key of the training config (a test keeps this equal to ``Config``'s fields)."""
+
+HOOKS = "fedmm.hooks"
+
+TRAINING = Graph(
+    name="training",
+    module="fedmm.workflow",
+    config="fedmm.config.Config",
+    sections=SECTIONS,
+    artifacts=(
+        Artifact("prepared", "prepared", "folder", "fedmm.data.prepare.PreparedData", "data"),
+        Artifact("data_report", "validation/data.json", "json", "fedmm.data.validation.ValidationReport"),
+        Artifact("federated", "partitions", "folder", "fedmm.data.federated.FederatedData", "data"),
+        Artifact("partition_report", "validation/partitions.json", "json", "fedmm.data.validation.ValidationReport"),
+        Artifact("result", "training", "folder", "fedmm.fl.result.TrainResult", "model"),
+        Artifact("evaluation", "evaluation/report.json", "json", "fedmm.evaluation.EvaluationReport"),
+        Artifact("audit", "audit", "folder", "fedmm.audit.report.AuditReport"),
+        Artifact("imputation", "imputation", "folder", "fedmm.impute.report.ImputationReport"),
+        Artifact("summary", "registry/summary.json", "json", "fedmm.summary.RunSummary"),
+    ),
+    stages=(
+        Stage("prepare", "prepare_data", (), "prepared", ("seed", "data"), files=("data.path",)),
+        Stage("validate-data", "validate_data", ("prepared",), "data_report", ("validation",), gate=True,
+              track=f"{HOOKS}.track_validation"),
+        Stage("partition", "make_partitions", ("prepared",), "federated", ("seed", "partition", "mask", "corruption"),
+              after=("validate-data",)),
+        Stage("validate-partitions", "check_partitions", ("federated",), "partition_report", ("validation",),
+              gate=True, track=f"{HOOKS}.track_validation"),
+        Stage("train", "train_models", ("prepared", "federated"), "result",
+              ("seed", "model", "train", "flower", "validation.value_bounds", "impute.serve", "impute.generator",
+               "impute.diffusion", "partition", "mask", "corruption"),
+              after=("validate-partitions",), gpu=True, transport="train.transport",
+              progress=f"{HOOKS}.training_progress"),
+        Stage("evaluate", "evaluate_models", ("prepared", "federated", "result"), "evaluation", (),
+              metrics=f"{HOOKS}.headline", reports=(Report("evaluation/rounds.csv", f"{HOOKS}.write_rounds", "round"),),
+              track=f"{HOOKS}.track_results"),
+        Stage("audit", "audit_contributions", ("prepared", "federated", "result"), "audit",
+              ("seed", "audit", "train.device"), progress=f"{HOOKS}.audit_progress", track=f"{HOOKS}.track_audit",
+              show=f"{HOOKS}.show_audit", attach="fedmm.workflow.attach_audit"),
+        Stage("evaluate-imputation", "evaluate_imputation", ("prepared", "federated", "result"), "imputation",
+              ("seed", "impute"), skip="imputation_not_configured", track=f"{HOOKS}.track_imputation",
+              attach="fedmm.workflow.attach_imputation"),
+        Stage("register", "record_and_register",
+              ("prepared", "federated", "result", "evaluation", "data_report", "partition_report", "audit", "imputation"),
+              "summary", SECTIONS, cacheable=False, reports=(Report("registry", f"{HOOKS}.write_summary_files"),)),
+    ),
 )
 """prepare -> validate data -> partition + mask -> validate partitions -> train -> evaluate ->
 contribution audit -> imputation evaluation -> register + promote. Train reads the partition, mask
 and corruption sections too: over Flower each site redraws its own mask and corruption from them.
 Register reads every section: the registered version records the whole config's hash."""
 
-NAMES = tuple(stage.name for stage in STAGES)
+GRAPHS: dict[str, Graph] = {TRAINING.name: TRAINING}
+"""Every graph by name (declare a new one in this module, beside ``TRAINING``): ``fedmm run`` picks one,
+DVC, kfp and ZenML build theirs from it."""
+
+STAGE_NAMES = tuple(dict.fromkeys(name for graph in GRAPHS.values() for name in graph.names))
+"""Every stage name of every graph (``fedmm stage`` takes one)."""
 
 
-def stage(name: str) -> Stage:
-    """The stage called ``name``."""
-    for candidate in STAGES:
-        if candidate.name == name:
-            return candidate
-    raise KeyError(f"no stage {name!r}; the stages are {list(NAMES)}")
-
-
-def producer(artifact: str) -> Stage:
-    """The stage whose output ``artifact`` is."""
-    return next(s for s in STAGES if s.output == artifact)
-
-
-def upstream(stage_: Stage) -> tuple[str, ...]:
-    """The stages that must finish before ``stage_``: producers of its inputs, then its ``after``."""
-    names = [producer(name).name for name in stage_.inputs]
-    return tuple(dict.fromkeys([*names, *stage_.after]))
-
-
-def function(stage_: Stage) -> Callable:
-    return getattr(importlib.import_module("fedmm.workflow"), stage_.function)
-
-
-def skip_reason(stage_: Stage, config) -> str | None:
-    """Why ``stage_`` does nothing for ``config``, or None when it runs."""
-    if stage_.skip is None:
-        return None
-    return getattr(importlib.import_module("fedmm.workflow"), stage_.skip)(config)
-
-
-def config_value(config, key: str):
-    """The value at a dotted config key."""
-    value = config
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value
-
-
-def stage_config(stage_: Stage, config):
-    """The config as ``stage_`` sees it: the keys it reads, defaults everywhere else.
-
-    An orchestrator that caches by a step's parameters (ZenML hashes them into the cache key)
-    passes this instead of the whole config, so a change outside what a stage reads reuses
-    its output.
-    """
-    payload, given = type(config)().model_dump(mode="json"), config.model_dump(mode="json")
-    for key in stage_.reads:
-        *parents, last = key.split(".")
-        target, source = payload, given
-        for part in parents:
-            target, source = target[part], source[part]
-        target[last] = source[last]
-    return type(config).model_validate(payload)
-
-
-def execute(stage_: Stage, config, artifacts: dict, **callbacks):
-    """Run a stage in-process: its function over the named artifacts, plus the config and those
-    ``callbacks`` it takes. Returns the output (a gate's caller raises when the report failed)."""
-    call = function(stage_)
-    accepted = inspect.signature(call).parameters
-    kwargs = {name: artifacts[name] for name in stage_.inputs}
-    kwargs.update({key: value for key, value in callbacks.items() if key in accepted})
-    if "config" in accepted:
-        kwargs["config"] = config
-    return call(**kwargs)
+def for_config(config) -> Graph:
+    """The graph ``fedmm run`` runs for ``config``: the first of :data:`GRAPHS` of its config class whose
+    ``when`` accepts it; a graph without ``when`` is its class's default."""
+    mine = [g for g in GRAPHS.values() if isinstance(config, g.config_class())]
+    chosen = [g for g in mine if g.when is not None and resolve(g.when)(config)]
+    chosen += [g for g in mine if g.when is None]
+    if not chosen:
+        raise KeyError(f"no graph runs a {type(config).__name__}")
+    return chosen[0]

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fedmm.audit.report import AuditReport
+    from fedmm.config import Config
+    from fedmm.data.federated import FederatedData
+    from fedmm.data.prepare import PreparedData
+    from fedmm.evaluation import EvaluationReport
+    from fedmm.fl.result import TrainResult
 
 
 @dataclass(frozen=True)
@@ -12,6 +21,18 @@ class Gate:
     name: str
     passed: bool
     detail: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What registering a model produced: its version, its MLflow run, the promotion's outcome, its aliases."""
+
+    model_name: str
+    version: str
+    mlflow_run_id: str
+    promoted: bool
+    gates: list[Gate]
+    aliases: list[str]
 
 
 @dataclass
@@ -44,6 +65,24 @@ class RunSummary:
     audit: dict[str, float] | None = None
     audit_flags: dict[str, list[dict]] | None = None
     zenml_pipeline_run: str | None = None
+
+    @classmethod
+    def from_registration(cls, registration: Registration, config: Config, prepared: PreparedData,
+                          federated: FederatedData, result: TrainResult, evaluation: EvaluationReport,
+                          audit: AuditReport | None) -> RunSummary:
+        """The summary of a registered training run: the registration, and what it was trained and scored on."""
+        from fedmm.runtime import tracking_uri
+
+        return cls(
+            model_name=registration.model_name, model_version=registration.version, aliases=registration.aliases,
+            promoted=registration.promoted, gates=registration.gates, tracking_uri=tracking_uri(),
+            mlflow_run_id=registration.mlflow_run_id, config_hash=config.hash(), data_sha256=prepared.data_sha256,
+            num_clients=federated.num_clients, rounds=len(result.history), strategy=result.strategy,
+            transport=config.train.transport, served_imputer=result.imputer.name if result.imputer is not None else None,
+            test_samples=int(len(prepared.indices("test"))), dropped_samples=int((~federated.kept).sum()),
+            metrics=evaluation.headline(), audit=audit.summary() if audit is not None else None,
+            audit_flags=audit.flags if audit is not None else None,
+        )
 
     @property
     def test_macro_f1(self) -> float:

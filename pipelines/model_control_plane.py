@@ -8,8 +8,9 @@ from zenml.client import Client
 from zenml.enums import ModelStages
 
 from fedmm.tracking import registry
+from fedmm.tracking import tags as T
 
-TAG_ZENML_VERSION = "fedmm.zenml_model_version_id"
+TAG_ZENML_VERSION = T.ZENML_MODEL_VERSION
 STAGE_OF_ALIAS = {
     registry.CHALLENGER: ModelStages.STAGING,
     registry.PREVIOUS: ModelStages.ARCHIVED,

@@ -1,4 +1,4 @@
-"""The artifacts of a finished training pipeline run, for pipelines that analyse it later."""
+"""The artifacts of a finished pipeline run, for pipelines that analyse it later."""
 
 from __future__ import annotations
 
@@ -7,27 +7,23 @@ from uuid import UUID
 from zenml.client import Client
 
 from fedmm.errors import PastRunError
-
-# (step name, output name) of what later analyses read from a training run
-TRAINING_OUTPUTS = {
-    "prepared": ("prepare_data", "prepared_data"),
-    "federated": ("partition_clients", "client_partitions"),
-    "result": ("train_federated", "training_result"),
-    "run_summary": ("register_and_promote", "run_summary"),
-}
+from fedmm.graph import Graph
 
 
-def training_artifacts(training_run_id: str) -> dict:
-    """The artifact versions of a finished training run (prepared data, partitions, result, summary)."""
+def past_artifacts(graph: Graph, training_run_id: str, names: tuple[str, ...]) -> dict:
+    """The artifact versions ``names`` of a finished run of ``graph``'s pipeline, by artifact name."""
+    from steps.graph import step_name
+
     try:
         run = Client().get_pipeline_run(UUID(training_run_id))
     except (KeyError, ValueError):
         raise PastRunError(f"no ZenML pipeline run {training_run_id!r}") from None
     found = {}
-    for key, (step, output) in TRAINING_OUTPUTS.items():
-        if step not in run.steps or output not in run.steps[step].outputs:
+    for name in names:
+        step = step_name(graph.producer(name))
+        if step not in run.steps or name not in run.steps[step].outputs:
             raise PastRunError(
-                f"pipeline run {training_run_id} has no {step}.{output}: only finished training runs can be analysed"
+                f"pipeline run {training_run_id} has no {step}.{name}: only finished {graph.name} runs can be analysed"
             )
-        found[key] = run.steps[step].outputs[output][0]
+        found[name] = run.steps[step].outputs[name][0]
     return found

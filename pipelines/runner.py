@@ -1,12 +1,10 @@
-"""Launch the training pipeline and fetch its summary artifact."""
+"""Launch a graph's pipeline and fetch its summary artifact."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from fedmm.config import Config
 from fedmm.runtime import state_dir
-from fedmm.summary import RunSummary
 from fedmm.tracking.lock import file_lock
 
 
@@ -18,22 +16,22 @@ def ensure_store() -> None:
         Client().zen_store  # noqa: B018 (reading the property creates and migrates the store)
 
 
-def run_pipeline(config: Config, echo=print) -> RunSummary:
-    """Check the config against the data, sweep what crashed runs left, run the ZenML pipeline.
+def run_pipeline(config, echo=print):
+    """Check the config against the data, sweep what crashed runs left, run the config's graph on ZenML.
 
     Preflight warnings and what was swept are passed to ``echo``. Returns the run summary.
     """
-    from fedmm import workflow
+    from fedmm.graph import for_config
+    from fedmm.preflight import preflight
 
-    for warning in workflow.preflight(config):
+    for warning in preflight(config):
         echo(f"warning: {warning}")
     from fedmm.tracking.registry import sweep
-    from pipelines.training import run_training
+    from pipelines.graph import configured_pipeline, output
 
     for line in sweep():
         echo(f"swept: {line}")
     ensure_store()
-    run = run_training(config)
-    summary = run.steps["register_and_promote"].outputs["run_summary"]
-    artifact = summary[0] if isinstance(summary, list) else summary
-    return replace(artifact.load(), zenml_pipeline_run=str(run.id))
+    graph = for_config(config)
+    run = configured_pipeline(graph, config)(config)
+    return replace(output(run, graph, graph.result), zenml_pipeline_run=str(run.id))

@@ -11,6 +11,7 @@ from fedmm.kg.data import load_kg
 from fedmm.kg.registry import record_and_register_kg
 from fedmm.kg.run import evaluate_graph, federate_graph, train_graph
 from fedmm.kg.validation import validate_kg
+from fedmm.tracking import tags as T
 from pipelines.model_control_plane import TAG_ZENML_VERSION, mirror_aliases
 from steps.materializers import FolderArtifactMaterializer, JsonArtifactMaterializer
 
@@ -49,7 +50,7 @@ def register_kg(config: KGRunConfig, report: ValidationReport, federation: Feder
     zenml_version = context.model._get_or_create_model_version()
     summary = record_and_register_kg(
         config, report, federation, trained, evaluation,
-        extra_tags={TAG_ZENML_VERSION: str(zenml_version.id), "fedmm.zenml_pipeline_run": str(context.pipeline_run.id)})
+        extra_tags={TAG_ZENML_VERSION: str(zenml_version.id), T.ZENML_PIPELINE_RUN: str(context.pipeline_run.id)})
     mirror_aliases(config.registry.model_name)
     context.model.log_metadata({"mlflow_model_version": summary["model_version"], "aliases": summary["aliases"],
                                 "promoted": summary["promoted"], "test_mrr": summary["test_mrr"]})

@@ -152,23 +152,23 @@ def test_a_tracking_server_without_a_registry_lock_is_refused_before_work(monkey
 
 
 def test_small_data_is_warned_about_with_numbers_before_work():
-    from fedmm import workflow
+    from fedmm import preflight
     from fedmm.config import load_config
 
     config = load_config(TINY, ["data.source=npz", "data.path=unused.npz", "data.holdout_subjects=2",
                                 "registry.min_test_samples=30"])
     subject, recording = np.repeat(np.arange(4), 20), np.repeat(np.arange(40), 2)  # 80 samples, 4 subjects
-    warnings = workflow.data_fit(config, subject, recording)
+    warnings = preflight.data_fit(config, subject, recording)
     assert any("holds out about 40 of 80 samples (2 of 4 subjects)" in w for w in warnings)
     assert any(w.startswith("only 2 clients") for w in warnings)
     assert any(w.startswith("about 8 test samples") and "min_test_samples=30" in w for w in warnings)
     roomy = load_config(TINY, ["data.source=npz", "data.path=unused.npz", "data.holdout_subjects=0",
                                "registry.min_test_samples=10"])
-    assert workflow.data_fit(roomy, np.repeat(np.arange(4), 50), np.repeat(np.arange(100), 2)) == []
+    assert preflight.data_fit(roomy, np.repeat(np.arange(4), 50), np.repeat(np.arange(100), 2)) == []
 
 
 def test_default_holdout_scales_with_the_number_of_subjects():
-    from fedmm import workflow
+    from fedmm import preflight
     from fedmm.config import load_config
     from fedmm.data.prepare import holdout_count
 
@@ -176,7 +176,7 @@ def test_default_holdout_scales_with_the_number_of_subjects():
     assert holdout_count(3, 10) == 3
     config = load_config(TINY, ["data.source=npz", "data.path=unused.npz", "registry.min_test_samples=16"])
     subject, recording = np.repeat(np.arange(4), 20), np.arange(80)  # 80 recordings of 4 subjects
-    assert workflow.data_fit(config, subject, recording) == []  # nothing held out: 16 test samples, 4 clients
+    assert preflight.data_fit(config, subject, recording) == []  # nothing held out: 16 test samples, 4 clients
 
 
 def test_help_and_a_bad_config_answer_without_importing_torch(tmp_path):

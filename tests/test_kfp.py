@@ -23,7 +23,7 @@ from fedmm import graph, runtime
 from fedmm.config import config_from_dict, load_config
 from fedmm.data.validation import ValidationReport
 
-TASKS = graph.NAMES
+TASKS = graph.TRAINING.names
 
 # the image name has no "python" in it, which kfp's subprocess runner warns about
 pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
@@ -60,8 +60,8 @@ def test_compiled_pipeline_has_the_graphs_tasks_and_requests_train_gpus(tmp_path
     assert spec["root"]["inputDefinitions"]["parameters"]["tracking_uri"]["defaultValue"] == ""
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["register"].get("cachingOptions", {}).get("enableCaching") is not True
-    for stage in graph.STAGES:  # wired by the graph's artifacts and gates, nothing more
-        assert set(tasks[stage.name].get("dependentTasks", [])) == set(graph.upstream(stage)), stage.name
+    for stage in graph.TRAINING.stages:  # wired by the graph's artifacts and gates, nothing more
+        assert set(tasks[stage.name].get("dependentTasks", [])) == set(graph.TRAINING.upstream(stage)), stage.name
     assert all(executor["container"]["image"] == "fedmm:0.1.0" for executor in spec["deploymentSpec"]["executors"].values())
 
     # the `make kfp` entry point

@@ -51,20 +51,50 @@ def test_run_registers_promotes_and_writes_summary(first_run):
     assert "held-out recordings" in result.output
 
 
+DEFAULT_RUN_TAGS = Path(__file__).parent / "default_run_tags.json"
+VOLATILE = {"fedmm.git_commit", "fedmm.audit.recorded_at", "fedmm.model_sha256", "fedmm.mlflow_run_id",
+            "fedmm.zenml_model_version_id", "fedmm.zenml_pipeline_run", "fedmm.host", "fedmm.pid", "fedmm.process_started",
+            "mlflow.runName", "mlflow.user", "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit"}
+
+
+def default_run_tags(summary: dict) -> dict[str, dict[str, str]]:
+    """The MLflow run's and the model version's tags of a run, volatile values normalised: ids, commit, owner, time,
+    and the saved model folder's hash (MLflow stamps a time and uuid into it)."""
+    import re
+
+    run_id = summary["mlflow_run_id"]
+    mlflow_client = registry.client()
+    found = {"run": mlflow_client.get_run(run_id).data.tags,
+             "version": mlflow_client.get_model_version(summary["model_name"], summary["model_version"]).tags}
+    return {where: {key: "<volatile>" if key in VOLATILE else re.sub(run_id, "<run>", value)
+                    for key, value in sorted(tags.items())} for where, tags in found.items()}
+
+
+def test_the_default_run_tags_as_before(first_run):
+    """The default run's MLflow tags (keys and values, ids normalised) are those recorded before the graph refactor
+    (before later tests audit the version again)."""
+    _, summary, _ = first_run
+    found, before = default_run_tags(summary), json.loads(DEFAULT_RUN_TAGS.read_text())
+    differ = {(where, key): (found[where].get(key), before[where].get(key)) for where in before
+              for key in {*found[where], *before[where]} if found[where].get(key) != before[where].get(key)}
+    assert differ == {}
+
+
 def test_the_run_follows_the_graph(first_run):
     """One step per graph stage (the unconfigured imputation evaluation left out), each reading the graph's inputs."""
     from zenml.client import Client
 
-    from pipelines.training import STEPS
+    from steps.graph import steps_of
 
     _, summary, _ = first_run
     run = Client().get_pipeline_run(summary["zenml_pipeline_run"])
-    stages = [stage for stage in graph.STAGES if stage.skip is None]
-    assert set(run.steps) == {STEPS[stage.name].name for stage in stages} | {"start_tracking", "log_audit"}
+    steps = steps_of(graph.TRAINING)
+    stages = [stage for stage in graph.TRAINING.stages if stage.skip is None]
+    assert set(run.steps) == {steps[stage.name].name for stage in stages}  # nothing else: no step wired by hand
     for stage in stages:
-        step = run.steps[STEPS[stage.name].name]
-        assert set(step.inputs) - {"run_id"} == set(stage.inputs) - {"imputation"}, stage.name
-        assert set(step.spec.upstream_steps) >= {STEPS[name].name for name in graph.upstream(stage)
+        step = run.steps[steps[stage.name].name]
+        assert set(step.inputs) == set(stage.inputs) - {"imputation"}, stage.name
+        assert set(step.spec.upstream_steps) >= {steps[name].name for name in graph.TRAINING.upstream(stage)
                                                   if name != "evaluate-imputation"}, stage.name
 
 
@@ -88,12 +118,15 @@ def test_rerun_is_not_promoted_without_beating_champion_and_rollback_works(first
     from zenml.enums import ExecutionStatus
 
     run_id = json.loads((summary_dir() / "summary.json").read_text())["zenml_pipeline_run"]
+    from steps.graph import step_name
+
     steps = Client().get_pipeline_run(run_id).steps
-    assert steps["train_federated"].config.settings["resources"].gpu_count == 1
+    prepare, partition, train = (step_name(graph.TRAINING.stage(name)) for name in ("prepare", "partition", "train"))
+    assert steps[train].config.settings["resources"].gpu_count == 1
     # only registry and train keys changed: the steps that read neither reuse their cached outputs
-    status = {name: steps[name].status for name in ("prepare_data", "partition_clients", "train_federated")}
-    assert status == {"prepare_data": ExecutionStatus.CACHED, "partition_clients": ExecutionStatus.CACHED,
-                      "train_federated": ExecutionStatus.COMPLETED}
+    status = {name: steps[name].status for name in (prepare, partition, train)}
+    assert status == {prepare: ExecutionStatus.CACHED, partition: ExecutionStatus.CACHED,
+                      train: ExecutionStatus.COMPLETED}
     aliases = registry.aliases("fedmm-tiny")
     assert aliases["champion"] == champion
     newest = aliases["challenger"]
@@ -232,26 +265,3 @@ def test_knowledge_transfer_strategies_run_through_the_pipeline(first_run, tmp_p
     network = mlflow.pyfunc.load_model(f"models:/{name}/{summary['model_version']}").unwrap_python_model().model
     assert isinstance(network, GeneratedFeaturesNet) == (strategy == "fedmobile")
 
-
-DEFAULT_RUN_TAGS = Path(__file__).parent / "default_run_tags.json"
-VOLATILE = {"fedmm.git_commit", "fedmm.audit.recorded_at", "fedmm.mlflow_run_id", "fedmm.zenml_model_version_id", "fedmm.zenml_pipeline_run",
-            "fedmm.host", "fedmm.pid", "fedmm.process_started", "mlflow.runName", "mlflow.user",
-            "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit"}
-
-
-def default_run_tags(summary: dict) -> dict[str, dict[str, str]]:
-    """The MLflow run's and the model version's tags of a run, volatile values (ids, commit, owner) normalised."""
-    import re
-
-    run_id = summary["mlflow_run_id"]
-    mlflow_client = registry.client()
-    found = {"run": mlflow_client.get_run(run_id).data.tags,
-             "version": mlflow_client.get_model_version(summary["model_name"], summary["model_version"]).tags}
-    return {where: {key: "<volatile>" if key in VOLATILE else re.sub(run_id, "<run>", value)
-                    for key, value in sorted(tags.items())} for where, tags in found.items()}
-
-
-def test_the_default_run_tags_as_before(first_run):
-    """The default run's MLflow tags (keys and values, ids normalised) are those recorded before the graph refactor."""
-    _, summary, _ = first_run
-    assert default_run_tags(summary) == json.loads(DEFAULT_RUN_TAGS.read_text())

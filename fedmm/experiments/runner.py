@@ -16,12 +16,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from fedmm import graph
 from fedmm.artifacts import read_json, write_json, write_text
 from fedmm.experiments.matrix import Cell, ExperimentSpec
 from fedmm.experiments.results import write_outputs
 from fedmm.fl.strategies import STRATEGIES
+from fedmm.graph import TRAINING
 from fedmm.tracking import runs
+from fedmm.tracking import tags as T
 
 EXPERIMENT = "fedmm-experiments"
 CELLS_FILE = "cells.csv"
@@ -54,10 +55,8 @@ def run_cell(cell: Cell, shared: dict[str, dict]) -> dict:
     key = config.hash("data", "seed", "validation")
     artifacts = shared.setdefault(key, {})
     for name in CELL_STAGES[SHARED if artifacts else 0:]:
-        stage = graph.stage(name)
-        artifacts = {**artifacts, stage.output: graph.execute(stage, config, artifacts)}
-        if stage.gate:
-            artifacts[stage.output].raise_if_failed()
+        stage = TRAINING.stage(name)
+        artifacts = {**artifacts, stage.output: TRAINING.execute(stage, config, artifacts, progress=False, track=False)}
         if name == CELL_STAGES[SHARED - 1]:
             shared[key] = artifacts
     federated = artifacts["federated"]
@@ -84,7 +83,7 @@ def _parent_run(directory: Path, spec: ExperimentSpec) -> str:
     if state_path.is_file():
         return read_json(state_path)["parent_run_id"]
     run = runs.client().create_run(runs.experiment_id(EXPERIMENT), run_name=spec.name,
-                                   tags={"fedmm.experiment": spec.name, "fedmm.git_commit": runs.git_commit()})
+                                   tags={"fedmm.experiment": spec.name, T.GIT_COMMIT: runs.git_commit()})
     write_json(state_path, {"parent_run_id": run.info.run_id, "experiment": spec.name})
     return run.info.run_id
 

@@ -25,8 +25,9 @@ from fedmm.impute.registry import make_imputer
 from fedmm.impute.report import ImputationReport
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.tensors import TensorData
+from fedmm.tracking import tags as T
 
-SELECTED_TAG = "fedmm.imputation.selected."
+SELECTED_TAG = T.IMPUTATION_SELECTED
 
 
 @dataclass

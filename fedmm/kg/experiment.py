@@ -23,6 +23,7 @@ from fedmm.artifacts import write_text
 from fedmm.config import ConfigError
 from fedmm.kg.config import METHODS, TASK, KGConfig
 from fedmm.kg.data import KG_NAMES
+from fedmm.tracking import tags as T
 
 EXPERIMENT = "fedmm-kg-experiments"
 METRICS = ("mrr", "hits@1", "hits@3", "hits@10")
@@ -165,8 +166,8 @@ class _Tracker:
         self.runs, self.client = runs, runs.client()
         self.experiment = runs.experiment_id(EXPERIMENT)
         self.parent = self.client.create_run(self.experiment, run_name=spec.name,
-                                             tags={"fedmm.experiment": spec.name, "fedmm.task": TASK,
-                                                   "fedmm.git_commit": runs.git_commit()}).info.run_id
+                                             tags={"fedmm.experiment": spec.name, T.TASK: TASK,
+                                                   T.GIT_COMMIT: runs.git_commit()}).info.run_id
 
     def child(self, config: KGConfig, row: dict) -> None:
         name = f"{config.dataset}/{config.method}/r={config.missing_rate:g}/seed={config.seed}"

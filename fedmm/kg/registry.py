@@ -31,6 +31,7 @@ from fedmm.kg.data import KG_SHA256
 from fedmm.kg.experiment import paired_interval
 from fedmm.runtime import tracking_uri
 from fedmm.tracking import runs
+from fedmm.tracking import tags as T
 from fedmm.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -58,9 +59,9 @@ from fedmm.tracking.registry import (
 EXPERIMENT = "fedmm-kg"
 MODEL_ARTIFACT = "model"
 RANKS_ARTIFACT = "eval/test_ranks.npz"
-TAG_MRR = "fedmm.kg.test_mrr"
-TAG_PROTOCOL = "fedmm.kg.protocol_sha256"
-TAG_RANKS_SHA = "fedmm.kg.ranks_sha256"
+TAG_MRR = T.KG_TEST_MRR
+TAG_PROTOCOL = T.KG_PROTOCOL
+TAG_RANKS_SHA = T.KG_RANKS
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def start_kg_run(config: KGRunConfig) -> str:
     """The MLflow run of one FedMKGC pipeline run, with the run config as parameters."""
     mlflow_client = client()
     run_id = mlflow_client.create_run(runs.experiment_id(EXPERIMENT), run_name=f"{config.run.dataset}/{config.run.method}",
-                                      tags={"fedmm.task": TASK, "fedmm.git_commit": runs.git_commit()}).info.run_id
+                                      tags={"fedmm.task": TASK, T.GIT_COMMIT: runs.git_commit()}).info.run_id
     for key, value in runs.flatten(config.model_dump(mode="json")).items():
         mlflow_client.log_param(run_id, key, value)
     return run_id
@@ -193,9 +194,9 @@ def record_and_register_kg(config: KGRunConfig, report: ValidationReport, federa
         for key, value in evaluation[split].items():
             mlflow_client.log_metric(run_id, f"{split}.{key.replace('@', '_at_')}", float(value))
     runs.log_dict(run_id, evaluation["report"], "federation/report.json")
-    tags = {"fedmm.task": TASK, "fedmm.kg.dataset": config.run.dataset, "fedmm.kg.method": config.run.method,
-            "fedmm.data_sha256": graph_sha256(config.run.dataset), "fedmm.config_hash": config.run.run_id(),
-            "fedmm.git_commit": runs.git_commit(), "fedmm.mlflow_run_id": run_id,
+    tags = {"fedmm.task": TASK, T.KG_DATASET: config.run.dataset, T.KG_METHOD: config.run.method,
+            T.DATA_SHA256: graph_sha256(config.run.dataset), T.CONFIG_HASH: config.run.run_id(),
+            T.GIT_COMMIT: runs.git_commit(), T.MLFLOW_RUN_ID: run_id,
             TAG_VALIDATION: "true" if report.success else "false", **(extra_tags or {})}
     model_name = config.registry.model_name
     version = register_kg_model(run_id, model_name, federation, trained, evaluation, tags)

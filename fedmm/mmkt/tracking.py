@@ -22,6 +22,7 @@ from fedmm.mmkt.generator import prompt_embeddings
 from fedmm.mmkt.pyfunc import save_generator
 from fedmm.mmkt.run import CellResult
 from fedmm.tracking import registry, runs
+from fedmm.tracking import tags as T
 
 EXPERIMENT = "fedmm-mmkt-experiments"
 STATE_FILE = "state.json"
@@ -39,7 +40,7 @@ class Tracker:
         else:
             self.parent = self.client.create_run(
                 self.experiment, run_name=spec.name,
-                tags={"fedmm.experiment": spec.name, "fedmm.task": spec.task, "fedmm.git_commit": runs.git_commit()},
+                tags={"fedmm.experiment": spec.name, T.TASK: spec.task, T.GIT_COMMIT: runs.git_commit()},
             ).info.run_id
             write_json(state, {"parent_run_id": self.parent, "experiment": spec.name})
 
@@ -81,15 +82,15 @@ class Tracker:
         prepared = federation.prepared
         test_set = prepared.dataset.subset(prepared.indices("test"))
         lineage = {
-            "fedmm.data_sha256": prepared.data_sha256,
-            "fedmm.test_sha256": prepared.manifest["test_sha256"],
-            "fedmm.partition_sha256": federation.federated.content_hash,
-            "fedmm.config_hash": fed_config.hash(),
-            "fedmm.mmkt_run_id": config.run_id(),
-            "fedmm.generator_pretrain_key": config.generator.key(),
-            "fedmm.git_commit": runs.git_commit(),
-            "fedmm.strategy": config.method,
-            "fedmm.experiment": self.spec.name,
+            T.DATA_SHA256: prepared.data_sha256,
+            T.TEST_SHA256: prepared.manifest["test_sha256"],
+            T.PARTITION_SHA256: federation.federated.content_hash,
+            T.CONFIG_HASH: fed_config.hash(),
+            T.MMKT_RUN_ID: config.run_id(),
+            T.GENERATOR_PRETRAIN_KEY: config.generator.key(),
+            T.GIT_COMMIT: runs.git_commit(),
+            T.STRATEGY: config.method,
+            T.EXPERIMENT: self.spec.name,
             registry.TAG_VALIDATION: "true" if validated else "false",
         }
         client_name, generator_name = fed_config.registry.model_name, self.spec.generator_model_name
@@ -97,16 +98,16 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             saved, digest = save_generator(result.generator, prompt_embeddings()[0].numpy(), Path(tmp))
             generator_version = registry.register_saved(generator_run, generator_name, saved, digest, {
-                **lineage, "fedmm.mlflow_run_id": generator_run, "fedmm.pretrained_on": "sklearn load_digits",
-                **{f"fedmm.{k}": f"{v:.6f}" for k, v in row.items() if k.startswith("server_")},
+                **lineage, T.MLFLOW_RUN_ID: generator_run, T.PRETRAINED_ON: "sklearn load_digits",
+                **{T.MMKT_SERVER.key(k): f"{v:.6f}" for k, v in row.items() if k.startswith("server_")},
             })
         model = TrainResult(federation.spec, result.outcome.state, result.outcome.history, "fedavg", config.run_id(),
                             Path(tempfile.gettempdir()))
         client_version = registry.register_model(run_id, client_name, model, test_set, {
-            **lineage, "fedmm.mlflow_run_id": run_id, "fedmm.test_macro_f1": f"{row['test_macro_f1']:.6f}",
-            "fedmm.generator_model": f"{generator_name} v{generator_version}",
+            **lineage, T.MLFLOW_RUN_ID: run_id, T.TEST_MACRO_F1: f"{row['test_macro_f1']:.6f}",
+            T.GENERATOR_MODEL: f"{generator_name} v{generator_version}",
         })
-        self.client.set_model_version_tag(generator_name, generator_version, "fedmm.client_model",
+        self.client.set_model_version_tag(generator_name, generator_version, T.CLIENT_MODEL,
                                           f"{client_name} v{client_version}")
         decision = registry.promote(client_name, client_version, registry.GatePolicy.from_config(fed_config.registry),
                                     test_set)

@@ -41,6 +41,7 @@ from fedmm.metrics import classification_metrics
 from fedmm.runtime import tracking_uri
 from fedmm.summary import Gate
 from fedmm.tracking import lock, runs
+from fedmm.tracking import tags as T
 from fedmm.tracking.compare import paired_difference
 from fedmm.tracking.pyfunc import (
     TamperedModelError,
@@ -57,19 +58,19 @@ CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
 TEST_SET_ARTIFACT = "eval/test_set.npz"
 MODEL_ARTIFACT = "model"
-TAG_VALIDATION = "fedmm.validation_passed"
-TAG_REPLACED = "fedmm.replaced_version"
-TAG_AUDIT_HARMFUL = "fedmm.audit.harmful_clients"
-TAG_AUDIT_FLAGS = "fedmm.audit.flags"
-TAG_AUDIT_GATE_FLAGS = "fedmm.audit.gate_flags"
-TAG_AUDIT_STATE = "fedmm.audit.state"  # audited, or not_auditable (nothing to value; the reason tag says why)
-TAG_AUDIT_REASON = "fedmm.audit.reason"
-TAG_AUDIT_COUNT = "fedmm.audit.count"
-TAG_AUDIT_RECORDED = "fedmm.audit.recorded_at"
-AUDIT_HISTORY = "fedmm.audit.history."
-TAG_TEST_SHA = "fedmm.test_sha256"
-TAG_MODEL_SHA = "fedmm.model_sha256"
-TAG_REGISTRATION = "fedmm.registration"
+TAG_VALIDATION = T.VALIDATION_PASSED
+TAG_REPLACED = T.REPLACED_VERSION
+TAG_AUDIT_HARMFUL = T.AUDIT_HARMFUL
+TAG_AUDIT_FLAGS = T.AUDIT_FLAGS
+TAG_AUDIT_GATE_FLAGS = T.AUDIT_GATE_FLAGS
+TAG_AUDIT_STATE = T.AUDIT_STATE  # audited, or not_auditable (nothing to value; the reason tag says why)
+TAG_AUDIT_REASON = T.AUDIT_REASON
+TAG_AUDIT_COUNT = T.AUDIT_COUNT
+TAG_AUDIT_RECORDED = T.AUDIT_RECORDED
+AUDIT_HISTORY = T.AUDIT_HISTORY
+TAG_TEST_SHA = T.TEST_SHA256
+TAG_MODEL_SHA = T.MODEL_SHA256
+TAG_REGISTRATION = T.REGISTRATION
 PENDING, COMPLETE = "pending", "complete"
 
 
@@ -308,9 +309,9 @@ def audit_record_tags(existing: dict[str, str], audit: dict[str, str]) -> dict[s
     """
     count = int(existing.get(TAG_AUDIT_COUNT, "1" if TAG_AUDIT_HARMFUL in existing else "0"))
     archived = {
-        f"{AUDIT_HISTORY}{count}.{key[len('fedmm.audit.'):]}": value
+        f"{AUDIT_HISTORY}{count}.{key[len(T.AUDIT_PREFIX):]}": value
         for key, value in existing.items()
-        if key.startswith("fedmm.audit.") and not key.startswith(AUDIT_HISTORY) and key != TAG_AUDIT_COUNT
+        if key.startswith(T.AUDIT_PREFIX) and not key.startswith(AUDIT_HISTORY) and key != TAG_AUDIT_COUNT
     }
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {**archived, **audit, TAG_AUDIT_COUNT: str(count + 1), TAG_AUDIT_RECORDED: stamp}
@@ -435,9 +436,9 @@ def evaluate_gates(
 
 def _record_decision(model_name: str, version: str, outcome: str, gates: list[Gate]) -> None:
     mlflow_client = client()
-    mlflow_client.set_model_version_tag(model_name, version, "fedmm.promotion", outcome)
+    mlflow_client.set_model_version_tag(model_name, version, T.PROMOTION, outcome)
     mlflow_client.set_model_version_tag(
-        model_name, version, "fedmm.gates", "; ".join(f"{g.name}={'pass' if g.passed else 'FAIL'}" for g in gates)
+        model_name, version, T.GATES, "; ".join(f"{g.name}={'pass' if g.passed else 'FAIL'}" for g in gates)
     )
 
 
@@ -506,6 +507,6 @@ def rollback(model_name: str, policy: GatePolicy) -> PromotionDecision:
             before = None if before in (None, "none", champion) else before
             _apply(model_name, {CHAMPION: previous, PREVIOUS: before})
             if champion is not None:
-                client().set_model_version_tag(model_name, champion, "fedmm.rolled_back", "true")
+                client().set_model_version_tag(model_name, champion, T.ROLLED_BACK, "true")
         _record_decision(model_name, previous, "rolled back to" if passed else "rollback rejected", gates)
         return PromotionDecision(model_name, previous, passed, gates, champion, aliases(model_name), len(test_set))

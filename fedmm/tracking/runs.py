@@ -18,6 +18,7 @@ from mlflow.entities import Metric
 from fedmm.config import Config
 from fedmm.runtime import state_dir, tracking_uri
 from fedmm.tracking import plots
+from fedmm.tracking import tags as T
 
 if TYPE_CHECKING:
     from fedmm.data.validation import ValidationReport
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 EXPERIMENT = "fedmm"
 AUDIT_REPORT = "audit/report.html"
-TAG_HOST, TAG_PID, TAG_PROCESS_STARTED = "fedmm.host", "fedmm.pid", "fedmm.process_started"
+TAG_HOST, TAG_PID, TAG_PROCESS_STARTED = T.HOST, T.PID, T.PROCESS_STARTED
 
 
 def client() -> MlflowClient:
@@ -73,7 +74,7 @@ def start_run(config: Config, run_name: str | None = None) -> str:
     run = mlflow_client.create_run(
         experiment_id(),
         run_name=run_name,
-        tags={"fedmm.config_hash": config.hash(), "fedmm.git_commit": git_commit(), "fedmm.strategy": config.train.strategy,
+        tags={"fedmm.config_hash": config.hash(), T.GIT_COMMIT: git_commit(), T.STRATEGY: config.train.strategy,
               **owner_tags()},
     )
     params = flatten(config.model_dump(mode="json"))
@@ -184,7 +185,7 @@ def sweep_stale_runs() -> list[str]:
     swept = []
     for run in mlflow_client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
         if owner_alive(run.data.tags) is False:
-            mlflow_client.set_tag(run.info.run_id, "fedmm.swept", f"process {run.data.tags[TAG_PID]} is gone")
+            mlflow_client.set_tag(run.info.run_id, T.SWEPT, f"process {run.data.tags[TAG_PID]} is gone")
             mlflow_client.set_terminated(run.info.run_id, status="FAILED")
             swept.append(f"run {run.info.run_id} (process {run.data.tags[TAG_PID]} gone) marked FAILED")
     return swept
