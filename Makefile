@@ -86,3 +86,10 @@ DASHBOARD_PORT ?= 8237
 dashboard: $(STAMP)
 	ZENML_CONFIG_PATH="$(FEDMM_HOME)/zenml" ZENML_ANALYTICS_OPT_IN=false ZENML_AUTO_OPEN_DASHBOARD=false \
 		$(BIN)/zenml login --local --blocking --port $(DASHBOARD_PORT)
+
+# The documentation site (mkdocs.yml, docs/) at http://127.0.0.1:8000, rebuilt on every edit;
+# tests/test_docs.py builds it with --strict.
+DOCS_PORT ?= 8000
+.PHONY: docs
+docs: $(STAMP)
+	PYTHONPATH=$(CURDIR) NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
