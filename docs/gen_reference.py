@@ -1,6 +1,6 @@
-"""Reference pages generated from the code: the config schema (pydantic) and the CLI (click).
+"""Pages generated from the code: the config schema (pydantic), the CLI (click), the stage graph.
 
-``hooks.py`` replaces the markers ``<!-- generated: config -->`` and ``<!-- generated: cli -->``
+``hooks.py`` replaces the markers ``<!-- generated: config -->``, ``cli`` and ``stages``
 with this module's Markdown when MkDocs builds the site; ``tests/test_docs.py`` reads
 :func:`config_fields` to require a description on every field.
 """
@@ -176,3 +176,45 @@ def cli_markdown() -> str:
         if command is not None and not command.hidden:
             lines += _command_markdown(name, command, root)
     return "\n".join(lines)
+
+
+def _stage_edges(graph) -> dict[tuple[str, str], str]:
+    """Edges between stages, labelled with what flows, without those another path already implies."""
+    edges = {}
+    for stage in graph.STAGES:
+        for artifact in stage.inputs:
+            edges[(graph.producer(artifact).name, stage.name)] = artifact
+        edges.update({(before, stage.name): "passed" for before in stage.after})
+
+    def reaches(source: str, target: str, skip: tuple[str, str]) -> bool:
+        frontier = [v for (u, v) in edges if u == source and (u, v) != skip]
+        seen = set()
+        while frontier:
+            node = frontier.pop()
+            if node == target:
+                return True
+            seen.add(node)
+            frontier += [v for (u, v) in edges if u == node and v not in seen]
+        return False
+
+    return {edge: label for edge, label in edges.items() if not reaches(*edge, skip=edge)}
+
+
+def stages_markdown() -> str:
+    """The stage graph of ``fedmm/graph.py``: a mermaid picture and a table of every stage's inputs and keys."""
+    from fedmm import graph
+
+    lines = ["```mermaid", "flowchart LR"]
+    for stage in graph.STAGES:
+        shape = f'{{"{stage.name}"}}' if stage.gate else f'["{stage.name}"]'
+        lines.append(f"  {stage.name.replace('-', '_')}{shape}")
+    for (source, target), label in _stage_edges(graph).items():
+        arrow = "-.->" if label == "passed" else "-->"
+        lines.append(f"  {source.replace('-', '_')} {arrow}|{label}| {target.replace('-', '_')}")
+    lines += ["```", "", "| stage | `fedmm.workflow` function | reads artifacts | writes | config keys | cached | GPUs |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for s in graph.STAGES:
+        reads = ", ".join(f"`{key}`" for key in s.reads) or "none"
+        lines.append(f"| `{s.name}` | `{s.function}` | {', '.join(s.inputs) or 'none'} | {s.output} | {reads} | "
+                     f"{'yes' if s.cacheable else 'no'} | {'`train.gpus`' if s.gpu else ''} |")
+    return "\n".join(lines) + "\n"

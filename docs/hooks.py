@@ -6,7 +6,9 @@ import re
 
 import gen_reference
 
-GENERATORS = {"config": gen_reference.config_markdown, "cli": gen_reference.cli_markdown}
+GENERATORS = {
+    "config": gen_reference.config_markdown, "cli": gen_reference.cli_markdown, "stages": gen_reference.stages_markdown,
+}
 MARKER = re.compile(r"<!-- generated: (\w+) -->")
 
 

@@ -59,6 +59,15 @@ def test_cli_reference_lists_every_command_and_option(site):
             assert f"<code>{option.opts[0]}</code>" in page, (name, option.opts[0])
 
 
+def test_stage_graph_page_shows_every_stage(site):
+    from fedmm import graph
+
+    page = (site / "concepts" / "stage-graph" / "index.html").read_text()
+    assert 'class="mermaid"' in page
+    for stage in graph.STAGES:
+        assert f"<code>{stage.name}</code>" in page and f"<code>{stage.function}</code>" in page, stage.name
+
+
 def test_api_reference_renders_docstrings(site):
     page = (site / "reference" / "api" / "index.html").read_text()
     assert "fedmm.config.load_config" in page and "fedmm.fl.strategy" in page
