@@ -2,9 +2,11 @@
 
 Runs the tutorial's first pipeline run (``make_tutorial_data.py`` data, default config) in a
 fresh state folder, then photographs the contribution audit's HTML report and, through the
-MLflow UI over that run's store, the registered model version with its gate tags::
+MLflow UI over that run's store, the registered model version with its aliases and tags::
 
     .venv/bin/python docs/screenshots.py            # writes docs/images/*.png
+
+The ZenML dashboard opens on an account form on its first visit, so its DAG is not taken.
 """
 
 from __future__ import annotations
@@ -68,29 +70,33 @@ def _free_port() -> int:
 
 
 @contextmanager
-def mlflow_ui(home: Path):
-    """An MLflow UI over ``home``'s store on a free loopback port; yields its base URL, then stops its processes."""
+def serving(command: list[str], env: dict, health: str, wait_s: int = 180):
+    """Run a server ``command`` until ``health`` (a path) answers; yield its base URL, then stop its processes."""
     port = _free_port()
     server = subprocess.Popen(
-        [str(BIN / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{home}/mlflow.db", "--host", "127.0.0.1",
-         "--port", str(port)],
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        [*command, "--port", str(port)], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
+        for _ in range(wait_s):
             try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
+                urllib.request.urlopen(f"{base}{health}", timeout=2)
                 break
             except OSError:
                 time.sleep(1)
         else:
-            raise RuntimeError("the MLflow UI did not answer within 120 s")
+            raise RuntimeError(f"{command[0]} did not answer within {wait_s} s")
         yield base
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        server.wait(timeout=60)
+
+
+def mlflow_ui(home: Path):
+    """The MLflow UI over ``home``'s store on a free loopback port."""
+    command = [str(BIN / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{home}/mlflow.db", "--host", "127.0.0.1"]
+    return serving(command, {"MLFLOW_DISABLE_TELEMETRY": "true"}, "/health")
 
 
 def main() -> None:
@@ -105,7 +111,7 @@ def main() -> None:
         shoot(report.as_uri(), out / "audit-report.png", height=1400)
         with mlflow_ui(home) as base:
             version = summary["model_version"]
-            shoot(f"{base}/#/models/{MODEL}/versions/{version}", out / "mlflow-model-version.png")
+            shoot(f"{base}/#/models/{MODEL}/versions/{version}", out / "mlflow-model-version.png", width=1600, height=1400)
 
 
 if __name__ == "__main__":
