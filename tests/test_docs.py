@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,3 +93,12 @@ def test_tutorial_dataset_is_a_valid_data_file(tmp_path):
     data = load_npz(path)
     assert sorted(data.modalities) == ["lower", "upper"]
     assert len(data.labels) == 1797 and len(set(data.labels.tolist())) == 10
+
+
+def test_readme_is_a_front_page_whose_links_resolve():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.encode()) < 10 * 1024
+    first_block = text.split("```bash\n", 1)[1].splitlines()
+    assert first_block[0].startswith("make run") and first_block[1].startswith("make test")
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
+    assert targets and all((ROOT / target).exists() for target in targets), targets
