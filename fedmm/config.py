@@ -61,7 +61,11 @@ class DataConfig(_Section):
 class PartitionConfig(_Section):
     """How the training pool is split across clients."""
 
-    scheme: Literal["natural", "iid", "dirichlet", "quantity"] = "natural"
+    scheme: Literal["natural", "iid", "dirichlet", "quantity"] = Field(
+        "natural",
+        description="natural: one client per subject; iid: uniform shares; dirichlet: label skew (alpha); "
+        "quantity: size skew (alpha)",
+    )
     num_clients: int | None = Field(None, ge=1, description="required unless scheme is natural")
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet, quantity)")
     min_samples: int = Field(10, ge=1, description="smallest client the partitioner may produce")
@@ -90,8 +94,8 @@ class PartitionConfig(_Section):
 class ModalityGroup(_Section):
     """A share of the clients that hold exactly these modalities."""
 
-    modalities: tuple[str, ...] = Field(min_length=1)
-    fraction: float = Field(gt=0, le=1)
+    modalities: tuple[str, ...] = Field(min_length=1, description="the modalities every client of this group holds")
+    fraction: float = Field(gt=0, le=1, description="share of the clients in this group (the groups sum to 1)")
 
 
 class MaskConfig(_Section):
@@ -137,8 +141,8 @@ class ClientCorruption(_Section):
     ``noise_std`` per parameter), ``scaled_update`` (an honest update times ``scale``).
     """
 
-    client: int = Field(ge=0)
-    kind: Literal[CORRUPTION_KINDS]
+    client: int = Field(ge=0, description="index of the corrupted client")
+    kind: Literal[CORRUPTION_KINDS] = Field(description="what goes wrong (see the kinds above)")
     fraction: float = Field(0.5, gt=0, le=1, description="label_flip: share of labels flipped")
     noise_std: float = Field(1.0, gt=0, description="feature_noise: x modality std; free_rider_noise: per parameter")
     modality: str | None = Field(None, description="drop_modality: which modality")
@@ -167,9 +171,9 @@ class CorruptionConfig(_Section):
 class ModelConfig(_Section):
     """Per-modality encoders, masked fusion and a classifier head."""
 
-    embed_dim: int = Field(64, ge=1)
+    embed_dim: int = Field(64, ge=1, description="size of each modality's embedding")
     channels: int = Field(32, ge=1, description="conv channels of the 1D CNN encoders (MLP width for views)")
-    fusion_dim: int = Field(64, ge=1)
+    fusion_dim: int = Field(64, ge=1, description="size of the fused representation the head classifies")
 
 
 class FedProxConfig(_Section):
@@ -223,7 +227,7 @@ class MMFeD3Config(_Section):
 
     logit_weight: float = Field(1.0, ge=0, description="weight of the temperature-scaled logit KL")
     feature_weight: float = Field(1.0, ge=0, description="weight of the fused-representation alignment (MSE)")
-    temperature: float = Field(3.0, gt=0)
+    temperature: float = Field(3.0, gt=0, description="softmax temperature of the logit distillation")
     server_epochs: int = Field(
         2, ge=0, description="server epochs distilling the client ensemble on the proxy set (0: clients distil only)"
     )
@@ -248,8 +252,8 @@ class FedAdamConfig(_Section):
     """FedAdam (FedOpt, Reddi et al. 2021): Adam on the server over the negated mean client delta."""
 
     server_lr: float = Field(0.01, gt=0, description="server learning rate (eta)")
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.99, ge=0, lt=1)
+    beta1: float = Field(0.9, ge=0, lt=1, description="server Adam's first-moment decay")
+    beta2: float = Field(0.99, ge=0, lt=1, description="server Adam's second-moment decay")
     tau: float = Field(1e-3, gt=0, description="adaptivity (Adam's eps)")
 
 
@@ -259,19 +263,21 @@ class TrainConfig(_Section):
     strategy: Literal[
         "fedavg", "fedprox", "moon", "fedmekt", "fedmobile", "mmfed3", "fedadam", "fedavg_dropout", "fedavg_ft",
         "proxy_only",
-    ] = "fedavg"
+    ] = Field("fedavg", description="the federated strategy (its settings: the section of the same name)")
     transport: Literal["inprocess", "flower"] = Field(
         "inprocess",
         description="inprocess: every client simulated in this process; flower: a Flower SuperLink and one "
         "SuperNode per site (real processes; settings in the flower section)",
     )
-    rounds: int = Field(20, ge=1)
-    client_fraction: float = Field(1.0, gt=0, le=1)
-    local_epochs: int = Field(1, ge=1)
-    batch_size: int = Field(32, ge=1)
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(0.003, gt=0)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    rounds: int = Field(20, ge=1, description="federated rounds")
+    client_fraction: float = Field(1.0, gt=0, le=1, description="share of the clients selected each round")
+    local_epochs: int = Field(1, ge=1, description="epochs over its own data each client trains per round")
+    batch_size: int = Field(32, ge=1, description="local mini-batch size")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="the clients' local optimizer")
+    lr: float = Field(0.003, gt=0, description="the local optimizer's learning rate")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA when PyTorch sees a GPU, else the CPU",
+    )
     gpus: int = Field(0, ge=0, le=8, description="GPUs the orchestrator requests for the training step")
     centralized: bool = Field(True, description="also train the pooled-data upper reference")
     fedprox: FedProxConfig = FedProxConfig()
@@ -344,8 +350,10 @@ def is_loopback(address: str) -> bool:
 class ValidationConfig(_Section):
     """Data-quality gates checked before training."""
 
-    min_samples_per_client: int = Field(10, ge=1)
-    missing_rate_tolerance: float = Field(0.05, ge=0, le=1)
+    min_samples_per_client: int = Field(10, ge=1, description="gate: every client holds at least this many samples")
+    missing_rate_tolerance: float = Field(
+        0.05, ge=0, le=1, description="gate: how far a realised missing rate may stray from the configured one",
+    )
     value_bounds: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="plausible [low, high] per modality; the source's when empty"
     )
@@ -361,7 +369,9 @@ class ValidationConfig(_Section):
 class RegistryConfig(_Section):
     """Model registration and promotion gates."""
 
-    model_name: str = Field("fedmm-smartwatch", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    model_name: str = Field(
+        "fedmm-smartwatch", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="the registered model's name",
+    )
     min_macro_f1: float = Field(0.5, ge=0, le=1, description="test macro-F1 floor for promotion")
     champion_margin: float = Field(0.0, ge=0, le=1, description="how much the challenger must beat the champion by")
     require_clean_audit: bool = Field(
@@ -409,8 +419,13 @@ class AuditConfig(_Section):
     error against the true game on ``linearised_check`` random coalitions is reported).
     """
 
-    weighting: Literal["fixed", "renormalised"] = "fixed"
-    metric: Literal["accuracy", "macro_f1", "neg_log_loss"] = "neg_log_loss"
+    weighting: Literal["fixed", "renormalised"] = Field(
+        "fixed", description="fixed: members keep their FedAvg weight among all participants; renormalised: a "
+        "coalition is a FedAvg of its own members",
+    )
+    metric: Literal["accuracy", "macro_f1", "neg_log_loss"] = Field(
+        "neg_log_loss", description="the validation metric that is a coalition's utility",
+    )
     estimator: Literal["sampled", "exact"] = Field("sampled", description="sampled coalitions, or all 2^n")
     exact_max_players: int = Field(10, ge=1, le=20, description="estimator exact: 2^n evaluations up to this many")
     max_evaluations: int = Field(2000, ge=16, description="sampled rounds: distinct coalitions evaluated at most")
@@ -423,7 +438,7 @@ class AuditConfig(_Section):
     bootstrap_replicates: int = Field(200, ge=20, description="macro_f1: cluster-bootstrap replicates")
     banzhaf_evaluations: int = Field(0, ge=0, description="sampled rounds: MSR Banzhaf budget (0: exact rounds only)")
     clusters: int = Field(0, ge=0, description="clustered Shapley (FedMobile) with this many clusters (0: off)")
-    ci_level: float = Field(0.95, gt=0, lt=1)
+    ci_level: float = Field(0.95, gt=0, lt=1, description="level of the reported intervals")
     alpha: float = Field(0.05, gt=0, lt=1, description="family-wise error rate of the harmful flags (Holm)")
     min_effect: float = Field(0.01, ge=0, description="harmful: the CI must lie below -min_effect (metric units)")
     mde_power: float = Field(0.8, gt=0, lt=1, description="power at which the minimum detectable effect is reported")

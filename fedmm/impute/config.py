@@ -23,22 +23,22 @@ class _Section(BaseModel):
 class KnnConfig(_Section):
     """scikit-learn ``KNNImputer`` on flattened standardised inputs, one per client."""
 
-    n_neighbors: int = Field(5, ge=1)
+    n_neighbors: int = Field(5, ge=1, description="neighbours KNNImputer averages")
 
 
 class IterativeConfig(_Section):
     """scikit-learn ``IterativeImputer`` (BayesianRidge) on per-modality PCA coefficients, one per client."""
 
     components: int = Field(8, ge=1, description="PCA components per modality (client-local basis)")
-    max_iter: int = Field(10, ge=1)
+    max_iter: int = Field(10, ge=1, description="IterativeImputer's rounds of imputation")
 
 
 class LatentTrainConfig(_Section):
     """Local training of a latent-space network on a client: epochs per round, batches, Adam's step, width."""
 
-    local_epochs: int = Field(5, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(0.001, gt=0)
+    local_epochs: int = Field(5, ge=1, description="epochs each client trains per round")
+    batch_size: int = Field(64, ge=1, description="local mini-batch size")
+    lr: float = Field(0.001, gt=0, description="local learning rate")
     hidden: int = Field(256, ge=1, description="width of the network's hidden layers")
 
 
@@ -66,13 +66,13 @@ class DiffusionConfig(LatentTrainConfig):
 class GeneratorImputerConfig(GeneratorConfig):
     """The generator imputer, trained after the model by FedAvg over its own rounds."""
 
-    rounds: int = Field(20, ge=1)
+    rounds: int = Field(20, ge=1, description="federated rounds fitting the generator")
 
 
 class DiffusionImputerConfig(DiffusionConfig):
     """The diffusion imputer, trained after the model by FedAvg over its own rounds."""
 
-    rounds: int = Field(30, ge=1)
+    rounds: int = Field(30, ge=1, description="federated rounds fitting the diffusion model")
 
 
 Candidate = dict[str, int | float]
