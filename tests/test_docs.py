@@ -37,6 +37,11 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
+def test_every_config_field_has_a_description():
+    undocumented = [f.path for f in _docs_module("gen_reference").config_fields() if not f.description.strip()]
+    assert not undocumented, f"config fields without a description: {', '.join(undocumented)}"
+
+
 def test_config_reference_lists_every_field_with_its_default(site):
     from fedmm.config import Config
 
