@@ -178,12 +178,12 @@ def cli_markdown() -> str:
     return "\n".join(lines)
 
 
-def _stage_edges(graph) -> dict[tuple[str, str], str]:
+def _stage_edges(pipeline) -> dict[tuple[str, str], str]:
     """Edges between stages, labelled with what flows, without those another path already implies."""
     edges = {}
-    for stage in graph.STAGES:
+    for stage in pipeline.stages:
         for artifact in stage.inputs:
-            edges[(graph.producer(artifact).name, stage.name)] = artifact
+            edges[(pipeline.producer(artifact).name, stage.name)] = artifact
         edges.update({(before, stage.name): "passed" for before in stage.after})
 
     def reaches(source: str, target: str, skip: tuple[str, str]) -> bool:
@@ -200,21 +200,25 @@ def _stage_edges(graph) -> dict[tuple[str, str], str]:
     return {edge: label for edge, label in edges.items() if not reaches(*edge, skip=edge)}
 
 
-def stages_markdown() -> str:
-    """The stage graph of ``fedmm/graph.py``: a mermaid picture and a table of every stage's inputs and keys."""
-    from fedmm import graph
-
-    lines = ["```mermaid", "flowchart LR"]
-    for stage in graph.STAGES:
+def _graph_markdown(pipeline) -> list[str]:
+    lines = [f"## The `{pipeline.name}` graph", "", "```mermaid", "flowchart LR"]
+    for stage in pipeline.stages:
         shape = f'{{"{stage.name}"}}' if stage.gate else f'["{stage.name}"]'
         lines.append(f"  {stage.name.replace('-', '_')}{shape}")
-    for (source, target), label in _stage_edges(graph).items():
+    for (source, target), label in _stage_edges(pipeline).items():
         arrow = "-.->" if label == "passed" else "-->"
         lines.append(f"  {source.replace('-', '_')} {arrow}|{label}| {target.replace('-', '_')}")
-    lines += ["```", "", "| stage | `fedmm.workflow` function | reads artifacts | writes | config keys | cached | GPUs |",
+    lines += ["```", "", f"| stage | `{pipeline.module}` function | reads artifacts | writes | config keys | cached | GPUs |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
-    for s in graph.STAGES:
+    for s in pipeline.stages:
         reads = ", ".join(f"`{key}`" for key in s.reads) or "none"
         lines.append(f"| `{s.name}` | `{s.function}` | {', '.join(s.inputs) or 'none'} | {s.output} | {reads} | "
                      f"{'yes' if s.cacheable else 'no'} | {'`train.gpus`' if s.gpu else ''} |")
-    return "\n".join(lines) + "\n"
+    return [*lines, ""]
+
+
+def stages_markdown() -> str:
+    """Every graph of ``fedmm/graph.py``: a mermaid picture and a table of each stage's inputs and keys."""
+    from fedmm import graph
+
+    return "\n".join(line for pipeline in graph.GRAPHS.values() for line in _graph_markdown(pipeline))

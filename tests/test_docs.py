@@ -70,8 +70,9 @@ def test_stage_graph_page_shows_every_stage(site):
 
     page = (site / "concepts" / "stage-graph" / "index.html").read_text()
     assert 'class="mermaid"' in page
-    for stage in graph.STAGES:
-        assert f"<code>{stage.name}</code>" in page and f"<code>{stage.function}</code>" in page, stage.name
+    for pipeline in graph.GRAPHS.values():
+        for stage in pipeline.stages:
+            assert f"<code>{stage.name}</code>" in page and f"<code>{stage.function}</code>" in page, stage.name
 
 
 def test_api_reference_renders_docstrings(site):
