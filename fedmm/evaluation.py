@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedmm.data.federated import FederatedData, client_arrays
+from fedmm.data.federated import FederatedData, client_arrays, split_tensors
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.result import TrainResult
 from fedmm.fl.training import evaluation_sets
@@ -14,7 +14,8 @@ from fedmm.metrics import confusion, evaluate
 from fedmm.tensors import TensorData
 
 PROTOCOLS = {
-    "test": "held-out recordings",
+    "test": "held-out recordings, as the data has them",
+    "test_complete": "held-out recordings that have every modality",
     "test_subjects": "held-out subjects",
     "test_missing": "held-out recordings under the training mask",
 }
@@ -89,8 +90,16 @@ class EvaluationReport:
 
 
 def evaluate_training(prepared: PreparedData, federated: FederatedData, result: TrainResult) -> EvaluationReport:
-    """Metrics of the federated model (and centralized reference) on every test protocol."""
+    """Metrics of the federated model (and centralized reference) on every test protocol.
+
+    ``test`` is the test split as the data has it; when some samples lack a modality,
+    ``test_complete`` is its subset that has every modality (when there is one).
+    """
     sets = evaluation_sets(prepared, "cpu", federated)
+    if not prepared.dataset.presence.all():
+        complete = split_tensors(prepared, "test", "cpu", complete=True)
+        if len(complete):
+            sets["test_complete"] = complete
     federated_model = result.predictor()
     central_model = result.centralized_model()
     protocols = {

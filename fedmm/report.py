@@ -23,6 +23,8 @@ HEADLINE = (
     ("test_macro_f1", "macro-F1, held-out recordings"),
     ("centralized_macro_f1", "centralized macro-F1, held-out recordings"),
     ("test_gap_macro_f1", "gap to centralized (macro-F1)"),
+    ("test_complete_accuracy", "accuracy, held-out recordings with every modality"),
+    ("test_complete_macro_f1", "macro-F1, held-out recordings with every modality"),
     ("test_missing_accuracy", "accuracy, held-out recordings under the training mask"),
     ("test_missing_macro_f1", "macro-F1, held-out recordings under the training mask"),
     ("test_subjects_accuracy", "accuracy, held-out subjects"),

@@ -54,6 +54,7 @@ def validate_data(config: Config, prepared: PreparedData) -> ValidationReport:
         num_classes=dataset.num_classes,
         expected_shapes={name: tuple(shape) for name, shape in prepared.manifest["modalities"].items()},
         value_bounds=bounds,
+        presence=dataset.presence,
     )
 
 

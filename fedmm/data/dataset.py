@@ -10,6 +10,10 @@ File format (``.npz``, read with ``allow_pickle=False``):
 - ``recording`` (optional): int array (N,), samples of one recording share a value and are
   never split between train and test (overlapping windows); default: every sample its own.
 - ``channel_names/<name>`` (optional): str array (C,) or (D,) per modality.
+- ``present/<name>`` (optional): bool array (N,) per modality, False where a sample lacks that
+  modality (a sensor dropped out, a site never had it). The values there are ignored (any
+  finite filler, or NaN) and read as 0. Without it every sample has the modality. Every
+  sample needs at least one present modality.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from fedmm.errors import UserError
 
 MODALITY_PREFIX = "modality/"
 CHANNEL_PREFIX = "channel_names/"
+PRESENT_PREFIX = "present/"
 
 
 class DatasetError(UserError, ValueError):
@@ -40,6 +45,8 @@ class MultimodalDataset:
     subject: np.ndarray
     recording: np.ndarray
     channel_names: dict[str, list[str]] = field(default_factory=dict)
+    presence: np.ndarray | None = None
+    """(N, M) bool, False where a sample lacks a modality (columns in modality order); None: all present."""
 
     def __post_init__(self) -> None:
         if len(self.modalities) < 2:
@@ -55,6 +62,17 @@ class MultimodalDataset:
         for name, values in (("subject", self.subject), ("recording", self.recording)):
             if len(values) != n:
                 raise DatasetError(f"{name} has {len(values)} entries but there are {n} labels")
+        for name, channels in self.channel_names.items():
+            array = self.modalities.get(name)
+            if array is None:
+                raise DatasetError(f"channel_names/{name} names no modality; modalities are {sorted(self.modalities)}")
+            if len(channels) != array.shape[1]:
+                what = "channels" if array.ndim == 3 else "features"
+                raise DatasetError(f"channel_names/{name} has {len(channels)} names for {array.shape[1]} {what}")
+        shape = (n, len(self.modalities))
+        self.presence = np.ones(shape, dtype=bool) if self.presence is None else np.asarray(self.presence, dtype=bool)
+        if self.presence.shape != shape:
+            raise DatasetError(f"presence has shape {self.presence.shape}, expected {shape}")
 
     @property
     def modality_names(self) -> list[str]:
@@ -78,7 +96,21 @@ class MultimodalDataset:
             subject=self.subject[index],
             recording=self.recording[index],
             channel_names=self.channel_names,
+            presence=self.presence[index],
         )
+
+    def presence_rates(self) -> dict[str, float]:
+        """Fraction of samples that have each modality (the data's own presence)."""
+        return {name: float(self.presence[:, m].mean()) if len(self) else 0.0 for m, name in enumerate(self.modalities)}
+
+    def presence_of(self, names: list[str]) -> np.ndarray:
+        """Presence (N, len(names)) with columns in the order of ``names``."""
+        order = list(self.modalities)
+        return self.presence[:, [order.index(name) for name in names]]
+
+    def complete(self) -> np.ndarray:
+        """Indices of the samples that have every modality."""
+        return np.flatnonzero(self.presence.all(axis=1))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The dataset in the bring-your-own-data layout (see module docstring)."""
@@ -91,6 +123,9 @@ class MultimodalDataset:
         )
         for name, channels in self.channel_names.items():
             arrays[CHANNEL_PREFIX + name] = np.asarray(channels, dtype=str)
+        for m, name in enumerate(self.modalities):
+            if not self.presence[:, m].all():
+                arrays[PRESENT_PREFIX + name] = self.presence[:, m]
         return arrays
 
     def content_hash(self) -> str:
@@ -99,43 +134,91 @@ class MultimodalDataset:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], origin: str = "arrays") -> MultimodalDataset:
         """Build from the bring-your-own-data layout, checking it and naming what is wrong."""
-        modalities = {
-            key[len(MODALITY_PREFIX):]: np.asarray(value, dtype=np.float32)
-            for key, value in arrays.items()
-            if key.startswith(MODALITY_PREFIX)
-        }
-        if "labels" not in arrays:
-            raise DatasetError(f"{origin}: no 'labels' array")
-        labels = np.asarray(arrays["labels"])
-        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise DatasetError(f"{origin}: 'labels' must be a 1-D integer array, got {labels.dtype} {labels.shape}")
-        if len(labels) == 0:
-            raise DatasetError(f"{origin}: the dataset is empty")
-        if "class_names" in arrays:
-            class_names = [str(name) for name in arrays["class_names"]]
-        else:
-            class_names = [f"class_{k}" for k in range(int(labels.max()) + 1)]
-        n = len(labels)
-        subject = np.asarray(arrays.get("subject", np.zeros(n)), dtype=np.int64)
-        recording = np.asarray(arrays.get("recording", np.arange(n)), dtype=np.int64)
-        channel_names = {
-            key[len(CHANNEL_PREFIX):]: [str(c) for c in value]
-            for key, value in arrays.items()
-            if key.startswith(CHANNEL_PREFIX)
-        }
         unknown = set(arrays) - {"labels", "class_names", "subject", "recording"} - {
-            key for key in arrays if key.startswith((MODALITY_PREFIX, CHANNEL_PREFIX))
+            key for key in arrays if key.startswith((MODALITY_PREFIX, CHANNEL_PREFIX, PRESENT_PREFIX))
         }
         if unknown:
             raise DatasetError(f"{origin}: unknown arrays {sorted(unknown)} (see the data format in the README)")
-        return cls(
-            modalities=modalities,
-            labels=labels.astype(np.int64),
-            class_names=class_names,
-            subject=subject,
-            recording=recording,
-            channel_names=channel_names,
+        labels = read_labels(arrays, origin)
+        n = len(labels)
+        modalities = {
+            key[len(MODALITY_PREFIX):]: modality_array(key[len(MODALITY_PREFIX):], value, origin)
+            for key, value in arrays.items() if key.startswith(MODALITY_PREFIX)
+        }
+        presence = read_presence(arrays, modalities, n, origin)
+        for m, array in enumerate(modalities.values()):
+            if array.ndim >= 1 and len(array) == n and not presence[:, m].all():
+                array[~presence[:, m]] = 0.0
+        try:
+            return cls(
+                modalities=modalities,
+                labels=labels,
+                class_names=read_class_names(arrays, labels, origin),
+                subject=np.asarray(arrays.get("subject", np.zeros(n)), dtype=np.int64),
+                recording=np.asarray(arrays.get("recording", np.arange(n)), dtype=np.int64),
+                channel_names={
+                    key[len(CHANNEL_PREFIX):]: [str(c) for c in np.atleast_1d(value)]
+                    for key, value in arrays.items() if key.startswith(CHANNEL_PREFIX)
+                },
+                presence=presence,
+            )
+        except DatasetError as error:
+            raise DatasetError(f"{origin}: {error}") from None
+
+
+def read_labels(arrays: dict[str, np.ndarray], origin: str) -> np.ndarray:
+    """The ``labels`` array as int64, or a one-line error."""
+    if "labels" not in arrays:
+        raise DatasetError(f"{origin}: no 'labels' array")
+    labels = np.asarray(arrays["labels"])
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(f"{origin}: 'labels' must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+    if len(labels) == 0:
+        raise DatasetError(f"{origin}: the dataset is empty")
+    return labels.astype(np.int64)
+
+
+def read_class_names(arrays: dict[str, np.ndarray], labels: np.ndarray, origin: str) -> list[str]:
+    """``class_names`` as given, or ``class_0..class_{K-1}``; a label no class could have is refused first."""
+    if "class_names" in arrays:
+        return [str(name) for name in np.atleast_1d(arrays["class_names"])]
+    top = int(labels.max())
+    if top >= len(labels):
+        raise DatasetError(
+            f"{origin}: label {top} but only {len(labels)} samples; labels must be the classes 0..K-1, each with a sample"
         )
+    return [f"class_{k}" for k in range(top + 1)]
+
+
+def modality_array(name: str, value: np.ndarray, origin: str) -> np.ndarray:
+    """A modality as float32 (a writable copy); complex, string or other non-numeric arrays are refused."""
+    value = np.asarray(value)
+    if value.dtype.kind not in "biuf":
+        what = {"c": "complex", "U": "string", "S": "bytes", "M": "datetime", "m": "timedelta"}.get(value.dtype.kind, "non-numeric")
+        raise DatasetError(f"{origin}: modality {name!r} is {what} ({value.dtype}); modalities must be real numbers")
+    return np.array(value, dtype=np.float32)
+
+
+def read_presence(arrays: dict[str, np.ndarray], modalities: dict[str, np.ndarray], n: int, origin: str) -> np.ndarray:
+    """(N, M) presence from the ``present/<modality>`` arrays (all True without them), checked."""
+    presence = np.ones((n, len(modalities)), dtype=bool)
+    names = list(modalities)
+    for key, value in arrays.items():
+        if not key.startswith(PRESENT_PREFIX):
+            continue
+        name, value = key[len(PRESENT_PREFIX):], np.asarray(value)
+        if name not in modalities:
+            raise DatasetError(f"{origin}: {key} names no modality; modalities are {names}")
+        if value.shape != (n,) or value.dtype.kind not in "bui" or not np.isin(value, (0, 1)).all():
+            raise DatasetError(f"{origin}: {key} must be a bool array of shape ({n},), got {value.dtype} {value.shape}")
+        presence[:, names.index(name)] = value.astype(bool)
+    empty = np.flatnonzero(~presence.any(axis=1))
+    if len(empty):
+        raise DatasetError(
+            f"{origin}: {len(empty)} sample(s) have no modality present (first: sample {int(empty[0])}); "
+            "drop them or mark one present/<modality> True"
+        )
+    return presence
 
 
 def load_npz(path: str | Path) -> MultimodalDataset:

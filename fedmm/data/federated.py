@@ -28,8 +28,10 @@ ARRAYS_FILE = "clients.npz"
 REPORT_FILE = "report.json"
 
 
-RATES = ("requested_rate", "realised_rate", "kept_rate")
-"""A client's missing rates per modality: requested by the mask, realised on all its samples, on those it keeps.
+RATES = ("requested_rate", "realised_rate", "kept_rate", "data_missing_rate")
+"""A client's missing rates per modality: requested by the simulated mask, realised by it on all the client's
+samples, missing in training (the data's absence or the mask's) on the samples it keeps, and missing in the data
+itself (``present/<modality>`` False) before any mask.
 In JSON each is a key ``<rate>_<modality>`` of the client's row (the partition validation reads those columns)."""
 
 
@@ -48,6 +50,8 @@ class ClientPartition:
     kept_rate: dict[str, float]
     subject: int | None = None
     """The client's subject under the natural partition."""
+    data_missing_rate: dict[str, float] = field(default_factory=dict)
+    """Missing in the data itself, before any simulated mask (empty in reports written before presence)."""
 
     def to_dict(self) -> dict:
         row = {"client": self.client, "n_samples": self.n_samples, "n_labelled": self.n_labelled,
@@ -55,7 +59,7 @@ class ClientPartition:
         if self.subject is not None:
             row["subject"] = self.subject
         for name in self.requested_rate:
-            row.update({f"{rate}_{name}": getattr(self, rate)[name] for rate in RATES})
+            row.update({f"{rate}_{name}": getattr(self, rate)[name] for rate in RATES if name in getattr(self, rate)})
         return row
 
     @classmethod
@@ -211,8 +215,9 @@ def partition_and_mask(
     for k in range(partitioner.num_partitions):
         members = partitioner.load_partition(k)
         client_mask = masker.mask_client(k, len(members), held[k])
-        presence[members] = client_mask.presence
-        kept = client_mask.kept
+        in_data = dataset.presence[pool_index[members]]
+        presence[members] = client_mask.presence & in_data
+        kept = presence[members].any(axis=1)
         labelled[members[kept]] = label_draw(int(kept.sum()), partition.label_fraction, seed, k)
         labels = dataset.labels[pool_index[members]][kept]
         missing = ~client_mask.presence
@@ -227,8 +232,9 @@ def partition_and_mask(
             class_counts=np.bincount(labels, minlength=dataset.num_classes).tolist(),
             requested_rate={name: float(requested[m]) if held[k, m] else 1.0 for m, name in names},
             realised_rate={name: float(missing[:, m].mean()) if len(members) else 0.0 for m, name in names},
-            kept_rate={name: float(missing[kept, m].mean()) if kept.any() else 0.0 for m, name in names},
+            kept_rate={name: float(1 - presence[members][kept, m].mean()) if kept.any() else 0.0 for m, name in names},
             subject=int(dataset.subject[pool_index[members[0]]]) if partition.scheme == "natural" else None,
+            data_missing_rate={name: float(1 - in_data[:, m].mean()) if len(members) else 0.0 for m, name in names},
         ))
     if not presence.any(axis=1).any():
         raise PartitionError("every training sample lost all its modalities")
@@ -236,7 +242,7 @@ def partition_and_mask(
     if small:
         listed = ", ".join(f"client {r.client} keeps {r.n_samples} of {r.n_samples + r.n_dropped}" for r in small)
         raise PartitionError(
-            f"under the mask, {listed} (samples that lose every modality are dropped), below "
+            f"under the mask, {listed} (samples left with no modality, in the data or by the mask, are dropped), below "
             f"partition.min_samples={partition.min_samples}: lower mask.missing_rate, partition.min_samples "
             "or partition.num_clients"
         )
@@ -311,10 +317,15 @@ def masked_arrays(
     }
 
 
-def split_tensors(prepared: PreparedData, split: str, device: str) -> TensorData:
-    """A prepared split with every modality present (evaluation data)."""
+def split_tensors(prepared: PreparedData, split: str, device: str, complete: bool = False) -> TensorData:
+    """A prepared split as the data has it: each sample with the modalities it has (evaluation data).
+
+    ``complete`` keeps only the samples that have every modality.
+    """
     index = prepared.indices(split)
-    presence = np.ones((len(index), len(prepared.dataset.modalities)), dtype=bool)
+    presence = prepared.dataset.presence[index]
+    if complete:
+        index, presence = index[presence.all(axis=1)], presence[presence.all(axis=1)]
     return TensorData.from_numpy(
         masked_arrays(prepared, index, presence), presence, prepared.dataset.labels[index], device
     )
@@ -348,20 +359,24 @@ def client_arrays(
 def site_arrays(
     modalities: dict[str, np.ndarray], labels: np.ndarray, client: int, num_clients: int, mask: MaskConfig,
     label_fraction: float, corruption: CorruptionPlan, seed: int, num_classes: int,
+    data_presence: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """What :func:`client_arrays` gives client ``client``, computed at the site from its own samples alone.
 
     ``modalities`` (in the federation's modality order) and ``labels`` are the site's samples,
-    unmasked, in the order the partition listed them. The modalities it holds, its per-sample
+    unmasked, in the order the partition listed them; ``data_presence`` (n, M) is what the site's own file
+    has (all present when None), combined with the simulated mask. The modalities it holds, its per-sample
     mask, which labels it keeps and its corruption come from the same seeded streams as
     :func:`partition_and_mask` draws them from, so no mask ever has to leave the server.
     """
     masker = ModalityMasker(list(modalities), mask, seed)
     held = masker.client_modalities(num_clients)[client]
-    drawn = masker.mask_client(client, len(labels), held)
-    kept = drawn.kept
+    presence = masker.mask_client(client, len(labels), held).presence
+    if data_presence is not None:
+        presence = presence & data_presence
+    kept = presence.any(axis=1)
     return client_inputs(
-        {name: array[kept] for name, array in modalities.items()}, labels[kept], drawn.presence[kept],
+        {name: array[kept] for name, array in modalities.items()}, labels[kept], presence[kept],
         label_draw(int(kept.sum()), label_fraction, seed, client), client, corruption, num_classes,
     )
 
@@ -387,7 +402,7 @@ def held_out_presence(mask: MaskConfig, modalities: list[str], num_samples: int,
 def proxy_arrays(
     prepared: PreparedData, federated: FederatedData
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """The server's proxy set: inputs with every modality present, presence mask and labels."""
+    """The server's proxy set: inputs with the modalities each sample has, presence mask and labels."""
     index = federated.proxy_index
-    presence = np.ones((len(index), len(federated.modalities)), dtype=bool)
+    presence = prepared.dataset.presence[index]
     return masked_arrays(prepared, index, presence), presence, prepared.dataset.labels[index]

@@ -79,10 +79,13 @@ def split_by_recording(
 
 
 def normalisation_stats(dataset: MultimodalDataset, index: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-channel mean and std of each modality over the given samples, as (2, C) arrays."""
+    """Per-channel mean and std of each modality over the given samples that have it, as (2, C) arrays
+    (0 and 1 for a modality none of them has)."""
     stats = {}
-    for name, array in dataset.modalities.items():
-        values = array[index]
+    for m, (name, array) in enumerate(dataset.modalities.items()):
+        values = array[index[dataset.presence[index, m]]]
+        if len(values) == 0:
+            values = np.zeros((1, *array.shape[1:]), dtype=array.dtype)
         axes = (0, 2) if values.ndim == 3 else (0,)
         mean = values.mean(axis=axes)
         std = values.std(axis=axes)
@@ -142,6 +145,8 @@ def prepare(config: DataConfig, seed: int) -> PreparedData:
             "recordings": int(len(np.unique(dataset.recording[split == code]))),
             "subjects": sorted(int(s) for s in np.unique(dataset.subject[split == code])),
             "classes": np.bincount(dataset.labels[split == code], minlength=dataset.num_classes).tolist(),
+            "presence_rate": dataset.subset(np.flatnonzero(split == code)).presence_rates(),
+            "complete": int(dataset.presence[split == code].all(axis=1).sum()),
         }
         for code, name in enumerate(SPLITS)
     }

@@ -4,9 +4,11 @@ Two suites are provided:
 
 * ``prepared_data`` (:func:`validate_dataset`): structural checks on the modality arrays
   (per-sample shape, sample count), then a GX suite over a vectorised per-sample summary
-  table (labels in range, no NaN/inf, values within plausible bounds, non-empty).
+  table (labels in range, every sample with a modality, each modality's presence rate, no
+  NaN/inf and values within plausible bounds where a modality is present, non-empty).
 * ``partitions`` (:func:`validate_partitions`): a GX suite over a per-client table
-  (minimum client size, realised vs requested modality rates within a tolerance).
+  (minimum client size, realised vs requested simulated missing rates within a tolerance,
+  and the data's own missing rates beside them).
 
 Great Expectations is imported lazily inside the functions (its import takes several
 seconds); every call uses a fresh in-memory (ephemeral) context, so nothing is cached or
@@ -21,7 +23,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -76,6 +78,8 @@ class ValidationReport:
     suite: str
     success: bool
     outcomes: tuple[ExpectationOutcome, ...]
+    presence_rates: dict[str, float] = field(default_factory=dict)
+    """Per modality, the share of samples that have it (``prepared_data`` only)."""
 
     def failed(self) -> tuple[ExpectationOutcome, ...]:
         """The outcomes that did not succeed."""
@@ -87,6 +91,7 @@ class ValidationReport:
             "suite": self.suite,
             "success": self.success,
             "outcomes": [asdict(o) for o in self.outcomes],
+            "presence_rates": self.presence_rates,
         }
 
     @classmethod
@@ -106,6 +111,7 @@ class ValidationReport:
                 )
                 for o in d["outcomes"]
             ),
+            presence_rates={str(k): float(v) for k, v in d.get("presence_rates", {}).items()},
         )
 
     def raise_if_failed(self) -> None:
@@ -263,6 +269,122 @@ def _sample_stats(
     return nonfinite.astype(np.int64), lo, hi
 
 
+def _shape_outcome(m: str, ok: bool, unexpected: int, count: int, details: str) -> ExpectationOutcome:
+    return ExpectationOutcome(SHAPE_EXPECTATION, m, ok, unexpected, count, details)
+
+
+def _check_arguments(num_classes: int, expected_shapes: dict, modalities: dict, value_bounds: dict) -> None:
+    """Programming errors in the call (not data problems): raise ``ValueError``."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    for m, (low, high) in value_bounds.items():
+        if m not in expected_shapes and m not in modalities:
+            raise ValueError(f"value_bounds names unknown modality {m!r}")
+        if not low <= high:
+            raise ValueError(f"value_bounds[{m!r}] has low > high: ({low}, {high})")
+
+
+def _modality_shape(m: str, arr: np.ndarray | None, want: tuple[int, ...] | None, n: int) -> ExpectationOutcome:
+    """The structural outcome of one modality: present on both sides, per-sample shape, sample count, numeric."""
+    if arr is None:
+        return _shape_outcome(m, False, 0, 0, f"modality missing, expected per-sample shape {want}")
+    count = int(arr.shape[0]) if arr.ndim >= 1 else 0
+    got = tuple(arr.shape[1:]) if arr.ndim >= 1 else ()
+    if want is None:
+        return _shape_outcome(m, False, count, count, f"unexpected modality with shape {arr.shape} (no expected shape)")
+    if arr.ndim < 1 or got != want:
+        return _shape_outcome(m, False, count, count, f"per-sample shape {got} != expected {want}")
+    if count != n:
+        return _shape_outcome(m, False, abs(count - n), max(count, n), f"{count} samples but {n} labels")
+    if arr.dtype.kind not in "biuf":
+        return _shape_outcome(m, False, count, count, f"dtype {arr.dtype} is not numeric")
+    return _shape_outcome(m, True, 0, count, f"per-sample shape {got}")
+
+
+def _structure(
+    modalities: dict[str, np.ndarray], expected_shapes: dict[str, tuple[int, ...]], n: int
+) -> tuple[list[ExpectationOutcome], list[str]]:
+    """Shape outcomes of every expected or given modality, and the modalities fit for the GX suite."""
+    outcomes, good = [], []
+    for m in list(expected_shapes) + [k for k in modalities if k not in expected_shapes]:
+        arr = np.asarray(modalities[m]) if m in modalities else None
+        want = tuple(int(s) for s in expected_shapes[m]) if m in expected_shapes else None
+        outcomes.append(_modality_shape(m, arr, want, n))
+        if outcomes[-1].success:
+            good.append(m)
+    return outcomes, good
+
+
+def _presence(presence: np.ndarray | None, n: int, names: list[str]) -> tuple[np.ndarray, ExpectationOutcome | None]:
+    """The (n, M) bool presence (all True when None), or all True and a failed outcome when its shape is wrong."""
+    if presence is None:
+        return np.ones((n, len(names)), dtype=bool), None
+    presence = np.asarray(presence)
+    if presence.shape != (n, len(names)):
+        detail = f"presence shape {presence.shape} != expected {(n, len(names))} (columns follow modalities order {names})"
+        return np.ones((n, len(names)), dtype=bool), _shape_outcome("presence", False, n, n, detail)
+    return presence.astype(bool), None
+
+
+def _label_specs(labels: np.ndarray, num_classes: int) -> list[_Spec]:
+    """Labels not null and in ``0..num_classes-1``."""
+    with np.errstate(invalid="ignore"):
+        numeric = labels.astype(np.float64) if labels.dtype.kind in "biuf" else None
+    if numeric is not None and np.isfinite(numeric).any():
+        seen = f"observed [{_fmt(np.nanmin(numeric))}, {_fmt(np.nanmax(numeric))}]"
+    else:
+        seen = "no numeric labels"
+    return [
+        ("ExpectColumnValuesToNotBeNull", {"column": "label"}, "label", lambda ok: "labels must not be null"),
+        ("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(range(int(num_classes)))}, "label",
+         lambda ok: f"{seen}, allowed 0..{num_classes - 1}"),
+    ]
+
+
+def _presence_specs(presence: np.ndarray, names: list[str], columns: dict[str, np.ndarray]) -> list[_Spec]:
+    """Every sample has a modality; each modality's realised presence rate (reported, any rate passes)."""
+    columns["modalities_present"] = presence.sum(axis=1)
+    empty = int((presence.sum(axis=1) == 0).sum())
+    specs: list[_Spec] = [(
+        "ExpectColumnValuesToBeBetween", {"column": "modalities_present", "min_value": 1}, "modalities_present",
+        lambda ok: f"{empty} sample(s) with no modality present",
+    )]
+    for j, m in enumerate(names):
+        columns[f"present_{m}"] = presence[:, j].astype(np.float64)
+        rate, count = float(presence[:, j].mean()) if len(presence) else 0.0, int(presence[:, j].sum())
+        specs.append((
+            "ExpectColumnMeanToBeBetween", {"column": f"present_{m}", "min_value": 0.0, "max_value": 1.0},
+            f"present_{m}", lambda ok, r=rate, c=count: f"presence rate {r:.4f} ({c} of {len(presence)} samples)",
+        ))
+    return specs
+
+
+def _value_specs(
+    m: str, arr: np.ndarray, present: np.ndarray, bounds: tuple[float, float] | None, columns: dict[str, np.ndarray]
+) -> list[_Spec]:
+    """No NaN/inf where the modality is present; its values within ``bounds`` there (when given)."""
+    nonfinite, lo, hi = _sample_stats(arr, present)
+    columns[f"{m}_nonfinite"] = nonfinite
+    total = int(nonfinite.sum())
+    specs: list[_Spec] = [(
+        "ExpectColumnValuesToBeBetween", {"column": f"{m}_nonfinite", "min_value": 0, "max_value": 0},
+        f"{m}_nonfinite", lambda ok: f"{total} NaN/inf values where the modality is present",
+    )]
+    if bounds is None:
+        return specs
+    low, high = (float(v) for v in bounds)
+    columns[f"{m}_min"], columns[f"{m}_max"] = lo, hi
+    seen_lo = np.nanmin(lo) if np.isfinite(lo).any() else np.nan
+    seen_hi = np.nanmax(hi) if np.isfinite(hi).any() else np.nan
+    text = lambda ok: (  # noqa: E731
+        f"min={_fmt(seen_lo)} max={_fmt(seen_hi)} {'within' if ok else 'not within'} [{_fmt(low)}, {_fmt(high)}]"
+    )
+    return specs + [
+        ("ExpectColumnValuesToBeBetween", {"column": f"{m}_min", "min_value": low}, f"{m}_min", text),
+        ("ExpectColumnValuesToBeBetween", {"column": f"{m}_max", "max_value": high}, f"{m}_max", text),
+    ]
+
+
 def validate_dataset(
     modalities: dict[str, np.ndarray],
     labels: np.ndarray,
@@ -275,195 +397,48 @@ def validate_dataset(
 
     Shapes are checked first in numpy (per-sample shape vs ``expected_shapes``, sample count vs
     ``labels``, modalities missing on either side); modalities with a bad shape are left out of
-    the GX suite. The GX suite runs over a per-sample summary (``label``, ``{m}_nonfinite``,
-    ``{m}_min``/``{m}_max`` over finite values): labels not null and in ``0..num_classes-1``,
-    no NaN/inf, values within ``value_bounds`` (if given for the modality), at least one row.
-    ``presence[:, j]`` refers to the j-th key of ``modalities``; values of absent samples are
-    not checked.
+    the GX suite. The GX suite runs over a per-sample summary: labels not null and in
+    ``0..num_classes-1``; every sample with at least one modality present and each modality's
+    presence rate; no NaN/inf and values within ``value_bounds`` (if given for the modality)
+    where the modality is present; at least one row. ``presence[:, j]`` (all True when None)
+    refers to the j-th key of ``modalities``; the report's ``presence_rates`` holds the rates.
     """
     import pandas as pd
 
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    for m, (low, high) in value_bounds.items():
-        if m not in expected_shapes and m not in modalities:
-            raise ValueError(f"value_bounds names unknown modality {m!r}")
-        if not low <= high:
-            raise ValueError(f"value_bounds[{m!r}] has low > high: ({low}, {high})")
-
-    outcomes: list[ExpectationOutcome] = []
+    _check_arguments(num_classes, expected_shapes, modalities, value_bounds)
     labels = np.asarray(labels)
     if labels.ndim != 1:
-        outcomes.append(
-            ExpectationOutcome(
-                SHAPE_EXPECTATION,
-                "label",
-                False,
-                int(labels.size),
-                int(labels.size),
-                f"labels must be 1-D (N,), got shape {labels.shape}",
-            )
-        )
-        return ValidationReport("prepared_data", False, tuple(outcomes))
-    n = int(labels.shape[0])
-
-    names = list(modalities)
-    if presence is not None:
-        presence = np.asarray(presence)
-        if presence.shape != (n, len(names)):
-            outcomes.append(
-                ExpectationOutcome(
-                    SHAPE_EXPECTATION,
-                    "presence",
-                    False,
-                    n,
-                    n,
-                    f"presence shape {presence.shape} != expected {(n, len(names))} "
-                    f"(columns follow modalities order {names})",
-                )
-            )
-            presence = None
-        else:
-            presence = presence.astype(bool)
-
-    good: list[str] = []
-    for m in list(expected_shapes) + [k for k in names if k not in expected_shapes]:
-        if m not in modalities:
-            outcomes.append(
-                ExpectationOutcome(
-                    SHAPE_EXPECTATION,
-                    m,
-                    False,
-                    0,
-                    0,
-                    f"modality missing, expected per-sample shape {tuple(expected_shapes[m])}",
-                )
-            )
-            continue
-        arr = np.asarray(modalities[m])
-        count = int(arr.shape[0]) if arr.ndim >= 1 else 0
-        if m not in expected_shapes:
-            outcomes.append(
-                ExpectationOutcome(
-                    SHAPE_EXPECTATION,
-                    m,
-                    False,
-                    count,
-                    count,
-                    f"unexpected modality with shape {arr.shape} (no expected shape)",
-                )
-            )
-            continue
-        want = tuple(int(s) for s in expected_shapes[m])
-        got = tuple(arr.shape[1:]) if arr.ndim >= 1 else ()
-        if arr.ndim < 1 or got != want:
-            outcomes.append(
-                ExpectationOutcome(
-                    SHAPE_EXPECTATION,
-                    m,
-                    False,
-                    count,
-                    count,
-                    f"per-sample shape {got} != expected {want}",
-                )
-            )
-        elif count != n:
-            outcomes.append(
-                ExpectationOutcome(
-                    SHAPE_EXPECTATION,
-                    m,
-                    False,
-                    abs(count - n),
-                    max(count, n),
-                    f"{count} samples but {n} labels",
-                )
-            )
-        elif arr.dtype.kind not in "biuf":
-            outcomes.append(
-                ExpectationOutcome(
-                    SHAPE_EXPECTATION, m, False, count, count, f"dtype {arr.dtype} is not numeric"
-                )
-            )
-        else:
-            outcomes.append(
-                ExpectationOutcome(SHAPE_EXPECTATION, m, True, 0, count, f"per-sample shape {got}")
-            )
-            good.append(m)
-
+        detail = f"labels must be 1-D (N,), got shape {labels.shape}"
+        return ValidationReport("prepared_data", False, (_shape_outcome("label", False, labels.size, labels.size, detail),))
+    n, names = int(labels.shape[0]), list(modalities)
+    presence, bad_presence = _presence(presence, n, names)
+    outcomes, good = _structure(modalities, expected_shapes, n)
+    outcomes += [bad_presence] if bad_presence else []
     columns: dict[str, np.ndarray] = {"label": labels}
-    specs: list[_Spec] = [
-        (
-            "ExpectColumnValuesToNotBeNull",
-            {"column": "label"},
-            "label",
-            lambda ok: "labels must not be null",
-        ),
-    ]
-    label_set = list(range(int(num_classes)))
-    with np.errstate(invalid="ignore"):
-        lab_num = labels.astype(np.float64) if labels.dtype.kind in "biuf" else None
-    if lab_num is not None and np.isfinite(lab_num).any():
-        lab_range = f"observed [{_fmt(np.nanmin(lab_num))}, {_fmt(np.nanmax(lab_num))}]"
-    else:
-        lab_range = "no numeric labels"
-    specs.append(
-        (
-            "ExpectColumnValuesToBeInSet",
-            {"column": "label", "value_set": label_set},
-            "label",
-            lambda ok: f"{lab_range}, allowed 0..{num_classes - 1}",
-        )
-    )
-
+    specs = _label_specs(labels, num_classes) + _presence_specs(presence, names, columns)
     for m in good:
-        j = names.index(m)
-        present = presence[:, j] if presence is not None else None
-        nonfinite, lo, hi = _sample_stats(np.asarray(modalities[m]), present)
-        columns[f"{m}_nonfinite"] = nonfinite
-        total_bad = int(nonfinite.sum())
-        specs.append(
-            (
-                "ExpectColumnValuesToBeBetween",
-                {"column": f"{m}_nonfinite", "min_value": 0, "max_value": 0},
-                f"{m}_nonfinite",
-                lambda ok, t=total_bad: f"{t} NaN/inf values in total",
-            ),
-        )
-        if m in value_bounds:
-            low, high = (float(v) for v in value_bounds[m])
-            columns[f"{m}_min"] = lo
-            columns[f"{m}_max"] = hi
-            obs_lo = np.nanmin(lo) if np.isfinite(lo).any() else np.nan
-            obs_hi = np.nanmax(hi) if np.isfinite(hi).any() else np.nan
-            rng = f"[{_fmt(low)}, {_fmt(high)}]"
-            specs.append(
-                (
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": f"{m}_min", "min_value": low},
-                    f"{m}_min",
-                    lambda ok, a=obs_lo, b=obs_hi, r=rng: (
-                        f"min={_fmt(a)} max={_fmt(b)} {'within' if ok else 'not within'} {r}"
-                    ),
-                ),
-            )
-            specs.append(
-                (
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": f"{m}_max", "max_value": high},
-                    f"{m}_max",
-                    lambda ok, a=obs_lo, b=obs_hi, r=rng: (
-                        f"min={_fmt(a)} max={_fmt(b)} {'within' if ok else 'not within'} {r}"
-                    ),
-                ),
-            )
+        present = presence[:, names.index(m)]
+        specs += _value_specs(m, np.asarray(modalities[m]), present, value_bounds.get(m), columns)
     specs.append(_row_count_spec(n))
-
-    df = pd.DataFrame(columns, copy=False)
-    outcomes.extend(_run_gx("prepared_data", df, specs))
-    return ValidationReport("prepared_data", all(o.success for o in outcomes), tuple(outcomes))
+    outcomes.extend(_run_gx("prepared_data", pd.DataFrame(columns, copy=False), specs))
+    rates = {m: float(presence[:, j].mean()) if n else 0.0 for j, m in enumerate(names)}
+    return ValidationReport("prepared_data", all(o.success for o in outcomes), tuple(outcomes), rates)
 
 
 # --------------------------------------------------------------------------- partitions
+
+
+def _data_missing_specs(clients: pandas.DataFrame, columns: dict[str, Any]) -> list[_Spec]:
+    """Each modality's missing rate in the clients' own data (before the simulated mask), reported beside the
+    simulated rates: a rate in [0, 1], with the range over clients in the details."""
+    specs: list[_Spec] = []
+    for col in sorted(c for c in map(str, clients.columns) if c.startswith("data_missing_rate_")):
+        values = clients[col].to_numpy(dtype=np.float64)
+        columns[col] = values
+        spread = f"{_fmt(values.min())}..{_fmt(values.max())}" if len(values) else "n/a"
+        specs.append(("ExpectColumnValuesToBeBetween", {"column": col, "min_value": 0.0, "max_value": 1.0}, col,
+                      lambda ok, r=spread: f"missing in the data (before the mask) per client: {r}"))
+    return specs
 
 
 def validate_partitions(
@@ -557,6 +532,7 @@ def validate_partitions(
                 ),
             ),
         )
+    specs += _data_missing_specs(clients, columns)
     specs.append(_row_count_spec(n))
 
     df = pd.DataFrame(columns, index=pd.RangeIndex(n))

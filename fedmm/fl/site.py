@@ -109,6 +109,7 @@ class Site:
             num_classes=spec.num_classes,
             expected_shapes={name: tuple(shape) for name, shape in spec.sample_shapes.items()},
             value_bounds={name: tuple(bounds) for name, bounds in run.value_bounds.items()},
+            presence=self.dataset.presence_of(run.modalities),
         )
 
     def _prepare(self, run: RunSpec) -> None:
@@ -121,6 +122,7 @@ class Site:
             {name: self.dataset.modalities[name] for name in run.modalities}, self.dataset.labels, self.client_id,
             run.num_clients, config.mask, config.partition.label_fraction,
             CorruptionPlan(config.corruption, config.seed), config.seed, run.model_spec.num_classes,
+            self.dataset.presence_of(run.modalities),
         )
         self._data = TensorData.from_numpy(inputs, presence, labels, self.device)
         self._worker = Worker(build_model(run.model_spec, config.seed).to(self.device))

@@ -35,9 +35,9 @@ def evaluation_sets(
 ) -> dict[str, TensorData]:
     """Validation and test sets present in the prepared data, keyed by split name.
 
-    When the partition's mask removes modalities, ``test_missing`` is the test split under
-    that mask (:func:`held_out_presence`, with the partition's seed; samples left with no
-    modality dropped).
+    Splits keep the data's own missingness. When the partition's mask removes modalities,
+    ``test_missing`` is the test split under that mask as well (:func:`held_out_presence`, with
+    the partition's seed; samples left with no modality dropped).
     """
     sets = {
         name: split_tensors(prepared, name, device)
@@ -48,6 +48,7 @@ def evaluation_sets(
     if mask != MaskConfig():
         index = prepared.indices("test")
         presence = held_out_presence(mask, list(prepared.dataset.modalities), len(index), federated.report.seed)
+        presence &= prepared.dataset.presence[index]
         keep = presence.any(axis=1)
         index, presence = index[keep], presence[keep]
         sets["test_missing"] = TensorData.from_numpy(

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fedmm.errors import UserError
 from fedmm.impute.base import ImputationError, Imputer, standardized_blocks
 from fedmm.impute.config import MISSING, RANDOM, RATES
 from fedmm.impute.report import ImputationReport
@@ -35,6 +36,26 @@ from fedmm.metrics import classification_metrics
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.seeding import rng_for
 from fedmm.tensors import TensorData
+
+MIN_COMPLETE_SAMPLES = 10
+"""Imputation is scored on samples that have every modality (the ground truth); fewer than this is refused."""
+
+
+class TooFewCompleteError(ImputationError, UserError):
+    """A split has too few complete samples to score imputation on."""
+
+
+def complete_samples(data: TensorData, owners: np.ndarray, what: str) -> tuple[TensorData, np.ndarray]:
+    """The samples of ``data`` (and their owners) that have every modality; too few is a one-line error."""
+    complete = data.mask.all(dim=1)
+    count = int(complete.sum())
+    if count < MIN_COMPLETE_SAMPLES:
+        raise TooFewCompleteError(
+            f"the {what} split has {count} of {len(data)} samples with every modality; imputation is scored against "
+            f"complete samples and needs at least {MIN_COMPLETE_SAMPLES}: leave impute.imputers empty for this data"
+        )
+    index = torch.nonzero(complete).flatten()
+    return data.take(index), owners[index.cpu().numpy()]
 
 
 def default_patterns(modalities: list[str]) -> list[str]:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from fedmm.impute.base import ImputationError, Imputer
 from fedmm.impute.config import Candidate, ImputeConfig
-from fedmm.impute.evaluate import evaluate_imputation
+from fedmm.impute.evaluate import complete_samples, evaluate_imputation
 from fedmm.impute.registry import make_imputer
 from fedmm.impute.report import ImputationReport
 from fedmm.models.multimodal import MultimodalNet
@@ -95,12 +95,18 @@ def evaluate_selected(
 ) -> tuple[ImputationReport, dict[str, Imputer]]:
     """Choose settings on ``validation`` (data, owners), then score the chosen imputers on ``test`` (data, owners).
 
+    Both are restricted to their samples that have every modality (:func:`complete_samples`);
+    the report's ``meta["complete_samples"]`` says how many of the test split's that left.
     Returns the report, whose ``meta["selection"]`` holds every candidate's validation score, and the imputers.
     """
+    needs_validation = any(config.select.get(name) for name in config.imputers)
+    if needs_validation and len(validation[0]):
+        validation = complete_samples(*validation, "validation")
     selection = select_imputers(config, clients, model, *validation, seed)
-    (data, owners) = test
+    data, owners = complete_samples(*test, "test")
     report = evaluate_imputation(model, data, selection.imputers, owners, seed, list(config.patterns) or None, config.rates)
     report.meta["selection"] = selection.table.to_dict("records")
+    report.meta["complete_samples"] = {"samples": len(data), "of": len(test[0])}
     return report, selection.imputers
 
 

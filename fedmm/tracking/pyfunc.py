@@ -1,8 +1,9 @@
 """The registered model: an MLflow pyfunc over the multimodal network.
 
 Input: a dict of arrays, one per modality (float32, (B, C, T) or (B, D)) plus ``mask``
-(float32 (B, M), 1 where the modality is present, in the model's modality order).
-Output: class probabilities (B, K).
+(float32 (B, M), 1 where the modality is present, in the model's modality order). A sample
+without a modality has 0 in that mask column; its values there are ignored (any filler,
+NaN included). Output: class probabilities (B, K).
 
 The model is saved with MLflow's models-from-code: the class comes from
 ``model_code.py`` (copied into the model), the weights are the predictor's npz/JSON files,
@@ -51,8 +52,12 @@ def predict_probabilities(model: torch.nn.Module, arrays: dict[str, np.ndarray])
     missing = [name for name in [*modalities, MASK_KEY] if name not in arrays]
     if missing:
         raise ValueError(f"model input lacks {missing}; expected {modalities} and {MASK_KEY!r}")
-    inputs = {name: torch.as_tensor(np.asarray(arrays[name]), dtype=torch.float32) for name in modalities}
     mask = torch.as_tensor(np.asarray(arrays[MASK_KEY])) > 0.5
+    inputs = {}
+    for m, name in enumerate(modalities):
+        values = torch.as_tensor(np.asarray(arrays[name]), dtype=torch.float32)
+        present = mask[:, m].reshape(-1, *[1] * (values.ndim - 1))
+        inputs[name] = torch.where(present, values, torch.zeros((), dtype=values.dtype))
     return torch.softmax(model(inputs, mask), dim=1).numpy()
 
 
@@ -64,6 +69,25 @@ def model_modalities(model: torch.nn.Module) -> list[str]:
 def model_input(arrays: dict[str, np.ndarray], presence: np.ndarray) -> dict[str, np.ndarray]:
     """The pyfunc input dict for per-modality arrays and a boolean presence matrix."""
     return {**{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}, MASK_KEY: presence.astype(np.float32)}
+
+
+EXAMPLE_ROWS = 4
+
+
+def input_example(dataset) -> dict[str, np.ndarray]:
+    """The registered input example: a few samples of ``dataset`` (a MultimodalDataset), showing the presence mask.
+
+    Samples that lack a modality come first when the data has them; otherwise the last row
+    has its last modality marked absent (zeroed), so the example shows how missing input is given.
+    """
+    incomplete = np.flatnonzero(~dataset.presence.all(axis=1))[: EXAMPLE_ROWS // 2]
+    rows = np.concatenate([incomplete, np.setdiff1d(np.arange(len(dataset)), incomplete)[: EXAMPLE_ROWS - len(incomplete)]])
+    presence = dataset.presence[rows].copy()
+    if presence.all() and len(rows) > 1:
+        presence[-1, -1] = False
+    arrays = {name: np.where(presence[:, m].reshape(-1, *[1] * (array.ndim - 1)), array[rows], 0.0)
+              for m, (name, array) in enumerate(dataset.modalities.items())}
+    return model_input(arrays, presence)
 
 
 def directory_sha256(folder: str | Path) -> str:

@@ -45,6 +45,7 @@ from fedmm.tracking import tags as T
 from fedmm.tracking.compare import paired_difference
 from fedmm.tracking.pyfunc import (
     TamperedModelError,
+    input_example,
     load_verified,
     model_input,
     predict_probabilities,
@@ -121,8 +122,7 @@ class PromotionDecision:
 
 
 def _test_inputs(test_set: MultimodalDataset) -> dict[str, np.ndarray]:
-    presence = np.ones((len(test_set), len(test_set.modalities)), dtype=bool)
-    return model_input(test_set.modalities, presence)
+    return model_input(test_set.modalities, test_set.presence)
 
 
 def _ensure_registered_model(model_name: str) -> None:
@@ -153,7 +153,7 @@ def register_model(
         write_npz(folder / "test_set.npz", test_set.to_arrays())
         mlflow_client.log_artifact(run_id, str(folder / "test_set.npz"), "eval")
         network = result.save_predictor(folder / "network")
-        example = {k: v[:4] for k, v in _test_inputs(test_set).items()}
+        example = input_example(test_set)
         signature = infer_signature(example, predict_probabilities(load_predictor(network), example))
         digest = save_pyfunc(folder / MODEL_ARTIFACT, network, example, signature)
         return register_saved(run_id, model_name, folder / MODEL_ARTIFACT, digest, tags)

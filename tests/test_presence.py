@@ -1,0 +1,141 @@
+"""Missing modalities as users have them: ``present/<modality>`` in the file, through validation, partition,
+evaluation sets and sites; and the file checks that refuse hostile or careless inputs before allocating."""
+
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+from presence_support import write_presence_npz
+
+from fedmm.config import CorruptionConfig, DataConfig, MaskConfig, PartitionConfig
+from fedmm.data.corruption import CorruptionPlan
+from fedmm.data.dataset import DatasetError, MultimodalDataset, load_npz
+from fedmm.data.federated import partition_and_mask, site_arrays, split_tensors
+from fedmm.data.prepare import prepare
+from fedmm.data.sources import read_npz_file
+from fedmm.data.validation import validate_dataset, validate_partitions
+from fedmm.impute.evaluate import TooFewCompleteError, complete_samples
+from fedmm.tracking.pyfunc import MASK_KEY, input_example
+
+
+@pytest.fixture(scope="module")
+def presence_file(tmp_path_factory):
+    return write_presence_npz(tmp_path_factory.mktemp("presence") / "mine.npz")
+
+
+def test_presence_is_read_and_absent_values_are_ignored(presence_file):
+    dataset = load_npz(presence_file)
+    raw = np.load(presence_file)
+    np.testing.assert_array_equal(dataset.presence[:, 1], raw["present/gyro"])
+    assert dataset.presence[:, 0].all() and not dataset.presence[raw["subject"] == 0, 2].any()
+    assert dataset.presence_rates()["gyro"] == pytest.approx(raw["present/gyro"].mean())
+    assert np.isfinite(dataset.modalities["gyro"]).all()  # the NaN filler is read as 0
+    assert not dataset.modalities["mag"][~dataset.presence[:, 2]].any()  # so is the 999 filler
+    again = MultimodalDataset.from_arrays(dataset.to_arrays())  # the prepared artifact keeps the presence
+    np.testing.assert_array_equal(again.presence, dataset.presence)
+    complete = MultimodalDataset.from_arrays({k: v for k, v in raw.items() if not k.startswith("present/")})
+    assert complete.presence.all() and "present/gyro" not in complete.to_arrays()
+
+
+def test_normalisation_and_bounds_come_from_present_values_only(presence_file):
+    prepared = prepare(DataConfig(source="npz", path=str(presence_file), holdout_subjects=0), seed=0)
+    train = prepared.indices("train")
+    mag = prepared.dataset.modalities["mag"][train[prepared.dataset.presence[train, 2]]]
+    np.testing.assert_allclose(prepared.stats["mag"][0], mag.mean(0), rtol=1e-5)
+    assert prepared.manifest["value_bounds"]["mag"][1] < 100  # the 999 filler moved nothing
+    test = prepared.manifest["splits"]["test"]
+    assert test["presence_rate"]["acc"] == 1.0 and 0 < test["complete"] < test["samples"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.update({"present/audio": np.ones(len(a["labels"]), bool)}), "present/audio names no modality"),
+    (lambda a: a.update({"present/gyro": a["present/gyro"][:-1]}), r"present/gyro must be a bool array of shape \(192,\)"),
+    (lambda a: a.update({"present/acc": np.zeros(len(a["labels"]), bool)}), r"sample\(s\) have no modality present"),
+    (lambda a: a.update({"modality/acc": a["modality/acc"] * 1j}), "modality 'acc' is complex"),
+    (lambda a: a.update({"modality/acc": a["modality/acc"].astype(str)}), "modality 'acc' is string"),
+    (lambda a: a.update({"channel_names/acc": np.array(list("abcdefg"))}), "channel_names/acc has 7 names for 3 channels"),
+    (lambda a: a.update({"labels": np.r_[a["labels"][:-1], 2**40]}), "label 1099511627776 but only 192 samples"),
+])
+def test_bad_files_are_one_line(presence_file, tmp_path, change, message):
+    arrays = dict(np.load(presence_file))
+    change(arrays)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DatasetError, match=message) as error:
+        read_npz_file(tmp_path / "bad.npz")
+    assert "\n" not in str(error.value)
+
+
+def test_forged_npy_header_is_refused_before_allocating(tmp_path):
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (600000000000,), }"
+    header += " " * (63 - len(header) % 64) + "\n"
+    with zipfile.ZipFile(tmp_path / "forged.npz", "w") as archive:
+        archive.writestr("labels.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\0" * 64)
+    with pytest.raises(DatasetError, match=r"labels.npy declares 4800000000000 bytes in a \d+-byte member"):
+        read_npz_file(tmp_path / "forged.npz")
+
+
+def test_validation_checks_values_where_present_and_reports_rates(presence_file):
+    dataset = load_npz(presence_file)
+    modalities = {name: array.copy() for name, array in dataset.modalities.items()}
+    shapes = dataset.sample_shapes()
+    modalities["gyro"][~dataset.presence[:, 1]] = np.nan  # absent: not checked
+    report = validate_dataset(modalities, dataset.labels, 3, shapes, {}, dataset.presence)
+    assert report.success, report.failed()
+    assert report.presence_rates == pytest.approx(dataset.presence_rates())
+    rate = [o for o in report.outcomes if o.column == "present_gyro"][0]
+    assert f"presence rate {dataset.presence_rates()['gyro']:.4f}" in rate.details
+    present = np.flatnonzero(dataset.presence[:, 1])[:2]
+    modalities["gyro"][present, 0, 0] = np.nan
+    empty = dataset.presence.copy()
+    empty[5] = False
+    report = validate_dataset(modalities, dataset.labels, 3, shapes, {}, empty)
+    failed = {o.column: o for o in report.failed()}
+    assert set(failed) == {"gyro_nonfinite", "modalities_present"}
+    assert "2 NaN/inf values where the modality is present" in failed["gyro_nonfinite"].details
+    assert failed["modalities_present"].unexpected_count == 1
+
+
+def test_training_mask_is_data_presence_and_simulated_mask(presence_file):
+    prepared = prepare(DataConfig(source="npz", path=str(presence_file), holdout_subjects=0), seed=0)
+    mask = MaskConfig(missing_rate={"acc": 0.5})
+    federated = partition_and_mask(prepared, PartitionConfig(scheme="natural", min_samples=5), mask, seed=0)
+    in_data = prepared.dataset.presence[federated.pool_index]
+    alone = partition_and_mask(prepared, PartitionConfig(scheme="natural", min_samples=5), MaskConfig(), seed=0)
+    np.testing.assert_array_equal(alone.presence, in_data)
+    assert (federated.presence <= in_data).all() and (federated.presence[:, 0] < in_data[:, 0]).any()
+    row = federated.report.clients[0]  # subject 0: mag absent from its data entirely
+    assert row.data_missing_rate["mag"] == 1.0 and row.kept_rate["mag"] == 1.0
+    assert abs(row.realised_rate["acc"] - 0.5) < 0.2 and row.realised_rate["mag"] == 0.0
+    kept = federated.presence[federated.client == 0].any(axis=1).sum()
+    assert row.n_samples == kept  # acc masked and no gyro nor mag: dropped, not counted for min_samples
+    table = federated.client_table()
+    report = validate_partitions(table, min_samples=5, tolerance=0.2)
+    assert report.success, report.failed()
+    data_rate = [o for o in report.outcomes if o.column == "data_missing_rate_mag"][0]
+    assert "missing in the data (before the mask) per client: 0..1" in data_rate.details
+
+
+def test_evaluation_sets_and_sites_keep_real_missingness(presence_file):
+    prepared = prepare(DataConfig(source="npz", path=str(presence_file), holdout_subjects=0), seed=0)
+    test, complete = split_tensors(prepared, "test", "cpu"), split_tensors(prepared, "test", "cpu", complete=True)
+    expected = prepared.dataset.presence[prepared.indices("test")]
+    np.testing.assert_array_equal(test.mask.numpy(), expected)
+    assert len(complete) == expected.all(axis=1).sum() and bool(complete.mask.all())
+    owners = np.arange(len(test))
+    subset, owned = complete_samples(test, owners, "test")
+    np.testing.assert_array_equal(owned, np.flatnonzero(expected.all(axis=1)))
+    with pytest.raises(TooFewCompleteError, match=r"the test split has 0 of \d+ samples with every modality"):
+        complete_samples(test.take(test.mask.all(1).logical_not().nonzero().flatten()), owners, "test")
+    site = load_npz(presence_file)
+    inputs, presence, _ = site_arrays(site.modalities, site.labels, 0, 4, MaskConfig(), 1.0, CorruptionPlan(CorruptionConfig(), 0), 0, 3,
+                                      site.presence_of(["acc", "gyro", "mag"]))
+    np.testing.assert_array_equal(presence, site.presence)
+    assert not inputs["gyro"][~presence[:, 1]].any()
+
+
+def test_input_example_shows_an_absent_modality(presence_file):
+    example = input_example(load_npz(presence_file))
+    assert set(example) == {"acc", "gyro", "mag", MASK_KEY}
+    assert (example[MASK_KEY] == 0).any() and np.isfinite(example["gyro"]).all()
+
