@@ -39,6 +39,9 @@ class DataConfig(_Section):
     stride: int = Field(50, ge=1, description="step between window starts")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of recordings held out for test")
     val_fraction: float = Field(0.15, ge=0, lt=1, description="share of recordings held out for validation")
+    max_samples: int | None = Field(
+        None, ge=20, description="a seeded subsample of at most this many samples (tabular sources: clothing)"
+    )
     holdout_subjects: int | Literal["auto"] = Field(
         "auto",
         description="whole subjects held out as a second test set; 'auto' holds out one per five subjects, "

