@@ -13,7 +13,7 @@ def write_presence_npz(
 ) -> Path:
     """Three modalities (acc, gyro, mag), each carrying the class as a frequency; 3 classes, 4 subjects.
 
-    ``present/gyro`` is False for a seeded ``gyro_absent`` share of samples (NaN filler there);
+    ``present/gyro`` is False for exactly a seeded ``gyro_absent`` share of samples (NaN filler there);
     ``mag`` is absent from every sample of subject ``mag_absent_subject`` (finite filler 999),
     as a site that never had the sensor. acc is always present, so every sample has a modality.
     """
@@ -27,7 +27,8 @@ def write_presence_npz(
     acc = wave + 0.5 * rng.standard_normal((n, 3, 16))
     gyro = -wave + 0.3 * rng.standard_normal((n, 3, 16))
     mag = np.eye(3)[labels] + 0.2 * rng.standard_normal((n, 3))
-    gyro_present = rng.random(n) >= gyro_absent
+    gyro_present = np.ones(n, dtype=bool)
+    gyro_present[rng.permutation(n)[: int(round(gyro_absent * n))]] = False
     gyro[~gyro_present] = np.nan
     mag_present = subject != mag_absent_subject
     mag[~mag_present] = 999.0

@@ -6,15 +6,19 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import TINY
 from presence_support import write_presence_npz
 
-from fedmm.config import CorruptionConfig, DataConfig, MaskConfig, PartitionConfig
+from fedmm.config import CorruptionConfig, DataConfig, MaskConfig, PartitionConfig, load_config
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.dataset import DatasetError, MultimodalDataset, load_npz
-from fedmm.data.federated import partition_and_mask, site_arrays, split_tensors
+from fedmm.data.federated import client_arrays, partition_and_mask, site_arrays, split_tensors
 from fedmm.data.prepare import prepare
 from fedmm.data.sources import CLOTHING_SHA256, load_source, read_npz_file
 from fedmm.data.validation import validate_dataset, validate_partitions
+from fedmm.fl.federation import run_spec
+from fedmm.fl.site import Site, export_site_files
+from fedmm.fl.training import model_spec
 from fedmm.impute.evaluate import TooFewCompleteError, complete_samples
 from fedmm.tracking.pyfunc import MASK_KEY, input_example
 
@@ -150,3 +154,25 @@ def test_clothing_reviews_have_genuinely_missing_text():
     assert dataset.class_names == ["not recommended", "recommended"] and 0.7 < dataset.labels.mean() < 0.9
     assert len(np.unique(dataset.subject)) >= 5  # departments, the natural clients
     assert not dataset.modalities["title"][~dataset.presence[:, 0]].any()
+
+
+def test_a_site_file_carries_its_presence_and_its_report_gives_the_rates(presence_file, tmp_path):
+    config = load_config(TINY, ["data.source=npz", f"data.path={presence_file}", "data.holdout_subjects=0",
+                                "mask.missing_rate={acc: 0.3}"])
+    prepared = prepare(config.data, config.seed)
+    federated = partition_and_mask(prepared, config.partition, config.mask, config.seed, config.corruption)
+    spec = model_spec(config, prepared)
+    run = run_spec(config, prepared, federated, spec, "f" * 64)
+    rates = []
+    for client, path in enumerate(export_site_files(prepared, federated, tmp_path)):
+        site = Site(path, client, tmp_path / f"state_{client}")
+        report = site.validate(run)
+        assert report.success and report.presence_rates == pytest.approx(site.dataset.presence_rates())
+        rates.append(report.presence_rates)
+        at_site = site_arrays(
+            site.dataset.modalities, site.dataset.labels, client, federated.num_clients, config.mask, 1.0,
+            CorruptionPlan(config.corruption, config.seed), config.seed, 3, site.dataset.presence_of(federated.modalities),
+        )
+        central = client_arrays(prepared, federated, client)
+        np.testing.assert_array_equal(at_site[1], central[1])  # the data's presence AND the site's own mask draws
+    assert [r["mag"] == 0.0 for r in rates] == [True, False, False, False]  # subject 0's site never had it

@@ -20,7 +20,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 from fedmm.artifacts import sha256_file
 from fedmm.config import DataConfig
 from fedmm.data.dataset import MODALITY_PREFIX, DatasetError, MultimodalDataset, load_npz
-from fedmm.seeding import rng_for
 
 SMARTWATCH_SHA256 = "eb122f23cdf06ef6bd6c6c5312958ec5cf9d038e2e6d457b8081662c75a42537"
 SMARTWATCH_FILE = ("data", "watch_dataset.npy")
@@ -195,6 +194,8 @@ def load_clothing(config: DataConfig, info: SourceInfo) -> MultimodalDataset:
     labels on every review loaded (test included), as a fixed feature extractor.
     """
     import pandas as pd
+
+    from fedmm.seeding import rng_for  # imports torch: not at module level (the CLI's config errors avoid it)
 
     verify_sha256(info.path, info.sha256)
     table = pd.read_parquet(info.path).dropna(subset=["Department Name"]).reset_index(drop=True)
