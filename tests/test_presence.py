@@ -19,7 +19,10 @@ from fedmm.data.validation import validate_dataset, validate_partitions
 from fedmm.fl.federation import run_spec
 from fedmm.fl.site import Site, export_site_files
 from fedmm.fl.training import model_spec
+from fedmm.impute.clients import client_datasets
 from fedmm.impute.evaluate import TooFewCompleteError, complete_samples
+from fedmm.impute.select import evaluate_selected
+from fedmm.models.multimodal import build_model
 from fedmm.tracking.pyfunc import MASK_KEY, input_example
 
 
@@ -176,3 +179,18 @@ def test_a_site_file_carries_its_presence_and_its_report_gives_the_rates(presenc
         central = client_arrays(prepared, federated, client)
         np.testing.assert_array_equal(at_site[1], central[1])  # the data's presence AND the site's own mask draws
     assert [r["mag"] == 0.0 for r in rates] == [True, False, False, False]  # subject 0's site never had it
+
+
+def test_imputation_is_scored_on_complete_samples_and_says_how_many(presence_file):
+    config = load_config(TINY, ["data.source=npz", f"data.path={presence_file}", "data.holdout_subjects=0",
+                                "impute.imputers=[zero, mean]", "impute.select={}", "impute.rates=[0.5]"])
+    prepared = prepare(config.data, config.seed)
+    federated = partition_and_mask(prepared, config.partition, config.mask, config.seed)
+    model = build_model(model_spec(config, prepared), 0)
+    split = lambda name: (split_tensors(prepared, name, "cpu"), np.zeros(len(prepared.indices(name)), int))  # noqa: E731
+    report, _ = evaluate_selected(config.impute, client_datasets(prepared, federated), model, split("val"),
+                                  split("test"), config.seed)
+    complete = int(prepared.dataset.presence[prepared.indices("test")].all(axis=1).sum())
+    assert report.meta["complete_samples"] == {"samples": complete, "of": len(prepared.indices("test"))}
+    assert (report.table["samples"] == complete).all() and report.table["nrmse_latent"].notna().all()
+    assert f"Scored on the {complete} of {len(prepared.indices('test'))} test samples" in report.markdown()

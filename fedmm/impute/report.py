@@ -51,6 +51,10 @@ class ImputationReport:
     def markdown(self) -> str:
         """The table, how to read ``gap_recovered``, and the settings chosen on the validation split (if any)."""
         text = markdown_table(self.table[list(MARKDOWN_COLUMNS)]) + "\n" + LEGEND + "\n"
+        complete = self.meta.get("complete_samples")
+        if complete and complete["samples"] < complete["of"]:
+            text += (f"\nScored on the {complete['samples']} of {complete['of']} test samples that have every "
+                     "modality (the ground truth); the others lack one in the data itself.\n")
         if self.meta.get("selection"):
             text += ("\nSettings chosen on the validation split (candidates of impute.select, scored by the mean "
                      "gap recovered there; the test split scores only the chosen ones):\n\n"
