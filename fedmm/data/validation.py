@@ -441,6 +441,50 @@ def _data_missing_specs(clients: pandas.DataFrame, columns: dict[str, Any]) -> l
     return specs
 
 
+def _numbers(clients: pandas.DataFrame, column: str) -> np.ndarray:
+    import pandas as pd
+
+    return pd.to_numeric(clients[column], errors="coerce").to_numpy(dtype=np.float64)
+
+
+def _missing_columns(cols: list[str], req: set[str], real: set[str], n: int) -> list[ExpectationOutcome]:
+    """Failures for the required columns and the per-modality rate columns that are missing."""
+    outcomes = [ExpectationOutcome(COLUMN_EXISTS_EXPECTATION, c, False, n, n, "required column missing")
+                for c in ("client", "n_samples") if c not in cols]
+    for m in sorted(req ^ real):
+        missing = f"realised_rate_{m}" if m in req else f"requested_rate_{m}"
+        outcomes.append(ExpectationOutcome(COLUMN_EXISTS_EXPECTATION, missing, False, n, n, "column missing for modality"))
+    return outcomes
+
+
+def _size_specs(clients: pandas.DataFrame, min_samples: int, columns: dict[str, Any]) -> list[_Spec]:
+    """``n_samples`` a number and at least ``min_samples`` for every client."""
+    sizes = columns["n_samples"] = _numbers(clients, "n_samples")
+    smallest = _fmt(np.nanmin(sizes)) if np.isfinite(sizes).any() else "nan"
+    return [
+        ("ExpectColumnValuesToNotBeNull", {"column": "n_samples"}, "n_samples", lambda ok: "n_samples must be a number"),
+        ("ExpectColumnValuesToBeBetween", {"column": "n_samples", "min_value": int(min_samples)}, "n_samples",
+         lambda ok: f"smallest client has {smallest} samples, need >= {int(min_samples)}"),
+    ]
+
+
+def _rate_spec(clients: pandas.DataFrame, m: str, tolerance: float, sampling_z: float, columns: dict[str, Any]) -> _Spec:
+    """The realised simulated missing rate of modality ``m`` within tolerance plus binomial spread of the request."""
+    requested, realised = _numbers(clients, f"requested_rate_{m}"), _numbers(clients, f"realised_rate_{m}")
+    drawn = _numbers(clients, "n_samples")
+    if "n_dropped" in clients.columns:
+        drawn = drawn + _numbers(clients, "n_dropped")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = sampling_z * np.sqrt(np.clip(requested * (1 - requested), 0, None) / np.maximum(drawn, 1))
+    dev = np.abs(realised - requested) - spread
+    dev = np.where(np.isnan(dev), np.inf, dev)  # NaN must fail, GX would skip it as missing
+    col = f"excess_deviation_{m}"
+    columns[col] = dev
+    worst = _fmt(dev.max()) if dev.size else "n/a"
+    return ("ExpectColumnValuesToBeBetween", {"column": col, "max_value": float(tolerance) + _TOL_EPS}, col,
+            lambda ok: f"max |realised - requested| - {_fmt(sampling_z)} sd = {worst}, tolerance {_fmt(tolerance)}")
+
+
 def validate_partitions(
     clients: pandas.DataFrame,
     min_samples: int,
@@ -454,87 +498,22 @@ def validate_partitions(
     ``>= min_samples``; per modality ``|realised - requested| <= tolerance + z * sd``, where
     ``sd = sqrt(r (1 - r) / n)`` is the binomial spread of a rate r drawn over the client's n
     samples (``n_samples + n_dropped`` when the table has ``n_dropped``), so small clients are
-    not failed for honest sampling noise (a NaN rate counts as a violation); at least one
+    not failed for honest sampling noise (a NaN rate counts as a violation); the data's own
+    missing rates (``data_missing_rate_{m}``, when given) reported beside them; at least one
     client row. Missing columns are reported as failures.
     """
     import pandas as pd
 
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-
-    outcomes: list[ExpectationOutcome] = []
-    n = int(len(clients))
-    cols = [str(c) for c in clients.columns]
-    req = {c[len("requested_rate_") :] for c in cols if c.startswith("requested_rate_")}
-    real = {c[len("realised_rate_") :] for c in cols if c.startswith("realised_rate_")}
-
-    for c in ("client", "n_samples"):
-        if c not in cols:
-            outcomes.append(
-                ExpectationOutcome(
-                    COLUMN_EXISTS_EXPECTATION, c, False, n, n, "required column missing"
-                )
-            )
-    for m in sorted(req ^ real):
-        missing = f"realised_rate_{m}" if m in req else f"requested_rate_{m}"
-        outcomes.append(
-            ExpectationOutcome(
-                COLUMN_EXISTS_EXPECTATION, missing, False, n, n, "column missing for modality"
-            )
-        )
-
+    n, cols = int(len(clients)), [str(c) for c in clients.columns]
+    req = {c[len("requested_rate_"):] for c in cols if c.startswith("requested_rate_")}
+    real = {c[len("realised_rate_"):] for c in cols if c.startswith("realised_rate_")}
+    outcomes = _missing_columns(cols, req, real, n)
     columns: dict[str, Any] = {}
-    specs: list[_Spec] = []
-    if "n_samples" in cols:
-        ns = pd.to_numeric(clients["n_samples"], errors="coerce").to_numpy(dtype=np.float64)
-        columns["n_samples"] = ns
-        smallest = _fmt(np.nanmin(ns)) if np.isfinite(ns).any() else "nan"
-        specs.append(
-            (
-                "ExpectColumnValuesToNotBeNull",
-                {"column": "n_samples"},
-                "n_samples",
-                lambda ok: "n_samples must be a number",
-            ),
-        )
-        specs.append(
-            (
-                "ExpectColumnValuesToBeBetween",
-                {"column": "n_samples", "min_value": int(min_samples)},
-                "n_samples",
-                lambda ok: f"smallest client has {smallest} samples, need >= {int(min_samples)}",
-            ),
-        )
-    for m in sorted(req & real):
-        requested = pd.to_numeric(clients[f"requested_rate_{m}"], errors="coerce").to_numpy(
-            dtype=np.float64
-        )
-        realised = pd.to_numeric(clients[f"realised_rate_{m}"], errors="coerce").to_numpy(
-            dtype=np.float64
-        )
-        drawn = pd.to_numeric(clients["n_samples"], errors="coerce").to_numpy(dtype=np.float64)
-        if "n_dropped" in cols:
-            drawn = drawn + pd.to_numeric(clients["n_dropped"], errors="coerce").to_numpy(dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            spread = sampling_z * np.sqrt(np.clip(requested * (1 - requested), 0, None) / np.maximum(drawn, 1))
-        dev = np.abs(realised - requested) - spread
-        dev = np.where(np.isnan(dev), np.inf, dev)  # NaN must fail, GX would skip it as missing
-        col = f"excess_deviation_{m}"
-        columns[col] = dev
-        worst = _fmt(dev.max()) if dev.size else "n/a"
-        specs.append(
-            (
-                "ExpectColumnValuesToBeBetween",
-                {"column": col, "max_value": float(tolerance) + _TOL_EPS},
-                col,
-                lambda ok, w=worst: (
-                    f"max |realised - requested| - {_fmt(sampling_z)} sd = {w}, tolerance {_fmt(tolerance)}"
-                ),
-            ),
-        )
+    specs = _size_specs(clients, min_samples, columns) if "n_samples" in cols else []
+    specs += [_rate_spec(clients, m, tolerance, sampling_z, columns) for m in sorted(req & real)]
     specs += _data_missing_specs(clients, columns)
     specs.append(_row_count_spec(n))
-
-    df = pd.DataFrame(columns, index=pd.RangeIndex(n))
-    outcomes.extend(_run_gx("partitions", df, specs))
+    outcomes.extend(_run_gx("partitions", pd.DataFrame(columns, index=pd.RangeIndex(n)), specs))
     return ValidationReport("partitions", all(o.success for o in outcomes), tuple(outcomes))
