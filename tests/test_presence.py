@@ -9,7 +9,8 @@ import pytest
 from conftest import TINY
 from presence_support import write_presence_npz
 
-from fedmm.config import CorruptionConfig, DataConfig, MaskConfig, PartitionConfig, load_config
+from fedmm.audit.report import audit_validation
+from fedmm.config import AuditConfig, CorruptionConfig, DataConfig, MaskConfig, PartitionConfig, load_config
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.dataset import DatasetError, MultimodalDataset, load_npz
 from fedmm.data.federated import client_arrays, partition_and_mask, site_arrays, split_tensors
@@ -125,6 +126,8 @@ def test_training_mask_is_data_presence_and_simulated_mask(presence_file):
 
 def test_evaluation_sets_and_sites_keep_real_missingness(presence_file):
     prepared = prepare(DataConfig(source="npz", path=str(presence_file), holdout_subjects=0), seed=0)
+    val, _, _ = audit_validation(prepared, AuditConfig())  # the audit's validation game scores real presence
+    np.testing.assert_array_equal(val.mask.numpy(), prepared.dataset.presence[prepared.indices("val")])
     test, complete = split_tensors(prepared, "test", "cpu"), split_tensors(prepared, "test", "cpu", complete=True)
     expected = prepared.dataset.presence[prepared.indices("test")]
     np.testing.assert_array_equal(test.mask.numpy(), expected)
