@@ -35,8 +35,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DataValidationError",
+    "Spec",
     "ExpectationOutcome",
     "ValidationReport",
+    "row_count_spec",
+    "run_gx",
     "validate_dataset",
     "validate_partitions",
 ]
@@ -166,10 +169,10 @@ def _fmt(x: Any) -> str:
 
 
 # An expectation spec: (GX class name, kwargs, column for the report, details(success)).
-_Spec = tuple[str, dict, str, Callable[[bool], str]]
+Spec = tuple[str, dict, str, Callable[[bool], str]]
 
 
-def _run_gx(suite_name: str, df: pandas.DataFrame, specs: list[_Spec]) -> list[ExpectationOutcome]:
+def run_gx(suite_name: str, df: pandas.DataFrame, specs: list[Spec]) -> list[ExpectationOutcome]:
     """Run ``specs`` as one GX suite over ``df`` in a fresh ephemeral context."""
     with _quiet_gx():
         import great_expectations as gx
@@ -231,7 +234,7 @@ def _run_gx(suite_name: str, df: pandas.DataFrame, specs: list[_Spec]) -> list[E
     return outcomes
 
 
-def _row_count_spec(n: int) -> _Spec:
+def row_count_spec(n: int) -> Spec:
     return (
         "ExpectTableRowCountToBeBetween",
         {"min_value": 1},
@@ -326,7 +329,7 @@ def _presence(presence: np.ndarray | None, n: int, names: list[str]) -> tuple[np
     return presence.astype(bool), None
 
 
-def _label_specs(labels: np.ndarray, num_classes: int) -> list[_Spec]:
+def _label_specs(labels: np.ndarray, num_classes: int) -> list[Spec]:
     """Labels not null and in ``0..num_classes-1``."""
     with np.errstate(invalid="ignore"):
         numeric = labels.astype(np.float64) if labels.dtype.kind in "biuf" else None
@@ -341,11 +344,11 @@ def _label_specs(labels: np.ndarray, num_classes: int) -> list[_Spec]:
     ]
 
 
-def _presence_specs(presence: np.ndarray, names: list[str], columns: dict[str, np.ndarray]) -> list[_Spec]:
+def _presence_specs(presence: np.ndarray, names: list[str], columns: dict[str, np.ndarray]) -> list[Spec]:
     """Every sample has a modality; each modality's realised presence rate (reported, any rate passes)."""
     columns["modalities_present"] = presence.sum(axis=1)
     empty = int((presence.sum(axis=1) == 0).sum())
-    specs: list[_Spec] = [(
+    specs: list[Spec] = [(
         "ExpectColumnValuesToBeBetween", {"column": "modalities_present", "min_value": 1}, "modalities_present",
         lambda ok: f"{empty} sample(s) with no modality present",
     )]
@@ -361,12 +364,12 @@ def _presence_specs(presence: np.ndarray, names: list[str], columns: dict[str, n
 
 def _value_specs(
     m: str, arr: np.ndarray, present: np.ndarray, bounds: tuple[float, float] | None, columns: dict[str, np.ndarray]
-) -> list[_Spec]:
+) -> list[Spec]:
     """No NaN/inf where the modality is present; its values within ``bounds`` there (when given)."""
     nonfinite, lo, hi = _sample_stats(arr, present)
     columns[f"{m}_nonfinite"] = nonfinite
     total = int(nonfinite.sum())
-    specs: list[_Spec] = [(
+    specs: list[Spec] = [(
         "ExpectColumnValuesToBeBetween", {"column": f"{m}_nonfinite", "min_value": 0, "max_value": 0},
         f"{m}_nonfinite", lambda ok: f"{total} NaN/inf values where the modality is present",
     )]
@@ -419,8 +422,8 @@ def validate_dataset(
     for m in good:
         present = presence[:, names.index(m)]
         specs += _value_specs(m, np.asarray(modalities[m]), present, value_bounds.get(m), columns)
-    specs.append(_row_count_spec(n))
-    outcomes.extend(_run_gx("prepared_data", pd.DataFrame(columns, copy=False), specs))
+    specs.append(row_count_spec(n))
+    outcomes.extend(run_gx("prepared_data", pd.DataFrame(columns, copy=False), specs))
     rates = {m: float(presence[:, j].mean()) if n else 0.0 for j, m in enumerate(names)}
     return ValidationReport("prepared_data", all(o.success for o in outcomes), tuple(outcomes), rates)
 
@@ -428,10 +431,10 @@ def validate_dataset(
 # --------------------------------------------------------------------------- partitions
 
 
-def _data_missing_specs(clients: pandas.DataFrame, columns: dict[str, Any]) -> list[_Spec]:
+def _data_missing_specs(clients: pandas.DataFrame, columns: dict[str, Any]) -> list[Spec]:
     """Each modality's missing rate in the clients' own data (before the simulated mask), reported beside the
     simulated rates: a rate in [0, 1], with the range over clients in the details."""
-    specs: list[_Spec] = []
+    specs: list[Spec] = []
     for col in sorted(c for c in map(str, clients.columns) if c.startswith("data_missing_rate_")):
         values = clients[col].to_numpy(dtype=np.float64)
         columns[col] = values
@@ -457,7 +460,7 @@ def _missing_columns(cols: list[str], req: set[str], real: set[str], n: int) -> 
     return outcomes
 
 
-def _size_specs(clients: pandas.DataFrame, min_samples: int, columns: dict[str, Any]) -> list[_Spec]:
+def _size_specs(clients: pandas.DataFrame, min_samples: int, columns: dict[str, Any]) -> list[Spec]:
     """``n_samples`` a number and at least ``min_samples`` for every client."""
     sizes = columns["n_samples"] = _numbers(clients, "n_samples")
     smallest = _fmt(np.nanmin(sizes)) if np.isfinite(sizes).any() else "nan"
@@ -468,7 +471,7 @@ def _size_specs(clients: pandas.DataFrame, min_samples: int, columns: dict[str, 
     ]
 
 
-def _rate_spec(clients: pandas.DataFrame, m: str, tolerance: float, sampling_z: float, columns: dict[str, Any]) -> _Spec:
+def _rate_spec(clients: pandas.DataFrame, m: str, tolerance: float, sampling_z: float, columns: dict[str, Any]) -> Spec:
     """The realised simulated missing rate of modality ``m`` within tolerance plus binomial spread of the request."""
     requested, realised = _numbers(clients, f"requested_rate_{m}"), _numbers(clients, f"realised_rate_{m}")
     drawn = _numbers(clients, "n_samples")
@@ -514,6 +517,6 @@ def validate_partitions(
     specs = _size_specs(clients, min_samples, columns) if "n_samples" in cols else []
     specs += [_rate_spec(clients, m, tolerance, sampling_z, columns) for m in sorted(req & real)]
     specs += _data_missing_specs(clients, columns)
-    specs.append(_row_count_spec(n))
-    outcomes.extend(_run_gx("partitions", pd.DataFrame(columns, index=pd.RangeIndex(n)), specs))
+    specs.append(row_count_spec(n))
+    outcomes.extend(run_gx("partitions", pd.DataFrame(columns, index=pd.RangeIndex(n)), specs))
     return ValidationReport("partitions", all(o.success for o in outcomes), tuple(outcomes))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedmm.data.validation import ValidationReport, _row_count_spec, _run_gx
+from fedmm.data.validation import ValidationReport, row_count_spec, run_gx
 from fedmm.kg.data import SPLITS, KnowledgeGraph
 
 SUITE = "kg_triples"
@@ -65,7 +65,7 @@ def validate_kg(kg: KnowledgeGraph) -> ValidationReport:
                     "a leak inflates every ranking metric"),
         ("ExpectCompoundColumnsToBeUnique", {"column_list": ["split", "head", "relation", "tail"]}, "split+triple",
          lambda ok: f"{int(duplicated.sum())} triples repeated within their split{_first(duplicated, triples)}"),
-        _row_count_spec(len(table)),
+        row_count_spec(len(table)),
     ]
-    outcomes = tuple(_run_gx(SUITE, table, specs))
+    outcomes = tuple(run_gx(SUITE, table, specs))
     return ValidationReport(SUITE, all(o.success for o in outcomes), outcomes)
