@@ -1,6 +1,8 @@
 """The partition stage's artifact: which samples each client holds and which modalities it sees.
 
-The artifact stores indices, presence masks and which client samples keep their label (all
+The artifact stores indices, presence masks (the data's own presence AND the simulated
+``mask.*``: a sample keeps a modality only where the file has it and the mask leaves it) and
+which client samples keep their label (all
 unless ``partition.label_fraction`` < 1); the server's proxy set (``partition.proxy_fraction``)
 is taken out of the training pool before the clients are drawn. :func:`client_arrays` is the one place
 that turns it into training inputs, zeroing every masked value there, so masked values never
