@@ -23,8 +23,8 @@ from fedmm.fl.training import model_spec
 from fedmm.impute.clients import client_datasets
 from fedmm.impute.evaluate import TooFewCompleteError, complete_samples
 from fedmm.impute.select import evaluate_selected
-from fedmm.models.multimodal import build_model
-from fedmm.tracking.pyfunc import MASK_KEY, input_example
+from fedmm.models.multimodal import ModelSpec, build_model
+from fedmm.tracking.pyfunc import MASK_KEY, input_example, model_input, predict_probabilities
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +197,14 @@ def test_imputation_is_scored_on_complete_samples_and_says_how_many(presence_fil
     assert report.meta["complete_samples"] == {"samples": complete, "of": len(prepared.indices("test"))}
     assert (report.table["samples"] == complete).all() and report.table["nrmse_latent"].notna().all()
     assert f"Scored on the {complete} of {len(prepared.indices('test'))} test samples" in report.markdown()
+
+
+def test_the_registered_model_ignores_the_values_of_an_absent_modality(presence_file):
+    dataset = load_npz(presence_file)
+    spec = ModelSpec.build(dataset.sample_shapes(), 3, load_config(TINY).model,
+                           {m: np.stack([np.zeros(s[0]), np.ones(s[0])]) for m, s in dataset.sample_shapes().items()})
+    model = build_model(spec, 0)
+    batch = model_input({m: a[:5] for m, a in dataset.modalities.items()}, np.array([[1, 0, 1]] * 5, dtype=bool))
+    zero = predict_probabilities(model, batch)
+    batch["gyro"][:] = np.nan
+    np.testing.assert_array_equal(predict_probabilities(model, batch), zero)
