@@ -58,7 +58,7 @@ def test_run_trains_evaluates_audits_and_registers(presence_run):
     assert registry.aliases(NAME)["champion"] == summary["model_version"]
 
 
-def test_champion_predicts_without_gyroscope_through_mlflow(presence_run):
+def test_champion_predicts_without_gyroscope_through_mlflow(presence_run, tmp_path):
     import mlflow.pyfunc
 
     path, _, _ = presence_run
@@ -71,13 +71,15 @@ def test_champion_predicts_without_gyroscope_through_mlflow(presence_run):
 
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager",
+             "local", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        wait_for(f"http://127.0.0.1:{port}/ping", server)
+        wait_for(f"http://127.0.0.1:{port}/ping", server, log)
         body = {"inputs": {k: v.tolist() for k, v in absent_gyro_batch(path, 0.0).items()}}
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(),
                                          {"Content-Type": "application/json"})
@@ -112,11 +114,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
+def wait_for(url: str, server: subprocess.Popen, log: Path, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise AssertionError(f"mlflow models serve exited: {server.stderr.read().decode()[-2000:]}")
+            raise AssertionError(f"mlflow models serve exited: {log.read_text()[-2000:]}")
         try:
             urllib.request.urlopen(url, timeout=2)
             return
