@@ -87,7 +87,11 @@ def test_champion_predicts_without_gyroscope_through_mlflow(presence_run, tmp_pa
         np.testing.assert_allclose(np.asarray(answer["predictions"]), zero_filled, atol=1e-5)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 @pytest.mark.parametrize("defect, message", [
