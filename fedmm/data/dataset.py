@@ -18,6 +18,8 @@ File format (``.npz``, read with ``allow_pickle=False``):
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,12 +224,52 @@ def read_presence(arrays: dict[str, np.ndarray], modalities: dict[str, np.ndarra
 
 
 def load_npz(path: str | Path) -> MultimodalDataset:
-    """Load a bring-your-own-data ``.npz`` file."""
+    """Load a bring-your-own-data ``.npz`` file (its array sizes checked against the file's first)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"dataset file not found: {path}")
+    check_npz_sizes(path)
     try:
         arrays = read_npz(path)
     except ValueError as error:
         raise DatasetError(f"{path}: not a pickle-free .npz file ({error})") from None
     return MultimodalDataset.from_arrays(arrays, origin=str(path))
+
+
+# Deflate cannot expand data more than about 1032 times; a member claiming more is forged.
+DEFLATE_MAX_RATIO = 1100
+
+
+def check_npz_sizes(path: Path) -> None:
+    """Refuse an ``.npz`` whose array headers ask for more bytes than the file can hold, before allocating.
+
+    Each member's ``.npy`` header is read with :mod:`numpy.lib.format` (no data loaded); the
+    array it declares must fit the member's uncompressed size, which must fit the archive.
+    """
+    limit = path.stat().st_size * DEFLATE_MAX_RATIO
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if member.file_size > limit or member.compress_size > path.stat().st_size:
+                    raise DatasetError(f"{path}: member {member.filename} claims {member.file_size} bytes, more than "
+                                       "the file can hold: the archive is forged or corrupt")
+                with archive.open(member) as handle:
+                    declared = npy_nbytes(handle, f"{path}: {member.filename}")
+                if declared > member.file_size:
+                    raise DatasetError(f"{path}: array {member.filename} declares {declared} bytes in a "
+                                       f"{member.file_size}-byte member: the file is forged or truncated")
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+        raise DatasetError(f"{path} is truncated or corrupt ({error}): write it again with numpy.savez") from None
+
+
+def npy_nbytes(handle, origin: str) -> int:
+    """Bytes of data an ``.npy`` stream's header declares (read without loading the array)."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    except ValueError as error:
+        raise DatasetError(f"{origin} has no valid .npy header ({error})") from None
+    return int(np.prod(shape, dtype=object)) * dtype.itemsize
