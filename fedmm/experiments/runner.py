@@ -83,7 +83,7 @@ def _parent_run(directory: Path, spec: ExperimentSpec) -> str:
     if state_path.is_file():
         return read_json(state_path)["parent_run_id"]
     run = runs.client().create_run(runs.experiment_id(EXPERIMENT), run_name=spec.name,
-                                   tags={"fedmm.experiment": spec.name, T.GIT_COMMIT: runs.git_commit()})
+                                   tags={T.EXPERIMENT: spec.name, T.GIT_COMMIT: runs.git_commit()})
     write_json(state_path, {"parent_run_id": run.info.run_id, "experiment": spec.name})
     return run.info.run_id
 

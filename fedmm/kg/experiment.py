@@ -166,7 +166,7 @@ class _Tracker:
         self.runs, self.client = runs, runs.client()
         self.experiment = runs.experiment_id(EXPERIMENT)
         self.parent = self.client.create_run(self.experiment, run_name=spec.name,
-                                             tags={"fedmm.experiment": spec.name, T.TASK: TASK,
+                                             tags={T.EXPERIMENT: spec.name, T.TASK: TASK,
                                                    T.GIT_COMMIT: runs.git_commit()}).info.run_id
 
     def child(self, config: KGConfig, row: dict) -> None:

@@ -40,7 +40,7 @@ class Tracker:
         else:
             self.parent = self.client.create_run(
                 self.experiment, run_name=spec.name,
-                tags={"fedmm.experiment": spec.name, T.TASK: spec.task, T.GIT_COMMIT: runs.git_commit()},
+                tags={T.EXPERIMENT: spec.name, T.TASK: spec.task, T.GIT_COMMIT: runs.git_commit()},
             ).info.run_id
             write_json(state, {"parent_run_id": self.parent, "experiment": spec.name})
 
