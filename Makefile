@@ -50,7 +50,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 kfp: $(STAMP)
-	$(BIN)/python -m components.pipeline --config configs/default.yaml --output kfp/fedmm_training.yaml
+	$(BIN)/python -m fedmm_pipelines.components.pipeline --config configs/default.yaml --output kfp/fedmm_training.yaml
 
 dvc: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro

@@ -133,7 +133,7 @@ def run(config_path: Path | None, overrides: tuple[str, ...]) -> None:
         return kg_run(config_path, overrides)
     config = _load(config_path, overrides)  # before the pipeline's imports: a bad config fails fast
     from fedmm.report import print_summary, write_summary
-    from pipelines.runner import run_pipeline
+    from fedmm_pipelines.pipelines.runner import run_pipeline
 
     summary = run_pipeline(config, echo=click.echo)
     paths = write_summary(summary)
@@ -149,7 +149,7 @@ def kg_run(config_path: Path, overrides: tuple[str, ...]) -> None:
     """One FedMKGC pipeline run; exit 1 when a gate kept its version from becoming champion."""
     from fedmm.kg.config import load_kg_run_config
     from fedmm.tracking.registry import sweep
-    from pipelines.kg import run_kg_pipeline
+    from fedmm_pipelines.pipelines.kg import run_kg_pipeline
 
     config = load_kg_run_config(config_path, list(overrides))
     for line in sweep():
@@ -206,8 +206,8 @@ def _sweep() -> None:
 
 def _report_decision(decision, success: str) -> None:
     """Print the gates and aliases of a decision; exit 1 when it was refused."""
-    from pipelines.model_control_plane import mirror_aliases
-    from pipelines.runner import ensure_store
+    from fedmm_pipelines.pipelines.model_control_plane import mirror_aliases
+    from fedmm_pipelines.pipelines.runner import ensure_store
 
     ensure_store()
     mirror_aliases(decision.model_name)
@@ -331,7 +331,7 @@ def audit(training_run_id: str, config_path: Path | None, overrides: tuple[str, 
     """Audit a past training run's client contributions (audit settings from the config)."""
     config = _load(config_path, overrides)
     from fedmm.report import print_audit
-    from pipelines.graph import output, run_analysis
+    from fedmm_pipelines.pipelines.graph import output, run_analysis
 
     chosen = graph.for_config(config)
     run = run_analysis(chosen, "audit", config, training_run_id)
@@ -346,7 +346,7 @@ def audit(training_run_id: str, config_path: Path | None, overrides: tuple[str, 
 def impute(training_run_id: str, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Evaluate imputers of missing modalities on a past training run's model (settings: impute.*)."""
     config = _load(config_path, overrides)
-    from pipelines.graph import output, run_analysis
+    from fedmm_pipelines.pipelines.graph import output, run_analysis
 
     chosen = graph.for_config(config)
     run = run_analysis(chosen, "evaluate-imputation", config, training_run_id)

@@ -2,8 +2,8 @@
 
 A graph is the only thing that runs stages (:meth:`Graph.execute`). Every orchestrator is
 a loop over a graph's stages: DVC's ``dvc.yaml`` and the folder runner (``fedmm.stages``),
-the kfp components and pipeline (``components/``), the ZenML steps and pipeline
-(``pipelines/``, ``steps/``) and the experiment runner. An adapter never names a stage:
+the kfp components and pipeline (``fedmm_pipelines/components/``), the ZenML steps and pipeline
+(``fedmm_pipelines/steps/``, ``fedmm_pipelines/pipelines/``) and the experiment runner. An adapter never names a stage:
 what differs between stages is data on the stage (its inputs, gates, GPU, caching) or a
 hook it carries (progress, reports, metrics, what it tracks to MLflow, how a re-run of it
 attaches to a past run). Hooks and functions are dotted names, so this module imports

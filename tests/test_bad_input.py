@@ -136,7 +136,7 @@ def test_an_internal_error_is_one_line_exit_3_with_the_traceback_in_a_log(monkey
 
 
 def test_concurrent_first_runs_initialise_the_store_once(tmp_path):
-    code = "from fedmm import runtime; runtime.configure(); from pipelines.runner import ensure_store; ensure_store()"
+    code = "from fedmm import runtime; runtime.configure(); from fedmm_pipelines.pipelines.runner import ensure_store; ensure_store()"
     env = {"PATH": "/usr/bin:/bin", "FEDMM_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
     processes = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
                  for _ in range(2)]

@@ -23,7 +23,7 @@ from fedmm.graph import TRAINING, Graph
 from fedmm.stages import dvc_pipeline
 from fedmm.tracking import tags
 
-ADAPTERS = ("pipelines", "steps", "components")
+ADAPTERS = ("fedmm_pipelines",)
 STEP_ONLY = {"config", "show", "forced"}  # step parameters that are not graph artifacts
 COMPONENT_ONLY = {"config_json", "tracking_uri"}
 
@@ -74,8 +74,8 @@ def runner_mismatch() -> list[str]:
 
 def generated(graph_: Graph) -> tuple[dict, dict]:
     """The kfp components and ZenML steps the adapters' factories make for ``graph_``."""
-    from components.stages import make_component
-    from steps.graph import make_step
+    from fedmm_pipelines.components.stages import make_component
+    from fedmm_pipelines.steps.graph import make_step
 
     return ({s.name: make_component(graph_, s) for s in graph_.stages}, {s.name: make_step(graph_, s) for s in graph_.stages})
 
@@ -147,8 +147,8 @@ def test_a_stage_sees_the_config_keys_it_reads_and_defaults_elsewhere():
 
 
 def test_kfp_components_and_zenml_steps_match_the_graph():
-    from components.stages import components_of
-    from steps.graph import steps_of
+    from fedmm_pipelines.components.stages import components_of
+    from fedmm_pipelines.steps.graph import steps_of
 
     assert kfp_mismatch(TRAINING, components_of(TRAINING)) == []
     assert zenml_mismatch(TRAINING, steps_of(TRAINING)) == []
@@ -172,8 +172,8 @@ def test_a_second_graph_with_other_stages_and_artifacts_runs_through_every_adapt
     """A graph that is not the training graph: prepare -> validate -> evaluate over a toy artifact set."""
     from kfp import compiler
 
-    from components.pipeline import graph_pipeline
-    from pipelines.graph import make_pipeline
+    from fedmm_pipelines.components.pipeline import graph_pipeline
+    from fedmm_pipelines.pipelines.graph import make_pipeline
 
     second = Graph(
         name="checked-data", module=TRAINING.module, config=TRAINING.config, sections=TRAINING.sections,
@@ -251,3 +251,15 @@ def test_core_modules_import_no_orchestrator():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
+
+
+def test_the_core_installs_without_the_orchestrators():
+    """pyproject.toml: the orchestrators are the ``pipelines`` extra; only ``fedmm`` and its adapters' package install."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    orchestrators = {"zenml", "kfp", "dvc"}
+    names = lambda requirements: {r.split("[")[0].split("=")[0].split(">")[0].strip() for r in requirements}  # noqa: E731
+    assert not names(project["project"]["dependencies"]) & orchestrators
+    assert names(project["project"]["optional-dependencies"]["pipelines"]) == orchestrators
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["fedmm*", ADAPTERS[0] + "*"]

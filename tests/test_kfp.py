@@ -18,10 +18,10 @@ import yaml
 from conftest import REPO, TINY, synthetic_overrides, write_synthetic_npz
 from kfp import local
 
-from components.pipeline import compile_pipeline, config_json, main, training_pipeline
 from fedmm import graph, runtime
 from fedmm.config import config_from_dict, load_config
 from fedmm.data.validation import ValidationReport
+from fedmm_pipelines.components.pipeline import compile_pipeline, config_json, main, training_pipeline
 
 TASKS = graph.TRAINING.names
 

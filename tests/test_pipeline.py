@@ -84,7 +84,7 @@ def test_the_run_follows_the_graph(first_run):
     """One step per graph stage (the unconfigured imputation evaluation left out), each reading the graph's inputs."""
     from zenml.client import Client
 
-    from steps.graph import steps_of
+    from fedmm_pipelines.steps.graph import steps_of
 
     _, summary, _ = first_run
     run = Client().get_pipeline_run(summary["zenml_pipeline_run"])
@@ -118,7 +118,7 @@ def test_rerun_is_not_promoted_without_beating_champion_and_rollback_works(first
     from zenml.enums import ExecutionStatus
 
     run_id = json.loads((summary_dir() / "summary.json").read_text())["zenml_pipeline_run"]
-    from steps.graph import step_name
+    from fedmm_pipelines.steps.graph import step_name
 
     steps = Client().get_pipeline_run(run_id).steps
     prepare, partition, train = (step_name(graph.TRAINING.stage(name)) for name in ("prepare", "partition", "train"))

@@ -12,7 +12,7 @@ from fedmm.graph import Graph
 
 def past_artifacts(graph: Graph, training_run_id: str, names: tuple[str, ...]) -> dict:
     """The artifact versions ``names`` of a finished run of ``graph``'s pipeline, by artifact name."""
-    from steps.graph import step_name
+    from fedmm_pipelines.steps.graph import step_name
 
     try:
         run = Client().get_pipeline_run(UUID(training_run_id))

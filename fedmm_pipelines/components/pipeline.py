@@ -1,6 +1,6 @@
 """kfp pipelines generated from ``fedmm.graph``, and the compiler entry point.
 
-    python -m components.pipeline --config configs/default.yaml --output kfp/fedmm_training.yaml
+    python -m fedmm_pipelines.components.pipeline --config configs/default.yaml --output kfp/fedmm_training.yaml
 
 compiles the config's graph to IR YAML with the config's JSON baked in as the default of
 the ``config_json`` parameter (a run may still override it). GPU stages request the
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from components.stages import components_of
 from fedmm.config import load_config
 from fedmm.graph import Graph, for_config
+from fedmm_pipelines.components.stages import components_of
 
 GPU_RESOURCE = "nvidia.com/gpu"
 TRAIN_CPU, TRAIN_MEMORY = "4", "16Gi"
@@ -71,7 +71,7 @@ def compile_pipeline(output: Path, config) -> Path:
 
 
 def main(argv: "list[str] | None" = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m components.pipeline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fedmm_pipelines.components.pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=None, help="YAML config (defaults when omitted)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. train.rounds=5 (repeatable)")

@@ -12,8 +12,8 @@ from fedmm.kg.registry import record_and_register_kg
 from fedmm.kg.run import evaluate_graph, federate_graph, train_graph
 from fedmm.kg.validation import validate_kg
 from fedmm.tracking import tags as T
-from pipelines.model_control_plane import TAG_ZENML_VERSION, mirror_aliases
-from steps.materializers import FolderArtifactMaterializer, JsonArtifactMaterializer
+from fedmm_pipelines.pipelines.model_control_plane import TAG_ZENML_VERSION, mirror_aliases
+from fedmm_pipelines.steps.materializers import FolderArtifactMaterializer, JsonArtifactMaterializer
 
 
 @step(enable_cache=False, output_materializers=JsonArtifactMaterializer)

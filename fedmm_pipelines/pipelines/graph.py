@@ -18,8 +18,8 @@ from zenml.config import ResourceSettings
 from zenml.enums import ExecutionMode
 
 from fedmm.graph import GRAPHS, Graph
-from pipelines.past_run import past_artifacts
-from steps.graph import attach_steps_of, step_name, steps_of
+from fedmm_pipelines.pipelines.past_run import past_artifacts
+from fedmm_pipelines.steps.graph import attach_steps_of, step_name, steps_of
 
 
 def make_pipeline(graph: Graph):

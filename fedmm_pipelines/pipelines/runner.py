@@ -27,7 +27,7 @@ def run_pipeline(config, echo=print):
     for warning in preflight(config):
         echo(f"warning: {warning}")
     from fedmm.tracking.registry import sweep
-    from pipelines.graph import configured_pipeline, output
+    from fedmm_pipelines.pipelines.graph import configured_pipeline, output
 
     for line in sweep():
         echo(f"swept: {line}")

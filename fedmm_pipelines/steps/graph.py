@@ -23,8 +23,8 @@ from zenml.steps import BaseStep
 
 from fedmm.graph import GRAPHS, Artifact, Graph, Stage, resolve
 from fedmm.tracking import tags as T
-from pipelines.model_control_plane import mirror_aliases
-from steps.materializers import FolderArtifactMaterializer, JsonArtifactMaterializer
+from fedmm_pipelines.pipelines.model_control_plane import mirror_aliases
+from fedmm_pipelines.steps.materializers import FolderArtifactMaterializer, JsonArtifactMaterializer
 
 SUMMARY_METADATA = ("model_version", "aliases", "promoted", "test_macro_f1", "data_sha256")
 """The run summary's fields logged as the ZenML model version's metadata."""

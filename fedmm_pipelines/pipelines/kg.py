@@ -11,7 +11,7 @@ from zenml import Model, pipeline
 from zenml.enums import ExecutionMode
 
 from fedmm.kg.config import KGRunConfig
-from steps.kg import evaluate_kg, federate_triples, register_kg, train_kg, validate_triples
+from fedmm_pipelines.steps.kg import evaluate_kg, federate_triples, register_kg, train_kg, validate_triples
 
 
 @pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
@@ -25,7 +25,7 @@ def kg_pipeline(config: KGRunConfig) -> None:
 
 def run_kg_pipeline(config: KGRunConfig) -> dict:
     """Run the pipeline on the active (default: local) stack; returns the run summary."""
-    from pipelines.runner import ensure_store
+    from fedmm_pipelines.pipelines.runner import ensure_store
 
     ensure_store()
     model = Model(name=config.registry.model_name, description="fedmm FedMKGC model")
