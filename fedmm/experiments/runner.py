@@ -38,8 +38,8 @@ class ExperimentOutcome:
     parent_run_id: str
 
 
-CELL_STAGES = ("prepare", "validate-data", "partition", "validate-partitions", "train", "evaluate")
-"""The graph stages a cell runs, both validation gates included (a test keeps this a prefix of the graph)."""
+CELL_STAGES = TRAINING.names[: TRAINING.names.index(TRAINING.producer("evaluation").name) + 1]
+"""The graph stages a cell runs: every stage up to the evaluation, both validation gates included."""
 SHARED = 2
 """The first stages depend on the data config only: cells sharing it share their outputs."""
 
