@@ -49,23 +49,15 @@ runtime.configure()
 
 from scipy.stats import spearmanr  # noqa: E402
 
-from fedmm.audit import (  # noqa: E402
-    CachedUtility,
-    MaxEvaluations,
-    TableGame,
-    enumerate_coalitions,
-    exact_from_table,
-    leave_one_out,
-    load_round_game,
-    msr_banzhaf,
-    permutation_shapley,
-    utility_table,
-)
-from fedmm.audit.store import UpdateStore  # noqa: E402
+from fedmm.audit.exact import enumerate_coalitions, exact_from_table, leave_one_out, utility_table  # noqa: E402
+from fedmm.audit.game import CachedUtility, TableGame  # noqa: E402
+from fedmm.audit.rounds import load_round_game  # noqa: E402
+from fedmm.audit.sampling import MaxEvaluations, msr_banzhaf, permutation_shapley  # noqa: E402
 from fedmm.config import AuditConfig, load_config  # noqa: E402
 from fedmm.data.federated import partition_and_mask, split_tensors  # noqa: E402
 from fedmm.data.prepare import prepare  # noqa: E402
 from fedmm.fl.training import train  # noqa: E402
+from fedmm.fl.updates import UpdateStore  # noqa: E402
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]

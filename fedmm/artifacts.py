@@ -66,12 +66,13 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write arrays to an .npz atomically; object arrays are refused (no pickles)."""
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray], compressed: bool = False) -> None:
+    """Write arrays to an .npz atomically (deflated with ``compressed``); object arrays are refused (no pickles)."""
     for name, array in arrays.items():
         if np.asarray(array).dtype == object:
             raise TypeError(f"array {name!r} has dtype object; artifacts must be pickle-free")
-    _atomic(Path(path), lambda handle: np.savez(handle, **arrays))
+    save = np.savez_compressed if compressed else np.savez
+    _atomic(Path(path), lambda handle: save(handle, **arrays))
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
