@@ -4,15 +4,25 @@ Per round (one :class:`~fedmm.audit.utility.RoundGame` each), Shapley values wit
 per-validation-sample evidence (:mod:`fedmm.audit.samplewise`): by default antithetic
 permutation sampling until the Monte Carlo SE is ``mc_rel_tol`` of the validation SE; with
 ``estimator: exact`` all 2^n coalitions up to ``exact_max_players`` clients, with Banzhaf
-values and the axiom self-checks on the full utility table. Rounds of ``scale_from`` clients
-or more are sampled at scale: single permutations instead of antithetic pairs, from two on,
-under the same Monte Carlo rule and a budget of at least two permutations (Monte Carlo
-permutation sampling, Castro, Gomez & Tejada 2009, "Polynomial calculation of the Shapley
-value based on sampling", Computers & Operations Research 36(5); the error bound per client
-is its Monte Carlo SE over the permutations, Maleki et al. 2013, arXiv:1306.4265): an
-antithetic pair costs two permutations for one sample, and two samples are what a Monte
-Carlo variance needs, so at scale two permutations give each client a value and its Monte
-Carlo SE at 2(n - 1) evaluations. Leave-one-out, cosine to the FedAvg aggregate update (and
+values and the axiom self-checks on the full utility table.
+
+At scale (rounds of ``scale_from`` clients or more) a round is valued by Monte Carlo
+permutation sampling (Castro, Gomez & Tejada 2009, "Polynomial calculation of the Shapley
+value based on sampling", Computers & Operations Research 36(5)) with a fixed budget of
+``scale_permutations`` single permutations (not antithetic pairs: a pair costs two
+permutations for one sample, and two samples are what a Monte Carlo variance needs): each
+client gets ``scale_permutations`` marginal contributions and its value is their mean. Its
+Monte Carlo SE is at least the pooled one: two samples give a variance on one degree of
+freedom, so each client's variance / (FedAvg weight x update norm)^2 is averaged over the
+round's clients and scaled back (a marginal contribution scales with the weighted update);
+the per-client error bound (Maleki et al. 2013, "Bounding the estimation error of
+sampling-based Shapley value approximation", arXiv:1306.4265) is reported and added to the
+validation SE as for every sampled round. That is ``scale_permutations * (n - 1)`` coalition
+evaluations, each one model on the validation set: about a local epoch per client. Exact
+leave-one-out would cost ``n`` more, so at scale, for ``neg_log_loss``, it is taken to first
+order from one gradient (:meth:`~fedmm.audit.utility.RoundGame.first_order_loo`).
+
+Leave-one-out, cosine to the FedAvg aggregate update (and
 to the others' aggregate) and update norms always; clustered Shapley when configured. Every
 value has a standard error clustered over the validation set (:mod:`fedmm.audit.inference`)
 plus its Monte Carlo part, and a t interval. With ``linearised`` the estimators value the
@@ -46,7 +56,7 @@ from .game import CachedUtility, TableGame
 from .inference import BootstrapStatistic, MeanStatistic, t_interval
 from .result import ValuationResult
 from .samplewise import exact_round, sampled_round
-from .sampling import MaxEvaluations, msr_banzhaf
+from .sampling import MaxEvaluations, MaxPermutations, msr_banzhaf
 from .signals import cosine_to_aggregate, median_cosine_to_others, update_norms
 from .utility import RoundGame
 
@@ -159,10 +169,11 @@ def _shapley_and_coalition_values(game, played, statistic, config: AuditConfig, 
     else:
         ss = seed_sequence(seed, "audit", "shapley", key)
         at_scale = n >= config.scale_from
-        est, store = sampled_round(
-            played.rows, statistic, n, rel_tol=config.mc_rel_tol, min_pairs=2 if at_scale else config.min_samples,
-            max_evaluations=max(config.max_evaluations, 2 * n) if at_scale else config.max_evaluations,
-            antithetic=config.antithetic and not at_scale, seed=ss)
+        stopping = MaxPermutations(config.scale_permutations) if at_scale else None
+        est, store = sampled_round(played.rows, statistic, n, stopping, rel_tol=config.mc_rel_tol,
+                                   min_pairs=config.min_samples, max_evaluations=config.max_evaluations,
+                                   antithetic=config.antithetic and not at_scale, seed=ss,
+                                   pool_scale=game.fixed_weights * update_norms(game.deltas) if at_scale else None)
     full = 2**n - 1
     if est.table is not None:
         loo = est.table[full] - est.table[full ^ (1 << np.arange(n))]
@@ -171,10 +182,14 @@ def _shapley_and_coalition_values(game, played, statistic, config: AuditConfig, 
         utility = TableGame(est.table)
         u_empty, u_grand = est.table[[0, full]]
     else:
-        drop_one = np.ones((n + 1, n), dtype=bool)
-        drop_one[np.arange(1, n + 1), np.arange(n)] = False
-        index = store.lookup(drop_one)  # before reading store.point: the lookup may extend it
-        loo = store.point[index[0]] - store.point[index[1:]]
+        if at_scale and played is game and game.metric == "neg_log_loss":
+            loo = game.first_order_loo()
+            record["loo"] = "first order: (A(N) - A(N - i)) deltas . grad u(N)"
+        else:
+            drop_one = np.ones((n + 1, n), dtype=bool)
+            drop_one[np.arange(1, n + 1), np.arange(n)] = False
+            index = store.lookup(drop_one)  # before reading store.point: the lookup may extend it
+            loo = store.point[index[0]] - store.point[index[1:]]
         record["permutations"] = est.info["permutations"]
         utility = CachedUtility(played, n)
         if config.banzhaf_evaluations:

@@ -101,6 +101,7 @@ def sampled_round(
     max_evaluations: int = 2000,
     batch_pairs: int = 2,
     antithetic: bool = True,
+    pool_scale: np.ndarray | None = None,
     seed=None,
 ) -> tuple[ValuationResult, RowStore]:
     """Permutation Shapley on a :class:`~fedmm.audit.sampling.PermutationSampler` until ``stopping``.
@@ -108,8 +109,12 @@ def sampled_round(
     The default rule is the module docstring's: ``MaxEvaluations(max_evaluations) |
     RelativeStandardErrorBelow(rel_tol, min_pairs)``. A batch whose new coalitions exceed the
     rule's remaining evaluations is not evaluated. A sample is an antithetic pair's average
-    marginal vector (one permutation with ``antithetic=False``). Returns the estimate and the
-    store of evaluated rows (for leave-one-out and other coalitions the caller needs).
+    marginal vector (one permutation with ``antithetic=False``). With few samples a player's
+    own Monte Carlo variance is a poor estimate (one degree of freedom from two samples), so
+    with ``pool_scale`` (one positive scale per player, e.g. the size of its weighted update)
+    each player's variance is at least the pooled one: the mean over players of variance /
+    scale^2, times its own scale^2 (``n (k - 1)`` degrees of freedom). Returns the estimate and
+    the store of evaluated rows (for leave-one-out and other coalitions the caller needs).
     """
     if n < 2:
         raise ValueError("sampling needs at least two players")
@@ -143,7 +148,7 @@ def sampled_round(
             point, expanded = _ordered(store, n)
             est = _from_table(point, expanded, n, stop_reason="every coalition evaluated", permutations=perms_used)
             return est, store
-        est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic)
+        est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic, pool_scale)
         trace["evaluations"].append(store.size)
         trace["values"].append(est.values.tolist())
         trace["stderr"].append(est.stderr.tolist())
@@ -151,7 +156,7 @@ def sampled_round(
     if not samples:
         raise ValueError(f"an evaluation budget of {max_evaluations} cannot fit one permutation of {n} players")
     reason = ", ".join(stopping.triggered(state)) or f"evaluation budget reached ({stopping!r})"
-    est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic)
+    est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic, pool_scale)
     est.info.update(stop_reason=reason, permutations=perms_used, seconds=time.perf_counter() - t0)
     est.trace = trace
     return est, store
@@ -174,11 +179,17 @@ def _ordered(store: RowStore, n: int) -> tuple[np.ndarray, np.ndarray]:
     return store.point[order], store.expanded[order]
 
 
-def _estimate(store: RowStore, counts: np.ndarray, perms: int, samples: np.ndarray, statistic) -> ValuationResult:
+def _estimate(store: RowStore, counts: np.ndarray, perms: int, samples: np.ndarray, statistic,
+              pool_scale: np.ndarray | None = None) -> ValuationResult:
     coef = counts[:, : store.size] / perms
     evidence = coef @ store.expanded
     k = samples.shape[0]
     mc = samples.var(axis=0, ddof=1) / k if k > 1 else np.full(samples.shape[1], np.inf)
+    if pool_scale is not None and k > 1:
+        scale2 = np.asarray(pool_scale, dtype=float) ** 2
+        live = scale2 > 0
+        pooled = np.mean(mc[live] / scale2[live]) * scale2 if live.any() else np.zeros_like(mc)
+        mc = np.maximum(mc, pooled)
     return ValuationResult(
         values=coef @ store.point, stderr=np.sqrt(mc), evaluations=store.size, method="permutation_shapley",
         counts=k, evidence=evidence, info={"samples": samples, "val_variance": statistic.variance(evidence)},

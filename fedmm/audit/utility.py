@@ -397,6 +397,28 @@ class RoundGame:
             out[r] = float(metric_batched(self.metric, logits[None], self.data.labels, self.num_classes)[0])
         return out
 
+    def first_order_loo(self) -> np.ndarray:
+        """Leave-one-out values to first order: ``u(N) - u(N \\ {i}) ~ (A(N) - A(N \\ {i})) @ deltas . grad u(N)``.
+
+        One gradient of the validation log-likelihood at the grand coalition's model (one
+        forward and backward pass) replaces ``n`` coalition evaluations; only for the
+        differentiable metric ``neg_log_loss``.
+        """
+        if self.metric != "neg_log_loss":
+            raise ValueError(f"a first-order leave-one-out needs a differentiable metric, not {self.metric!r}")
+        n = self.n_players
+        grand = self.coefficients(np.ones((1, n), dtype=bool))
+        shift = grand - self.coefficients(~np.eye(n, dtype=bool))  # row i: A(N) - A(N \ {i})
+        if not self._varying:
+            return np.zeros(n)
+        coef = torch.as_tensor(grand, device=self.device)
+        primal = {k: v[0].detach().requires_grad_(True) for k, v in self._batched_params(coef).items()}
+        total = sum(sample_rows_batched(self.metric, self._forward(primal, b)[None], b.labels).sum()
+                    for b in self._sample_batches)
+        grads = torch.autograd.grad(total / len(self.data), list(primal.values()))
+        flat = torch.cat([g.reshape(-1) for g in grads]).double()
+        return shift @ (self._var_deltas @ flat).cpu().numpy()
+
     def linearised(self) -> LinearisedGame:
         """The opt-in first-order approximation of this game (see :class:`LinearisedGame`)."""
         return LinearisedGame(self)
