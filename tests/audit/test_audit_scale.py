@@ -3,25 +3,17 @@
 import numpy as np
 import pytest
 import torch
+from test_audit_report import Linear
 
 from fedmm.audit.inference import MeanStatistic
 from fedmm.audit.rounds import audit_round
 from fedmm.audit.samplewise import sampled_round
 from fedmm.audit.sampling import MaxEvaluations, MaxPermutations, PermutationSampler, RelativeStandardErrorBelow
-from fedmm.audit.utility import RoundGame
+from fedmm.audit.utility import RoundGame, conv1d_as_conv2d
 from fedmm.config import AuditConfig
 from fedmm.tensors import TensorData
 
 N_CLIENTS = 60
-
-
-class Linear(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.head = torch.nn.Linear(4, 3)
-
-    def forward(self, inputs, mask):
-        return self.head(inputs["x"])
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +65,13 @@ def test_a_round_at_scale_costs_two_permutations_and_its_error_is_within_its_mon
     np.testing.assert_allclose(rows["loo"], exact_loo, rtol=0.05, atol=0.05 * np.abs(exact_loo).max())
     small = audit_round(game, AuditConfig(scale_from=N_CLIENTS + 1), statistic)
     assert small.record["evaluations"] > audit.record["evaluations"]  # below scale_from: antithetic pairs, the MC rule
+
+
+def test_conv1d_as_conv2d_keeps_the_parameters_and_the_outputs():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv1d(3, 8, 5, padding=2), torch.nn.ReLU(), torch.nn.Conv1d(8, 4, 3, stride=2))
+    x = torch.randn(7, 3, 40)
+    expected, names = net(x), list(net.state_dict())
+    fast = conv1d_as_conv2d(net)
+    assert list(fast.state_dict()) == names and type(fast[0]).__name__ == "Conv1dAs2d"
+    torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-6)
