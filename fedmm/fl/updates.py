@@ -31,20 +31,20 @@ class DeltaUpdate(Protocol):
     def delta(self) -> State: ...
 
 
-def quantise(deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def quantise(deltas: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """``(k, P)`` float rows -> int8 codes ``(k, P)`` and float32 scales ``(k, ceil(P / BLOCK))``.
 
     Each block of :data:`BLOCK` consecutive values of a row has the scale ``max |x| / 127``;
-    a value is stored as ``round(x / scale)``, so its error is at most half a scale.
+    a value is stored as ``round(x / scale)``, so its error is at most half a scale. Computed
+    with torch, on the rows' device.
     """
-    k, p = deltas.shape
-    padded = np.zeros((k, -(-p // BLOCK) * BLOCK), dtype=np.float32)
-    padded[:, :p] = deltas
-    blocks = padded.reshape(k, -1, BLOCK)
-    scales = np.abs(blocks).max(axis=2) / 127.0
-    safe = np.where(scales > 0, scales, 1.0)[:, :, None]
-    codes = np.rint(blocks / safe).astype(np.int8).reshape(k, -1)[:, :p]
-    return codes, scales.astype(np.float32)
+    rows = torch.as_tensor(deltas, dtype=torch.float32)
+    k, p = rows.shape
+    blocks = torch.nn.functional.pad(rows, (0, -p % BLOCK)).reshape(k, -1, BLOCK)
+    scales = blocks.abs().amax(dim=2) / 127.0
+    safe = torch.where(scales > 0, scales, torch.ones_like(scales)).unsqueeze(2)
+    codes = torch.round(blocks / safe).to(torch.int8).reshape(k, -1)[:, :p]
+    return codes.cpu().numpy(), scales.cpu().numpy()
 
 
 def dequantise(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -61,7 +61,8 @@ class UpdateStore:
     ``round_XXXX.npz`` holds ``start`` (P,) float32, the round's starting global state;
     ``client_ids`` and ``num_examples`` (k,); and the deltas, one row per participating
     client, in the store's ``precision``: ``int8`` (default) as ``delta_codes`` (k, P) int8 with
-    ``delta_scales`` (k, ceil(P / 256)) float32 (:func:`quantise`), deflated; ``float16`` or
+    ``delta_scales`` (k, ceil(P / 256)) float32 (:func:`quantise`), deflated at level 1 (at
+    1,000 default clients about 6 MB a round, float32 155 MB); ``float16`` or
     ``float32`` as ``deltas``. :meth:`read_round` returns float32 deltas whatever the precision.
     ``layout.json`` maps the flat vector back to named tensors.
     """
@@ -86,7 +87,7 @@ class UpdateStore:
             "num_examples": np.array([update.num_examples for update in updates], dtype=np.int64),
         }
         if self.precision == "int8":
-            arrays["delta_codes"], arrays["delta_scales"] = quantise(deltas.cpu().numpy())
+            arrays["delta_codes"], arrays["delta_scales"] = quantise(deltas)
         else:
             arrays["deltas"] = deltas.to(getattr(torch, self.precision)).cpu().numpy()
         write_npz(self.directory / f"round_{server_round:04d}.npz", arrays, compressed=self.precision == "int8")
