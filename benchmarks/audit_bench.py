@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/audit_bench.py                 # about 10 minutes on 2 idle CPU cores
     .venv/bin/python benchmarks/audit_bench.py --full          # all 65,536 coalitions of the 16-client round
     .venv/bin/python benchmarks/audit_bench.py --clients 10 --rounds 1 --seeds 2   # a quick look
+    .venv/bin/python benchmarks/audit_bench.py --scale 8 100 1000 --threads 1    # the audit at scale
 
 Trains short FedAvg runs (``configs/default.yaml`` model and data, Dirichlet clients, 10 and
 16 of them) and audits the last stored round. Per client count it prints seconds per round
@@ -21,6 +22,16 @@ on the same windows, and the exact game on every window (the audit before issue 
 prints their seconds and the fast audit's error against the exact one in standard errors.
 On a CUDA machine ``--backend vmap`` measures the vmap backend the same way.
 
+``--scale N ...`` trains two rounds of IID clients (default model, float32 update store) per
+count and prints, per count, one JSON line and a table row: CPU seconds of the second
+round's training and of its audit (default audit config, from the int8 update store, as the
+pipeline reads it), their ratio, the round's update-store size at each precision, the int8
+store's effect on the values (max |value(int8) - value(float32)| / SE, same draws), and the
+audit's error against a high-budget run of the same estimator (``--reference-evaluations``
+coalitions; exact enumeration where it is cheaper): max |error| / SE, the RMS of
+error / its Monte Carlo SE (near 1 when that SE is honest) and the share of clients whose
+error is within 1.96 Monte Carlo SEs.
+
 At the largest client count: estimator overhead on a table utility (everything but model
 evaluations) and the Spearman correlation with exact values of sampled estimators at <= 10%
 of the exact evaluations. The exact reference needs all 2^n coalitions: without ``--full``
@@ -32,9 +43,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,23 +62,18 @@ runtime.configure()
 
 from scipy.stats import spearmanr  # noqa: E402
 
-from fedmm.audit import (  # noqa: E402
-    CachedUtility,
-    MaxEvaluations,
-    TableGame,
-    enumerate_coalitions,
-    exact_from_table,
-    leave_one_out,
-    load_round_game,
-    msr_banzhaf,
-    permutation_shapley,
-    utility_table,
-)
-from fedmm.audit.store import UpdateStore  # noqa: E402
+from fedmm.artifacts import read_json  # noqa: E402
+from fedmm.audit.exact import enumerate_coalitions, exact_from_table, leave_one_out, utility_table  # noqa: E402
+from fedmm.audit.game import CachedUtility, TableGame  # noqa: E402
+from fedmm.audit.rounds import audit_round, load_round_game, make_statistic  # noqa: E402
+from fedmm.audit.run import audit_validation  # noqa: E402
+from fedmm.audit.sampling import MaxEvaluations, msr_banzhaf, permutation_shapley  # noqa: E402
 from fedmm.config import AuditConfig, load_config  # noqa: E402
 from fedmm.data.federated import partition_and_mask, split_tensors  # noqa: E402
 from fedmm.data.prepare import prepare  # noqa: E402
+from fedmm.fl.messages import ClientUpdate  # noqa: E402
 from fedmm.fl.training import train  # noqa: E402
+from fedmm.fl.updates import LAYOUT_FILE, PRECISIONS, UpdateStore  # noqa: E402
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]
@@ -228,6 +236,97 @@ def bench_estimators(args, table: np.ndarray, label: str, lin_table: np.ndarray 
     print(f"  {'MSR Banzhaf (vs exact Banzhaf)':31s} Spearman mean {np.mean(rhos):.3f}, min {np.min(rhos):.3f}")
 
 
+def store_sizes(path: Path, directory: Path) -> tuple[dict[str, float], Path]:
+    """MB of one stored round rewritten at every precision (the engine's write path), and its int8 copy."""
+    arrays = UpdateStore.read_round(path)
+    sizes, shapes = {}, [(e["name"], tuple(e["shape"])) for e in read_json(path.parent / LAYOUT_FILE)]
+    offsets = np.cumsum([0] + [int(np.prod(shape)) for _, shape in shapes])
+
+    def state(flat):
+        return {name: torch.as_tensor(flat[lo:hi].reshape(shape)) for (name, shape), lo, hi in
+                zip(shapes, offsets[:-1], offsets[1:])}
+
+    updates = [ClientUpdate(int(c), int(k), state(d)) for c, k, d in
+               zip(arrays["client_ids"], arrays["num_examples"], arrays["deltas"])]
+    for precision in PRECISIONS:
+        store = UpdateStore(directory / precision, precision)
+        store.write_layout(state(arrays["start"]))
+        store.write_round(int(path.stem.split("_")[-1]), state(arrays["start"]), updates)
+        sizes[precision] = store.rounds()[0].stat().st_size / 1e6
+    return sizes, UpdateStore(directory / "int8").rounds()[0]
+
+
+def audit_errors(audit, reference, exact_reference: bool) -> dict[str, float]:
+    """The audit's values against a reference audit of the same round, in standard errors."""
+    a, r = audit.rows.set_index("client"), reference.rows.set_index("client").loc[audit.rows["client"]]
+    err = (a["value"] - r["value"]).abs()
+    mc = np.sqrt(a["mc_stderr"] ** 2 + (0 if exact_reference else r["mc_stderr"] ** 2))
+    z = (err / mc.where(mc > 0)).dropna()
+    return {"max_error_se": float((err / a["stderr"]).max()), "z_rms": float(np.sqrt((z**2).mean())) if len(z) else 0.0,
+            "within_1.96_mc_se": float(np.mean(err <= 1.96 * mc + 1e-15))}
+
+
+def train_two_rounds(args, n: int, workdir: Path):
+    """Two rounds of ``n`` IID clients with a float32 update store: config, data, result, CPU s of round 2."""
+    from fedmm import workflow
+    from fedmm.fl import engine
+
+    config = load_config(args.config, [
+        "partition.scheme=iid", f"partition.num_clients={n}", "partition.min_samples=1", "train.rounds=2",
+        "train.centralized=false", "train.device=cpu", f"seed={args.seed}"])
+    prepared = workflow.prepare_data(config)
+    federated = workflow.make_partitions(config, prepared)
+    ticks = [time.process_time()]
+    default_store, engine.UpdateStore = engine.UpdateStore, partial(UpdateStore, precision="float32")
+    try:
+        result = train(config, prepared, federated, lambda _: ticks.append(time.process_time()), workdir)
+    finally:
+        engine.UpdateStore = default_store
+    return config, prepared, result, ticks[-1] - ticks[-2]
+
+
+def scale(args) -> None:
+    """The audit at scale: cost against training, update-store size and error, error against a high budget."""
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU seconds (process time)")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.scale:
+            config, prepared, result, train_s = train_two_rounds(args, n, Path(tmp) / f"clients{n}")
+            path = UpdateStore(result.updates_dir).rounds()[-1]
+            sizes, int8 = store_sizes(path, Path(tmp) / f"sizes{n}")
+            val, groups, key = audit_validation(prepared, config.audit)
+            stat = make_statistic(config.audit, groups, key, val.labels.numpy(), prepared.dataset.num_classes, 0)
+            game = load_round_game(int8, result.spec, val, config.audit)
+            start = time.process_time()
+            audit = audit_round(game, config.audit, stat)
+            audit_s = time.process_time() - start
+            full = audit_round(load_round_game(path, result.spec, val, config.audit), config.audit, stat)
+            exact = n <= 12
+            ref_config = config.audit.model_copy(update={"estimator": "exact"} if exact else {
+                "scale_permutations": max(2 * config.audit.scale_permutations, args.reference_evaluations // (n - 1)),
+                "min_samples": max(config.audit.min_samples, args.reference_evaluations // (2 * n)),
+                "max_evaluations": args.reference_evaluations, "mc_rel_tol": 1e-3})
+            reference = audit_round(game, ref_config, stat, seed=1)
+            row = {"clients": n, "train_round_cpu_s": train_s, "audit_cpu_s": audit_s,
+                   "evaluations": audit.record["evaluations"], "method": audit.record["method"],
+                   "stop_reason": audit.record["stop_reason"], "store_mb": sizes,
+                   "int8_vs_float32_max_error_se": audit_errors(audit, full, True)["max_error_se"],
+                   "reference_evaluations": reference.record["evaluations"],
+                   **{f"vs_reference_{k}": v for k, v in audit_errors(audit, reference, exact).items()}}
+            row["audit_over_training"] = row["audit_cpu_s"] / row["train_round_cpu_s"]
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print(f"\n{'clients':>7} {'train s':>8} {'audit s':>8} {'ratio':>6} {'evals':>6} {'int8 MB':>8} {'f16 MB':>7} "
+          f"{'f32 MB':>7} {'int8 err/SE':>11} {'ref evals':>9} {'err/SE':>7} {'z rms':>6} {'in 1.96 MC SE':>13}")
+    for r in rows:
+        mb = r["store_mb"]
+        print(f"{r['clients']:>7} {r['train_round_cpu_s']:>8.2f} {r['audit_cpu_s']:>8.2f} {r['audit_over_training']:>6.2f} "
+              f"{r['evaluations']:>6} {mb['int8']:>8.2f} {mb['float16']:>7.2f} {mb['float32']:>7.2f} "
+              f"{r['int8_vs_float32_max_error_se']:>11.4f} {r['reference_evaluations']:>9} "
+              f"{r['vs_reference_max_error_se']:>7.3f} {r['vs_reference_z_rms']:>6.2f} "
+              f"{r['vs_reference_within_1.96_mc_se']:>13.0%}")
+
+
 def fast_vs_exact(args) -> None:
     """The default run's audit, fast and exact: seconds and the fast one's error in standard errors."""
     from fedmm import workflow
@@ -285,6 +384,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--fast-vs-exact", action="store_true", help="only compare the default run's fast and exact audits")
+    parser.add_argument("--scale", type=int, nargs="*", help="only the audit at scale, at these client counts")
+    parser.add_argument("--reference-evaluations", type=int, default=5000, help="--scale: the reference's budget")
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
                         help="cpu: process CPU time, steadier on a shared machine (use with --threads 1)")
     args = parser.parse_args(argv)
@@ -292,6 +393,9 @@ def main(argv=None) -> None:
     global clock
     clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
+    if args.scale:
+        scale(args)
+        return
     if args.fast_vs_exact:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock")
         fast_vs_exact(args)

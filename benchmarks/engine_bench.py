@@ -34,12 +34,12 @@ from fedmm import runtime  # noqa: E402
 
 runtime.configure()
 
-from fedmm.audit.store import UpdateStore  # noqa: E402
 from fedmm.config import load_config  # noqa: E402
 from fedmm.data.federated import partition_and_mask  # noqa: E402
 from fedmm.data.prepare import prepare  # noqa: E402
 from fedmm.fl import client, engine  # noqa: E402
 from fedmm.fl.training import train  # noqa: E402
+from fedmm.fl.updates import UpdateStore  # noqa: E402
 
 PHASES = {
     "local training": (client, "run_epochs"),

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,21 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write arrays to an .npz atomically; object arrays are refused (no pickles)."""
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray], compressed: bool = False) -> None:
+    """Write arrays to an .npz atomically; object arrays are refused (no pickles). With ``compressed``
+    the members are deflated at level 1 (``np.load`` reads either)."""
     for name, array in arrays.items():
         if np.asarray(array).dtype == object:
             raise TypeError(f"array {name!r} has dtype object; artifacts must be pickle-free")
-    _atomic(Path(path), lambda handle: np.savez(handle, **arrays))
+    _atomic(Path(path), (lambda handle: _deflated_npz(handle, arrays)) if compressed
+            else (lambda handle: np.savez(handle, **arrays)))
+
+
+def _deflated_npz(handle, arrays: dict[str, np.ndarray]) -> None:
+    with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:

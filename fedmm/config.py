@@ -405,7 +405,9 @@ class AuditConfig(_Section):
     (:mod:`fedmm.audit.inference`). ``estimator: sampled`` draws antithetic permutation pairs
     until each Monte Carlo SE is at most ``mc_rel_tol`` x the validation SE (after
     ``min_samples`` pairs, within ``max_evaluations``); ``exact`` enumerates all 2^n
-    coalitions up to ``exact_max_players`` clients.
+    coalitions up to ``exact_max_players`` clients. Rounds of ``scale_from`` clients or more
+    draw ``scale_permutations`` single permutations, with leave-one-out to first order
+    (:mod:`fedmm.audit.rounds`).
 
     Flags per client over the run: ``harmful`` (Holm-adjusted one-sided p < ``alpha`` and the
     CI's upper bound < -``min_effect``, in metric units; otherwise the verdict is
@@ -435,6 +437,8 @@ class AuditConfig(_Section):
     mc_rel_tol: float = Field(0.1, gt=0, description="sampled rounds: stop at Monte Carlo SE <= this x validation SE")
     min_samples: int = Field(6, ge=2, description="sampled rounds: permutation samples (antithetic pairs) at least")
     antithetic: bool = Field(True, description="sampled rounds: pair each permutation with its reverse")
+    scale_from: int = Field(50, ge=2, description="rounds of this many clients or more are sampled at scale")
+    scale_permutations: int = Field(2, ge=2, description="at scale: single permutations drawn per round")
     validation_windows: Literal["non_overlapping", "all"] = Field(
         "non_overlapping", description="score every ceil(window/stride)-th window of a recording, or all windows"
     )

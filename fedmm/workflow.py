@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from fedmm.audit.detection import detection_quality
-from fedmm.audit.report import NOT_AUDITABLE, AuditReport, audit_updates, audit_validation, federated_modalities
+from fedmm.audit.report import NOT_AUDITABLE, AuditReport
+from fedmm.audit.run import audit_updates, audit_validation, federated_modalities
 from fedmm.config import Config
 from fedmm.data.federated import FederatedData, partition_and_mask, split_tensors
 from fedmm.data.prepare import PreparedData, prepare
@@ -105,7 +106,7 @@ def audit_contributions(
     config: Config, prepared: PreparedData, federated: FederatedData, result: TrainResult,
     on_round: Callable[[dict], None] | None = None,
 ) -> AuditReport:
-    """Shapley audit of every stored round on the validation split (:func:`~fedmm.audit.report.audit_validation`),
+    """Shapley audit of every stored round on the validation split (:func:`~fedmm.audit.run.audit_validation`),
     stamped with the training fingerprint and the partition's hash.
 
     When the partition injected corrupted clients, their ground truth and the audit's

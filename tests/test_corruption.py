@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from fedmm.audit.store import UpdateStore
 from fedmm.config import ConfigError, config_from_dict
 from fedmm.data.federated import FederatedData, client_arrays, partition_and_mask
 from fedmm.data.partition import PartitionError
 from fedmm.data.prepare import prepare
 from fedmm.fl.training import train
+from fedmm.fl.updates import UpdateStore
 
 BASE = {
     "data": {"window": 50, "stride": 50},
@@ -69,8 +69,8 @@ def test_update_corruptions_reach_the_stored_updates(prepared, tmp_path):
     bad = [c for c in CORRUPTED if c["kind"] in ("free_rider_zero", "scaled_update")]
     bad.append({"client": 3, "kind": "free_rider_noise", "noise_std": 0.05})
     train(_config(bad), prepared, _federated(prepared, bad), workdir=tmp_path / "bad")
-    clean = np.load(UpdateStore(clean_run.updates_dir).rounds()[0])
-    corrupted = np.load(UpdateStore(tmp_path / "bad" / "updates").rounds()[0])
+    clean = UpdateStore.read_round(UpdateStore(clean_run.updates_dir).rounds()[0])
+    corrupted = UpdateStore.read_round(UpdateStore(tmp_path / "bad" / "updates").rounds()[0])
     row = {int(c): i for i, c in enumerate(corrupted["client_ids"])}
     assert not corrupted["deltas"][row[1]].any()
     assert corrupted["num_examples"][row[1]] == clean["num_examples"][row[1]]

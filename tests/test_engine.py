@@ -3,12 +3,12 @@ import pytest
 import torch
 from conftest import assert_same_training, interrupted_after_round, prepared_and_partitioned
 
-from fedmm.audit.store import UpdateStore
 from fedmm.config import config_from_dict
 from fedmm.data.federated import client_arrays
 from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.strategy import FedAvg
 from fedmm.fl.training import train
+from fedmm.fl.updates import UpdateStore
 from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.tensors import UNLABELLED, TensorData
@@ -50,7 +50,7 @@ def test_same_seed_same_metrics_and_updates_are_kept(data, tmp_path):
     assert_same_training(first, second)
     rounds = UpdateStore(tmp_path / "a" / "updates").rounds()
     assert len(rounds) == 3
-    stored = np.load(rounds[0])
+    stored = UpdateStore.read_round(rounds[0])
     assert stored["deltas"].shape == (3, stored["start"].shape[0])
     assert stored["num_examples"].tolist() == [len(federated.client_rows(c)) for c in stored["client_ids"]]
     start = torch.cat([v.reshape(-1) for v in build_model(first.spec, CONFIG.seed).state_dict().values()])

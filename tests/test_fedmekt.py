@@ -4,7 +4,6 @@ import pytest
 import torch
 from conftest import proxy_server
 
-from fedmm.audit.store import UpdateStore
 from fedmm.config import config_from_dict
 from fedmm.data.federated import client_arrays
 from fedmm.fl import engine
@@ -12,6 +11,7 @@ from fedmm.fl.client import Worker, trainable_state
 from fedmm.fl.fedmekt import Autoencoder, EmbeddingPayload, FedMekt, aggregate_embeddings
 from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.training import train
+from fedmm.fl.updates import UpdateStore
 from fedmm.models.multimodal import build_model
 from fedmm.tensors import UNLABELLED, TensorData
 

@@ -3,13 +3,13 @@ import torch
 import torch.nn.functional as F
 from conftest import SYNTHETIC_CLASSES, SYNTHETIC_SPEC, synthetic
 
-from fedmm.audit.store import UpdateStore
 from fedmm.config import config_from_dict
 from fedmm.fl.client import Worker, forward, trainable_state
 from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.mmfed3 import DistillationUpdate, MMFeD3
 from fedmm.fl.strategy import FedAvg, ServerContext
 from fedmm.fl.training import train
+from fedmm.fl.updates import UpdateStore
 from fedmm.models.multimodal import build_model
 
 RAW = {

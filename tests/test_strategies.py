@@ -5,7 +5,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fedmm.audit.store import UpdateStore
 from fedmm.cli import main
 from fedmm.config import ConfigError, ModelConfig, config_from_dict
 from fedmm.fl.baselines import drop_modalities
@@ -16,6 +15,7 @@ from fedmm.fl.moon import Moon
 from fedmm.fl.strategies import STRATEGIES
 from fedmm.fl.strategy import FedAvg
 from fedmm.fl.training import model_spec, train
+from fedmm.fl.updates import UpdateStore
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.seeding import torch_generator
 from fedmm.tensors import TensorData
@@ -38,7 +38,7 @@ def run(data, tmp_path, name, *overrides):
 
 
 def delta_norms(workdir):
-    stored = np.load(UpdateStore(workdir / "updates").rounds()[0])
+    stored = UpdateStore.read_round(UpdateStore(workdir / "updates").rounds()[0])
     return stored["client_ids"], np.linalg.norm(stored["deltas"], axis=1)
 
 

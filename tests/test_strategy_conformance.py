@@ -16,7 +16,6 @@ import pytest
 import torch
 from conftest import SYNTHETIC_SPEC, interrupted_after_round, synthetic
 
-from fedmm.audit.store import UpdateStore
 from fedmm.config import TrainConfig, config_from_dict
 from fedmm.fl import engine
 from fedmm.fl.baselines import ModalityDropout, ProxyOnly
@@ -31,6 +30,7 @@ from fedmm.fl.mmfed3 import MMFeD3
 from fedmm.fl.moon import Moon
 from fedmm.fl.strategies import STRATEGIES, make_strategy
 from fedmm.fl.strategy import ServerContext, StrategyError
+from fedmm.fl.updates import UpdateStore
 
 SEED = 0
 ROUNDS = 3

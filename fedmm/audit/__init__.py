@@ -1,180 +1,47 @@
-"""Contribution audit of federated rounds: estimators (Shapley, Banzhaf, LOO), the round game, the report.
+"""Contribution audit of federated rounds: Shapley values per client and round, with uncertainty and flags.
 
 A utility maps a boolean coalition matrix ``(k, n_players)`` to ``(k,)`` values; the
-estimators never look inside it. Results are :class:`ValuationResult` objects.
-:class:`RoundGame` is the utility of one stored training round (``rows`` gives its
-per-validation-sample utilities); :mod:`.samplewise` values a round with that evidence and
-:mod:`.inference` turns it into clustered intervals and tests; :func:`audit_updates`
-values every round of a run's :class:`~.store.UpdateStore` into an :class:`AuditReport`
-(``audit.json``, tables, plots and ``report.html``).
+estimators (:mod:`.exact`, :mod:`.sampling`: one :class:`PermutationSampler`, stopping rules
+that compose with ``|`` and ``&``) never look inside it and return
+:class:`ValuationResult` objects. :class:`RoundGame` is the utility of one stored training
+round; :func:`audit_round` (:mod:`.rounds`) values a round with per-validation-sample
+evidence, :mod:`.inference` turns it into clustered intervals and tests, :mod:`.flags` holds
+the flag rules, and :func:`audit_updates` (:mod:`.run`) values every round of a run's update
+store into an :class:`AuditReport` (:mod:`.report`: ``audit.json``, tables, plots and
+``report.html``). Everything else is imported from its defining submodule.
 """
 
-from .axioms import (
-    axiom_residuals,
-    efficiency_residual,
-    null_player_residual,
-    null_players,
-    symmetric_pairs,
-    symmetry_residual,
-)
-from .clustered import aggregation_weights, cluster_players, clustered_shapley
-from .exact import (
-    enumerate_coalitions,
-    exact_banzhaf,
-    exact_from_table,
-    exact_shapley,
-    exact_shapley_banzhaf,
-    exact_values_from_table,
-    leave_one_out,
-    shapley_weights,
-    utility_table,
-)
-from .game import (
-    AdditiveGame,
-    CachedUtility,
-    Game,
-    GloveGame,
-    QuadraticGame,
-    RandomGame,
-    TableGame,
-    Utility,
-    WeightedVotingGame,
-    coalitions_to_masks,
-    masks_to_coalitions,
-)
-from .html import render_html
-from .inference import (
-    BootstrapStatistic,
-    MeanStatistic,
-    cr1_variance,
-    holm,
-    min_detectable_effect,
-    non_overlapping,
-    t_interval,
-    validation_groups,
-)
-from .report import (
-    AuditReport,
-    RoundAudit,
-    audit_round,
-    audit_updates,
-    audit_validation,
-    client_summary,
-    clustered_aggregation_weights,
-    federated_modalities,
-    load_round_game,
-    make_statistic,
-)
+from .exact import exact_shapley
+from .flags import client_summary
+from .report import AuditReport
 from .result import ValuationResult
-from .samplewise import RoundEstimate, exact_round, sampled_round
+from .rounds import audit_round
+from .run import audit_updates, audit_validation
 from .sampling import (
-    AllOf,
-    AnyOf,
     MaxEvaluations,
-    MaxPermutations,
-    MaxTime,
-    RunningMoments,
-    SamplerState,
+    PermutationSampler,
+    RelativeStandardErrorBelow,
     StandardErrorBelow,
     StoppingCriterion,
     msr_banzhaf,
     permutation_shapley,
 )
-from .signals import (
-    aggregate_update,
-    cosine_to_aggregate,
-    flatten_updates,
-    update_norms,
-    update_signals,
-)
-from .utility import (
-    METRICS,
-    WEIGHTINGS,
-    LinearisedGame,
-    RoundGame,
-    accuracy_batched,
-    macro_f1_batched,
-    metric_batched,
-    neg_log_loss_batched,
-    validation_sha256,
-)
+from .utility import RoundGame
 
 __all__ = [
-    "AdditiveGame",
-    "AllOf",
-    "AnyOf",
     "AuditReport",
-    "BootstrapStatistic",
-    "CachedUtility",
-    "Game",
-    "GloveGame",
-    "LinearisedGame",
-    "METRICS",
     "MaxEvaluations",
-    "MaxPermutations",
-    "MaxTime",
-    "MeanStatistic",
-    "QuadraticGame",
-    "RandomGame",
-    "RoundAudit",
-    "RoundEstimate",
+    "PermutationSampler",
+    "RelativeStandardErrorBelow",
     "RoundGame",
-    "RunningMoments",
-    "SamplerState",
     "StandardErrorBelow",
     "StoppingCriterion",
-    "TableGame",
-    "Utility",
     "ValuationResult",
-    "WEIGHTINGS",
-    "WeightedVotingGame",
-    "accuracy_batched",
-    "aggregate_update",
-    "aggregation_weights",
     "audit_round",
     "audit_updates",
     "audit_validation",
-    "axiom_residuals",
     "client_summary",
-    "cluster_players",
-    "clustered_aggregation_weights",
-    "clustered_shapley",
-    "coalitions_to_masks",
-    "cosine_to_aggregate",
-    "cr1_variance",
-    "efficiency_residual",
-    "enumerate_coalitions",
-    "exact_banzhaf",
-    "exact_round",
-    "exact_from_table",
     "exact_shapley",
-    "exact_shapley_banzhaf",
-    "exact_values_from_table",
-    "federated_modalities",
-    "flatten_updates",
-    "holm",
-    "leave_one_out",
-    "load_round_game",
-    "macro_f1_batched",
-    "make_statistic",
-    "masks_to_coalitions",
-    "metric_batched",
-    "min_detectable_effect",
     "msr_banzhaf",
-    "neg_log_loss_batched",
-    "non_overlapping",
-    "null_player_residual",
-    "null_players",
     "permutation_shapley",
-    "render_html",
-    "sampled_round",
-    "shapley_weights",
-    "symmetric_pairs",
-    "symmetry_residual",
-    "t_interval",
-    "update_norms",
-    "update_signals",
-    "utility_table",
-    "validation_groups",
-    "validation_sha256",
 ]

@@ -1,4 +1,4 @@
-"""Valuation results: values with standard errors, sample counts and axiom residuals."""
+"""Valuation results: values with standard errors, sample counts, axiom residuals and, for a round, its evidence."""
 
 from __future__ import annotations
 
@@ -45,10 +45,13 @@ def normal_interval(values, stderr, level: float) -> tuple[np.ndarray, np.ndarra
 class ValuationResult:
     """Per-player values of one estimator run.
 
-    ``stderr`` is zero for exact methods; ``counts`` are samples per player (equal to the
-    number of coalitions enumerated for exact methods); ``evaluations`` is the number of
-    distinct utility evaluations used; ``residuals`` holds axiom self-check residuals and
-    ``info`` JSON-serialisable extras (stop reason, cluster labels, ...).
+    ``stderr`` is the Monte Carlo standard error (zero for exact methods); ``counts`` are
+    samples per player (equal to the number of coalitions enumerated for exact methods);
+    ``evaluations`` is the number of distinct utility evaluations used; ``residuals`` holds
+    axiom self-check residuals and ``info`` JSON-serialisable extras (stop reason, cluster
+    labels, ...). A round valued per validation sample (:mod:`fedmm.audit.samplewise`) also
+    carries its ``evidence`` ``(n, M)`` (per-sample or per-replicate values), the full utility
+    ``table`` of an exact round and the sampler's convergence ``trace``.
     """
 
     values: np.ndarray
@@ -58,6 +61,9 @@ class ValuationResult:
     counts: np.ndarray
     residuals: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    evidence: np.ndarray | None = None
+    table: np.ndarray | None = None
+    trace: dict | None = None
 
     def __post_init__(self):
         self.values = np.asarray(self.values, dtype=float).reshape(-1)
@@ -66,6 +72,11 @@ class ValuationResult:
         self.counts = np.broadcast_to(np.asarray(self.counts, dtype=np.int64), (n,)).copy()
         self.evaluations = int(self.evaluations)
         self.residuals = {str(k): float(v) for k, v in self.residuals.items()}
+
+    @property
+    def mc_variance(self) -> np.ndarray:
+        """Monte Carlo variance of the values (``stderr**2``)."""
+        return self.stderr**2
 
     @property
     def n_players(self) -> int:

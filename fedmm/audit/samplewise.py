@@ -6,42 +6,37 @@ values (log-loss, accuracy), and applied to bootstrap replicate utilities they g
 replicate values (macro-F1): the *evidence* a statistic turns into a validation-sampling
 variance (:mod:`fedmm.audit.inference`).
 
-The sampler draws permutations in antithetic pairs (a permutation and its reverse; a
-sample is the pair's average marginal vector) and stops when every client's Monte Carlo
-standard error is at most ``rel_tol`` times its validation standard error, after
-``min_pairs`` pairs, or when the evaluation budget is spent. Its Monte Carlo variance is
-reported and added to the validation variance. If it has evaluated every coalition, the
-exact values are returned instead (they cost nothing more).
+The sampler (:class:`~fedmm.audit.sampling.PermutationSampler`) draws permutations in
+antithetic pairs (a permutation and its reverse; a sample is the pair's average marginal
+vector); the default stopping rule, a composable criterion, stops when every client's Monte
+Carlo standard error is at most ``rel_tol`` times its validation standard error, after
+``min_pairs`` pairs (:class:`~fedmm.audit.sampling.RelativeStandardErrorBelow`), or when the
+evaluation budget is spent (:class:`~fedmm.audit.sampling.MaxEvaluations`). Its Monte Carlo
+variance is reported and added to the validation variance. If it has evaluated every
+coalition, the exact values are returned instead (they cost nothing more). Results are
+:class:`~fedmm.audit.result.ValuationResult` objects carrying their evidence.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._bits import enumerate_coalitions
 from .exact import exact_from_table, exact_values_from_table
 from .game import coalitions_to_masks
+from .result import ValuationResult
+from .sampling import (
+    MaxEvaluations,
+    PermutationSampler,
+    RelativeStandardErrorBelow,
+    SamplerState,
+    StoppingCriterion,
+)
 
-__all__ = ["RoundEstimate", "RowStore", "exact_round", "sampled_round"]
-
-
-@dataclass
-class RoundEstimate:
-    """Values ``(n,)``, evidence ``(n, M)``, Monte Carlo variance ``(n,)`` of one round's Shapley values."""
-
-    values: np.ndarray
-    evidence: np.ndarray
-    mc_variance: np.ndarray
-    evaluations: int
-    method: str
-    table: np.ndarray | None = None  # the full utility table of an exact round
-    residuals: dict = field(default_factory=dict)
-    info: dict = field(default_factory=dict)
-    trace: dict | None = None
+__all__ = ["RowStore", "exact_round", "sampled_round"]
 
 
 class RowStore:
@@ -79,18 +74,18 @@ class RowStore:
         return np.fromiter((self.index[k] for k in keys), dtype=np.int64, count=len(keys))
 
 
-def exact_round(rows: Callable[[np.ndarray], np.ndarray], statistic, n: int) -> RoundEstimate:
+def exact_round(rows: Callable[[np.ndarray], np.ndarray], statistic, n: int) -> ValuationResult:
     """Every coalition evaluated: exact Shapley values, per-sample (or per-replicate) evidence, axiom residuals."""
     table_rows = np.asarray(rows(enumerate_coalitions(n)), dtype=float)
     return _from_table(statistic.utilities(table_rows), statistic.expand(table_rows), n)
 
 
-def _from_table(point: np.ndarray, expanded: np.ndarray, n: int, **info) -> RoundEstimate:
+def _from_table(point: np.ndarray, expanded: np.ndarray, n: int, **info) -> ValuationResult:
     shap, banz = exact_from_table(point, n)
     evidence = exact_values_from_table(expanded, n)[0]
-    return RoundEstimate(
-        values=shap.values, evidence=evidence, mc_variance=np.zeros(n), evaluations=point.size,
-        method="exact_shapley", table=point, residuals=shap.residuals,
+    return ValuationResult(
+        values=shap.values, stderr=0.0, evaluations=point.size, method="exact_shapley", counts=shap.counts,
+        evidence=evidence, table=point, residuals=shap.residuals,
         info={"banzhaf": banz.values, "banzhaf_residuals": banz.residuals, **info},
     )
 
@@ -99,24 +94,32 @@ def sampled_round(
     rows: Callable[[np.ndarray], np.ndarray],
     statistic,
     n: int,
+    stopping: StoppingCriterion | None = None,
     *,
     rel_tol: float = 0.1,
     min_pairs: int = 6,
     max_evaluations: int = 2000,
     batch_pairs: int = 2,
     antithetic: bool = True,
+    pool_scale: np.ndarray | None = None,
     seed=None,
-) -> tuple[RoundEstimate, RowStore]:
-    """Permutation Shapley under the relative stopping rule (see the module docstring).
+) -> tuple[ValuationResult, RowStore]:
+    """Permutation Shapley on a :class:`~fedmm.audit.sampling.PermutationSampler` until ``stopping``.
 
-    A sample is an antithetic pair's average marginal vector (one permutation with
-    ``antithetic=False``). Returns the estimate and the store of evaluated rows (for
-    leave-one-out and other coalitions the caller needs).
+    The default rule is the module docstring's: ``MaxEvaluations(max_evaluations) |
+    RelativeStandardErrorBelow(rel_tol, min_pairs)``. A batch whose new coalitions exceed the
+    rule's remaining evaluations is not evaluated. A sample is an antithetic pair's average
+    marginal vector (one permutation with ``antithetic=False``). With few samples a player's
+    own Monte Carlo variance is a poor estimate (one degree of freedom from two samples), so
+    with ``pool_scale`` (one positive scale per player, e.g. the size of its weighted update)
+    each player's variance is at least the pooled one: the mean over players of variance /
+    scale^2, times its own scale^2 (``n (k - 1)`` degrees of freedom). Returns the estimate and
+    the store of evaluated rows (for leave-one-out and other coalitions the caller needs).
     """
     if n < 2:
         raise ValueError("sampling needs at least two players")
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    rng = np.random.default_rng(ss)
+    stopping = stopping or MaxEvaluations(max(max_evaluations, 2)) | RelativeStandardErrorBelow(rel_tol, min_pairs)
+    sampler = PermutationSampler(n, antithetic=antithetic, seed=seed)
     store = RowStore(rows, statistic, n)
     t0 = time.perf_counter()
     ends = np.zeros((2, n), dtype=bool)
@@ -127,46 +130,47 @@ def sampled_round(
     samples: list[np.ndarray] = []
     perms_used = 0
     trace = {"evaluations": [], "values": [], "stderr": []}
-    per = 2 if antithetic else 1
-    while True:
-        if antithetic:
-            half = rng.permuted(np.tile(np.arange(n), (batch_pairs, 1)), axis=1)
-            perms = np.empty((2 * batch_pairs, n), dtype=np.int64)
-            perms[0::2], perms[1::2] = half, half[:, ::-1]
-        else:
-            perms = rng.permuted(np.tile(np.arange(n), (batch_pairs, 1)), axis=1)
-        pos = np.argsort(perms, axis=1)
+    state = _state(n, store, 0, None, t0)
+    while not stopping(state):
+        perms, pos = sampler.draw(batch_pairs * sampler.per_sample)
         coal = (pos[:, None, :] < np.arange(n + 1)[None, :, None]).reshape(-1, n)  # prefixes 0..n
         new, _ = store.unseen(coal)
-        if store.size + new.size > max(max_evaluations, 2):
-            reason = f"evaluation budget {max_evaluations} reached"
+        if new.size > stopping.remaining_evaluations(state):
             break
         idx = store.lookup(coal).reshape(perms.shape[0], n + 1)
         if counts.shape[1] < store.size:
             counts = np.pad(counts, ((0, 0), (0, store.size - counts.shape[1])))
         np.add.at(counts, (perms, idx[:, 1:]), 1.0)
         np.add.at(counts, (perms, idx[:, :-1]), -1.0)
-        marg = np.take_along_axis(np.diff(store.point[idx], axis=1), pos, axis=1)
-        samples.append(marg.reshape(-1, per, n).mean(axis=1))
+        samples.append(sampler.samples(np.take_along_axis(np.diff(store.point[idx], axis=1), pos, axis=1)))
         perms_used += perms.shape[0]
         if store.size >= total:
             point, expanded = _ordered(store, n)
             est = _from_table(point, expanded, n, stop_reason="every coalition evaluated", permutations=perms_used)
             return est, store
-        est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic)
+        est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic, pool_scale)
         trace["evaluations"].append(store.size)
         trace["values"].append(est.values.tolist())
-        trace["stderr"].append(np.sqrt(est.mc_variance).tolist())
-        pairs = len(est.info["samples"])
-        if pairs >= min_pairs and np.all(np.sqrt(est.mc_variance) <= rel_tol * np.sqrt(est.info["val_variance"])):
-            reason = f"Monte Carlo SE <= {rel_tol:g} x validation SE after {pairs} samples"
-            break
+        trace["stderr"].append(est.stderr.tolist())
+        state = _state(n, store, len(est.info["samples"]), est, t0)
     if not samples:
         raise ValueError(f"an evaluation budget of {max_evaluations} cannot fit one permutation of {n} players")
-    est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic)
+    reason = ", ".join(stopping.triggered(state)) or f"evaluation budget reached ({stopping!r})"
+    est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic, pool_scale)
     est.info.update(stop_reason=reason, permutations=perms_used, seconds=time.perf_counter() - t0)
     est.trace = trace
     return est, store
+
+
+def _state(n: int, store: RowStore, samples: int, est: ValuationResult | None, t0: float) -> SamplerState:
+    """The sampler's state for the stopping rule: the estimate's Monte Carlo and validation SEs."""
+    inf = np.full(n, np.inf)
+    return SamplerState(
+        n_players=n, evaluations=store.size, samples=samples, counts=np.full(n, samples), iterations=samples,
+        values=np.zeros(n) if est is None else est.values, stderr=inf if est is None else est.stderr,
+        elapsed_s=time.perf_counter() - t0, max_evaluations=float(2**n) if n < 63 else np.inf,
+        reference_stderr=None if est is None else np.sqrt(est.info["val_variance"]),
+    )
 
 
 def _ordered(store: RowStore, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -175,12 +179,18 @@ def _ordered(store: RowStore, n: int) -> tuple[np.ndarray, np.ndarray]:
     return store.point[order], store.expanded[order]
 
 
-def _estimate(store: RowStore, counts: np.ndarray, perms: int, samples: np.ndarray, statistic) -> RoundEstimate:
+def _estimate(store: RowStore, counts: np.ndarray, perms: int, samples: np.ndarray, statistic,
+              pool_scale: np.ndarray | None = None) -> ValuationResult:
     coef = counts[:, : store.size] / perms
     evidence = coef @ store.expanded
     k = samples.shape[0]
     mc = samples.var(axis=0, ddof=1) / k if k > 1 else np.full(samples.shape[1], np.inf)
-    return RoundEstimate(
-        values=coef @ store.point, evidence=evidence, mc_variance=mc, evaluations=store.size,
-        method="permutation_shapley", info={"samples": samples, "val_variance": statistic.variance(evidence)},
+    if pool_scale is not None and k > 1:
+        scale2 = np.asarray(pool_scale, dtype=float) ** 2
+        live = scale2 > 0
+        pooled = np.mean(mc[live] / scale2[live]) * scale2 if live.any() else np.zeros_like(mc)
+        mc = np.maximum(mc, pooled)
+    return ValuationResult(
+        values=coef @ store.point, stderr=np.sqrt(mc), evaluations=store.size, method="permutation_shapley",
+        counts=k, evidence=evidence, info={"samples": samples, "val_variance": statistic.variance(evidence)},
     )

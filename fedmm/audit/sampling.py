@@ -1,6 +1,9 @@
 """Sampled semivalues: truncated permutation Shapley and maximum-sample-reuse Banzhaf.
 
-The estimator, the utility and the stopping rule are separate (pyDVL style). Stopping rules
+The estimator, the sampler, the utility and the stopping rule are separate (pyDVL style).
+:class:`PermutationSampler` is the one permutation sampler: it draws batches of permutations
+(optionally antithetic pairs) and turns their marginal vectors into samples; every
+permutation estimator here and in :mod:`fedmm.audit.samplewise` runs on it. Stopping rules
 are objects called on a :class:`SamplerState`; they compose with ``|`` (stop when any is
 met) and ``&`` (stop when all are met). A rule may also cap the remaining evaluation
 budget (``MaxEvaluations``), which the samplers respect exactly: a batch is shrunk so that
@@ -25,6 +28,7 @@ from .result import ValuationResult
 
 __all__ = [
     "SamplerState",
+    "PermutationSampler",
     "StoppingCriterion",
     "AnyOf",
     "AllOf",
@@ -32,6 +36,7 @@ __all__ = [
     "MaxPermutations",
     "MaxTime",
     "StandardErrorBelow",
+    "RelativeStandardErrorBelow",
     "RunningMoments",
     "permutation_shapley",
     "msr_banzhaf",
@@ -54,6 +59,7 @@ class SamplerState:
     iterations: int  # batches processed
     elapsed_s: float
     max_evaluations: float  # 2**n (inf for n > 62): nothing new can be evaluated beyond it
+    reference_stderr: np.ndarray | None = None  # e.g. the values' validation-sampling SE
 
 
 class StoppingCriterion:
@@ -183,6 +189,60 @@ class StandardErrorBelow(StoppingCriterion):
         return f"StandardErrorBelow({self.tol:g}, min_samples={self.min_samples})"
 
 
+class RelativeStandardErrorBelow(StoppingCriterion):
+    """Stop when every player's standard error is at most ``rel_tol`` x its ``reference_stderr``
+    (e.g. the validation-sampling SE) after ``min_samples`` samples."""
+
+    def __init__(self, rel_tol: float, min_samples: int = 2):
+        if rel_tol <= 0 or min_samples < 2:
+            raise ValueError("rel_tol must be > 0 and min_samples >= 2")
+        self.rel_tol = float(rel_tol)
+        self.min_samples = int(min_samples)
+
+    def __call__(self, state):
+        if state.reference_stderr is None or state.samples < self.min_samples:
+            return False
+        return bool(np.all(state.stderr <= self.rel_tol * state.reference_stderr))
+
+    def triggered(self, state):
+        return [f"Monte Carlo SE <= {self.rel_tol:g} x validation SE after {state.samples} samples"] if self(state) else []
+
+    def __repr__(self):
+        return f"RelativeStandardErrorBelow({self.rel_tol:g}, min_samples={self.min_samples})"
+
+
+# --------------------------------------------------------------------------- the sampler
+
+
+class PermutationSampler:
+    """Uniform random permutations of ``n`` players in batches; with ``antithetic`` each one is
+    followed by its reverse and a *sample* is the pair's average marginal vector.
+
+    ``draw(batch)`` gives ``batch`` permutations (rounded up to whole pairs) and their
+    position matrix; ``samples(marginals)`` turns ``(b, n, ...)`` marginals in draw order into
+    per-sample values ``(b or b / 2, n, ...)``. Deterministic given ``seed``.
+    """
+
+    def __init__(self, n: int, *, antithetic: bool = False, seed=None):
+        self.n, self.antithetic = int(n), bool(antithetic)
+        self.rng, self.entropy = _make_rng(seed)
+        self.per_sample = 2 if antithetic else 1
+
+    def draw(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(perms, pos)``: ``perms[b]`` a permutation and ``pos[b, player]`` the player's position in it."""
+        base = self.rng.permuted(np.tile(np.arange(self.n), (-(-batch // self.per_sample), 1)), axis=1)
+        if self.antithetic:
+            perms = np.empty((2 * base.shape[0], self.n), dtype=np.int64)
+            perms[0::2], perms[1::2] = base, base[:, ::-1]
+        else:
+            perms = base
+        return perms, np.argsort(perms, axis=1)
+
+    def samples(self, marginals: np.ndarray) -> np.ndarray:
+        """Per-sample values: the marginals, or the antithetic pairs' averages."""
+        return marginals.reshape(-1, self.per_sample, *marginals.shape[1:]).mean(axis=1)
+
+
 # --------------------------------------------------------------------------- running moments
 
 
@@ -254,11 +314,50 @@ def _samples_fitting(cache: CachedUtility, keys: np.ndarray, budget: float) -> i
     return int(np.searchsorted(np.cumsum(new_per_sample), budget, side="right"))
 
 
+def _permutations_fitting(cache: CachedUtility, pos: np.ndarray, budget: float, per_sample: int) -> int:
+    """How many leading permutations (whole samples of ``per_sample``) fit ``budget`` new evaluations."""
+    b, n = pos.shape
+    coal = pos[:, None, :] < np.arange(1, n)[None, :, None]
+    fit = _samples_fitting(cache, coalitions_to_masks(coal.reshape(-1, n)).reshape(b, n - 1), budget)
+    return fit - fit % per_sample
+
+
 def _max_evaluations(n: int) -> float:
     return float(2**n) if n <= 62 else math.inf
 
 
 # --------------------------------------------------------------------------- permutation Shapley
+
+
+def _scan_prefixes(cache: CachedUtility, pos: np.ndarray, ends: tuple[float, float], step: int, tol: float,
+                   truncate_all: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Marginals by position ``(b, n)`` of a batch of permutations (``pos``: positions by player), scanned
+    ``step`` prefix lengths per utility call; a permutation is truncated (later marginals 0) once a prefix is
+    within ``tol * |u(N)|`` of ``u(N)``. Also returns where each permutation was truncated (``n``: never)."""
+    b, n = pos.shape
+    u_empty, u_full = ends
+    thr = tol * abs(u_full)
+    vals = np.full((b, n + 1), np.nan)
+    vals[:, 0], vals[:, n] = u_empty, u_full
+    trunc = np.full(b, 0 if truncate_all else n)  # marginals at positions >= trunc are 0
+    active = np.full(b, not truncate_all)
+    k = 1
+    while k < n and active.any():
+        ks = np.arange(k, min(k + step, n))
+        idx = np.flatnonzero(active)
+        coal = pos[idx][:, None, :] < ks[None, :, None]
+        v = cache(coal.reshape(-1, n)).reshape(idx.size, ks.size)
+        vals[idx[:, None], ks[None, :]] = v
+        if tol > 0:
+            close = np.abs(u_full - v) < thr
+            hit = close.any(axis=1)
+            if hit.any():
+                trunc[idx[hit]] = ks[close[hit].argmax(axis=1)]
+                active[idx[hit]] = False
+        k = int(ks[-1]) + 1
+    marg_pos = np.diff(vals, axis=1)
+    marg_pos[np.arange(1, n + 1)[None, :] > trunc[:, None]] = 0.0
+    return marg_pos, trunc
 
 
 def permutation_shapley(
@@ -299,19 +398,17 @@ def permutation_shapley(
     if step < 1:
         raise ValueError("lookahead must be >= 1")
 
-    rng, entropy = _make_rng(seed)
+    sampler = PermutationSampler(n, antithetic=antithetic, seed=seed)
     cache = _as_cache(utility, n)
     ev0, calls0 = cache.evaluations, cache.calls
     t0 = time.perf_counter()
     ends = np.zeros((2, n), dtype=bool)
     ends[1] = True
     u_empty, u_full = cache(ends)
-    thr = truncation_tol * abs(u_full)
-    truncate_all = truncation_tol > 0 and abs(u_full - u_empty) < thr
+    truncate_all = truncation_tol > 0 and abs(u_full - u_empty) < truncation_tol * abs(u_full)
 
     moments = RunningMoments(n)
     n_perms = n_truncated = iterations = 0
-    sizes = np.arange(1, n)  # prefix lengths that need evaluating
 
     def state() -> SamplerState:
         return SamplerState(
@@ -331,51 +428,19 @@ def permutation_shapley(
         if stopping(st):
             reason = ", ".join(stopping.triggered(st))
             break
-        if antithetic:
-            half = rng.permuted(np.tile(np.arange(n), (batch_size // 2, 1)), axis=1)
-            perms = np.empty((batch_size, n), dtype=np.int64)
-            perms[0::2], perms[1::2] = half, half[:, ::-1]
-        else:
-            perms = rng.permuted(np.tile(np.arange(n), (batch_size, 1)), axis=1)
-        pos = np.argsort(perms, axis=1)  # pos[b, player] = position of player in permutation b
+        perms, pos = sampler.draw(batch_size)
 
         budget = stopping.remaining_evaluations(st)
         if budget < perms.shape[0] * (n - 1) and not truncate_all:
-            coal = pos[:, None, :] < sizes[None, :, None]
-            keys = coalitions_to_masks(coal.reshape(-1, n)).reshape(perms.shape[0], n - 1)
-            fit = _samples_fitting(cache, keys, budget)
-            if antithetic:
-                fit -= fit % 2
+            fit = _permutations_fitting(cache, pos, budget, sampler.per_sample)
             if fit == 0:
                 reason = f"evaluation budget exhausted ({stopping!r})"
                 break
             perms, pos = perms[:fit], pos[:fit]
 
         b = perms.shape[0]
-        vals = np.full((b, n + 1), np.nan)
-        vals[:, 0], vals[:, n] = u_empty, u_full
-        trunc = np.full(b, 0 if truncate_all else n)  # marginals at positions >= trunc are 0
-        active = np.full(b, not truncate_all)
-        k = 1
-        while k < n and active.any():
-            ks = np.arange(k, min(k + step, n))
-            idx = np.flatnonzero(active)
-            coal = pos[idx][:, None, :] < ks[None, :, None]
-            v = cache(coal.reshape(-1, n)).reshape(idx.size, ks.size)
-            vals[idx[:, None], ks[None, :]] = v
-            if truncation_tol > 0:
-                close = np.abs(u_full - v) < thr
-                hit = close.any(axis=1)
-                if hit.any():
-                    trunc[idx[hit]] = ks[close[hit].argmax(axis=1)]
-                    active[idx[hit]] = False
-            k = int(ks[-1]) + 1
-        marg_pos = np.diff(vals, axis=1)
-        marg_pos[np.arange(1, n + 1)[None, :] > trunc[:, None]] = 0.0
-        marg = np.take_along_axis(marg_pos, pos, axis=1)
-        if antithetic:
-            marg = 0.5 * (marg[0::2] + marg[1::2])
-        moments.update(marg)
+        marg_pos, trunc = _scan_prefixes(cache, pos, (u_empty, u_full), step, truncation_tol, truncate_all)
+        moments.update(sampler.samples(np.take_along_axis(marg_pos, pos, axis=1)))
         n_perms += b
         n_truncated += int((trunc < n).sum())
         iterations += 1
@@ -400,7 +465,7 @@ def permutation_shapley(
             "utility_calls": cache.calls - calls0,
             "iterations": iterations,
             "stop_reason": reason,
-            "seed_entropy": str(entropy),
+            "seed_entropy": str(sampler.entropy),
             "u_empty": float(u_empty),
             "u_grand": float(u_full),
         },

@@ -26,7 +26,10 @@ Evaluation is batched: the coalition parameter vectors of a chunk are one matrix
 - ``auto`` (default): ``vmap`` on CUDA, ``sequential`` otherwise. The choice is by device,
   never by timing, so a game's values are reproducible (backends agree to ~1e-7).
 
-Chunk sizes (coalitions and validation samples per call) come from a memory budget. State
+The game runs its own copy of the model, with max-pool before ReLU (:func:`pool_before_relu`,
+bit-identical) and every ``Conv1d`` computed as a ``conv2d`` (:class:`Conv1dAs2d`, equal to
+float rounding, a little faster on a CPU core). Chunk sizes (coalitions and validation samples per
+call) come from a memory budget. State
 entries that no player changes (e.g. input standardisation buffers) are passed unbatched,
 so vmap computes them once. :meth:`RoundGame.utilities_loop` is the slow reference: each
 coalition's state summed client by client, loaded into a model, evaluated.
@@ -57,6 +60,7 @@ __all__ = [
     "metric_batched",
     "sample_rows_batched",
     "pool_before_relu",
+    "conv1d_as_conv2d",
     "validation_sha256",
     "activation_bytes_per_sample",
     "RoundGame",
@@ -172,6 +176,27 @@ def pool_before_relu(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+class Conv1dAs2d(torch.nn.Conv1d):
+    """A ``Conv1d`` computed as a ``conv2d`` over a height-1 image: the same parameters and, to float
+    rounding, the same outputs. On one CPU core the smartwatch CNN's second layer alone runs 2.4x
+    faster (233 windows, 32 -> 64 channels, kernel 5: 3.7 ms against 9.1 ms); a whole coalition
+    evaluation about 5% faster."""
+
+    def _conv_forward(self, input, weight, bias):
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super()._conv_forward(input, weight, bias)
+        return torch.nn.functional.conv2d(input.unsqueeze(-2), weight.unsqueeze(-2), bias, (1, self.stride[0]),
+                                          (0, self.padding[0]), (1, self.dilation[0]), self.groups).squeeze(-2)
+
+
+def conv1d_as_conv2d(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` (changed in place) with every ``Conv1d`` a :class:`Conv1dAs2d`; parameter names are unchanged."""
+    for module in model.modules():
+        if type(module) is torch.nn.Conv1d:
+            module.__class__ = Conv1dAs2d
+    return model
+
+
 def _layout(layout) -> list[tuple[str, tuple[int, ...]]]:
     out = []
     for entry in layout:
@@ -246,7 +271,7 @@ class RoundGame:
         if backend == "auto":
             backend = "vmap" if self.device.type == "cuda" else "sequential"
         self.backend = backend
-        self.model = pool_before_relu(model).to(self.device).eval()
+        self.model = conv1d_as_conv2d(pool_before_relu(model)).to(self.device).eval()
         self._loop_model: torch.nn.Module | None = None
         self.fixed_weights = self.num_examples / self.num_examples.sum()
 
@@ -396,6 +421,28 @@ class RoundGame:
             logits = predict_logits(self._loop_model, self.data)
             out[r] = float(metric_batched(self.metric, logits[None], self.data.labels, self.num_classes)[0])
         return out
+
+    def first_order_loo(self) -> np.ndarray:
+        """Leave-one-out values to first order: ``u(N) - u(N \\ {i}) ~ (A(N) - A(N \\ {i})) @ deltas . grad u(N)``.
+
+        One gradient of the validation log-likelihood at the grand coalition's model (one
+        forward and backward pass) replaces ``n`` coalition evaluations; only for the
+        differentiable metric ``neg_log_loss``.
+        """
+        if self.metric != "neg_log_loss":
+            raise ValueError(f"a first-order leave-one-out needs a differentiable metric, not {self.metric!r}")
+        n = self.n_players
+        grand = self.coefficients(np.ones((1, n), dtype=bool))
+        shift = grand - self.coefficients(~np.eye(n, dtype=bool))  # row i: A(N) - A(N \ {i})
+        if not self._varying:
+            return np.zeros(n)
+        coef = torch.as_tensor(grand, device=self.device)
+        primal = {k: v[0].detach().requires_grad_(True) for k, v in self._batched_params(coef).items()}
+        total = sum(sample_rows_batched(self.metric, self._forward(primal, b)[None], b.labels).sum()
+                    for b in self._sample_batches)
+        grads = torch.autograd.grad(total / len(self.data), list(primal.values()))
+        flat = torch.cat([g.reshape(-1) for g in grads]).double()
+        return shift @ (self._var_deltas @ flat).cpu().numpy()
 
     def linearised(self) -> LinearisedGame:
         """The opt-in first-order approximation of this game (see :class:`LinearisedGame`)."""

@@ -10,19 +10,20 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fedmm.artifacts import read_npz, write_npz
-from fedmm.audit.store import UpdateStore
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.fl.client import Worker, trainable_state
 from fedmm.fl.history import ClientRecord, RoundRecord
 from fedmm.fl.messages import TrainInstruction
-from fedmm.fl.strategy import Strategy, StrategyError
+from fedmm.fl.payload import client_payload
+from fedmm.fl.strategy import Strategy
+from fedmm.fl.updates import UpdateStore
 from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.tensors import State, TensorData
@@ -172,37 +173,6 @@ def _save_checkpoint(path: Path, completed: int, state: State, server: State, hi
     arrays["completed_rounds"] = np.array(completed)
     arrays["history"] = np.frombuffer(json.dumps([r.to_dict() for r in history]).encode(), dtype=np.uint8)
     write_npz(path, arrays)
-
-
-def client_payload(
-    worker: Worker,
-    state: State,
-    data: TensorData,
-    instruction: TrainInstruction,
-    strategy: Strategy,
-    corruption: CorruptionPlan | None,
-    kept: State | None = None,
-):
-    """One client's payload and kept state; a corrupted client sends what it really would.
-
-    Free riders skip training and send the strategy's :meth:`~Strategy.free_rider_payload`.
-    Update corruptions tamper with parameter deltas, so they apply to :class:`ClientUpdate`
-    payloads (and payloads extending it) only.
-    """
-    client = instruction.client_id
-    tampers = corruption is not None and corruption.tampers_update(client)
-    if tampers and not strategy.sends_deltas():
-        raise StrategyError(
-            f"corruption of client {client}'s update needs a parameter-delta payload; "
-            f"strategy {strategy.name!r} sends {strategy.payload_type.__name__}"
-        )
-    if tampers and corruption.free_rides(client):
-        update = strategy.free_rider_payload(instruction, state, len(data))
-    else:
-        update, kept = strategy.fit(worker, state, data, instruction, kept)
-    if not tampers:
-        return update, kept
-    return replace(update, delta=corruption.corrupt_update(client, instruction.server_round, update.delta)), kept
 
 
 def run_federated(

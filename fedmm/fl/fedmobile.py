@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fedmm.audit.clustered import aggregation_weights, clustered_shapley
 from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, train_client
 from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction, labelled_cross_entropy
@@ -240,6 +239,8 @@ class FedMobile(FedAvg[FedMobileUpdate]):
         proxy = client_latents(self.server_model.eval(), [self.server.proxy])[0]
         scratch = self._new_generator(self.server.spec, self.server.device)
         utility = GeneratorUtility(scratch, trained, self.scaler, proxy, self.generator)
+        from fedmm.audit.clustered import aggregation_weights, clustered_shapley  # a site that never weights skips the audit
+
         values, _ = clustered_shapley(
             utility, utility.outputs(), min(self.config.clusters, len(trained)), seed=self.seed + server_round
         )

@@ -29,8 +29,8 @@ from fedmm.data.federated import site_arrays
 from fedmm.data.validation import ValidationReport, validate_dataset
 from fedmm.fl.client import Worker
 from fedmm.fl.codec import arrays_state, state_arrays
-from fedmm.fl.engine import client_payload
 from fedmm.fl.messages import TrainInstruction
+from fedmm.fl.payload import client_payload
 from fedmm.fl.strategies import make_strategy
 from fedmm.fl.strategy import ServerContext, Strategy
 from fedmm.models.multimodal import ModelSpec, build_model

@@ -1,15 +1,9 @@
 import numpy as np
 import pytest
 
-from fedmm.audit import (
-    QuadraticGame,
-    RandomGame,
-    aggregation_weights,
-    cluster_players,
-    clustered_shapley,
-    exact_shapley,
-    utility_table,
-)
+from fedmm.audit.clustered import aggregation_weights, cluster_players, clustered_shapley
+from fedmm.audit.exact import exact_shapley, utility_table
+from fedmm.audit.game import QuadraticGame, RandomGame
 
 
 def grouped_setup(seed=0):

@@ -4,12 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from fedmm.audit import (
-    AdditiveGame,
-    GloveGame,
-    QuadraticGame,
-    RandomGame,
-    WeightedVotingGame,
+from fedmm.audit.exact import (
     exact_banzhaf,
     exact_from_table,
     exact_shapley,
@@ -18,6 +13,7 @@ from fedmm.audit import (
     leave_one_out,
     utility_table,
 )
+from fedmm.audit.game import AdditiveGame, GloveGame, QuadraticGame, RandomGame, WeightedVotingGame
 
 
 def value_of(game, members, n):

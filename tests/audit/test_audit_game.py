@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from fedmm.audit import (
+from fedmm.audit.exact import enumerate_coalitions, utility_table
+from fedmm.audit.game import (
     AdditiveGame,
     CachedUtility,
     GloveGame,
@@ -10,9 +11,7 @@ from fedmm.audit import (
     TableGame,
     WeightedVotingGame,
     coalitions_to_masks,
-    enumerate_coalitions,
     masks_to_coalitions,
-    utility_table,
 )
 
 

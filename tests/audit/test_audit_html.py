@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from test_audit_report import GROUPS, Linear, blobs, store  # noqa: F401  (store: the fixture)
 
-from fedmm.audit import audit_updates
 from fedmm.audit.html import fmt, lookup
+from fedmm.audit.run import audit_updates
 from fedmm.config import AuditConfig
 
 NUMBER = re.compile(r"\d")

@@ -106,7 +106,7 @@ def test_bootstrap_statistic_rescoring_is_weighted_macro_f1():
 
 
 def test_audit_validation_keeps_non_overlapping_smartwatch_windows_clustered_by_recording():
-    from fedmm.audit import audit_validation
+    from fedmm.audit.run import audit_validation
     from fedmm.config import AuditConfig, load_config
     from fedmm.data.prepare import prepare
 

@@ -6,12 +6,9 @@ from conftest import write_synthetic_npz
 from scipy.stats import spearmanr
 
 from fedmm.artifacts import write_json, write_npz
-from fedmm.audit import (
-    AuditReport,
-    audit_updates,
-    clustered_aggregation_weights,
-    load_round_game,
-)
+from fedmm.audit.report import AuditReport
+from fedmm.audit.rounds import clustered_aggregation_weights, load_round_game
+from fedmm.audit.run import audit_updates
 from fedmm.config import AuditConfig, config_from_dict
 from fedmm.data.federated import partition_and_mask
 from fedmm.data.prepare import prepare

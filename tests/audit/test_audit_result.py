@@ -3,7 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from fedmm.audit import GloveGame, ValuationResult, exact_shapley
+from fedmm.audit.exact import exact_shapley
+from fedmm.audit.game import GloveGame
+from fedmm.audit.result import ValuationResult
 
 
 def test_ci_and_round_trip():

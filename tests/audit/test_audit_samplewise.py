@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedmm.audit import enumerate_coalitions, exact_shapley
+from fedmm.audit.exact import enumerate_coalitions, exact_shapley
 from fedmm.audit.game import TableGame
 from fedmm.audit.inference import MeanStatistic
 from fedmm.audit.samplewise import exact_round, sampled_round

@@ -2,20 +2,16 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from fedmm.audit import (
-    AdditiveGame,
+from fedmm.audit.exact import exact_banzhaf, exact_shapley
+from fedmm.audit.game import AdditiveGame, CachedUtility, QuadraticGame, RandomGame
+from fedmm.audit.sampling import (
     AllOf,
     AnyOf,
-    CachedUtility,
     MaxEvaluations,
     MaxPermutations,
-    QuadraticGame,
-    RandomGame,
     RunningMoments,
     SamplerState,
     StandardErrorBelow,
-    exact_banzhaf,
-    exact_shapley,
     msr_banzhaf,
     permutation_shapley,
 )

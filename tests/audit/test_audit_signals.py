@@ -1,7 +1,6 @@
 import numpy as np
 
-from fedmm.audit import aggregate_update, cosine_to_aggregate, update_norms, update_signals
-from fedmm.audit.signals import median_cosine_to_others
+from fedmm.audit.signals import aggregate_update, cosine_to_aggregate, median_cosine_to_others, update_norms, update_signals
 
 
 def cos(a, b):

@@ -5,20 +5,14 @@ from conftest import write_synthetic_npz
 from scipy.stats import spearmanr
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
-from fedmm.audit import (
-    RoundGame,
-    accuracy_batched,
-    enumerate_coalitions,
-    exact_shapley,
-    load_round_game,
-    macro_f1_batched,
-    neg_log_loss_batched,
-)
-from fedmm.audit.store import UpdateStore
+from fedmm.audit.exact import enumerate_coalitions, exact_shapley
+from fedmm.audit.rounds import load_round_game
+from fedmm.audit.utility import RoundGame, accuracy_batched, macro_f1_batched, neg_log_loss_batched
 from fedmm.config import AuditConfig, config_from_dict
 from fedmm.data.federated import partition_and_mask, split_tensors
 from fedmm.data.prepare import prepare
 from fedmm.fl.training import train
+from fedmm.fl.updates import UpdateStore
 from fedmm.tensors import TensorData
 
 
