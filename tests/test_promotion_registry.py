@@ -102,7 +102,7 @@ def test_champion_on_another_test_set_is_not_compared(backend, trained, trained_
 def test_tampered_model_is_refused_before_it_runs(trained, tmp_path):
     name = "tampered"
     summary = register_trained(trained, name)
-    version = registry._model_version(name, summary.model_version)
+    version = registry.model_version(name, summary.model_version)
     source = Path(version.source.removeprefix("file://"))
     marker = tmp_path / "code-ran"
     with open(source / "model_code.py", "a") as handle:
@@ -127,7 +127,7 @@ def test_dead_process_runs_and_half_registered_versions_are_swept(tmp_path):
     mlflow_client = registry.client()
     mlflow_client.set_tag(run_id, runs.TAG_PID, dead[0])
     mlflow_client.set_tag(run_id, runs.TAG_PROCESS_STARTED, f"{float(dead[1]):.3f}")
-    registry._ensure_registered_model("half")
+    registry.ensure_registered_model("half")
     source = f"{mlflow_client.get_run(run_id).info.artifact_uri}/model"
     pending = mlflow_client.create_model_version("half", source, run_id=run_id,
                                                  tags={registry.TAG_REGISTRATION: registry.PENDING}).version

@@ -72,6 +72,9 @@ REPLACED_VERSION = Tag("fedmm.replaced_version", str, "the champion a promotion 
 PROMOTION = Tag("fedmm.promotion", str, "promoted or the gates that failed")
 GATES = Tag("fedmm.gates", str, "each gate's outcome, name=pass|FAIL")
 ROLLED_BACK = Tag("fedmm.rolled_back", bool, "the champion was rolled back from")
+PENDING_PROMOTION = Tag("fedmm.pending_promotion", dict,
+                        "on a registered model: a decision being carried out (alias moves, version tags)")
+GATE_POLICY = Tag("fedmm.gate_policy", dict, "the gate settings of the version's first decision")
 ZENML_MODEL_VERSION = Tag("fedmm.zenml_model_version_id", str, "the version's twin in ZenML's Model Control Plane")
 ZENML_PIPELINE_RUN = Tag("fedmm.zenml_pipeline_run", str, "the ZenML pipeline run that registered the version")
 
