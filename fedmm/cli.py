@@ -190,10 +190,21 @@ AUDIT_OPTION = click.option(
 )
 
 
-def _policy(config_path: Path | None, **overrides):
-    from fedmm.tracking.registry import GatePolicy
+def _policy(model_name: str, version: str | None, config_path: Path | None, **overrides):
+    """The gate settings recorded with the version, unless ``-c`` or an option overrides them (the output says which)."""
+    from fedmm.tracking.registry import GatePolicy, recorded_policy
 
-    return GatePolicy.from_config(_load(config_path, ()).registry, **overrides)
+    recorded = recorded_policy(model_name, version) if version is not None and config_path is None else None
+    if recorded is not None:
+        base, source = recorded, f"recorded with {model_name} v{version}"
+    else:
+        base = GatePolicy.from_config(_load(config_path, ()).registry)
+        source = f"from {config_path} (command line)" if config_path else "the default config's (none recorded)"
+    changed = {key: value for key, value in overrides.items() if value is not None}
+    policy = base.with_overrides(**changed)
+    overridden = f"; overridden on the command line: {', '.join(f'{k}={v}' for k, v in changed.items())}" if changed else ""
+    click.echo(f"gate settings {source}{overridden}: {policy.describe()}")
+    return policy
 
 
 def _sweep() -> None:
@@ -237,8 +248,9 @@ def promote(model_name: str, version: str, min_macro_f1: float | None, margin: f
     """Promote a version to champion if every gate passes (exit 1 when one fails)."""
     from fedmm.tracking.registry import promote as promote_version
 
-    policy = _policy(config_path, min_macro_f1=min_macro_f1, margin=margin, require_clean_audit=require_clean_audit)
     _sweep()
+    policy = _policy(model_name, version, config_path, min_macro_f1=min_macro_f1, margin=margin,
+                     require_clean_audit=require_clean_audit)
     decision = promote_version(model_name, version, policy)
     _report_decision(decision, f"{model_name} v{decision.version} is now champion")
 
@@ -252,9 +264,11 @@ def rollback(model_name: str, min_macro_f1: float | None, require_clean_audit: b
              config_path: Path | None) -> None:
     """Make previous-champion the champion again, if it passes the gates (exit 1 when one fails)."""
     from fedmm.tracking.registry import rollback as rollback_model
+    from fedmm.tracking.registry import rollback_target
 
-    policy = _policy(config_path, min_macro_f1=min_macro_f1, require_clean_audit=require_clean_audit)
     _sweep()
+    policy = _policy(model_name, rollback_target(model_name), config_path, min_macro_f1=min_macro_f1,
+                     require_clean_audit=require_clean_audit)
     decision = rollback_model(model_name, policy)
     _report_decision(decision, f"{model_name} v{decision.version} is champion again")
 

@@ -141,3 +141,18 @@ def test_dead_process_runs_and_half_registered_versions_are_swept(tmp_path):
     runs.end_run(live)
     with pytest.raises(registry.RegistryError, match="no version"):
         registry.promote("half", pending, _policy())
+
+
+def test_promote_uses_the_gate_settings_recorded_with_the_version_unless_overridden(trained):
+    name = "recorded-gates"
+    summary = register_trained(trained, name)  # registered with require_clean_audit=false and no audit
+    assert registry.recorded_policy(name, summary.model_version).require_clean_audit is False
+    args = ["promote", "--model", name, "--version", summary.model_version]
+    recorded = CliRunner().invoke(main, args)
+    assert recorded.exit_code == 0, recorded.output
+    assert f"gate settings recorded with {name} v{summary.model_version}:" in recorded.output
+    assert "is already champion" in recorded.output
+    overridden = CliRunner().invoke(main, [*args, "--require-clean-audit"])
+    assert overridden.exit_code == 1
+    assert "overridden on the command line: require_clean_audit=True" in overridden.output
+    assert "FAIL  clean_audit: no contribution audit is recorded" in overridden.output

@@ -564,6 +564,14 @@ def _decide(
     return PromotionDecision(model_name, version, promoted, gates, champion, aliases(model_name), test_samples)
 
 
+def rollback_target(model_name: str) -> str | None:
+    """The version a rollback would restore (``previous-champion``), None when there is none or no such model."""
+    try:
+        return aliases(model_name).get(PREVIOUS)
+    except MlflowException:
+        return None
+
+
 def rollback(model_name: str, policy: GatePolicy) -> PromotionDecision:
     """Make ``previous-champion`` the champion again, if it passes the gates on its own test set.
 
