@@ -19,7 +19,15 @@ from pathlib import Path
 import click
 
 from fedmm import graph, runtime
-from fedmm.errors import EXIT_GATE_FAILED, EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, UserError, details_path, log_file
+from fedmm.errors import (
+    EXIT_GATE_FAILED,
+    EXIT_INTERNAL_ERROR,
+    EXIT_USER_ERROR,
+    StateDirError,
+    UserError,
+    details_path,
+    log_file,
+)
 
 CONFIG_OPTION = click.option(
     "--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -97,6 +105,9 @@ class FriendlyGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except StateDirError as error:  # nowhere to write a log: the line is all there is
+            click.secho(f"error: {_one_line(error)}", fg="red", err=True)
+            sys.exit(EXIT_USER_ERROR)
         except UserError as error:
             click.secho(f"error: {_one_line(error)}", fg="red", err=True)
             click.echo(f"details: {details_path(error)}", err=True)

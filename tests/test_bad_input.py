@@ -195,3 +195,23 @@ def test_help_and_a_bad_config_answer_without_importing_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0 2 []"
+
+
+@pytest.mark.parametrize("home", ["read-only", "a file"])
+def test_a_read_only_or_non_directory_home_is_one_line_and_exit_2(tmp_path, home):
+    """Through the real command; read-only is a read-only bind mount in a private mount namespace (root writes
+    into any folder whose mode says read-only)."""
+    state = tmp_path / "state"
+    command = [sys.executable, "-m", "fedmm.cli", "config"]
+    if home == "a file":
+        state.write_text("not a folder")
+    else:
+        state.mkdir()
+        command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                   f'mount --bind -o ro "{state}" "{state}" && exec "$@"', "sh", *command]
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "FEDMM_HOME": str(state), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+    expected = "is not a folder (a file is in the way)" if home == "a file" else "cannot be written (Read-only file system)"
+    assert done.stderr.startswith(f"error: FEDMM_HOME={state} ") and expected in done.stderr
