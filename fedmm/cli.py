@@ -44,28 +44,22 @@ def _load(config_path: Path | None, overrides: tuple[str, ...]):
     return load_config(config_path, list(overrides))
 
 
-class _NotZenML(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith("zenml")
-
-
 @contextmanager
 def orchestrator_logs_to(path: Path) -> Iterator[None]:
     """Send ZenML's log records to ``path`` (created only if something is logged), not to the terminal.
 
     ZenML logs a failed step as "Failed to run step" plus a long traceback before fedmm's own
-    error reaches the caller; an error is re-raised with the file's path as a note, so the
-    CLI prints one line and where the details are. Nothing here imports ZenML.
+    error reaches the caller; its records stop at the ``zenml`` logger (which does not
+    propagate to the console handlers ZenML puts on the root logger when it is imported).
+    An error is re-raised with the file's path as a note, so the CLI prints one line and
+    where the details are. Nothing here imports ZenML.
     """
-    root = logging.getLogger()
-    console = [h for h in root.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
-    quiet = _NotZenML()
     handler = logging.FileHandler(path, delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     zenml_logger = logging.getLogger("zenml")
-    for h in console:
-        h.addFilter(quiet)
+    propagated = zenml_logger.propagate
     zenml_logger.addHandler(handler)
+    zenml_logger.propagate = False
     try:
         yield
     except Exception as error:
@@ -74,10 +68,9 @@ def orchestrator_logs_to(path: Path) -> Iterator[None]:
         error.add_note(f"details: {path}")
         raise
     finally:
+        zenml_logger.propagate = propagated
         zenml_logger.removeHandler(handler)
         handler.close()
-        for h in console:
-            h.removeFilter(quiet)
 
 
 class StatefulCommand(click.Command):
@@ -88,8 +81,20 @@ class StatefulCommand(click.Command):
 
     def invoke(self, ctx: click.Context):
         runtime.configure()
-        with orchestrator_logs_to(log_file(ctx.info_name or "fedmm")):
-            return super().invoke(ctx)
+        try:
+            with orchestrator_logs_to(log_file(ctx.info_name or "fedmm")):
+                return super().invoke(ctx)
+        except Exception as error:
+            _fail_own_runs(error)
+            raise
+
+
+def _fail_own_runs(error: Exception) -> None:
+    """A failed command leaves no MLflow run of its own RUNNING (only if it got as far as tracking)."""
+    if "fedmm.tracking.runs" in sys.modules:
+        from fedmm.tracking.runs import fail_own_runs
+
+        fail_own_runs(_one_line(error))
 
 
 class FriendlyGroup(click.Group):

@@ -215,3 +215,27 @@ def test_a_read_only_or_non_directory_home_is_one_line_and_exit_2(tmp_path, home
     assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
     expected = "is not a folder (a file is in the way)" if home == "a file" else "cannot be written (Read-only file system)"
     assert done.stderr.startswith(f"error: FEDMM_HOME={state} ") and expected in done.stderr
+
+
+def test_a_diverged_training_is_one_line_naming_the_round_and_leaves_nothing_behind(tmp_path):
+    """The real `fedmm run` (a fresh process, the ZenML pipeline): a client sending an update scaled by 1e38 drives the
+    global model to inf. The user sees the one line (no ZenML step traceback); nothing is registered; no run stays RUNNING."""
+    import sqlite3
+
+    path = write_synthetic_npz(tmp_path / "data.npz")
+    overrides = [*synthetic_overrides(path, "diverged"), "registry.min_test_samples=10",
+                 "corruption.clients=[{client: 0, kind: scaled_update, scale: 1e38}]"]
+    home = tmp_path / "home"
+    env = {**os.environ, "FEDMM_HOME": str(home), "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([sys.executable, "-m", "fedmm.cli", "run", "-c", str(TINY), *sum([["--set", o] for o in overrides], [])],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line.split("\r")[-1] for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: training diverged in round "), lines
+    assert not [line for line in lines if not line.startswith(("error:", "details:", "fedavg:"))], lines  # progress only
+    assert "Traceback" in Path(lines[-1].removeprefix("details: ")).read_text()
+    with sqlite3.connect(home / "mlflow.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0] == 0
+        assert db.execute("SELECT status FROM runs").fetchall() == [("FAILED",)]

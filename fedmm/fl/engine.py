@@ -20,6 +20,7 @@ from fedmm.artifacts import read_npz, write_npz
 from fedmm.audit.store import UpdateStore
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.fl.client import Worker, trainable_state
+from fedmm.fl.divergence import check_finite
 from fedmm.fl.history import ClientRecord, RoundRecord
 from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.strategy import Strategy, StrategyError
@@ -245,6 +246,7 @@ def run_federated(
         if strategy.sends_deltas():
             store.write_round(server_round, state, updates)
         state = strategy.aggregate_train(server_round, state, updates)
+        check_finite(server_round + 1, state, updates)
         model.load_state_dict(state)
         predictor = strategy.predictor(model)
         record = RoundRecord(

@@ -195,6 +195,21 @@ def owner_alive(tags: dict[str, str]) -> bool | None:
     return recorded is None or abs(started - float(recorded)) < 0.01  # another process with a reused pid: gone
 
 
+def fail_own_runs(reason: str) -> list[str]:
+    """Mark the RUNNING runs this process started FAILED (its command failed), with ``reason``; returns their ids."""
+    mlflow_client = client()
+    experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
+    if not experiments:
+        return []
+    own = mlflow_client.search_runs(experiments, f"attributes.status = 'RUNNING' and tags.`{TAG_PID}` = '{os.getpid()}'",
+                                    max_results=1000)
+    for run in own:
+        if owner_alive(run.data.tags):
+            mlflow_client.set_tag(run.info.run_id, T.FAILED, reason[:5000])
+            mlflow_client.set_terminated(run.info.run_id, status="FAILED")
+    return [run.info.run_id for run in own]
+
+
 def sweep_stale_runs() -> list[str]:
     """Mark RUNNING runs whose process on this host is gone as FAILED; returns what was swept.
 

@@ -64,6 +64,7 @@ HOST = Tag("fedmm.host", str, "host of the process that opened the run")
 PID = Tag("fedmm.pid", str, "pid of the process that opened the run")
 PROCESS_STARTED = Tag("fedmm.process_started", str, "start time of that process (pids are reused)")
 SWEPT = Tag("fedmm.swept", str, "why a run was marked FAILED by the sweep")
+FAILED = Tag("fedmm.failed", str, "the error that made its own command mark the run FAILED")
 
 # Registration and promotion
 VALIDATION_PASSED = Tag("fedmm.validation_passed", bool, "both validation suites passed")
