@@ -156,3 +156,37 @@ def test_promote_uses_the_gate_settings_recorded_with_the_version_unless_overrid
     assert overridden.exit_code == 1
     assert "overridden on the command line: require_clean_audit=True" in overridden.output
     assert "FAIL  clean_audit: no contribution audit is recorded" in overridden.output
+
+
+def test_tampered_weights_are_refused_even_under_plain_mlflow(trained):
+    import mlflow
+
+    from fedmm.artifacts import read_npz, write_npz
+
+    name = "tampered-weights"
+    summary = register_trained(trained, name)
+    source = Path(registry.model_version(name, summary.model_version).source.removeprefix("file://"))
+    assert mlflow.pyfunc.load_model(f"models:/{name}@champion") is not None
+    weights = source / "artifacts" / "network" / "model.npz"
+    arrays = read_npz(weights)
+    first = sorted(arrays)[0]
+    write_npz(weights, {**arrays, first: arrays[first] + 1})  # a valid file with other weights
+    with pytest.raises(Exception, match="refusing to build a model from modified weights"):
+        mlflow.pyfunc.load_model(f"models:/{name}@champion")
+
+
+def test_fedmm_load_model_checks_every_file_before_mlflow_imports_any(trained, tmp_path):
+    import fedmm
+
+    name = "tampered-code"
+    summary = register_trained(trained, name)
+    assert fedmm.load_model(name).metadata.signature is not None
+    source = Path(registry.model_version(name, summary.model_version).source.removeprefix("file://"))
+    marker = tmp_path / "code-ran"
+    with open(source / "model_code.py", "a") as handle:
+        handle.write(f"\nopen({str(marker)!r}, 'w').close()\n")
+    with pytest.raises(registry.RegistryError, match="refusing to load a modified model"):
+        fedmm.load_model(name)
+    assert not marker.exists()
+    with pytest.raises(registry.RegistryError, match="no version with alias 'nonesuch'"):
+        fedmm.load_model(name, "nonesuch")

@@ -243,6 +243,25 @@ def predict_version(model_name: str, version: str, test_set: MultimodalDataset) 
     return np.asarray(probabilities).argmax(1)
 
 
+def load_model(model_name: str, alias: str = CHAMPION):
+    """The registered version an alias names, as an MLflow pyfunc, loaded only after every one of its files
+    matched the SHA-256 recorded in the registry at registration (nothing of it is imported before).
+
+    Plain ``mlflow.pyfunc.load_model`` trusts the artifact store: it runs the model's code as stored.
+    """
+    try:
+        version = str(client().get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        raise RegistryError(f"model {model_name!r} has no version with alias {alias!r}") from None
+    expected = model_version(model_name, version).tags.get(TAG_MODEL_SHA)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _download_model(model_name, version, Path(tmp))
+        try:
+            return load_verified(path, expected, f"{model_name}@{alias} (v{version})")
+        except TamperedModelError as error:
+            raise RegistryError(str(error)) from None
+
+
 def score_version(model_name: str, version: str, test_set: MultimodalDataset) -> float:
     """Macro-F1 of a registered version on a test set (all modalities present)."""
     return classification_metrics(test_set.labels, predict_version(model_name, version, test_set))["macro_f1"]
