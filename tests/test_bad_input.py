@@ -239,3 +239,15 @@ def test_a_diverged_training_is_one_line_naming_the_round_and_leaves_nothing_beh
     with sqlite3.connect(home / "mlflow.db") as db:
         assert db.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0] == 0
         assert db.execute("SELECT status FROM runs").fetchall() == [("FAILED",)]
+
+
+def test_make_server_under_a_private_home_says_what_to_do_in_one_line(tmp_path):
+    """`make server` starts PostgreSQL as the postgres user (infra/postgres.sh); under a private (mode 700) FEDMM_HOME
+    it could not reach its data folder: initdb failed with `Permission denied`. Now the script refuses up front."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    done = subprocess.run([str(REPO / "infra" / "postgres.sh"), "start", str(home / "postgres"), "5449"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "the postgres user, which cannot reach" in done.stderr
+    assert "POSTGRES_DATA=" in done.stderr and not (home / "postgres" / "PG_VERSION").exists()
