@@ -146,7 +146,7 @@ def start_kg_run(config: KGRunConfig) -> str:
     """The MLflow run of one FedMKGC pipeline run, with the run config as parameters."""
     mlflow_client = client()
     run_id = mlflow_client.create_run(runs.experiment_id(EXPERIMENT), run_name=f"{config.run.dataset}/{config.run.method}",
-                                      tags={"fedmm.task": TASK, T.GIT_COMMIT: runs.git_commit()}).info.run_id
+                                      tags={T.TASK: TASK, T.GIT_COMMIT: runs.git_commit()}).info.run_id
     for key, value in runs.flatten(config.model_dump(mode="json")).items():
         mlflow_client.log_param(run_id, key, value)
     return run_id
@@ -167,7 +167,7 @@ def record_and_register_kg(config: KGRunConfig, report: ValidationReport, federa
         for key, value in evaluation[split].items():
             mlflow_client.log_metric(run_id, f"{split}.{key.replace('@', '_at_')}", float(value))
     runs.log_dict(run_id, evaluation["report"], "federation/report.json")
-    tags = {"fedmm.task": TASK, T.KG_DATASET: config.run.dataset, T.KG_METHOD: config.run.method,
+    tags = {T.TASK: TASK, T.KG_DATASET: config.run.dataset, T.KG_METHOD: config.run.method,
             T.DATA_SHA256: graph_sha256(config.run.dataset), T.CONFIG_HASH: config.run.run_id(),
             T.GIT_COMMIT: runs.git_commit(), T.MLFLOW_RUN_ID: run_id,
             TAG_VALIDATION: "true" if report.success else "false", **(extra_tags or {})}

@@ -96,7 +96,7 @@ def start_run(config: Config, run_name: str | None = None) -> str:
     run = mlflow_client.create_run(
         experiment_id(),
         run_name=run_name,
-        tags={"fedmm.config_hash": config.hash(), T.GIT_COMMIT: git_commit(), T.STRATEGY: config.train.strategy,
+        tags={T.CONFIG_HASH: config.hash(), T.GIT_COMMIT: git_commit(), T.STRATEGY: config.train.strategy,
               **owner_tags()},
     )
     params = flatten(config.model_dump(mode="json"))
