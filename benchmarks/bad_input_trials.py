@@ -217,7 +217,7 @@ def how(done: subprocess.CompletedProcess) -> str:
 def standard_row(name: str, model: str, arguments: list[str], home: Path, env: dict, folder: Path) -> tuple:
     """A bad input is handled by one clear line, exit 2, nothing registered; the control by exit 0 and one version."""
     before = registered(home, model)
-    done = fedmm(arguments, env, folder, timeout=300)
+    done = fedmm(arguments, env, folder, timeout=240)
     versions = registered(home, model) - before
     control = name == CONTROL_NAME
     handled = (done.returncode == 0 and versions == 1) if control else (one_clear_line(done) and versions == 0)
