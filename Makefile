@@ -59,17 +59,18 @@ clean-state:
 	rm -rf .fedmm reports artifacts kfp
 
 # The team setup: an MLflow tracking server on PostgreSQL (Debian's postgresql; state in
-# $(FEDMM_HOME)/postgres) with a local artifact root. It runs in the foreground; Ctrl-C
+# $(POSTGRES_DATA), by default $(FEDMM_HOME)/postgres) with a local artifact root. It runs in the foreground; Ctrl-C
 # stops the server and PostgreSQL. Point pipelines at it with the two variables it prints.
 SERVER_PORT ?= 5050
 UI_PORT ?= 5051
 POSTGRES_PORT ?= 5440
+POSTGRES_DATA ?= $(FEDMM_HOME)/postgres
 
 .PHONY: server ui
 server: $(STAMP)
 	@mkdir -p "$(FEDMM_HOME)/server-artifacts"
-	@uri=$$(infra/postgres.sh start "$(FEDMM_HOME)/postgres" $(POSTGRES_PORT)) && \
-	trap 'infra/postgres.sh stop "$(FEDMM_HOME)/postgres"' EXIT INT TERM && \
+	@uri=$$(infra/postgres.sh start "$(POSTGRES_DATA)" $(POSTGRES_PORT)) && \
+	trap 'infra/postgres.sh stop "$(POSTGRES_DATA)"' EXIT INT TERM && \
 	echo "tracking server: http://127.0.0.1:$(SERVER_PORT) (backend store $$uri, artifacts in $(FEDMM_HOME)/server-artifacts)" && \
 	echo "use it: export MLFLOW_TRACKING_URI=http://127.0.0.1:$(SERVER_PORT) FEDMM_REGISTRY_LOCK_URI=$$uri" && \
 	$(BIN)/mlflow server --backend-store-uri "$$uri" --artifacts-destination "$(FEDMM_HOME)/server-artifacts" \

@@ -19,7 +19,15 @@ from pathlib import Path
 import click
 
 from fedmm import graph, runtime
-from fedmm.errors import EXIT_GATE_FAILED, EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, UserError, details_path, log_file
+from fedmm.errors import (
+    EXIT_GATE_FAILED,
+    EXIT_INTERNAL_ERROR,
+    EXIT_USER_ERROR,
+    StateDirError,
+    UserError,
+    details_path,
+    log_file,
+)
 
 CONFIG_OPTION = click.option(
     "--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -36,28 +44,22 @@ def _load(config_path: Path | None, overrides: tuple[str, ...]):
     return load_config(config_path, list(overrides))
 
 
-class _NotZenML(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith("zenml")
-
-
 @contextmanager
 def orchestrator_logs_to(path: Path) -> Iterator[None]:
     """Send ZenML's log records to ``path`` (created only if something is logged), not to the terminal.
 
     ZenML logs a failed step as "Failed to run step" plus a long traceback before fedmm's own
-    error reaches the caller; an error is re-raised with the file's path as a note, so the
-    CLI prints one line and where the details are. Nothing here imports ZenML.
+    error reaches the caller; its records stop at the ``zenml`` logger (which does not
+    propagate to the console handlers ZenML puts on the root logger when it is imported).
+    An error is re-raised with the file's path as a note, so the CLI prints one line and
+    where the details are. Nothing here imports ZenML.
     """
-    root = logging.getLogger()
-    console = [h for h in root.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
-    quiet = _NotZenML()
     handler = logging.FileHandler(path, delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     zenml_logger = logging.getLogger("zenml")
-    for h in console:
-        h.addFilter(quiet)
+    propagated = zenml_logger.propagate
     zenml_logger.addHandler(handler)
+    zenml_logger.propagate = False
     try:
         yield
     except Exception as error:
@@ -66,10 +68,9 @@ def orchestrator_logs_to(path: Path) -> Iterator[None]:
         error.add_note(f"details: {path}")
         raise
     finally:
+        zenml_logger.propagate = propagated
         zenml_logger.removeHandler(handler)
         handler.close()
-        for h in console:
-            h.removeFilter(quiet)
 
 
 class StatefulCommand(click.Command):
@@ -80,8 +81,20 @@ class StatefulCommand(click.Command):
 
     def invoke(self, ctx: click.Context):
         runtime.configure()
-        with orchestrator_logs_to(log_file(ctx.info_name or "fedmm")):
-            return super().invoke(ctx)
+        try:
+            with orchestrator_logs_to(log_file(ctx.info_name or "fedmm")):
+                return super().invoke(ctx)
+        except Exception as error:
+            _fail_own_runs(error)
+            raise
+
+
+def _fail_own_runs(error: Exception) -> None:
+    """A failed command leaves no MLflow run of its own RUNNING (only if it got as far as tracking)."""
+    if "fedmm.tracking.runs" in sys.modules:
+        from fedmm.tracking.runs import fail_own_runs
+
+        fail_own_runs(_one_line(error))
 
 
 class FriendlyGroup(click.Group):
@@ -97,6 +110,9 @@ class FriendlyGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except StateDirError as error:  # nowhere to write a log: the line is all there is
+            click.secho(f"error: {_one_line(error)}", fg="red", err=True)
+            sys.exit(EXIT_USER_ERROR)
         except UserError as error:
             click.secho(f"error: {_one_line(error)}", fg="red", err=True)
             click.echo(f"details: {details_path(error)}", err=True)
@@ -190,10 +206,21 @@ AUDIT_OPTION = click.option(
 )
 
 
-def _policy(config_path: Path | None, **overrides):
-    from fedmm.tracking.registry import GatePolicy
+def _policy(model_name: str, version: str | None, config_path: Path | None, **overrides):
+    """The gate settings recorded with the version, unless ``-c`` or an option overrides them (the output says which)."""
+    from fedmm.tracking.registry import GatePolicy, recorded_policy
 
-    return GatePolicy.from_config(_load(config_path, ()).registry, **overrides)
+    recorded = recorded_policy(model_name, version) if version is not None and config_path is None else None
+    if recorded is not None:
+        base, source = recorded, f"recorded with {model_name} v{version}"
+    else:
+        base = GatePolicy.from_config(_load(config_path, ()).registry)
+        source = f"from {config_path} (command line)" if config_path else "the default config's (none recorded)"
+    changed = {key: value for key, value in overrides.items() if value is not None}
+    policy = base.with_overrides(**changed)
+    overridden = f"; overridden on the command line: {', '.join(f'{k}={v}' for k, v in changed.items())}" if changed else ""
+    click.echo(f"gate settings {source}{overridden}: {policy.describe()}")
+    return policy
 
 
 def _sweep() -> None:
@@ -237,8 +264,9 @@ def promote(model_name: str, version: str, min_macro_f1: float | None, margin: f
     """Promote a version to champion if every gate passes (exit 1 when one fails)."""
     from fedmm.tracking.registry import promote as promote_version
 
-    policy = _policy(config_path, min_macro_f1=min_macro_f1, margin=margin, require_clean_audit=require_clean_audit)
     _sweep()
+    policy = _policy(model_name, version, config_path, min_macro_f1=min_macro_f1, margin=margin,
+                     require_clean_audit=require_clean_audit)
     decision = promote_version(model_name, version, policy)
     _report_decision(decision, f"{model_name} v{decision.version} is now champion")
 
@@ -252,9 +280,11 @@ def rollback(model_name: str, min_macro_f1: float | None, require_clean_audit: b
              config_path: Path | None) -> None:
     """Make previous-champion the champion again, if it passes the gates (exit 1 when one fails)."""
     from fedmm.tracking.registry import rollback as rollback_model
+    from fedmm.tracking.registry import rollback_target
 
-    policy = _policy(config_path, min_macro_f1=min_macro_f1, require_clean_audit=require_clean_audit)
     _sweep()
+    policy = _policy(model_name, rollback_target(model_name), config_path, min_macro_f1=min_macro_f1,
+                     require_clean_audit=require_clean_audit)
     decision = rollback_model(model_name, policy)
     _report_decision(decision, f"{model_name} v{decision.version} is champion again")
 

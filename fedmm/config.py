@@ -272,12 +272,12 @@ class TrainConfig(_Section):
         description="inprocess: every client simulated in this process; flower: a Flower SuperLink and one "
         "SuperNode per site (real processes; settings in the flower section)",
     )
-    rounds: int = Field(20, ge=1, description="federated rounds")
+    rounds: int = Field(20, ge=1, le=100_000, description="federated rounds")
     client_fraction: float = Field(1.0, gt=0, le=1, description="share of the clients selected each round")
-    local_epochs: int = Field(1, ge=1, description="epochs over its own data each client trains per round")
-    batch_size: int = Field(32, ge=1, description="local mini-batch size")
+    local_epochs: int = Field(1, ge=1, le=10_000, description="epochs over its own data each client trains per round")
+    batch_size: int = Field(32, ge=1, le=1_000_000, description="local mini-batch size")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="the clients' local optimizer")
-    lr: float = Field(0.003, gt=0, description="the local optimizer's learning rate")
+    lr: float = Field(0.003, gt=0, le=10, description="the local optimizer's learning rate (above 10 every optimizer here diverges)")
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA when PyTorch sees a GPU, else the CPU",
     )

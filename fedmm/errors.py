@@ -6,6 +6,7 @@ error. Tracebacks go to a log file under ``$FEDMM_HOME/logs`` whose path is prin
 """
 
 import os
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -23,11 +24,21 @@ class PastRunError(UserError, ValueError):
     """The training run to analyse (audit, imputation) does not exist or has not finished."""
 
 
+class StateDirError(UserError, OSError):
+    """``FEDMM_HOME`` is not a folder fedmm can write."""
+
+
 def log_file(kind: str) -> Path:
-    """A new log file path under the state folder (``logs/<kind>-<UTC time>-<pid>.log``)."""
-    folder = state_dir() / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{kind}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.log"
+    """A new log file path under the state folder (``logs/<kind>-<UTC time>-<pid>.log``), else the temp folder's."""
+    name = f"{kind}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.log"
+    for folder in (state_dir() / "logs", Path(tempfile.gettempdir()) / "fedmm-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder / name
+        except OSError:
+            continue
+    return Path(os.devnull)
 
 
 def details_path(error: BaseException) -> str:
@@ -36,5 +47,8 @@ def details_path(error: BaseException) -> str:
         if note.startswith("details: "):
             return note[len("details: "):]
     path = log_file("error")
-    path.write_text("".join(traceback.format_exception(error)))
+    try:
+        path.write_text("".join(traceback.format_exception(error)))
+    except OSError as failed:
+        return f"none (no log could be written: {failed.strerror})"
     return str(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 STATE_DIR_ENV = "FEDMM_HOME"
@@ -44,10 +45,26 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state_dir() / 'mlflow.db'}"
 
 
+def usable_state_dir() -> Path:
+    """The state folder, created if needed; :class:`fedmm.errors.StateDirError` when it is not a folder fedmm can write."""
+    from fedmm.errors import StateDirError
+
+    root = state_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=root).close()
+    except FileExistsError:
+        raise StateDirError(f"{STATE_DIR_ENV}={root} is not a folder (a file is in the way): "
+                            f"set {STATE_DIR_ENV} to a folder fedmm may write") from None
+    except OSError as error:
+        raise StateDirError(f"{STATE_DIR_ENV}={root} cannot be written ({error.strerror}): "
+                            f"set {STATE_DIR_ENV} to a folder fedmm may write") from None
+    return root
+
+
 def configure() -> Path:
     """Point every library's state into the state folder, turn telemetry off, silence logs."""
-    root = state_dir()
-    root.mkdir(parents=True, exist_ok=True)
+    root = usable_state_dir()
     os.environ[STATE_DIR_ENV] = str(root)
     defaults = {
         "ZENML_CONFIG_PATH": str(root / "zenml"),

@@ -20,7 +20,14 @@ as_owner() {
 case $command in
 start)
     mkdir -p "$data"
-    if [ "$(id -u)" = 0 ]; then chown postgres "$data"; chmod 700 "$data"; fi
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres "$data"; chmod 700 "$data"
+        if ! runuser -u postgres -- test -x "$data"; then
+            echo "PostgreSQL runs as the postgres user, which cannot reach $data (a folder above it is private):" \
+                "give it a data folder it can reach, e.g. make server POSTGRES_DATA=/var/tmp/fedmm-postgres" >&2
+            exit 2
+        fi
+    fi
     if [ ! -s "$data/PG_VERSION" ]; then
         as_owner "$bin/initdb" -D "$data" -A trust -U fedmm --no-sync >/dev/null
     fi

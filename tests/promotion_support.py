@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -161,8 +162,82 @@ def drive(model_name: str, pairs: int, results: str, score_seconds: float) -> No
     print(f"{pairs} pairs in {time.monotonic() - started:.1f} s")
 
 
+REGISTRY_WRITES = ("set_registered_model_alias", "delete_registered_model_alias", "set_model_version_tag",
+                   "set_registered_model_tag", "delete_registered_model_tag")
+
+
+def stress_policy():
+    from fedmm.tracking import registry
+
+    return registry.GatePolicy(min_macro_f1=0.0, min_test_samples=30, resamples=200)
+
+
+def stress_predict(name, version, _test_set):
+    """Predictions of a stress version (right on as many samples as its ``stress.correct`` tag says)."""
+    from fedmm.tracking import registry
+
+    return stress_predictions(int(registry.client().get_model_version(name, version).tags["stress.correct"]))
+
+
+def count_writes(on_write) -> dict:
+    """Call ``on_write()`` before every registry write of MlflowClient (alias moves, tags); returns the originals."""
+    from mlflow import MlflowClient
+
+    originals = {name: getattr(MlflowClient, name) for name in REGISTRY_WRITES}
+    for name, original in originals.items():
+        setattr(MlflowClient, name, _before(original, on_write))
+    return originals
+
+
+def _before(original, on_write):
+    def write(self, *args, **kwargs):
+        on_write()
+        return original(self, *args, **kwargs)
+    return write
+
+
+def kill_at_each_write(plan: str) -> None:
+    """For each (operation, model, k) of the JSON ``plan``, fork a process that runs the operation
+    (``promote`` v2 or ``rollback``) and SIGKILLs itself just before its k-th registry write.
+
+    Prints one JSON line per child: its plan entry and how it ended (signal number or exit code).
+    """
+    from fedmm import runtime
+
+    runtime.configure()
+    from fedmm.tracking import registry
+
+    registry.predict_version = stress_predict
+    registry.load_test_set = lambda name, version: stress_test_set()
+    registry.client().search_registered_models(max_results=1)
+    for store in (registry.client()._tracking_client.store, registry.client()._get_registry_client().store):
+        store.engine.dispose()  # every forked child opens its own connections
+    for operation, model_name, kill_at in json.loads(plan):
+        pid = os.fork()
+        if pid == 0:
+            writes = []
+
+            def before_write(writes=writes, kill_at=kill_at):
+                writes.append(1)
+                if len(writes) == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            count_writes(before_write)
+            if operation == "promote":
+                registry.promote(model_name, "2", stress_policy(), stress_test_set())
+            else:
+                registry.rollback(model_name, stress_policy())
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        ended = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        print(json.dumps([operation, model_name, kill_at, ended]), flush=True)
+
+
 if __name__ == "__main__":
-    drive(sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
+    if sys.argv[1] == "kill":
+        kill_at_each_write(sys.argv[2])
+    else:
+        drive(sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
 
 
 def train_tiny(tmp_path: Path, model_name: str, seed: int = 0, extra: tuple[str, ...] = ()):

@@ -135,13 +135,17 @@ def test_an_internal_error_is_one_line_exit_3_with_the_traceback_in_a_log(monkey
     assert "Traceback" in Path(log).read_text() and "Traceback" not in result.output
 
 
-def test_concurrent_first_runs_initialise_the_store_once(tmp_path):
-    code = "from fedmm import runtime; runtime.configure(); from fedmm_pipelines.pipelines.runner import ensure_store; ensure_store()"
+@pytest.mark.parametrize("count", [2, 4])
+def test_concurrent_first_runs_initialise_the_stores_once(tmp_path, count):
+    """What `fedmm run` does before its pipeline (the sweep opens the MLflow stores), in ``count`` fresh processes at once;
+    the ZenML store too with two (it takes seconds per process). Unlocked, all four failed with `table ... already exists`."""
+    zenml = "; from fedmm_pipelines.pipelines.runner import ensure_store; ensure_store()" if count == 2 else ""
+    code = f"from fedmm import runtime; runtime.configure(); from fedmm.tracking.registry import sweep; sweep(){zenml}"
     env = {"PATH": "/usr/bin:/bin", "FEDMM_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
     processes = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+                 for _ in range(count)]
     errors = [p.communicate(timeout=180)[1] for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], errors
+    assert [p.returncode for p in processes] == [0] * count, errors
 
 
 def test_a_tracking_server_without_a_registry_lock_is_refused_before_work(monkeypatch):
@@ -191,3 +195,59 @@ def test_help_and_a_bad_config_answer_without_importing_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0 2 []"
+
+
+@pytest.mark.parametrize("home", ["read-only", "a file"])
+def test_a_read_only_or_non_directory_home_is_one_line_and_exit_2(tmp_path, home):
+    """Through the real command; read-only is a read-only bind mount in a private mount namespace (root writes
+    into any folder whose mode says read-only)."""
+    state = tmp_path / "state"
+    command = [sys.executable, "-m", "fedmm.cli", "config"]
+    if home == "a file":
+        state.write_text("not a folder")
+    else:
+        state.mkdir()
+        command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                   f'mount --bind -o ro "{state}" "{state}" && exec "$@"', "sh", *command]
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "FEDMM_HOME": str(state), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+    expected = "is not a folder (a file is in the way)" if home == "a file" else "cannot be written (Read-only file system)"
+    assert done.stderr.startswith(f"error: FEDMM_HOME={state} ") and expected in done.stderr
+
+
+def test_a_diverged_training_is_one_line_naming_the_round_and_leaves_nothing_behind(tmp_path):
+    """The real `fedmm run` (a fresh process, the ZenML pipeline): a client sending an update scaled by 1e38 drives the
+    global model to inf. The user sees the one line (no ZenML step traceback); nothing is registered; no run stays RUNNING."""
+    import sqlite3
+
+    path = write_synthetic_npz(tmp_path / "data.npz")
+    overrides = [*synthetic_overrides(path, "diverged"), "registry.min_test_samples=10",
+                 "corruption.clients=[{client: 0, kind: scaled_update, scale: 1e38}]"]
+    home = tmp_path / "home"
+    env = {**os.environ, "FEDMM_HOME": str(home), "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([sys.executable, "-m", "fedmm.cli", "run", "-c", str(TINY), *sum([["--set", o] for o in overrides], [])],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line.split("\r")[-1] for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: training diverged in round "), lines
+    assert not [line for line in lines if not line.startswith(("error:", "details:", "fedavg:"))], lines  # progress only
+    assert "Traceback" in Path(lines[-1].removeprefix("details: ")).read_text()
+    with sqlite3.connect(home / "mlflow.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0] == 0
+        assert db.execute("SELECT status FROM runs").fetchall() == [("FAILED",)]
+
+
+def test_make_server_under_a_private_home_says_what_to_do_in_one_line(tmp_path):
+    """`make server` starts PostgreSQL as the postgres user (infra/postgres.sh); under a private (mode 700) FEDMM_HOME
+    it could not reach its data folder: initdb failed with `Permission denied`. Now the script refuses up front."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    done = subprocess.run([str(REPO / "infra" / "postgres.sh"), "start", str(home / "postgres"), "5449"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "the postgres user, which cannot reach" in done.stderr
+    assert "POSTGRES_DATA=" in done.stderr and not (home / "postgres" / "PG_VERSION").exists()

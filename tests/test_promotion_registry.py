@@ -102,7 +102,7 @@ def test_champion_on_another_test_set_is_not_compared(backend, trained, trained_
 def test_tampered_model_is_refused_before_it_runs(trained, tmp_path):
     name = "tampered"
     summary = register_trained(trained, name)
-    version = registry._model_version(name, summary.model_version)
+    version = registry.model_version(name, summary.model_version)
     source = Path(version.source.removeprefix("file://"))
     marker = tmp_path / "code-ran"
     with open(source / "model_code.py", "a") as handle:
@@ -127,7 +127,7 @@ def test_dead_process_runs_and_half_registered_versions_are_swept(tmp_path):
     mlflow_client = registry.client()
     mlflow_client.set_tag(run_id, runs.TAG_PID, dead[0])
     mlflow_client.set_tag(run_id, runs.TAG_PROCESS_STARTED, f"{float(dead[1]):.3f}")
-    registry._ensure_registered_model("half")
+    registry.ensure_registered_model("half")
     source = f"{mlflow_client.get_run(run_id).info.artifact_uri}/model"
     pending = mlflow_client.create_model_version("half", source, run_id=run_id,
                                                  tags={registry.TAG_REGISTRATION: registry.PENDING}).version
@@ -141,3 +141,52 @@ def test_dead_process_runs_and_half_registered_versions_are_swept(tmp_path):
     runs.end_run(live)
     with pytest.raises(registry.RegistryError, match="no version"):
         registry.promote("half", pending, _policy())
+
+
+def test_promote_uses_the_gate_settings_recorded_with_the_version_unless_overridden(trained):
+    name = "recorded-gates"
+    summary = register_trained(trained, name)  # registered with require_clean_audit=false and no audit
+    assert registry.recorded_policy(name, summary.model_version).require_clean_audit is False
+    args = ["promote", "--model", name, "--version", summary.model_version]
+    recorded = CliRunner().invoke(main, args)
+    assert recorded.exit_code == 0, recorded.output
+    assert f"gate settings recorded with {name} v{summary.model_version}:" in recorded.output
+    assert "is already champion" in recorded.output
+    overridden = CliRunner().invoke(main, [*args, "--require-clean-audit"])
+    assert overridden.exit_code == 1
+    assert "overridden on the command line: require_clean_audit=True" in overridden.output
+    assert "FAIL  clean_audit: no contribution audit is recorded" in overridden.output
+
+
+def test_tampered_weights_are_refused_even_under_plain_mlflow(trained):
+    import mlflow
+
+    from fedmm.artifacts import read_npz, write_npz
+
+    name = "tampered-weights"
+    summary = register_trained(trained, name)
+    source = Path(registry.model_version(name, summary.model_version).source.removeprefix("file://"))
+    assert mlflow.pyfunc.load_model(f"models:/{name}@champion") is not None
+    weights = source / "artifacts" / "network" / "model.npz"
+    arrays = read_npz(weights)
+    first = sorted(arrays)[0]
+    write_npz(weights, {**arrays, first: arrays[first] + 1})  # a valid file with other weights
+    with pytest.raises(Exception, match="refusing to build a model from modified weights"):
+        mlflow.pyfunc.load_model(f"models:/{name}@champion")
+
+
+def test_fedmm_load_model_checks_every_file_before_mlflow_imports_any(trained, tmp_path):
+    import fedmm
+
+    name = "tampered-code"
+    summary = register_trained(trained, name)
+    assert fedmm.load_model(name).metadata.signature is not None
+    source = Path(registry.model_version(name, summary.model_version).source.removeprefix("file://"))
+    marker = tmp_path / "code-ran"
+    with open(source / "model_code.py", "a") as handle:
+        handle.write(f"\nopen({str(marker)!r}, 'w').close()\n")
+    with pytest.raises(registry.RegistryError, match="refusing to load a modified model"):
+        fedmm.load_model(name)
+    assert not marker.exists()
+    with pytest.raises(registry.RegistryError, match="no version with alias 'nonesuch'"):
+        fedmm.load_model(name, "nonesuch")

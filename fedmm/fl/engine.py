@@ -19,6 +19,7 @@ import torch
 from fedmm.artifacts import read_npz, write_npz
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.fl.client import Worker, trainable_state
+from fedmm.fl.divergence import check_finite
 from fedmm.fl.history import ClientRecord, RoundRecord
 from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.payload import client_payload
@@ -215,6 +216,7 @@ def run_federated(
         if strategy.sends_deltas():
             store.write_round(server_round, state, updates)
         state = strategy.aggregate_train(server_round, state, updates)
+        check_finite(server_round + 1, state, updates)
         model.load_state_dict(state)
         predictor = strategy.predictor(model)
         record = RoundRecord(

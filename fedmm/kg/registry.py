@@ -33,26 +33,14 @@ from fedmm.runtime import tracking_uri
 from fedmm.tracking import runs
 from fedmm.tracking import tags as T
 from fedmm.tracking.registry import (
-    CHALLENGER,
-    CHAMPION,
-    COMPLETE,
-    PENDING,
-    PREVIOUS,
-    TAG_MODEL_SHA,
-    TAG_REGISTRATION,
-    TAG_REPLACED,
     TAG_VALIDATION,
     Gate,
     PromotionDecision,
     RegistryError,
-    _apply,
-    _ensure_registered_model,
-    _model_version,
-    _record_decision,
-    _require_complete,
-    aliases,
     client,
-    locked,
+    model_version,
+    promote_with,
+    register_logged,
     version_aliases,
 )
 
@@ -101,27 +89,21 @@ def register_kg_model(run_id: str, model_name: str, federation: Federation, trai
         federation.save(folder / MODEL_ARTIFACT / "federation")
         digest = _folder_sha256(folder / MODEL_ARTIFACT)
         mlflow_client.log_artifacts(run_id, str(folder / MODEL_ARTIFACT), MODEL_ARTIFACT)
-    _ensure_registered_model(model_name)
-    source = f"{mlflow_client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
-    all_tags = {**tags, TAG_PROTOCOL: evaluation["protocol_sha256"], TAG_RANKS_SHA: sha256_arrays(ranks),
-                TAG_MRR: f"{evaluation['test']['mrr']:.6f}", TAG_MODEL_SHA: digest, TAG_REGISTRATION: PENDING}
-    version = str(mlflow_client.create_model_version(model_name, source, run_id=run_id, tags=all_tags).version)
-    mlflow_client.set_registered_model_alias(model_name, CHALLENGER, version)
-    mlflow_client.set_model_version_tag(model_name, version, TAG_REGISTRATION, COMPLETE)
-    runs.end_run(run_id)
-    return version
+    return register_logged(run_id, model_name, digest, {
+        **tags, TAG_PROTOCOL: evaluation["protocol_sha256"], TAG_RANKS_SHA: sha256_arrays(ranks),
+        TAG_MRR: f"{evaluation['test']['mrr']:.6f}"})
 
 
 def recorded_ranks(model_name: str, version: str) -> np.ndarray:
     """A version's frozen test ranks, checked against the hash recorded at registration."""
-    model_version = _model_version(model_name, version)
+    registered = model_version(model_name, version)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = mlflow.artifacts.download_artifacts(run_id=model_version.run_id, artifact_path=RANKS_ARTIFACT, dst_path=tmp)
+            path = mlflow.artifacts.download_artifacts(run_id=registered.run_id, artifact_path=RANKS_ARTIFACT, dst_path=tmp)
         except (MlflowException, OSError):
             raise RegistryError(f"{model_name} v{version} has no recorded test ranks ({RANKS_ARTIFACT})") from None
         arrays = read_npz(path)
-    if sha256_arrays(arrays) != model_version.tags.get(TAG_RANKS_SHA):
+    if sha256_arrays(arrays) != registered.tags.get(TAG_RANKS_SHA):
         raise RegistryError(f"the test ranks of {model_name} v{version} do not match their recorded {TAG_RANKS_SHA}: "
                             "refusing to gate on modified ranks")
     return arrays["ranks"]
@@ -129,7 +111,7 @@ def recorded_ranks(model_name: str, version: str) -> np.ndarray:
 
 def evaluate_kg_gates(model_name: str, version: str, policy: KGGatePolicy, champion: str | None) -> list[Gate]:
     """The promotion gates of a FedMKGC version against the current ``champion``, each with its evidence."""
-    tags = _model_version(model_name, version).tags
+    tags = model_version(model_name, version).tags
     reciprocal = 1 / recorded_ranks(model_name, version)
     mrr = float(reciprocal.mean())
     gates = [Gate("validation", tags.get(TAG_VALIDATION) == "true", f"{TAG_VALIDATION}={tags.get(TAG_VALIDATION, 'missing')}"),
@@ -138,7 +120,7 @@ def evaluate_kg_gates(model_name: str, version: str, policy: KGGatePolicy, champ
                   f"{len(reciprocal)} test queries vs minimum {policy.min_test_queries}")]
     if champion is None or champion == version:
         return [*gates, Gate("beats_champion", True, "no other champion to beat")]
-    champion_protocol = _model_version(model_name, champion).tags.get(TAG_PROTOCOL)
+    champion_protocol = model_version(model_name, champion).tags.get(TAG_PROTOCOL)
     if champion_protocol != tags.get(TAG_PROTOCOL):
         return [*gates, Gate("beats_champion", False,
                              f"champion v{champion} ranked other queries or among other candidates "
@@ -156,17 +138,8 @@ def evaluate_kg_gates(model_name: str, version: str, policy: KGGatePolicy, champ
 def promote_kg(model_name: str, version: str, policy: KGGatePolicy) -> PromotionDecision:
     """Promote a FedMKGC version to ``champion`` if every gate passes, under the model's registry lock."""
     version = str(version)
-    with locked(model_name):
-        _require_complete(_model_version(model_name, version))
-        champion = aliases(model_name).get(CHAMPION)
-        gates = evaluate_kg_gates(model_name, version, policy, champion)
-        promoted = all(gate.passed for gate in gates) and champion != version
-        if promoted:
-            _apply(model_name, {PREVIOUS: champion, CHAMPION: version})
-            client().set_model_version_tag(model_name, version, TAG_REPLACED, champion or "none")
-        _record_decision(model_name, version, "promoted" if promoted else "rejected", gates)
-        return PromotionDecision(model_name, version, promoted, gates, champion, aliases(model_name),
-                                 len(recorded_ranks(model_name, version)))
+    return promote_with(model_name, version, lambda champion: evaluate_kg_gates(model_name, version, policy, champion),
+                        len(recorded_ranks(model_name, version)))
 
 
 def start_kg_run(config: KGRunConfig) -> str:

@@ -9,7 +9,10 @@ The model is saved with MLflow's models-from-code: the class comes from
 ``model_code.py`` (copied into the model), the weights are the predictor's npz/JSON files,
 so nothing is unpickled at load. Every file of the saved model is hashed at registration
 (:func:`directory_sha256`) and checked again before anything of it is loaded
-(:func:`load_verified`).
+(:func:`load_verified`, ``fedmm.load_model``). The weights' own hash is recorded in the
+model's config, and the model's code checks it before it builds the network, so tampered
+weights are refused even under a plain ``mlflow.pyfunc.load_model`` (which runs whatever
+``model_code.py`` the artifact store holds: only ``fedmm.load_model`` checks the code too).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from fedmm.fl.result import load_predictor
 from fedmm.models.multimodal import MultimodalNet
 
 MASK_KEY = "mask"
+NETWORK_SHA_KEY = "network_sha256"
 MODEL_CODE = Path(__file__).with_name("model_code.py")
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "mlflow==3.17.2"]
 
@@ -39,7 +43,9 @@ class MultimodalPyfunc(mlflow.pyfunc.PythonModel):
     """Predicts class probabilities from per-modality arrays and a presence mask."""
 
     def load_context(self, context) -> None:
-        self.model = load_predictor(Path(context.artifacts["network"]))
+        network = Path(context.artifacts["network"])
+        verify_network(network, (context.model_config or {}).get(NETWORK_SHA_KEY))
+        self.model = load_predictor(network)
 
     def predict(self, context, model_input, params=None):  # untyped: MLflow reads hints as a schema
         return predict_probabilities(self.model, model_input)
@@ -99,12 +105,27 @@ def directory_sha256(folder: str | Path) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
+def verify_network(network: Path, expected_sha256: str | None) -> None:
+    """Refuse weights whose files do not hash to the SHA-256 recorded in the model's config when it was saved."""
+    actual = directory_sha256(network)
+    if actual != expected_sha256:
+        raise TamperedModelError(
+            f"the weights in {network} hash to {actual[:16]}..., not the {str(expected_sha256)[:16]}... recorded "
+            "when the model was saved: refusing to build a model from modified weights"
+        )
+
+
 def save_pyfunc(path: Path, network: Path, example: dict[str, np.ndarray], signature, code: Path = MODEL_CODE) -> str:
-    """Save the model (models-from-code ``code``, npz/JSON weights) to ``path``; returns its :func:`directory_sha256`."""
+    """Save the model (models-from-code ``code``, npz/JSON weights) to ``path``; returns its :func:`directory_sha256`.
+
+    The weights' own :func:`directory_sha256` goes into the model's config (``network_sha256``) for
+    the model's code to check at load.
+    """
     mlflow.pyfunc.save_model(
         path=str(path),
         python_model=str(code),
         artifacts={"network": str(network)},
+        model_config={NETWORK_SHA_KEY: directory_sha256(network)},
         signature=signature,
         input_example=example,
         code_paths=[str(Path(fedmm.__file__).parent)],

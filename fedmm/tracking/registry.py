@@ -12,7 +12,15 @@
   set differs is not comparable: the gate fails and says so. The old champion keeps
   ``previous-champion``; rollback goes through the same gates (less the comparison).
 - Promotion and rollback hold the model's registry lock (:mod:`fedmm.tracking.lock`) across
-  read-score-move, so concurrent promotions serialise. Alias moves are all-or-nothing.
+  read-score-move, so concurrent promotions serialise. A decision (its alias moves and the
+  tags on its versions) is first written as one pending-promotion record on the registered
+  model; the next holder of the lock (or :func:`sweep`) completes a record a killed process
+  left, so aliases are never left half-moved.
+- The gate settings of a version's first decision (the run that registered it) are recorded
+  on it (``fedmm.gate_policy``); ``fedmm promote`` and ``rollback`` use them unless overridden.
+- The public API that the other tasks' registries (kg, mmkt) build on: :func:`register_logged`
+  (two-phase registration), :func:`promote_with` (gates under the lock, decision recorded),
+  :func:`model_version`, :func:`require_complete`, :func:`ensure_registered_model`.
 - A re-audit keeps the earlier audits' tags under ``fedmm.audit.history.<n>.*``.
 """
 
@@ -22,9 +30,9 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import mlflow
@@ -72,6 +80,9 @@ AUDIT_HISTORY = T.AUDIT_HISTORY
 TAG_TEST_SHA = T.TEST_SHA256
 TAG_MODEL_SHA = T.MODEL_SHA256
 TAG_REGISTRATION = T.REGISTRATION
+TAG_PENDING_DECISION = T.PENDING_PROMOTION
+TAG_GATE_POLICY = T.GATE_POLICY
+TAG_ROLLED_BACK = T.ROLLED_BACK
 PENDING, COMPLETE = "pending", "complete"
 
 
@@ -101,8 +112,14 @@ class GatePolicy:
             "confidence": registry_config.confidence,
             "resamples": registry_config.bootstrap_resamples,
         }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        return cls(**values).with_overrides(**overrides)
+
+    def with_overrides(self, **overrides) -> GatePolicy:
+        """This policy with the non-``None`` ``overrides`` replaced."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def describe(self) -> str:
+        return ", ".join(f"{key}={value}" for key, value in asdict(self).items())
 
 
 @dataclass
@@ -125,7 +142,8 @@ def _test_inputs(test_set: MultimodalDataset) -> dict[str, np.ndarray]:
     return model_input(test_set.modalities, test_set.presence)
 
 
-def _ensure_registered_model(model_name: str) -> None:
+def ensure_registered_model(model_name: str) -> None:
+    """Create the registered model unless it exists."""
     mlflow_client = client()
     try:
         mlflow_client.create_registered_model(model_name)
@@ -161,9 +179,19 @@ def register_model(
 
 def register_saved(run_id: str, model_name: str, saved: Path, digest: str, tags: dict[str, str]) -> str:
     """Log a saved pyfunc (``digest``: its :func:`directory_sha256`) to the run and register it in two phases; end the run."""
+    client().log_artifacts(run_id, str(saved), MODEL_ARTIFACT)
+    return register_logged(run_id, model_name, digest, tags)
+
+
+def register_logged(run_id: str, model_name: str, digest: str, tags: dict[str, str]) -> str:
+    """Register the model logged under the run's ``model`` artifact folder in two phases; end the run.
+
+    Phase one creates the version with every tag, the model's SHA-256 ``digest`` and
+    ``fedmm.registration=pending``; the ``challenger`` alias follows; phase two marks it
+    ``complete``. :func:`sweep` deletes a version a killed process left pending.
+    """
     mlflow_client = client()
-    mlflow_client.log_artifacts(run_id, str(saved), MODEL_ARTIFACT)
-    _ensure_registered_model(model_name)
+    ensure_registered_model(model_name)
     source = f"{mlflow_client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
     all_tags = {**{k: str(v) for k, v in tags.items()}, TAG_MODEL_SHA: digest, TAG_REGISTRATION: PENDING}
     version = str(mlflow_client.create_model_version(model_name, source, run_id=run_id, tags=all_tags).version)
@@ -177,12 +205,14 @@ def sweep() -> list[str]:
     """Clean up after crashed or killed processes; returns one line per thing swept.
 
     Runs whose process on this host is gone are marked FAILED; versions still ``pending``
-    whose run is no longer RUNNING are deleted (they never finished registering).
+    whose run is no longer RUNNING are deleted (they never finished registering); promotions
+    and rollbacks a killed process left half-done are completed.
     """
     swept = runs.sweep_stale_runs()
     mlflow_client = client()
     try:
         pending = mlflow_client.search_model_versions(f"tags.`{TAG_REGISTRATION}` = '{PENDING}'")
+        swept.extend(complete_interrupted())
     except MlflowException:
         return swept
     for version in pending:
@@ -213,6 +243,25 @@ def predict_version(model_name: str, version: str, test_set: MultimodalDataset) 
     return np.asarray(probabilities).argmax(1)
 
 
+def load_model(model_name: str, alias: str = CHAMPION):
+    """The registered version an alias names, as an MLflow pyfunc, loaded only after every one of its files
+    matched the SHA-256 recorded in the registry at registration (nothing of it is imported before).
+
+    Plain ``mlflow.pyfunc.load_model`` trusts the artifact store: it runs the model's code as stored.
+    """
+    try:
+        version = str(client().get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        raise RegistryError(f"model {model_name!r} has no version with alias {alias!r}") from None
+    expected = model_version(model_name, version).tags.get(TAG_MODEL_SHA)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _download_model(model_name, version, Path(tmp))
+        try:
+            return load_verified(path, expected, f"{model_name}@{alias} (v{version})")
+        except TamperedModelError as error:
+            raise RegistryError(str(error)) from None
+
+
 def score_version(model_name: str, version: str, test_set: MultimodalDataset) -> float:
     """Macro-F1 of a registered version on a test set (all modalities present)."""
     return classification_metrics(test_set.labels, predict_version(model_name, version, test_set))["macro_f1"]
@@ -227,56 +276,82 @@ def version_aliases(model_name: str, version: str) -> list[str]:
     return sorted(alias for alias, v in aliases(model_name).items() if str(v) == str(version))
 
 
-def _restore(model_name: str, snapshot: dict[str, str]) -> None:
+def _carry_out(model_name: str, record: dict) -> None:
+    """Apply a decision record: move its aliases (None deletes), set its version tags, then drop the record.
+
+    Every step sets a value, so applying a record again, after a kill part-way, ends in the same state.
+    """
     mlflow_client = client()
-    for alias in ALIASES:
-        if alias in snapshot:
-            mlflow_client.set_registered_model_alias(model_name, alias, snapshot[alias])
+    for alias, version in record["moves"].items():
+        if version is None:
+            mlflow_client.delete_registered_model_alias(model_name, alias)
         else:
-            try:
-                mlflow_client.delete_registered_model_alias(model_name, alias)
-            except MlflowException as error:  # the alias was not set: nothing to restore
-                logger.debug("restoring %s: alias %r was not set (%s)", model_name, alias, error)
+            mlflow_client.set_registered_model_alias(model_name, alias, version)
+    for version, tags in record["tags"].items():
+        for key, value in tags.items():
+            mlflow_client.set_model_version_tag(model_name, version, key, value)
+    mlflow_client.delete_registered_model_tag(model_name, TAG_PENDING_DECISION)
 
 
-def _apply(model_name: str, moves: dict[str, str | None]) -> None:
-    """Move aliases (None deletes) all-or-nothing."""
-    snapshot = aliases(model_name)
-    mlflow_client = client()
+def _commit(model_name: str, record: dict) -> None:
+    """Write a decision as one pending record on the registered model, then carry it out (the caller holds the lock)."""
+    client().set_registered_model_tag(model_name, TAG_PENDING_DECISION, json.dumps(record))
+    _carry_out(model_name, record)
+
+
+def _complete_pending(model_name: str) -> str | None:
+    """Carry out the decision a killed process left recorded but unfinished (the caller holds the lock)."""
     try:
-        for alias, version in moves.items():
-            if version is None:
-                if alias in snapshot:
-                    mlflow_client.delete_registered_model_alias(model_name, alias)
-            else:
-                mlflow_client.set_registered_model_alias(model_name, alias, version)
-    except BaseException:
-        _restore(model_name, snapshot)
-        raise
+        recorded = client().get_registered_model(model_name).tags.get(TAG_PENDING_DECISION)
+    except MlflowException:  # no such model yet: nothing pending
+        return None
+    if recorded is None:
+        return None
+    record = json.loads(recorded)
+    _carry_out(model_name, record)
+    return f"interrupted {record['what']} of {model_name} v{record['version']} completed"
 
 
 @contextmanager
-def locked(model_name: str) -> Iterator[None]:
-    """Hold the model's registry lock (file lock on SQLite, advisory lock on PostgreSQL)."""
+def locked(model_name: str) -> Iterator[str | None]:
+    """Hold the model's registry lock (file lock on SQLite, advisory lock on PostgreSQL).
+
+    A decision a killed process left half-done is completed first; yields the line that says
+    so, else None.
+    """
     try:
         with lock.registry_lock(tracking_uri(), model_name):
-            yield
+            yield _complete_pending(model_name)
     except lock.LockError as error:
         raise RegistryError(str(error)) from None
 
 
+def complete_interrupted() -> list[str]:
+    """Complete every decision a killed process left pending, each under its model's lock; one line each."""
+    mlflow_client, done, token = client(), [], None
+    while True:
+        page = mlflow_client.search_registered_models(max_results=1000, page_token=token)
+        for model in page:
+            if TAG_PENDING_DECISION in model.tags:
+                with locked(model.name) as completed:
+                    done.append(completed)
+        token = page.token
+        if not token:
+            return [line for line in done if line]
+
+
 def load_test_set(model_name: str, version: str) -> MultimodalDataset:
     """The frozen test set logged with a version's run, checked against its recorded hash."""
-    model_version = client().get_model_version(model_name, version)
+    registered = client().get_model_version(model_name, version)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = mlflow.artifacts.download_artifacts(
-                run_id=model_version.run_id, artifact_path=TEST_SET_ARTIFACT, dst_path=tmp
+                run_id=registered.run_id, artifact_path=TEST_SET_ARTIFACT, dst_path=tmp
             )
         except (MlflowException, OSError):
             raise RegistryError(f"{model_name} v{version} has no frozen test set ({TEST_SET_ARTIFACT})") from None
         test_set = load_npz(path)
-    recorded = model_version.tags.get(TAG_TEST_SHA)
+    recorded = registered.tags.get(TAG_TEST_SHA)
     if recorded is not None and recorded != test_set.content_hash():
         raise RegistryError(
             f"the frozen test set of {model_name} v{version} does not match its recorded {TAG_TEST_SHA}: "
@@ -285,18 +360,20 @@ def load_test_set(model_name: str, version: str) -> MultimodalDataset:
     return test_set
 
 
-def _model_version(model_name: str, version: str):
+def model_version(model_name: str, version: str):
+    """A registered version (MLflow's ``ModelVersion``); :class:`RegistryError` when there is none."""
     try:
         return client().get_model_version(model_name, str(version))
     except MlflowException:
         raise RegistryError(f"model {model_name!r} has no version {version}") from None
 
 
-def _require_complete(model_version) -> None:
-    state = model_version.tags.get(TAG_REGISTRATION)
+def require_complete(registered) -> None:
+    """Refuse a version that is still half-registered (:class:`RegistryError`)."""
+    state = registered.tags.get(TAG_REGISTRATION)
     if state is not None and state != COMPLETE:
         raise RegistryError(
-            f"{model_version.name} v{model_version.version} is half-registered ({TAG_REGISTRATION}={state}): "
+            f"{registered.name} v{registered.version} is half-registered ({TAG_REGISTRATION}={state}): "
             "it cannot be promoted"
         )
 
@@ -374,7 +451,7 @@ def _comparable(champion_tags: dict[str, str], test_sha: str, champion: str) -> 
 def _champion_gate(
     model_name: str, champion: str, test_set: MultimodalDataset, predicted: np.ndarray, policy: GatePolicy
 ) -> Gate:
-    champion_tags = _model_version(model_name, champion).tags
+    champion_tags = model_version(model_name, champion).tags
     reason = _comparable(champion_tags, test_set.content_hash(), champion)
     if reason is not None:
         return Gate("beats_champion", False, reason)
@@ -399,7 +476,7 @@ def _own_gates(
     model_name: str, version: str, test_set: MultimodalDataset, policy: GatePolicy
 ) -> tuple[list[Gate], np.ndarray]:
     """The gates a version passes or fails on its own, and its predictions on the test set."""
-    tags = _model_version(model_name, version).tags
+    tags = model_version(model_name, version).tags
     validated = tags.get(TAG_VALIDATION) == "true"
     gates = [Gate("validation", validated, f"{TAG_VALIDATION}={tags.get(TAG_VALIDATION, 'missing')}")]
     if policy.require_clean_audit:
@@ -434,12 +511,19 @@ def evaluate_gates(
     return gates
 
 
-def _record_decision(model_name: str, version: str, outcome: str, gates: list[Gate]) -> None:
-    mlflow_client = client()
-    mlflow_client.set_model_version_tag(model_name, version, T.PROMOTION, outcome)
-    mlflow_client.set_model_version_tag(
-        model_name, version, T.GATES, "; ".join(f"{g.name}={'pass' if g.passed else 'FAIL'}" for g in gates)
-    )
+def _decision_tags(outcome: str, gates: list[Gate]) -> dict[str, str]:
+    return {T.PROMOTION: outcome, T.GATES: "; ".join(f"{g.name}={'pass' if g.passed else 'FAIL'}" for g in gates)}
+
+
+def policy_tags(policy: GatePolicy) -> dict[str, str]:
+    """The tag that records a version's gate settings."""
+    return {TAG_GATE_POLICY: json.dumps(asdict(policy), sort_keys=True)}
+
+
+def recorded_policy(model_name: str, version: str) -> GatePolicy | None:
+    """The gate settings recorded with a version (at its first decision), else None."""
+    recorded = model_version(model_name, version).tags.get(TAG_GATE_POLICY)
+    return GatePolicy(**json.loads(recorded)) if recorded else None
 
 
 def promote(
@@ -451,33 +535,60 @@ def promote(
     """Promote a version to ``champion`` if every gate passes; record the decision on it.
 
     The model's registry lock is held from reading the champion to moving the aliases, so a
-    concurrent promotion waits and is then compared with whichever version won.
+    concurrent promotion waits and is then compared with whichever version won. The first
+    decision on a version records ``policy`` with it (:func:`recorded_policy`).
     """
     version = str(version)
     with locked(model_name):
-        _require_complete(_model_version(model_name, version))
+        registered = model_version(model_name, version)
+        require_complete(registered)
         test_set = test_set if test_set is not None else load_test_set(model_name, version)
         gates = evaluate_gates(model_name, version, test_set, policy, aliases(model_name).get(CHAMPION))
-        return _decide(model_name, version, gates, len(test_set))
+        first = {} if TAG_GATE_POLICY in registered.tags else policy_tags(policy)
+        return _decide(model_name, version, gates, len(test_set), first)
+
+
+def promote_with(
+    model_name: str, version: str, gates_for: Callable[[str | None], list[Gate]], test_samples: int = 0
+) -> PromotionDecision:
+    """Promote a complete version to ``champion`` if every gate of ``gates_for(champion)`` passes.
+
+    The caller's gates (another task's evidence, e.g. FedMKGC's ranks) are evaluated under the
+    model's registry lock against the current champion (None when there is none); the
+    decision is recorded and carried out as :func:`promote` does.
+    """
+    version = str(version)
+    with locked(model_name):
+        require_complete(model_version(model_name, version))
+        return _decide(model_name, version, gates_for(aliases(model_name).get(CHAMPION)), test_samples)
 
 
 def promote_on(model_name: str, version: str, gates: list[Gate]) -> PromotionDecision:
     """Promote a complete version to ``champion`` if every one of the caller's ``gates`` passes (a model without a test set)."""
-    version = str(version)
-    with locked(model_name):
-        _require_complete(_model_version(model_name, version))
-        return _decide(model_name, version, gates, 0)
+    return promote_with(model_name, version, lambda champion: gates)
 
 
-def _decide(model_name: str, version: str, gates: list[Gate], test_samples: int) -> PromotionDecision:
-    """Move the aliases when every gate passed (the caller holds the lock) and record the decision."""
+def _decide(
+    model_name: str, version: str, gates: list[Gate], test_samples: int, tags: dict[str, str] | None = None
+) -> PromotionDecision:
+    """Move the aliases when every gate passed (the caller holds the lock) and record the decision with ``tags``."""
     champion = aliases(model_name).get(CHAMPION)
     promoted = all(gate.passed for gate in gates) and champion != version
+    version_tags = {**(tags or {}), **_decision_tags("promoted" if promoted else "rejected", gates)}
+    moves = {}
     if promoted:
-        _apply(model_name, {PREVIOUS: champion, CHAMPION: version})
-        client().set_model_version_tag(model_name, version, TAG_REPLACED, champion or "none")
-    _record_decision(model_name, version, "promoted" if promoted else "rejected", gates)
+        moves = {PREVIOUS: champion, CHAMPION: version}
+        version_tags[TAG_REPLACED] = champion or "none"
+    _commit(model_name, {"what": "promotion", "version": version, "moves": moves, "tags": {version: version_tags}})
     return PromotionDecision(model_name, version, promoted, gates, champion, aliases(model_name), test_samples)
+
+
+def rollback_target(model_name: str) -> str | None:
+    """The version a rollback would restore (``previous-champion``), None when there is none or no such model."""
+    try:
+        return aliases(model_name).get(PREVIOUS)
+    except MlflowException:
+        return None
 
 
 def rollback(model_name: str, policy: GatePolicy) -> PromotionDecision:
@@ -496,17 +607,18 @@ def rollback(model_name: str, policy: GatePolicy) -> PromotionDecision:
         previous = current.get(PREVIOUS)
         if previous is None:
             raise RegistryError(f"model {model_name!r} has no {PREVIOUS!r} version to roll back to")
-        target = _model_version(model_name, previous)
-        _require_complete(target)
+        target = model_version(model_name, previous)
+        require_complete(target)
         test_set = load_test_set(model_name, previous)
         gates, _ = _own_gates(model_name, previous, test_set, policy)
         champion = current.get(CHAMPION)
         passed = all(gate.passed for gate in gates)
+        record = {"what": "rollback", "version": previous, "moves": {},
+                  "tags": {previous: _decision_tags("rolled back to" if passed else "rollback rejected", gates)}}
         if passed:
             before = target.tags.get(TAG_REPLACED)
-            before = None if before in (None, "none", champion) else before
-            _apply(model_name, {CHAMPION: previous, PREVIOUS: before})
+            record["moves"] = {CHAMPION: previous, PREVIOUS: None if before in (None, "none", champion) else before}
             if champion is not None:
-                client().set_model_version_tag(model_name, champion, T.ROLLED_BACK, "true")
-        _record_decision(model_name, previous, "rolled back to" if passed else "rollback rejected", gates)
+                record["tags"][champion] = {TAG_ROLLED_BACK: "true"}
+        _commit(model_name, record)
         return PromotionDecision(model_name, previous, passed, gates, champion, aliases(model_name), len(test_set))

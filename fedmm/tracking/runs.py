@@ -17,7 +17,7 @@ from mlflow.entities import Metric
 
 from fedmm.config import Config
 from fedmm.runtime import state_dir, tracking_uri
-from fedmm.tracking import plots
+from fedmm.tracking import lock, plots
 from fedmm.tracking import tags as T
 
 if TYPE_CHECKING:
@@ -30,9 +30,31 @@ AUDIT_REPORT = "audit/report.html"
 TAG_HOST, TAG_PID, TAG_PROCESS_STARTED = T.HOST, T.PID, T.PROCESS_STARTED
 
 
+_INITIALISED: set[str] = set()
+
+
 def client() -> MlflowClient:
-    mlflow.set_tracking_uri(tracking_uri())
-    return MlflowClient(tracking_uri=tracking_uri(), registry_uri=tracking_uri())
+    """The MLflow client of the tracking URI; a new SQLite store is created once, under a lock (see :func:`initialise`)."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if uri not in _INITIALISED:
+        initialise(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def initialise(uri: str) -> None:
+    """Create and migrate the tracking and registry stores of an SQLite URI under a file lock beside it.
+
+    MLflow creates its tables on first use; two processes doing so at once on a new file fail
+    (``table ... already exists``). Here the first one creates them and the others wait.
+    """
+    database = lock.sqlite_path(uri)
+    if database is not None:
+        with lock.file_lock(database.with_name(f"{database.name}.init.lock"), what="MLflow store lock"):
+            store_client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            store_client.search_experiments(max_results=1)
+            store_client.search_registered_models(max_results=1)
+    _INITIALISED.add(uri)
 
 
 def experiment_id(name: str = EXPERIMENT) -> str:
@@ -171,6 +193,21 @@ def owner_alive(tags: dict[str, str]) -> bool | None:
         return False
     recorded = tags.get(TAG_PROCESS_STARTED)
     return recorded is None or abs(started - float(recorded)) < 0.01  # another process with a reused pid: gone
+
+
+def fail_own_runs(reason: str) -> list[str]:
+    """Mark the RUNNING runs this process started FAILED (its command failed), with ``reason``; returns their ids."""
+    mlflow_client = client()
+    experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
+    if not experiments:
+        return []
+    own = mlflow_client.search_runs(experiments, f"attributes.status = 'RUNNING' and tags.`{TAG_PID}` = '{os.getpid()}'",
+                                    max_results=1000)
+    for run in own:
+        if owner_alive(run.data.tags):
+            mlflow_client.set_tag(run.info.run_id, T.FAILED, reason[:5000])
+            mlflow_client.set_terminated(run.info.run_id, status="FAILED")
+    return [run.info.run_id for run in own]
 
 
 def sweep_stale_runs() -> list[str]:

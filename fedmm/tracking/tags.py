@@ -64,6 +64,7 @@ HOST = Tag("fedmm.host", str, "host of the process that opened the run")
 PID = Tag("fedmm.pid", str, "pid of the process that opened the run")
 PROCESS_STARTED = Tag("fedmm.process_started", str, "start time of that process (pids are reused)")
 SWEPT = Tag("fedmm.swept", str, "why a run was marked FAILED by the sweep")
+FAILED = Tag("fedmm.failed", str, "the error that made its own command mark the run FAILED")
 
 # Registration and promotion
 VALIDATION_PASSED = Tag("fedmm.validation_passed", bool, "both validation suites passed")
@@ -72,6 +73,9 @@ REPLACED_VERSION = Tag("fedmm.replaced_version", str, "the champion a promotion 
 PROMOTION = Tag("fedmm.promotion", str, "promoted or the gates that failed")
 GATES = Tag("fedmm.gates", str, "each gate's outcome, name=pass|FAIL")
 ROLLED_BACK = Tag("fedmm.rolled_back", bool, "the champion was rolled back from")
+PENDING_PROMOTION = Tag("fedmm.pending_promotion", dict,
+                        "on a registered model: a decision being carried out (alias moves, version tags)")
+GATE_POLICY = Tag("fedmm.gate_policy", dict, "the gate settings of the version's first decision")
 ZENML_MODEL_VERSION = Tag("fedmm.zenml_model_version_id", str, "the version's twin in ZenML's Model Control Plane")
 ZENML_PIPELINE_RUN = Tag("fedmm.zenml_pipeline_run", str, "the ZenML pipeline run that registered the version")
 
