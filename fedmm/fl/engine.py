@@ -205,6 +205,11 @@ def client_payload(
     return replace(update, delta=corruption.corrupt_update(client, instruction.server_round, update.delta)), kept
 
 
+def scored(split: str, completed: int, rounds: int, eval_every: int) -> bool:
+    """Whether ``split`` is scored after round ``completed``: validation always, others every ``eval_every`` and last."""
+    return split == "val" or completed == rounds or (eval_every > 0 and completed % eval_every == 0)
+
+
 def run_federated(
     spec: ModelSpec,
     pool: ClientPool,
@@ -215,11 +220,13 @@ def run_federated(
     workdir: Path,
     device: str,
     on_round: Callable[[RoundRecord], None] | None = None,
+    eval_every: int = 1,
 ) -> FederatedOutcome:
     """Run (or resume) ``rounds`` federated rounds over ``pool``; checkpoint and store updates every round.
 
-    ``evaluation`` maps a name (``val``, ``test``, ...) to data the global model is scored on
-    after each round. A round's record names the clients that were asked but did not reply
+    ``evaluation`` maps a name (``val``, ``test``, ...) to data the global model is scored on:
+    ``val`` after every round, the others after every ``eval_every``-th round and the last
+    (0: the last only). A round's record names the clients that were asked but did not reply
     (``dropped``); the engine aggregates what came back. A strategy that needs the server's
     proxy set and has none is refused before anything runs.
     """
@@ -249,7 +256,8 @@ def run_federated(
         predictor = strategy.predictor(model)
         record = RoundRecord(
             server_round + 1,
-            {split: evaluate(predictor, data) for split, data in evaluation.items()},
+            {split: evaluate(predictor, data) for split, data in evaluation.items()
+             if scored(split, server_round + 1, rounds, eval_every)},
             [ClientRecord(u.client_id, u.num_examples, dict(u.metrics)) for u in updates],
             replies.dropped,
         )
