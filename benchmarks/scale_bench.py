@@ -5,9 +5,11 @@
 
 For each strategy and client count (IID clients over the config's training pool) it trains
 ``--rounds`` rounds with each engine (``train.engine`` loop and vmap) and times the
-second-to-last round (the last also scores the test splits) in this process's CPU seconds (``time.process_time``: other processes on a shared
-machine disturb it far less than wall time); the physical reference is one centralized epoch
-over the same pooled samples with the same model, optimiser and batch size (the faster of two). ``audit_cpu_s``
+second-to-last round (the last also scores the test splits) in this process's CPU seconds
+(``time.process_time``: other processes on a shared machine disturb it far less than wall
+time; with ``--device cuda``, wall seconds). The physical reference is one centralized epoch
+over the same pooled samples with the same model, optimiser and batch size (the faster of
+two). ``audit_cpu_s``
 is the contribution audit (``audit_round``, the config's audit settings) of the last stored
 round, measured once per count and strategy (it does not depend on the engine), null past
 ``--audit-up-to`` clients. Every measurement runs in a forked child, so ``peak_rss_mb`` is
@@ -57,30 +59,39 @@ def run_config(args: argparse.Namespace, strategy: str, clients: int, engine: st
     overrides = [
         "partition.scheme=iid", f"partition.num_clients={clients}", "partition.min_samples=1",
         f"train.strategy={strategy}", f"train.engine={engine}", f"train.rounds={args.rounds}",
-        "train.centralized=false", "train.device=cpu", *args.set,
+        "train.centralized=false", f"train.device={args.device}", *args.set,
     ]
     return load_config(args.config, overrides)
 
 
 def epoch_cpu(config, prepared, federated) -> float:
     """CPU seconds of one centralized epoch over the clients' pooled samples (same model, optimiser, batch size)."""
-    pooled = TensorData.concat([TensorData.from_numpy(*client_arrays(prepared, federated, k))
+    device = config.train.device
+    pooled = TensorData.concat([TensorData.from_numpy(*client_arrays(prepared, federated, k), device=device)
                                 for k in range(federated.num_clients)])
-    model = build_model(model_spec(config, prepared), config.seed)
+    model = build_model(model_spec(config, prepared), config.seed).to(device)
     optimizer = OPTIMIZERS[config.train.optimizer](model.parameters(), lr=config.train.lr)
-    start = time.process_time()
+    start = clock(device)
     run_epochs(model, pooled, cross_entropy, 1, config.train.batch_size, optimizer, ("bench",), config.seed)
-    return time.process_time() - start
+    return clock(device) - start
+
+
+def clock(device: str) -> float:
+    """CPU seconds of this process on CPU; wall seconds after the queued kernels on an accelerator."""
+    if device == "cpu":
+        return time.process_time()
+    torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def audit_cpu(config, prepared, updates: Path) -> float:
     """CPU seconds of the contribution audit of the last stored round."""
-    val, groups, key = audit_validation(prepared, config.audit)
+    val, groups, key = audit_validation(prepared, config.audit, config.train.device)
     game = load_round_game(UpdateStore(updates).rounds()[-1], model_spec(config, prepared), val, config.audit)
-    statistic = make_statistic(config.audit, groups, key, val.labels.numpy(), game.num_classes, config.seed)
-    start = time.process_time()
+    statistic = make_statistic(config.audit, groups, key, val.labels.cpu().numpy(), game.num_classes, config.seed)
+    start = clock(config.train.device)
     audit_round(game, config.audit, statistic, seed=config.seed)
-    return time.process_time() - start
+    return clock(config.train.device) - start
 
 
 def measure(args: argparse.Namespace, prepared, strategy: str, clients: int, engine: str, audit: bool) -> dict:
@@ -89,8 +100,8 @@ def measure(args: argparse.Namespace, prepared, strategy: str, clients: int, eng
     federated = partition_and_mask(prepared, config.partition, config.mask, config.seed)
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as workdir:
-        stamps.append(time.process_time())
-        train(config, prepared, federated, on_round=lambda record: stamps.append(time.process_time()),
+        stamps.append(clock(args.device))
+        train(config, prepared, federated, on_round=lambda record: stamps.append(clock(args.device)),
               workdir=Path(workdir))
         audit_s = audit_cpu(config, prepared, Path(workdir) / UPDATES_DIR) if audit else None
     return {
@@ -100,6 +111,8 @@ def measure(args: argparse.Namespace, prepared, strategy: str, clients: int, eng
         "epoch_cpu_s": round(min(epoch_cpu(config, prepared, federated) for _ in range(2)), 4),
         "audit_cpu_s": None if audit_s is None else round(audit_s, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **({} if args.device == "cpu" else {"device": torch.cuda.get_device_name(),
+                                             "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}),
     }
 
 
@@ -141,6 +154,7 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["loop", "vmap"], choices=["loop", "vmap"])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per run (3+): the second-to-last is timed")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (then seconds are wall seconds)")
     parser.add_argument("--audit-up-to", type=int, default=1000, help="audit rounds of at most this many clients")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="config override")
     args = parser.parse_args()
@@ -149,7 +163,8 @@ def main() -> None:
     base = load_config(args.config, args.set)
     prepared = prepare(base.data, base.seed)
     print(f"{args.config}: {len(prepared.indices('train'))} training windows, torch {torch.__version__}, "
-          f"{args.threads} thread(s), {args.rounds} rounds (round {args.rounds - 1} timed), CPU seconds", flush=True)
+          f"{args.threads} thread(s), {args.rounds} rounds (round {args.rounds - 1} timed), "
+          f"{'CPU' if args.device == 'cpu' else args.device + ' wall'} seconds", flush=True)
     rows = []
     for strategy in args.strategies:
         for clients in args.clients:

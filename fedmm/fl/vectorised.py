@@ -138,6 +138,11 @@ class VectorisedClients(InProcessClients):
 
     def fit_group(self, group: Group, state: State, strategy: Strategy) -> dict[int, ClientUpdate]:
         """Train one group together; the clients' payloads (FedAvg's :func:`train_client` payload) by id."""
+        params, loss_sum, correct = self.train_group(group, state, strategy)
+        return self.group_payloads(group, state, params, loss_sum, correct, strategy)
+
+    def train_group(self, group: Group, state: State, strategy: Strategy) -> tuple[State, torch.Tensor, torch.Tensor]:
+        """The group's trained parameters (stacked), and per client the last epoch's summed loss and correct count."""
         first, count = group.instructions[0], len(group.ids)
         params = {name: state[name].expand(count, *state[name].shape).clone() for name in self.parameter_names}
         optimizer = StackedOptimizer(first.optimizer, first.lr, params)
@@ -156,7 +161,7 @@ class VectorisedClients(InProcessClients):
                 optimizer.step(params, grads)
                 loss_sum += loss.detach() * (index >= 0).sum(1)
                 correct += hits
-        return self.group_payloads(group, state, params, loss_sum, correct, strategy)
+        return params, loss_sum, correct
 
     def batch(self, index: torch.Tensor) -> tuple:
         """The stacked batch at pooled rows ``index`` (clients, slots); padding rows unlabelled and not real."""
@@ -187,16 +192,20 @@ class VectorisedClients(InProcessClients):
         sizes = torch.tensor([len(self.clients[c]) for c in group.ids], device=self.device)
         labelled = torch.tensor([int(self.clients[c].labelled.sum()) for c in group.ids], device=self.device)
         losses, accuracies = (loss_sum / sizes).tolist(), (correct / labelled.clamp(min=1)).tolist()
-        deltas = {name: params[name] - state[name] for name in params}
+        trained = [{name: params[name][column] if name in params else state[name] for name in state}
+                   for column in range(len(group.ids))]
+        kept = [strategy.keep(client) for client in trained]
+        if all(k is None for k in kept):  # nothing refers to the trained stack: it becomes the deltas in place
+            deltas = {name: params[name].sub_(state[name]) for name in params}
+        else:
+            deltas = {name: params[name] - state[name] for name in params}
         updates = {}
         for column, ins in enumerate(group.instructions):
-            trained = {name: params[name][column] if name in params else state[name] for name in state}
             delta = {name: deltas[name][column] if name in deltas else torch.zeros_like(state[name]) for name in state}
             metrics = {"train_loss": losses[column], "train_accuracy": accuracies[column]}
             updates[ins.client_id] = ClientUpdate(ins.client_id, len(self.clients[ins.client_id]), delta, metrics)
-            kept = strategy.keep(trained)
-            if kept is not None:
-                self.kept[ins.client_id] = kept
+            if kept[column] is not None:
+                self.kept[ins.client_id] = kept[column]
         return updates
 
 
