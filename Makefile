@@ -57,7 +57,7 @@ federation: $(STAMP) $(SITE_STAMP)
 	$(BIN)/fedmm run --config configs/default.yaml --set train.transport=flower
 
 test: $(STAMP) $(SITE_STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 # ruff over the whole repository (rules in pyproject.toml).
 lint: $(STAMP)
