@@ -36,8 +36,6 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which 
 SAMPLES_PER_CALL = 384
 """On CPU, clients per vmapped call are capped so a call sees about this many samples: activations of a
 larger batch leave the cache (one call over 1,000 clients of 3 samples ran 1.8x slower than chunks of 128)."""
-ROWS_PER_UPDATE = 1 << 16
-"""Parameter entries per slice of the stacked optimizer update (its temporaries stay in cache)."""
 
 
 @dataclass
@@ -61,26 +59,27 @@ class StackedOptimizer:
             self.exp_avg = {k: torch.zeros_like(v) for k, v in params.items()}
             self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in params.items()}
 
+    def next_step(self) -> None:
+        """Start the next step (Adam's bias corrections count steps); then :meth:`update` every slice of clients."""
+        self.step_count += 1
+
     @torch.no_grad()
-    def step(self, params: State, grads: State) -> None:
-        """One update of every stacked parameter, in the operations of ``torch.optim``'s single-tensor path."""
+    def update(self, params: State, grads: State, clients: slice) -> None:
+        """This step's update of the ``clients`` rows of every stacked parameter (``grads`` holds those rows only),
+        in the operations of ``torch.optim``'s single-tensor path."""
         if self.name == "sgd":
             for name, param in params.items():
-                param.add_(grads[name], alpha=-self.lr)
+                param[clients].add_(grads[name], alpha=-self.lr)
             return
         beta1, beta2 = ADAM_BETAS
-        self.step_count += 1
         step_size = self.lr / (1 - beta1**self.step_count)
         correction2_sqrt = (1 - beta2**self.step_count) ** 0.5
         for name, param in params.items():
-            rows = max(1, ROWS_PER_UPDATE // param[0].numel())  # a slice of clients at a time stays in cache
-            for start in range(0, len(param), rows):
-                part = slice(start, start + rows)
-                exp_avg, exp_avg_sq, g = self.exp_avg[name][part], self.exp_avg_sq[name][part], grads[name][part]
-                exp_avg.lerp_(g, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                denom = (exp_avg_sq.sqrt() / correction2_sqrt).add_(ADAM_EPS)
-                param[part].addcdiv_(exp_avg, denom, value=-step_size)
+            exp_avg, exp_avg_sq, g = self.exp_avg[name][clients], self.exp_avg_sq[name][clients], grads[name]
+            exp_avg.lerp_(g, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (exp_avg_sq.sqrt() / correction2_sqrt).add_(ADAM_EPS)
+            param[clients].addcdiv_(exp_avg, denom, value=-step_size)
 
 
 class VectorisedClients(InProcessClients):
@@ -156,17 +155,21 @@ class VectorisedClients(InProcessClients):
         rows = self.batch_rows(
             group, lambda ins, epoch: (strategy.seed, "local", ins.server_round, ins.client_id, epoch)
         ).to(self.device)
-        chunk = max(1, SAMPLES_PER_CALL // rows.shape[-1]) if self.device == "cpu" else None
-        step = vmap(grad(self.client_loss(strategy, state), has_aux=True), in_dims=(0, 0 if kept else None, 0, 0),
-                    chunk_size=chunk)
+        chunk = max(1, SAMPLES_PER_CALL // rows.shape[-1]) if self.device == "cpu" else count
+        step = vmap(grad(self.client_loss(strategy, state), has_aux=True), in_dims=(0, 0 if kept else None, 0, 0))
         for epoch in range(first.local_epochs):
             loss_sum = torch.zeros(count, device=self.device)
             correct = torch.zeros(count, device=self.device)
             for index in rows[epoch]:
-                grads, (loss, hits) = step(params, kept, has_kept, self.batch(index))
-                optimizer.step(params, grads)
-                loss_sum += loss.detach() * (index >= 0).sum(1)
-                correct += hits
+                optimizer.next_step()
+                for start in range(0, count, chunk):  # each slice's gradients are used and freed at once
+                    part = slice(start, start + chunk)
+                    grads, (loss, hits) = step({k: v[part] for k, v in params.items()},
+                                               None if kept is None else {k: v[part] for k, v in kept.items()},
+                                               has_kept[part], self.batch(index[part]))
+                    optimizer.update(params, grads, part)
+                    loss_sum[part] += loss.detach() * (index[part] >= 0).sum(1)
+                    correct[part] += hits
         return params, loss_sum, correct
 
     def batch(self, index: torch.Tensor) -> tuple:
