@@ -43,7 +43,7 @@ define lock_install
 endef
 define venv_install
 	@if [ -z "$(USE_PIP)" ] && uv=$$(command -v uv || command -v $(1)/bin/uv); then \
-		$$uv pip install --quiet --python $(1)/bin/python --compile-bytecode $(PIP_SOURCES) $(2); \
+		$$uv pip install --quiet --python $(1)/bin/python --compile-bytecode --index-strategy unsafe-best-match $(PIP_SOURCES) $(2); \
 	else \
 		$(1)/bin/python -m pip install --quiet $(2); \
 	fi
