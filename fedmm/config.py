@@ -283,6 +283,16 @@ class TrainConfig(_Section):
     )
     gpus: int = Field(0, ge=0, le=8, description="GPUs the orchestrator requests for the training step")
     centralized: bool = Field(True, description="also train the pooled-data upper reference")
+    engine: Literal["auto", "loop", "vmap"] = Field(
+        "auto",
+        description="in-process client training: loop (one client after another), vmap (a round's clients "
+        "together with torch.func, where the strategy's client side allows it; else the loop), auto: vmap",
+    )
+    eval_every: int = Field(
+        0, ge=0,
+        description="rounds between scoring the test splits (validation is scored every round); 0: after the last "
+        "round only",
+    )
     fedprox: FedProxConfig = FedProxConfig()
     moon: MoonConfig = MoonConfig()
     fedmekt: FedMektConfig = FedMektConfig()

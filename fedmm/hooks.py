@@ -32,9 +32,10 @@ def headline(evaluation) -> dict[str, float]:
 def write_rounds(evaluation, inputs: dict, path: Path) -> None:
     """Per-round accuracy and macro-F1 of every split, as CSV (DVC's plots)."""
     history = inputs["result"].history
-    scores = [(split, metric) for split in history[0].scores for metric in ("accuracy", "macro_f1")]
+    scores = [(split, metric) for split in history[-1].scores for metric in ("accuracy", "macro_f1")]
     lines = [",".join(["round", *(f"{split}_{metric}" for split, metric in scores)])]
-    lines += [",".join(map(str, [r.round, *(r.scores[split][metric] for split, metric in scores)])) for r in history]
+    lines += [",".join(map(str, [r.round, *(r.score(split, metric, "") for split, metric in scores)]))
+              for r in history]  # the test splits: every train.eval_every rounds and the last
     write_text(path, "\n".join(lines) + "\n")
 
 

@@ -27,8 +27,8 @@ class RoundProgress:
         self.bar.n = record.round
         nan = float("nan")
         self.bar.set_postfix(
-            test_acc=f"{record.score('test', 'accuracy', nan):.3f}",
-            test_f1=f"{record.score('test', 'macro_f1', nan):.3f}",
+            val_acc=f"{record.score('val', 'accuracy', nan):.3f}",
+            val_f1=f"{record.score('val', 'macro_f1', nan):.3f}",
             refresh=False,
         )
         self.bar.refresh()

@@ -7,7 +7,7 @@ from fedmm.config import config_from_dict
 from fedmm.data.federated import client_arrays
 from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.strategy import FedAvg
-from fedmm.fl.training import train
+from fedmm.fl.training import centralized_fingerprint, train
 from fedmm.fl.updates import UpdateStore
 from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
@@ -92,9 +92,31 @@ def test_evaluation_scores_labelled_samples_only(data):
     assert partial == pytest.approx(odd)
 
 
-def test_centralized_reference_shows_its_progress_per_epoch(data, tmp_path, capsys):
+def with_train(**update):
+    return CONFIG.model_copy(update={"train": CONFIG.train.model_copy(update=update)})
+
+
+def test_centralized_reference_shows_its_progress_and_is_trained_once_per_fingerprint(data, tmp_path, capsys):
+    """Its progress per epoch; a run that differs only in strategy or engine reuses it, another lr does not."""
     prepared, federated = data
-    config = CONFIG.model_copy(update={"train": CONFIG.train.model_copy(update={"rounds": 1, "centralized": True})})
-    result = train(config, prepared, federated, workdir=tmp_path)
+    config = with_train(rounds=1, centralized=True)
+    result = train(config, prepared, federated, workdir=tmp_path / "a")
     assert [row["epoch"] for row in result.centralized_history] == [1]
     assert "centralized reference: 100%" in capsys.readouterr().err
+    fingerprint = centralized_fingerprint(config, prepared, federated, "cpu")
+    other = with_train(rounds=1, centralized=True, strategy="fedprox", engine="loop")
+    assert centralized_fingerprint(other, prepared, federated, "cpu") == fingerprint
+    assert centralized_fingerprint(with_train(rounds=1, lr=0.01), prepared, federated, "cpu") != fingerprint
+    again = train(other, prepared, federated, workdir=tmp_path / "b")
+    assert "centralized reference" not in capsys.readouterr().err
+    assert again.centralized_history == result.centralized_history
+    for name, value in result.centralized_state.items():
+        torch.testing.assert_close(again.centralized_state[name], value, rtol=0, atol=0)
+
+
+def test_test_splits_are_scored_every_eval_every_rounds_and_after_the_last(data, tmp_path):
+    prepared, federated = data
+    history = train(with_train(eval_every=2), prepared, federated, workdir=tmp_path).history
+    splits = set(history[-1].scores)
+    assert {"val", "test", "test_missing"} <= splits
+    assert [set(r.scores) for r in history] == [{"val"}, splits, splits]

@@ -5,7 +5,9 @@ samples; a 12-sample proxy set; three rounds), every strategy in the registry mu
 deterministic, resume bit-identically from its round checkpoint, send exactly its declared
 payload type (also for a free rider), store deltas and kept state as it declares, refuse to
 run without the proxy set it needs (and be unaffected by one it does not need), and reject a
-bad parameter with one clear line. Zero-weight variants must be FedAvg exactly.
+bad parameter with one clear line. Zero-weight variants must be FedAvg exactly. The vectorised
+engine (``train.engine: vmap``) must give the loop's results (within float tolerance; exactly,
+where a strategy falls back to the loop) and resume bit-identically too.
 """
 
 import typing
@@ -31,6 +33,7 @@ from fedmm.fl.moon import Moon
 from fedmm.fl.strategies import STRATEGIES, make_strategy
 from fedmm.fl.strategy import ServerContext, StrategyError
 from fedmm.fl.updates import UpdateStore
+from fedmm.fl.vectorised import VectorisedClients
 
 SEED = 0
 ROUNDS = 3
@@ -71,6 +74,10 @@ class RecordingClients(InProcessClients):
         return replies
 
 
+class RecordingVectorisedClients(RecordingClients, VectorisedClients):
+    """The vectorised engine's clients, recording payloads too."""
+
+
 @dataclass
 class Run:
     outcome: FederatedOutcome
@@ -78,9 +85,9 @@ class Run:
     workdir: object
 
 
-def run(name: str, workdir, *overrides: str, server: ServerContext | None = WITH_PROXY) -> Run:
+def run(name: str, workdir, *overrides: str, server: ServerContext | None = WITH_PROXY, pool_class=RecordingClients) -> Run:
     train = train_config(name, *overrides)
-    pool = RecordingClients(workdir)
+    pool = pool_class(workdir)
     strategy = make_strategy(train, SEED, server)
     return Run(run_federated(SYNTHETIC_SPEC, pool, VALIDATION, strategy, train.rounds, SEED, workdir, "cpu"),
                pool, workdir)
@@ -219,3 +226,56 @@ def test_a_bad_parameter_is_one_clear_error(cls, parameter, value):
         cls(train_config(cls.name), SEED, WITH_PROXY, **{**parameters, parameter: value})
     message = str(error.value)
     assert message.startswith(f"{cls.__name__}({parameter}={value!r}): ") and "\n" not in message
+
+
+VECTORISED = [name for name in NAMES if STRATEGIES[name].vectorisable()]
+
+
+def test_the_target_strategies_vectorise():
+    assert {"fedavg", "fedprox", "moon"} <= set(VECTORISED)
+    assert not {"fedmobile", "fedmekt", "mmfed3", "fedavg_dropout"} & set(VECTORISED)
+
+
+def assert_close_outcome(vectorised: Run, loop: Run) -> None:
+    """The same clients, sample counts and payload types; states, scores and client metrics within float tolerance."""
+    a, b = vectorised.outcome, loop.outcome
+    assert [[(c.client, c.num_examples) for c in r.clients] for r in a.history] == \
+        [[(c.client, c.num_examples) for c in r.clients] for r in b.history]
+    for left, right in zip(a.history, b.history):
+        scores = [({k: v for k, v in r.to_dict().items() if k.startswith("val_")}) for r in (left, right)]
+        for ours, theirs in [scores] + [(x.metrics, y.metrics) for x, y in zip(left.clients, right.clients)]:
+            assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-5)
+    assert [type(p) for p in vectorised.pool.payloads] == [type(p) for p in loop.pool.payloads]
+    left, right = trainable_state(a.model), trainable_state(b.model)
+    for key in right:
+        torch.testing.assert_close(left[key], right[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_vectorised_engine_gives_the_loops_results(name, reference, tmp_path):
+    """Vectorisable strategies within float tolerance; the others fall back to the loop, so exactly."""
+    vectorised = run(name, tmp_path, pool_class=RecordingVectorisedClients)
+    if name in VECTORISED:
+        assert_close_outcome(vectorised, reference(name))
+    else:
+        assert_same_outcome(vectorised.outcome, reference(name).outcome)
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedprox", "moon"])
+@pytest.mark.parametrize("overrides", [
+    ("train.batch_size=10", "train.client_fraction=0.67"),  # 18 and 12 samples: 2 steps each, last batches 8 and 2
+    ("train.batch_size=32", "train.optimizer=sgd", "train.lr=0.05"),  # one padded step: 18, 18 and 12 samples
+])
+def test_padded_batches_and_partial_participation_give_the_loops_math(name, overrides, tmp_path):
+    loop = run(name, tmp_path / "loop", *overrides)
+    assert_close_outcome(run(name, tmp_path / "vmap", *overrides, pool_class=RecordingVectorisedClients), loop)
+
+
+@pytest.mark.parametrize("name", VECTORISED)
+def test_vectorised_resume_from_a_round_checkpoint_is_bit_identical(name, tmp_path):
+    expected = run(name, tmp_path / "whole", pool_class=RecordingVectorisedClients)
+    with interrupted_after_round(ROUNDS - 1):
+        run(name, tmp_path / "resumed", pool_class=RecordingVectorisedClients)
+    resumed = run(name, tmp_path / "resumed", pool_class=RecordingVectorisedClients)
+    assert resumed.outcome.resumed_from == ROUNDS - 1
+    assert_same_outcome(resumed.outcome, expected.outcome)

@@ -42,11 +42,31 @@ class Worker:
         return {name: tensor.detach().clone() for name, tensor in self._tensors.items()}
 
 
-def forward(model: torch.nn.Module, batch: TensorData) -> Forward:
+def forward(model: torch.nn.Module, batch: TensorData, real: torch.Tensor | None = None) -> Forward:
     """Run a batch through the model, keeping the embeddings and fused representation."""
     embeddings = model.embed(batch.inputs, batch.mask)
     representation = model.fuse(embeddings, batch.mask)
-    return Forward(batch, embeddings, representation, model.head(representation))
+    return Forward(batch, embeddings, representation, model.head(representation), real)
+
+
+class StateCall(torch.nn.Module):
+    """``function(model, *args)`` as a module's forward, so :func:`torch.func.functional_call` can run it."""
+
+    def __init__(self, model: torch.nn.Module, function: Callable) -> None:
+        super().__init__()
+        self.model, self.function = model, function
+
+    def forward(self, *args):
+        return self.function(self.model, *args)
+
+    def with_state(self, state: State, *args):
+        """The method's result with the model's tensors replaced by ``state`` (the model itself unchanged)."""
+        return torch.func.functional_call(self, {f"model.{name}": value for name, value in state.items()}, args)
+
+
+def representer(model: torch.nn.Module) -> Callable[[State, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]:
+    """``represent(state, inputs, mask)``: the fused representation of ``model`` holding ``state``."""
+    return StateCall(model, type(model).represent).with_state
 
 
 def run_epochs(

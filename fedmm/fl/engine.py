@@ -176,6 +176,11 @@ def _save_checkpoint(path: Path, completed: int, state: State, server: State, hi
     write_npz(path, arrays)
 
 
+def scored(split: str, completed: int, rounds: int, eval_every: int) -> bool:
+    """Whether ``split`` is scored after round ``completed``: validation always, others every ``eval_every`` and last."""
+    return split == "val" or completed == rounds or (eval_every > 0 and completed % eval_every == 0)
+
+
 def run_federated(
     spec: ModelSpec,
     pool: ClientPool,
@@ -186,11 +191,13 @@ def run_federated(
     workdir: Path,
     device: str,
     on_round: Callable[[RoundRecord], None] | None = None,
+    eval_every: int = 1,
 ) -> FederatedOutcome:
     """Run (or resume) ``rounds`` federated rounds over ``pool``; checkpoint and store updates every round.
 
-    ``evaluation`` maps a name (``val``, ``test``, ...) to data the global model is scored on
-    after each round. A round's record names the clients that were asked but did not reply
+    ``evaluation`` maps a name (``val``, ``test``, ...) to data the global model is scored on:
+    ``val`` after every round, the others after every ``eval_every``-th round and the last
+    (0: the last only). A round's record names the clients that were asked but did not reply
     (``dropped``); the engine aggregates what came back. A strategy that needs the server's
     proxy set and has none is refused before anything runs.
     """
@@ -221,7 +228,8 @@ def run_federated(
         predictor = strategy.predictor(model)
         record = RoundRecord(
             server_round + 1,
-            {split: evaluate(predictor, data) for split, data in evaluation.items()},
+            {split: evaluate(predictor, data) for split, data in evaluation.items()
+             if scored(split, server_round + 1, rounds, eval_every)},
             [ClientRecord(u.client_id, u.num_examples, dict(u.metrics)) for u in updates],
             replies.dropped,
         )

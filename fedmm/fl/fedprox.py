@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 
 from fedmm.config import TrainConfig
-from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, cross_entropy
+from fedmm.fl.messages import ClientUpdate, Forward, LocalContext, cross_entropy
 from fedmm.fl.strategy import FedAvg, ServerContext
-from fedmm.tensors import State
 
 
 class FedProx(FedAvg[ClientUpdate]):
@@ -27,11 +26,6 @@ class FedProx(FedAvg[ClientUpdate]):
         super().__init__(train, seed, server)
         self.mu = self.checked(mu=mu).mu
 
-    def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
-        anchored = [(param, global_state[name]) for name, param in model.named_parameters()]
-
-        def loss(out: Forward) -> torch.Tensor:
-            proximal = sum((param - anchor).pow(2).sum() for param, anchor in anchored)
-            return cross_entropy(out) + (self.mu / 2) * proximal
-
-        return loss
+    def client_loss(self, out: Forward, context: LocalContext) -> torch.Tensor:
+        proximal = sum((param - context.global_state[name]).pow(2).sum() for name, param in context.params.items())
+        return cross_entropy(out) + (self.mu / 2) * proximal

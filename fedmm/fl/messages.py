@@ -47,9 +47,35 @@ class Forward:
     embeddings: torch.Tensor  # (B, M, E) per modality, zero where absent
     representation: torch.Tensor  # (B, F) the fused representation the head classifies
     logits: torch.Tensor
+    real: torch.Tensor | None = None  # (B,) which rows are samples, not padding (None: all; vectorised engine)
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of per-sample ``values`` over the batch's real samples."""
+        if self.real is None:
+            return values.mean()
+        return (values * self.real).sum() / self.real.sum().clamp(min=1)
 
 
 LocalLoss = Callable[[Forward], torch.Tensor]
+Represent = Callable[[State, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LocalContext:
+    """What a client's local objective sees besides the batch (see :meth:`FedAvg.client_loss`).
+
+    ``params`` are the client's trainable parameters as they are now (the live model's in the
+    loop, functional per-client slices in the vectorised engine); ``represent(state, inputs,
+    mask)`` is the fused representation of the network holding another ``state``; ``kept`` is
+    what the client kept from its last participation (None at its first; in the vectorised
+    engine a placeholder, with ``has_kept`` 0).
+    """
+
+    params: State
+    global_state: State
+    represent: Represent
+    kept: State | None = None
+    has_kept: torch.Tensor | float = 1.0
 
 
 def cross_entropy(out: Forward) -> torch.Tensor:

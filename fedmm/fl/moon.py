@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from fedmm.config import TrainConfig
-from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, cross_entropy
+from fedmm.fl.messages import ClientUpdate, Forward, LocalContext, cross_entropy
 from fedmm.fl.strategy import FedAvg, ServerContext
-from fedmm.tensors import State, frozen_copy
+from fedmm.tensors import State
 
 
 class Moon(FedAvg[ClientUpdate]):
@@ -43,21 +43,18 @@ class Moon(FedAvg[ClientUpdate]):
     def keep(self, trained: State) -> State:
         return trained
 
-    def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
-        if kept is None:
-            return cross_entropy
-        global_model, previous = frozen_copy(model, global_state), frozen_copy(model, kept)
-
-        def loss(out: Forward) -> torch.Tensor:
-            inputs, mask = out.batch.inputs, out.batch.mask
-            with torch.no_grad():
-                positive, negative = global_model.represent(inputs, mask), previous.represent(inputs, mask)
-            similarities = torch.stack(
-                [F.cosine_similarity(out.representation, positive, dim=1),
-                 F.cosine_similarity(out.representation, negative, dim=1)],
-                dim=1,
-            )
-            target = torch.zeros(len(similarities), dtype=torch.long, device=similarities.device)
-            return cross_entropy(out) + self.mu * F.cross_entropy(similarities / self.temperature, target)
-
-        return loss
+    def client_loss(self, out: Forward, context: LocalContext) -> torch.Tensor:
+        if context.kept is None:
+            return cross_entropy(out)
+        inputs, mask = out.batch.inputs, out.batch.mask
+        with torch.no_grad():
+            positive = context.represent(context.global_state, inputs, mask)
+            negative = context.represent(context.kept, inputs, mask)
+        similarities = torch.stack(
+            [F.cosine_similarity(out.representation, positive, dim=1),
+             F.cosine_similarity(out.representation, negative, dim=1)],
+            dim=1,
+        )
+        target = torch.zeros(len(similarities), dtype=torch.long, device=similarities.device)
+        contrastive = out.mean(F.cross_entropy(similarities / self.temperature, target, reduction="none"))
+        return cross_entropy(out) + self.mu * context.has_kept * contrastive

@@ -36,8 +36,8 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from fedmm.config import TrainConfig
-from fedmm.fl.client import Worker, train_client
-from fedmm.fl.messages import ClientUpdate, LocalLoss, TrainInstruction, cross_entropy
+from fedmm.fl.client import Worker, representer, train_client
+from fedmm.fl.messages import ClientUpdate, Forward, LocalContext, LocalLoss, TrainInstruction, cross_entropy
 from fedmm.models.multimodal import ModelSpec
 from fedmm.seeding import rng_for
 from fedmm.tensors import State, TensorData, fedavg_states
@@ -226,7 +226,24 @@ class FedAvg(Strategy[PayloadT]):
         ]
 
     def local_objective(self, model: torch.nn.Module, global_state: State, kept: State | None) -> LocalLoss:
-        return cross_entropy
+        """:meth:`client_loss` over the live model's parameters."""
+        context = LocalContext(dict(model.named_parameters()), global_state, representer(model), kept)
+        return lambda out: self.client_loss(out, context)
+
+    def client_loss(self, out: Forward, context: LocalContext) -> torch.Tensor:
+        """The loss of one batch: a pure function of the batch and the client's parameters.
+
+        The loop engine calls it through :meth:`local_objective`; the vectorised engine
+        (:mod:`fedmm.fl.vectorised`) calls it per client inside ``torch.func.vmap``, with
+        padded rows marked in ``out.real`` and padded rows unlabelled. A subclass that
+        overrides :meth:`local_objective` or :meth:`fit` instead trains in the loop.
+        """
+        return cross_entropy(out)
+
+    @classmethod
+    def vectorisable(cls) -> bool:
+        """Whether local training is FedAvg's over :meth:`client_loss` (what the vectorised engine runs)."""
+        return cls.fit is FedAvg.fit and cls.local_objective is FedAvg.local_objective
 
     def fit(
         self, worker: Worker, global_state: State, data: TensorData, instruction: TrainInstruction, kept: State | None

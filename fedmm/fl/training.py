@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,18 +14,19 @@ from fedmm.config import Config, MaskConfig
 from fedmm.data.federated import FederatedData, client_arrays, held_out_presence, masked_arrays, proxy_arrays, split_tensors
 from fedmm.data.prepare import PreparedData
 from fedmm.fl.client import OPTIMIZERS, run_epochs
-from fedmm.fl.engine import UPDATES_DIR, InProcessClients, arrays_to_state, run_federated, state_to_arrays
+from fedmm.fl.engine import UPDATES_DIR, arrays_to_state, run_federated, state_to_arrays
 from fedmm.fl.federation import run_over_flower
 from fedmm.fl.history import RoundRecord
 from fedmm.fl.messages import cross_entropy
 from fedmm.fl.result import TrainResult
 from fedmm.fl.strategies import make_strategy
 from fedmm.fl.strategy import ServerContext
+from fedmm.fl.vectorised import client_pool
 from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.progress import RoundProgress
 from fedmm.runtime import resolve_device, state_dir
-from fedmm.tensors import TensorData
+from fedmm.tensors import State, TensorData
 
 CENTRAL_FILE = "centralized.npz"
 CENTRAL_HISTORY_FILE = "centralized.json"
@@ -72,6 +74,32 @@ def centralized_epochs(config: Config) -> int:
     """The centralized budget: as many passes over the pooled data as FedAvg makes in total."""
     train = config.train
     return max(1, int(round(train.rounds * train.local_epochs * train.client_fraction)))
+
+
+def centralized_fingerprint(config: Config, prepared: PreparedData, federated: FederatedData, device: str) -> str:
+    """What determines the centralized reference: the pooled client data, evaluation splits, model, seed and
+    the optimiser, batch size and epoch budget (not the strategy), so runs that differ only there share it."""
+    train = config.train
+    settings = {"optimizer": train.optimizer, "lr": train.lr, "batch_size": train.batch_size,
+                "epochs": centralized_epochs(config), "device": device}
+    parts = [prepared.data_sha256, federated.content_hash, config.hash("model", "seed"), json.dumps(settings, sort_keys=True)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def centralized_reference(
+    config: Config, prepared: PreparedData, federated: FederatedData, spec: ModelSpec,
+    clients: list[TensorData], evaluation: dict[str, TensorData], device: str,
+) -> tuple[State, list[dict]]:
+    """The centralized reference's state and history, trained once per :func:`centralized_fingerprint`."""
+    folder = state_dir() / "centralized" / centralized_fingerprint(config, prepared, federated, device)[:16]
+    central_file, central_json = folder / CENTRAL_FILE, folder / CENTRAL_HISTORY_FILE
+    if central_file.is_file() and central_json.is_file():
+        return arrays_to_state(read_npz(central_file), "cpu"), read_json(central_json)
+    model, history = train_centralized(spec, TensorData.concat([c for c in clients if len(c)]), evaluation, config, device)
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    write_json(central_json, history)
+    write_npz(central_file, state_to_arrays(state))
+    return state, history
 
 
 def train_centralized(
@@ -125,22 +153,16 @@ def train(
         outcome = run_over_flower(config, prepared, federated, spec, fingerprint, evaluation, proxy, workdir, on_round)
     else:
         strategy = make_strategy(config.train, config.seed, ServerContext(spec, device, proxy))
-        pool = InProcessClients(spec, clients, config.seed, device, workdir, federated.corruption)
+        pool = client_pool(config.train.engine, spec, clients, config.seed, device, workdir, federated.corruption)
         outcome = run_federated(
             spec, pool, evaluation, strategy, config.train.rounds, config.seed, workdir, device, on_round,
+            config.train.eval_every,
         )
     central_state = central_history = None
     if config.train.centralized:
-        central_file, central_json = workdir / CENTRAL_FILE, workdir / CENTRAL_HISTORY_FILE
-        if central_file.is_file() and central_json.is_file():
-            central_state, central_history = arrays_to_state(read_npz(central_file), "cpu"), read_json(central_json)
-        else:
-            model, central_history = train_centralized(
-                spec, TensorData.concat([c for c in clients if len(c)]), evaluation, config, device
-            )
-            central_state = {k: v.cpu() for k, v in model.state_dict().items()}
-            write_npz(central_file, state_to_arrays(central_state))
-            write_json(central_json, central_history)
+        central_state, central_history = centralized_reference(
+            config, prepared, federated, spec, clients, evaluation, device,
+        )
     return TrainResult(
         spec=spec,
         state={k: v.cpu() for k, v in outcome.model.state_dict().items()},

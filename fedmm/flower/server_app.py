@@ -166,5 +166,5 @@ def serve(grid: Grid, context: Context) -> None:
 
     run_federated(
         bundle.run.model_spec, pool, bundle.evaluation, strategy, config.train.rounds, config.seed, workdir, "cpu",
-        on_round=report,
+        on_round=report, eval_every=config.train.eval_every,
     )

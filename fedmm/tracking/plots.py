@@ -14,11 +14,12 @@ def accuracy_per_round(history: list[RoundRecord], centralized: dict | None, pat
     """Global accuracy and macro-F1 per round on each evaluation split."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    rounds = [record.round for record in history]
     for split in ("val", "test", "test_subjects"):
-        if split in history[0].scores:
-            ax.plot(rounds, [r.scores[split]["accuracy"] for r in history], label=f"{split} accuracy")
-            ax.plot(rounds, [r.scores[split]["macro_f1"] for r in history], "--", label=f"{split} macro-F1")
+        scored = [r for r in history if split in r.scores]  # test splits: every train.eval_every rounds and the last
+        if scored:
+            rounds = [r.round for r in scored]
+            ax.plot(rounds, [r.scores[split]["accuracy"] for r in scored], ".-", label=f"{split} accuracy")
+            ax.plot(rounds, [r.scores[split]["macro_f1"] for r in scored], ".--", label=f"{split} macro-F1")
     if centralized and "test_macro_f1" in centralized:
         ax.axhline(centralized["test_macro_f1"], color="black", lw=0.8, ls=":", label="centralized test macro-F1")
     ax.set_xlabel("round")
