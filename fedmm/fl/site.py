@@ -211,3 +211,33 @@ def export_site_files(prepared, federated, directory: str | Path) -> list[Path]:
         write_npz(path, prepared.dataset.subset(members).to_arrays())
         paths.append(path)
     return paths
+
+
+def check_site_file(data_path: str | Path, config_path: str | Path | None = None) -> tuple[bool, list[str]]:
+    """Validate a site file on its own (no run, no connection): ``(passed, report lines)``.
+
+    The suite is the one a run applies (shapes, labels, non-finite values, and the config's
+    ``validation.value_bounds`` when a config is given); the lines give the counts, the class
+    histogram and each modality's shape, then the verdict and every failed expectation.
+    """
+    from fedmm.config import load_config
+
+    dataset = load_npz(data_path)
+    bounds = load_config(config_path, []).validation.value_bounds if config_path else {}
+    unknown = sorted(set(bounds) - set(dataset.modalities))
+    report = validate_dataset(
+        modalities=dataset.modalities, labels=dataset.labels, num_classes=dataset.num_classes,
+        expected_shapes={name: array.shape[1:] for name, array in dataset.modalities.items()},
+        value_bounds={name: tuple(b) for name, b in bounds.items() if name not in unknown},
+    )
+    counts = np.bincount(dataset.labels[dataset.labels >= 0], minlength=dataset.num_classes)
+    lines = [
+        f"{Path(data_path).name}: {len(dataset)} samples, {dataset.num_classes} classes",
+        "classes: " + ", ".join(f"{name} {int(n)}" for name, n in zip(dataset.class_names, counts)),
+        "modalities: " + ", ".join(f"{name} {tuple(a.shape[1:])}" for name, a in dataset.modalities.items()),
+    ]
+    if unknown:
+        lines.append(f"config value bounds for modalities this file lacks: {unknown}")
+    lines.append("validation: passed" if report.success else f"validation: FAILED ({len(report.failed())} expectations)")
+    lines += [f"  {outcome.describe()}" for outcome in report.failed()]
+    return report.success, lines
