@@ -7,6 +7,7 @@ drive it from the pipeline's environment as the training stage does.
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -298,3 +299,26 @@ def test_a_site_refuses_an_insecure_connection_beyond_loopback(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: --insecure is allowed only on loopback, not '10.1.2.3:9092': give --root-certificates"]
+
+
+def test_every_process_of_a_run_over_flower_dies_with_it_under_kill_9(tmp_path):
+    """kill -9 of the training process mid-run leaves no SuperLink, SuperNode, executor, ``flwr run`` or ServerApp."""
+    home = tmp_path / "home"
+    code = ("import sys; from fedmm.config import load_config; from fedmm.data.prepare import prepare;"
+            "from fedmm.data.federated import partition_and_mask; from fedmm.fl.training import train;"
+            "config = load_config(sys.argv[1], sys.argv[2:]); prepared = prepare(config.data, config.seed);"
+            "federated = partition_and_mask(prepared, config.partition, config.mask, config.seed);"
+            "train(config, prepared, federated, on_round=lambda r: print('round', r.round, flush=True))")
+    run = subprocess.Popen([REPO / ".venv" / "bin" / "python", "-c", code, TINY, *OVERRIDES, "train.rounds=3",
+                            "train.transport=flower"], stdout=subprocess.PIPE, text=True,
+                           env={**os.environ, "FEDMM_HOME": str(home), "PYTHONPATH": str(REPO)})
+    try:
+        assert run.stdout.readline().strip() == "round 1"
+        assert len(our_processes(home)) >= 6  # SuperLink, SuperExec, ServerApp, flwr run, SuperNodes, executors
+    finally:
+        run.kill()
+        run.wait()
+    deadline = time.monotonic() + 20
+    while our_processes(home) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert our_processes(home) == []

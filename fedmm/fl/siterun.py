@@ -22,7 +22,7 @@ from fedmm.fl.deploy import DeploymentError, Federation, Runtime, SiteSpec
 SITE_MARKER = "FEDMM_SITE "
 """Prefix of the ClientApp's log lines that ``fedmm site`` shows its operator."""
 REFUSED_EXIT = 305
-"""Flower's SUPERNODE_CONNECTION_ERROR: the SuperLink refused to activate this node."""
+"""Flower's SUPERNODE_CONNECTION_ERROR (refused by the SuperLink), as its SuperNode logs it."""
 RETRY_SECONDS = 5.0
 
 
@@ -67,8 +67,10 @@ def _events(federation: Federation, superlink: str, say: Callable[[str], None]) 
         for line in node.lines():
             if "SuperNode ID:" in line:
                 say(f"connected to {superlink} as node {line.rsplit(':', 1)[1].strip()}; waiting for a run")
-            elif refusal or "Failed to initialize the connection" in line:
-                refusal.append(line.split("|")[-1].strip())
+            elif f"Exit Code: {REFUSED_EXIT}" in line:
+                refusal.append("")
+            elif refusal and not refusal[-1].startswith("For more information") and line.strip():
+                refusal.append(line.strip())
         for line in executor.lines():
             if SITE_MARKER in line:
                 say(line.split(SITE_MARKER, 1)[1])
@@ -79,7 +81,11 @@ def _events(federation: Federation, superlink: str, say: Callable[[str], None]) 
 
 def _attempt(runtime: Runtime, site: SiteSpec, superlink: str, root_certificates: Path | None,
              say: Callable[[str], None]) -> tuple[int | None, list[str]]:
-    """Run once: ``(SuperNode exit code, refusal lines)``; ``(None, [])`` when stopped from outside."""
+    """Run once: ``(SuperNode exit code, refusal lines)``; ``(None, [])`` when stopped from outside.
+
+    Flower logs its exit code 305 (connection refused) but the SuperNode process exits with 1,
+    so a refusal is read from the log.
+    """
     with Federation(runtime, [site], superlink=superlink, root_certificates=root_certificates) as federation:
         poll = _events(federation, superlink, say)
         node = federation.processes[f"supernode-{site.client_id}"]
@@ -88,7 +94,7 @@ def _attempt(runtime: Runtime, site: SiteSpec, superlink: str, root_certificates
             time.sleep(0.2)
         time.sleep(0.2)
         refusal = poll()
-        return node.poll(), refusal
+        return (REFUSED_EXIT if refusal else node.poll()), [line for line in refusal[:-1] if line]
 
 
 def run_site(
@@ -121,5 +127,8 @@ def run_site(
             say(f"refused: the SuperLink still holds this site's node from before its crash; retrying every "
                 f"{RETRY_SECONDS:g} s until it is released ({deadline - time.monotonic():.0f} s left)")
             time.sleep(RETRY_SECONDS)
+    except SystemExit:
+        say(f"site {site.client_id}: stopped")
+        raise
     finally:
         marker.unlink(missing_ok=True)

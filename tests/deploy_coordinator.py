@@ -1,0 +1,33 @@
+"""The coordinator's deployed training, as the namespace test runs it on the coordinator host.
+
+    python tests/deploy_coordinator.py WORKDIR OUT.npz VALIDATION.npz TEST.npz OVERRIDE...
+
+Prints ``round N`` as rounds finish; writes the final global state to OUT.npz and the
+clients of each round to OUT.json.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from fedmm.artifacts import write_npz
+from fedmm.config import load_config
+from fedmm.fl.codec import state_arrays
+from fedmm.fl.deployed import CoordinatorData, train_deployed
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    workdir, out, validation, test, *overrides = sys.argv[1:]
+    config = load_config(REPO / "configs" / "tiny.yaml", overrides)
+    result = train_deployed(config, CoordinatorData.load(validation, test), Path(workdir),
+                            on_round=lambda record: print(f"round {record.round}", flush=True))
+    write_npz(Path(out), state_arrays(result.state))
+    clients = [sorted(c.client for c in record.clients) for record in result.history]
+    Path(out).with_suffix(".json").write_text(json.dumps({"clients": clients,
+                                                          "dropped": [r.dropped for r in result.history]}))
+
+
+if __name__ == "__main__":
+    main()
