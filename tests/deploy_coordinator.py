@@ -2,12 +2,13 @@
 
     python tests/deploy_coordinator.py WORKDIR OUT.npz VALIDATION.npz TEST.npz OVERRIDE...
 
-Prints ``round N`` as rounds finish; writes the final global state to OUT.npz and the
+Prints ``round N T`` as rounds finish (T: the wall clock); writes the final global state to OUT.npz and the
 clients of each round to OUT.json.
 """
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from fedmm.artifacts import write_npz
@@ -22,7 +23,7 @@ def main() -> None:
     workdir, out, validation, test, *overrides = sys.argv[1:]
     config = load_config(REPO / "configs" / "tiny.yaml", overrides)
     result = train_deployed(config, CoordinatorData.load(validation, test), Path(workdir),
-                            on_round=lambda record: print(f"round {record.round}", flush=True))
+                            on_round=lambda record: print(f"round {record.round} {time.time()}", flush=True))
     write_npz(Path(out), state_arrays(result.state))
     clients = [sorted(c.client for c in record.clients) for record in result.history]
     Path(out).with_suffix(".json").write_text(json.dumps({"clients": clients,

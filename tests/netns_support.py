@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -155,3 +156,108 @@ class Hosts:
                 time.sleep(0.1)
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         self.namespaces.clear()
+
+
+class Deployment:
+    """A federation on :class:`Hosts`, set up as its parties would: the coordinator makes the PKI and hands out parts.
+
+    ``site_files`` (one per site) and ``coordinator_files`` (validation, test) are delivered to
+    their parties' private disks; :meth:`start` runs ``fedmm superlink``, registers the sites'
+    keys from the coordinator and starts every ``fedmm site``; :meth:`coordinator` runs a
+    deployed training (``tests/deploy_coordinator.py``) there.
+    """
+
+    def __init__(self, hosts: Hosts, repo: Path, logs: Path, site_files: list[Path], coordinator_files: list[Path]):
+        self.hosts, self.repo, self.logs = hosts, Path(repo), Path(logs)
+        self.site_files, self.coordinator_files = site_files, coordinator_files
+        self.fedmm, self.python = str(self.repo / ".venv-site/bin/fedmm"), str(self.repo / ".venv-site/bin/python")
+        self.sites: dict[int, subprocess.Popen] = {}
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def fleet(self) -> str:
+        return f"{SUPERLINK_PUBLIC}:9092"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        private = self.hosts.private
+        return {**os.environ, "PYTHONPATH": str(self.repo), "FEDMM_HOME": str(private / "home"),
+                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "FLWR_HOME": str(private / "flwr"), **extra}
+
+    def overrides(self) -> list[str]:
+        """The coordinator's ``flower.*`` settings for this deployment."""
+        coordinator = self.hosts.private / "pki" / "coordinator"
+        return [f"flower.num_sites={len(self.site_files)}", f"flower.superlink={SUPERLINK_OPERATOR}:9093",
+                f"flower.root_certificates={coordinator / 'ca.pem'}",
+                f"flower.superexec_secret={coordinator / 'superexec.secret'}"]
+
+    def tree(self, party: str, folder: str) -> dict[str, bytes]:
+        """A folder of the party's private disk, as ``{relative path: bytes}``."""
+        done = subprocess.run(self.hosts.command(party, ["tar", "-c", "-C", self.hosts.private, folder]),
+                              capture_output=True, check=True)
+        with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+            return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+    def start(self, timeout: float = 120) -> dict[str, float]:
+        """PKI, files, SuperLink, registrations, sites; returns seconds until the SuperLink and all sites were up."""
+        hosts, private = self.hosts, self.hosts.private
+        made = hosts.run("coordinator", [self.fedmm, "pki", "init", "--dir", private / "pki", "--superlink-host",
+                                         SUPERLINK_PUBLIC, "--operator-host", SUPERLINK_OPERATOR,
+                                         "--sites", len(self.site_files)], env=self.env())
+        assert made.returncode == 0, made.stdout + made.stderr
+        material = self.tree("coordinator", "pki")
+        hosts.put("superlink", {k: v for k, v in material.items() if k.startswith(("pki/superlink/", "pki/pki.json"))})
+        for k, data in enumerate(self.site_files):
+            prefix = f"pki/sites/site_{k}/"
+            hosts.put(f"site{k}", {**{"key/" + n.removeprefix(prefix): v for n, v in material.items()
+                                      if n.startswith(prefix)}, f"site_{k}.npz": data})
+        hosts.put("coordinator", {p.name: p for p in self.coordinator_files})
+        started = time.monotonic()
+        superlink = hosts.start("superlink", [self.fedmm, "superlink", "--pki", private / "pki"],
+                                self.logs / "superlink.log", self.env())
+        wait_for(self.logs / "superlink.log", "Control and Runtime APIs on", timeout, superlink)
+        times = {"superlink_s": time.monotonic() - started}
+        operator = self.env(FLWR_HOME=str(private / "pki" / "coordinator" / "flwr"))
+        for k in range(len(self.site_files)):
+            done = hosts.run("coordinator", [self.repo / ".venv-site/bin/flwr", "supernode", "register",
+                                             private / "pki" / "coordinator" / "keys" / f"site_{k}.pub", "fedmm"],
+                             env=operator)
+            assert done.returncode == 0, done.stdout + done.stderr
+        for k in range(len(self.site_files)):
+            self.start_site(k)
+        for k in range(len(self.site_files)):
+            wait_for(self.logs / f"site{k}.log", "connected to", timeout, self.sites[k])
+        times["sites_s"] = time.monotonic() - started - times["superlink_s"]
+        return times
+
+    def start_site(self, k: int) -> subprocess.Popen:
+        key = self.hosts.private / "key"
+        self.sites[k] = self.hosts.start(
+            f"site{k}", [self.fedmm, "site", "--data", self.hosts.private / f"site_{k}.npz", "--partition-id", k,
+                         "--superlink", self.fleet, "--root-certificates", key / "ca.pem", "--auth-key", key / f"site_{k}"],
+            self.logs / f"site{k}.log", self.env())
+        return self.sites[k]
+
+    def coordinator(self, name: str, overrides: list[str]) -> subprocess.Popen:
+        """A deployed training run named ``name`` (its log: ``logs/<name>.log``; results: :meth:`result`)."""
+        private = self.hosts.private
+        args = [self.repo / ".venv/bin/python", self.repo / "tests/deploy_coordinator.py", private / name,
+                private / f"{name}.npz", private / "validation.npz", private / "test.npz", *overrides,
+                *self.overrides()]
+        return self.hosts.start("coordinator", args, self.logs / f"{name}.log", self.env())
+
+    def result(self, name: str) -> tuple[bytes, dict]:
+        """The run's final state (``.npz`` bytes) and its per-round clients and drops."""
+        return self.hosts.get("coordinator", f"{name}.npz"), json.loads(self.hosts.get("coordinator", f"{name}.json"))
+
+
+def wait_for(path: Path, text: str, timeout: float, process: subprocess.Popen | None = None) -> str:
+    """The file's text once it holds ``text``; fails after ``timeout`` or when ``process`` exited first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = path.read_text() if path.exists() else ""
+        if text in content:
+            return content
+        if process is not None and process.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not in {path.name} within {timeout} s:\n{path.read_text() if path.exists() else ''}")

@@ -23,12 +23,13 @@ from fedmm.data.dataset import load_npz
 from fedmm.data.federated import client_arrays, partition_and_mask, site_arrays
 from fedmm.data.prepare import prepare
 from fedmm.fl.codec import decode, encode
-from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, make_node_key
+from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates
 from fedmm.fl.federation import FederationError, loopback_sites
 from fedmm.fl.fedmekt import EmbeddingPayload
 from fedmm.fl.fedmobile import FedMobileUpdate
 from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.mmfed3 import DistillationUpdate
+from fedmm.fl.pki import make_node_key
 from fedmm.fl.training import train
 from fedmm.impute.moments import Moments
 from fedmm.report import summary_dir
@@ -321,4 +322,4 @@ def test_every_process_of_a_run_over_flower_dies_with_it_under_kill_9(tmp_path):
     deadline = time.monotonic() + 20
     while our_processes(home) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert our_processes(home) == []
+    assert {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in our_processes(home)} == {}

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from fedmm.errors import UserError
 from fedmm.fl import pki
-from fedmm.fl.pki import make_ca, make_node_key, make_server_certificate
+from fedmm.fl.pki import make_ca, make_server_certificate
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,41 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
     raise DeploymentError(f"{what} did not listen on {host}:{port} within {timeout:g} s")
 
 
+def live_processes(marker: str) -> list[int]:
+    """PIDs of running (not zombie) processes, this one excepted, whose environment holds ``marker`` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            running = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+            if running and marker.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def kill_marked(marker: str, timeout: float = STOP_SECONDS) -> None:
+    """SIGKILL every process whose environment holds ``marker`` until none is left (or ``timeout`` passed)."""
+    deadline = time.monotonic() + timeout
+    while (left := live_processes(marker)) and time.monotonic() < deadline:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def start_reaper(runtime: Runtime, marker: str) -> subprocess.Popen:
+    """A watcher that kills every process holding ``marker`` once this process is gone, however it died.
+
+    Children die with this process (:func:`die_with_parent`), but Flower starts some of its
+    own without ``--parent-pid`` (a SuperExec's ServerApp): the marker, inherited by all
+    descendants, finds them.
+    """
+    name, _, value = marker.partition("=")
+    return start_process(runtime, f"reaper-{value[:8]}", [sys.executable, "-m", "fedmm.fl.deploy", str(os.getpid())],
+                         {name: value}, orphan_dies=False)
+
+
 def die_with_parent() -> Callable[[], None]:
     """A ``preexec_fn``: the child gets SIGKILL when this process dies, however it dies (Linux prctl).
 
@@ -78,13 +114,14 @@ def die_with_parent() -> Callable[[], None]:
 
 
 def start_process(runtime: Runtime, name: str, args: list[str], env: dict[str, str] | None = None,
-                  ) -> subprocess.Popen:
+                  orphan_dies: bool = True) -> subprocess.Popen:
     """Start ``args`` in a session of its own, logging to ``logs/<name>.log``, dying with this process."""
     log = open(runtime.home / "logs" / f"{name}.log", "ab")
     try:
         return subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env={**runtime.env(), **(env or {})}, start_new_session=True, preexec_fn=die_with_parent(),
+            env={**runtime.env(), **(env or {})}, start_new_session=True,
+            preexec_fn=die_with_parent() if orphan_dies else None,
         )
     finally:
         log.close()
@@ -169,16 +206,7 @@ class Runtime:
         That is everything started here and all its descendants, also those that left their
         process group (Flower's SuperExec starts a session of its own). Linux: reads /proc.
         """
-        marker = (marker or f"FLWR_HOME={self.env()['FLWR_HOME']}").encode()
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            with contextlib.suppress(OSError):
-                running = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
-                if running and marker in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-        return pids
+        return live_processes(marker or f"FLWR_HOME={self.env()['FLWR_HOME']}")
 
     def command(self, name: str) -> str:
         return str(self.venv / "bin" / name)
@@ -270,6 +298,7 @@ class Federation:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, _terminate)
         try:
+            self.processes["reaper"] = start_reaper(self.runtime, f"{FEDERATION_ENV}={self.ident}")
             if self.superlink is None:
                 self.start_superlink()
             if self.node_auth and self.superlink is None:
@@ -297,12 +326,7 @@ class Federation:
         """Stop every process of this federation, including those its SuperLink started in other sessions."""
         self.stop_processes([n for n in self.processes if n != "superlink"])
         self.stop_processes(["superlink"])
-        deadline, marker = time.monotonic() + STOP_SECONDS, f"{FEDERATION_ENV}={self.ident}"
-        while (left := self.runtime.live_processes(marker)) and time.monotonic() < deadline:
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
+        kill_marked(f"{FEDERATION_ENV}={self.ident}")
         if getattr(self, "_previous", None) is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
@@ -343,5 +367,16 @@ def run_app(
             process.wait()
 
 
+def _reap(parent: int, marker: str) -> None:
+    """The reaper's loop (:func:`start_reaper`): wait until ``parent`` is gone, then kill what holds ``marker``."""
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    kill_marked(marker)
+
+
 def _toml(value: str | int) -> str:
     return str(value) if isinstance(value, int) else '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+if __name__ == "__main__":
+    _reap(int(sys.argv[1]), f"{FEDERATION_ENV}={os.environ[FEDERATION_ENV]}")

@@ -107,7 +107,9 @@ def train_deployed(config: Config, data: CoordinatorData, workdir: Path, on_roun
     return _result(config, spec, run, outcome, workdir)
 
 
-def in_process_reference(config: Config, data: CoordinatorData, site_files: list[Path], workdir: Path) -> TrainResult:
+def in_process_reference(
+    config: Config, data: CoordinatorData, site_files: list[Path], workdir: Path, on_round=None,
+) -> TrainResult:
     """The same run in this process over the sites' files (client id = position): what a deployed run must equal."""
     run, spec = deployed_run(config, data)
     clients = []
@@ -122,7 +124,8 @@ def in_process_reference(config: Config, data: CoordinatorData, site_files: list
     evaluation = {"val": data.tensors("validation"), "test": data.tensors("test")}
     strategy = make_strategy(config.train, config.seed, ServerContext(spec, "cpu", evaluation["val"]))
     pool = InProcessClients(spec, clients, config.seed, "cpu", workdir, CorruptionPlan(config.corruption, config.seed))
-    outcome = run_federated(spec, pool, evaluation, strategy, config.train.rounds, config.seed, workdir, "cpu")
+    outcome = run_federated(spec, pool, evaluation, strategy, config.train.rounds, config.seed, workdir, "cpu",
+                            on_round)
     return _result(config, spec, run, outcome, workdir)
 
 

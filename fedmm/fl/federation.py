@@ -20,9 +20,10 @@ from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
 from fedmm.errors import UserError
 from fedmm.fl.bundle import DROPPED_MARKER, FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, ServerBundle
-from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, make_node_key, run_app, write_connection
+from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, run_app, write_connection
 from fedmm.fl.engine import CHECKPOINT_FILE, FederatedOutcome, _load_checkpoint
 from fedmm.fl.history import RoundRecord
+from fedmm.fl.pki import make_node_key
 from fedmm.fl.site import RunSpec, export_site_files
 from fedmm.fl.superlink import AppExecutor
 from fedmm.models.multimodal import ModelSpec, build_model

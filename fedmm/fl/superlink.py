@@ -14,10 +14,21 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from fedmm.fl.deploy import DeploymentError, Runtime, start_process, stop_processes, wait_for_port, write_connection
+from fedmm.fl.deploy import (
+    FEDERATION_ENV,
+    DeploymentError,
+    Runtime,
+    kill_marked,
+    start_process,
+    start_reaper,
+    stop_processes,
+    wait_for_port,
+    write_connection,
+)
 from fedmm.fl.pki import PKI
 
 START_SECONDS = 60.0
@@ -96,12 +107,15 @@ class AppExecutor:
         if not self.secret_file.is_file():
             raise DeploymentError(f"SuperExec secret {self.secret_file} not found (the PKI's coordinator/superexec.secret)")
         write_connection(self.runtime, self.superlink, self.root_certificates)
+        self.marker = marker = f"{FEDERATION_ENV}={uuid.uuid4().hex}"
+        self.processes["reaper"] = start_reaper(self.runtime, marker)
         self.processes["superexec"] = start_process(self.runtime, "superexec", [
             self.runtime.command("flower-superexec"), "--runtime-api-address", self.superlink,
             "--root-certificates", str(self.root_certificates),
             "--superexec-auth-secret-file", str(self.secret_file),
-        ])
+        ], dict([marker.split("=", 1)]))
         return self
 
     def __exit__(self, *exc) -> None:
         stop_processes(self.processes)
+        kill_marked(self.marker)
