@@ -134,7 +134,7 @@ def bench_deployed(sites: int, rounds: int, workdir: Path) -> dict:
         deployment = Deployment(hosts, REPO, root / "logs", exported["sites"], exported["coordinator"])
         startup = deployment.start(timeout=600)
         before, started = link_bytes(hosts), time.time()
-        run = deployment.coordinator("bench", overrides)
+        run = deployment.coordinator("bench", overrides, stages="train")
         code = run.wait(3600)
         wire = link_bytes(hosts) - before
         log = (root / "logs" / "bench.log").read_text()

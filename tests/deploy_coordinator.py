@@ -1,9 +1,10 @@
-"""The coordinator's deployed training, as the namespace test runs it on the coordinator host.
+"""The coordinator's deployed run, as the namespace test and the benchmark run it on the coordinator host.
 
-    python tests/deploy_coordinator.py WORKDIR OUT.npz VALIDATION.npz TEST.npz OVERRIDE...
+    python tests/deploy_coordinator.py STAGES WORKDIR OUT.npz VALIDATION.npz TEST.npz OVERRIDE...
 
-Prints ``round N T`` as rounds finish (T: the wall clock); writes the final global state to OUT.npz and the
-clients of each round to OUT.json.
+STAGES is ``train`` or ``all`` (query the sites, train, evaluate on the coordinator's test
+samples, audit on its validation samples). Prints ``round N T`` as rounds finish (T: the wall
+clock); writes the final global state to OUT.npz and a summary to OUT.json.
 """
 
 import json
@@ -14,20 +15,28 @@ from pathlib import Path
 from fedmm.artifacts import write_npz
 from fedmm.config import load_config
 from fedmm.fl.codec import state_arrays
-from fedmm.fl.deployed import CoordinatorData, train_deployed
+from fedmm.fl.deployed import CoordinatorData, audit_deployed, evaluate_deployed, query_federation, train_deployed
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    workdir, out, validation, test, *overrides = sys.argv[1:]
+    stages, workdir, out, validation, test, *overrides = sys.argv[1:]
     config = load_config(REPO / "configs" / "tiny.yaml", overrides)
-    result = train_deployed(config, CoordinatorData.load(validation, test), Path(workdir),
+    data = CoordinatorData.load(validation, test)
+    summary = {}
+    if stages == "all":
+        summary["query"] = query_federation(config, data, Path(workdir) / "query")
+    result = train_deployed(config, data, Path(workdir) / "train",
                             on_round=lambda record: print(f"round {record.round} {time.time()}", flush=True))
     write_npz(Path(out), state_arrays(result.state))
-    clients = [sorted(c.client for c in record.clients) for record in result.history]
-    Path(out).with_suffix(".json").write_text(json.dumps({"clients": clients,
-                                                          "dropped": [r.dropped for r in result.history]}))
+    summary["clients"] = [sorted(c.client for c in record.clients) for record in result.history]
+    summary["dropped"] = [record.dropped for record in result.history]
+    if stages == "all":
+        summary["evaluation"] = evaluate_deployed(data, result).to_dict()
+        audit = audit_deployed(config, data, result, summary["query"]["sites"])
+        summary["audit_clients"] = sorted(int(k) for k in audit.clients["client"])
+    Path(out).with_suffix(".json").write_text(json.dumps(summary))
 
 
 if __name__ == "__main__":

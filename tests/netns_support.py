@@ -237,16 +237,16 @@ class Deployment:
             self.logs / f"site{k}.log", self.env())
         return self.sites[k]
 
-    def coordinator(self, name: str, overrides: list[str]) -> subprocess.Popen:
-        """A deployed training run named ``name`` (its log: ``logs/<name>.log``; results: :meth:`result`)."""
+    def coordinator(self, name: str, overrides: list[str], stages: str = "train") -> subprocess.Popen:
+        """A deployed run named ``name`` (``stages``: ``train`` or ``all``; log: ``logs/<name>.log``; see :meth:`result`)."""
         private = self.hosts.private
-        args = [self.repo / ".venv/bin/python", self.repo / "tests/deploy_coordinator.py", private / name,
+        args = [self.repo / ".venv/bin/python", self.repo / "tests/deploy_coordinator.py", stages, private / name,
                 private / f"{name}.npz", private / "validation.npz", private / "test.npz", *overrides,
                 *self.overrides()]
         return self.hosts.start("coordinator", args, self.logs / f"{name}.log", self.env())
 
     def result(self, name: str) -> tuple[bytes, dict]:
-        """The run's final state (``.npz`` bytes) and its per-round clients and drops."""
+        """The run's final state (``.npz`` bytes) and its summary (per-round clients and drops, stage outputs)."""
         return self.hosts.get("coordinator", f"{name}.npz"), json.loads(self.hosts.get("coordinator", f"{name}.json"))
 
 

@@ -16,6 +16,7 @@ from netns_support import SUPERLINK_OPERATOR, SUPERLINK_PUBLIC, Deployment, Host
 
 from fedmm.artifacts import read_npz
 from fedmm.config import load_config
+from fedmm.data.dataset import load_npz
 from fedmm.fl import pki
 from fedmm.fl.deployed import CoordinatorData, export_sites, in_process_reference
 
@@ -46,11 +47,12 @@ def test_a_deployed_run_across_hosts_shares_nothing_but_the_network(tmp_path):
         check_the_control_api_is_out_of_a_sites_reach(deployment)
         assert "retrying every 5 s until it is released" in wait_for(logs / "site2.log", "connected to", 120)
 
-        # It rejoins the next run, and the run equals the in-process engine on the same files and seeds.
-        second = deployment.coordinator("second", RUN)
-        assert second.wait(300) == 0, (logs / "second.log").read_text()
-        state, rounds = deployment.result("second")
-        assert rounds["clients"] == [[0, 1, 2], [0, 1, 2]]
+        # It rejoins the next run (query, train, evaluate, audit), which equals the in-process engine.
+        second = deployment.coordinator("second", RUN, stages="all")
+        assert second.wait(400) == 0, (logs / "second.log").read_text()
+        state, summary = deployment.result("second")
+        assert summary["clients"] == [[0, 1, 2], [0, 1, 2]]
+        assert_the_stages_saw_only_reports(summary, exported)
         (tmp_path / "second.npz").write_bytes(state)
         config = load_config(TINY, [*RUN, *deployment.overrides()])
         namespaces = [hosts.ns(p) for p in hosts.parties]
@@ -63,6 +65,20 @@ def test_a_deployed_run_across_hosts_shares_nothing_but_the_network(tmp_path):
         assert np.array_equal(deployed_state[name], value.numpy()), name
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(name in listed for name in namespaces)
+
+
+def assert_the_stages_saw_only_reports(summary: dict, exported: dict) -> None:
+    """The query returned each site's counts, classes, modalities and verdict; evaluation and audit ran here."""
+    sites = summary["query"]["sites"]
+    assert sorted(sites) == ["0", "1", "2"] and summary["query"]["refused"] == {}
+    for k, path in enumerate(exported["sites"]):
+        own = load_npz(path)
+        assert sites[str(k)]["samples"] == len(own) and sum(sites[str(k)]["classes"]) == len(own)
+        assert sites[str(k)]["modalities"] == {"acc": 1.0, "gyro": 1.0} and sites[str(k)]["validation"]["success"]
+    test = load_npz(exported["coordinator"][1])
+    assert summary["evaluation"]["protocols"]["test"]["samples"] == len(test)
+    assert "centralized" not in summary["evaluation"]["protocols"]["test"]
+    assert summary["audit_clients"] == [0, 1, 2]
 
 
 def check_the_control_api_is_out_of_a_sites_reach(deployment: Deployment) -> None:

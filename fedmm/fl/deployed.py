@@ -30,7 +30,7 @@ from fedmm.data.prepare import normalisation_stats
 from fedmm.errors import UserError
 from fedmm.fl.bundle import ServerBundle
 from fedmm.fl.engine import UPDATES_DIR, InProcessClients, run_federated
-from fedmm.fl.federation import run_bundle
+from fedmm.fl.federation import query_sites, run_bundle
 from fedmm.fl.result import TrainResult
 from fedmm.fl.site import RunSpec
 from fedmm.fl.strategies import make_strategy
@@ -83,8 +83,9 @@ def deployed_spec(config: Config, data: CoordinatorData) -> ModelSpec:
 
 def deployed_run(config: Config, data: CoordinatorData) -> tuple[RunSpec, ModelSpec]:
     """What every site is told, and the model: from the config and the coordinator's own data only."""
-    if config.flower.num_sites is None:
-        raise DeployedRunError("a deployed run needs flower.num_sites (how many sites train)")
+    if config.flower.num_sites is None or config.flower.superlink is None or config.flower.superexec_secret is None:
+        raise DeployedRunError("a deployed run needs flower.num_sites (how many sites train), flower.superlink (the "
+                               "SuperLink's operator address) and flower.superexec_secret (the ServerApp runs here)")
     spec = deployed_spec(config, data)
     fingerprint = hashlib.sha256(
         f"{data.content_hash()}|{config.hash('model', 'train', 'seed', 'mask', 'partition')}".encode()
@@ -95,11 +96,15 @@ def deployed_run(config: Config, data: CoordinatorData) -> tuple[RunSpec, ModelS
     return run, spec
 
 
+def query_federation(config: Config, data: CoordinatorData, workdir: Path) -> dict:
+    """Each site validates its own file against this run and answers with its report only (``sites.json``)."""
+    run, _ = deployed_run(config, data)
+    evaluation = {"val": data.tensors("validation"), "test": data.tensors("test")}
+    return query_sites(config, ServerBundle(run, evaluation, evaluation["val"]), workdir)
+
+
 def train_deployed(config: Config, data: CoordinatorData, workdir: Path, on_round=None) -> TrainResult:
     """Train over the federation at ``flower.superlink`` (resuming from ``workdir``): the deployed training stage."""
-    if config.flower.superlink is None or config.flower.superexec_secret is None:
-        raise DeployedRunError("a deployed run needs flower.superlink (the SuperLink's operator address) and "
-                               "flower.superexec_secret (the ServerApp runs on the coordinator)")
     run, spec = deployed_run(config, data)
     evaluation = {"val": data.tensors("validation"), "test": data.tensors("test")}
     bundle = ServerBundle(run, evaluation, evaluation["val"])
@@ -160,3 +165,38 @@ def export_sites(config: Config, directory: str | Path) -> dict[str, list[Path]]
         coordinator.append(path)
     write_json(directory / "sites.json", {"num_sites": len(sites), "sites": [p.name for p in sites]})
     return {"sites": sites, "coordinator": coordinator}
+
+
+def evaluate_deployed(data: CoordinatorData, result: TrainResult):
+    """The global model on the coordinator's test samples; no per-client scores (their data stays at the sites)
+    and no centralized reference (:data:`NOT_AVAILABLE`)."""
+    from fedmm.evaluation import EvaluationReport, ProtocolScores
+    from fedmm.metrics import confusion, evaluate
+
+    model, test = result.predictor(), data.tensors("test")
+    scores = ProtocolScores("the coordinator's test samples", len(test), evaluate(model, test))
+    matrix = confusion(model, test, data.test.num_classes).tolist()
+    return EvaluationReport({"test": scores}, data.test.class_names, matrix)
+
+
+def audit_deployed(config: Config, data: CoordinatorData, result: TrainResult, sites: dict[int, dict] | None = None):
+    """The contribution audit of every stored round on the coordinator's validation samples.
+
+    ``sites``: what each site reported (``modalities``: the share of its samples holding each), else every
+    site holds all.
+    """
+    from fedmm.audit.inference import validation_groups
+    from fedmm.audit.report import AuditReport, audit_updates
+    from fedmm.fl.strategies import STRATEGIES
+
+    if not STRATEGIES[result.strategy].sends_deltas():
+        return AuditReport.not_auditable(f"strategy {result.strategy!r} sends no parameter deltas", config.audit,
+                                         config.seed)
+    key, groups = validation_groups(data.validation.recording, data.validation.subject)
+    held = {int(k): [m for m, share in site["modalities"].items() if share > 0] for k, site in (sites or {}).items()}
+    report = audit_updates(
+        result.updates_dir, result.spec, data.tensors("validation"), config.audit, groups=groups, group_key=key,
+        client_modalities=held or {k: data.modalities for k in range(config.flower.num_sites or 0)}, seed=config.seed,
+    )
+    report.meta.training_fingerprint = result.fingerprint
+    return report

@@ -19,7 +19,7 @@ from fedmm.config import Config
 from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
 from fedmm.errors import UserError
-from fedmm.fl.bundle import DROPPED_MARKER, FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, ServerBundle
+from fedmm.fl.bundle import DROPPED_MARKER, FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, SITES_FILE, ServerBundle
 from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, run_app, write_connection
 from fedmm.fl.engine import CHECKPOINT_FILE, FederatedOutcome, _load_checkpoint
 from fedmm.fl.history import RoundRecord
@@ -96,9 +96,31 @@ def run_bundle(
     With ``flower.superexec_secret`` the ServerApp runs here (an :class:`AppExecutor`), so its
     files never leave this machine; the console names every refused or dropped site.
     """
-    flower, workdir = config.flower, Path(workdir)
-    runtime = runtime_for(config)
     resumed_from = completed_rounds(workdir)
+    code, log = _serve(config, bundle, Path(workdir), sites, on_round, federation_hook, query_only=False)
+    return _outcome(config, spec, Path(workdir), resumed_from, code, log, runtime_for(config))
+
+
+def query_sites(config: Config, bundle: ServerBundle, workdir: Path) -> dict:
+    """Ask every site at ``flower.superlink`` who it is and for its own validation report; train nothing.
+
+    Returns ``sites.json``: per client id its sample count, class histogram, modalities and
+    validation report, and the refused sites with the reason.
+    """
+    code, log = _serve(config, bundle, Path(workdir), None, None, None, query_only=True)
+    if code != 0 or not (Path(workdir) / SITES_FILE).is_file():
+        raise FederationError(f"querying the sites failed (flwr run exit code {code}): {_last_error(log)[:400]}; "
+                              f"logs in {runtime_for(config).home / 'logs'}")
+    return json.loads((Path(workdir) / SITES_FILE).read_text())
+
+
+def _serve(
+    config: Config, bundle: ServerBundle, workdir: Path, sites: list[SiteSpec] | None,
+    on_round: Callable[[RoundRecord], None] | None, federation_hook: Callable[[Federation], None] | None,
+    query_only: bool,
+) -> tuple[int, list[str]]:
+    """``flwr run`` the ServerApp once: ``(exit code, its failure line or its last lines)``."""
+    flower, runtime = config.flower, runtime_for(config)
     bundle_dir = bundle.save(workdir / "flower" / "bundle")
     tail: list[str] = []
     failure: list[str] = []
@@ -115,7 +137,7 @@ def run_bundle(
         tail.append(line)
         del tail[:-LOG_TAIL]
 
-    run_config = {"bundle": str(bundle_dir), "workdir": str(workdir),
+    run_config = {"bundle": str(bundle_dir), "workdir": str(workdir), "query-only": int(query_only),
                   "sites": flower.num_sites or bundle.run.num_clients}
     if sites is not None:
         tls = flower.tls or flower.node_auth
@@ -132,7 +154,7 @@ def run_bundle(
     else:
         write_connection(runtime, flower.superlink, flower.root_certificates)
         code = run_app(runtime, run_config, on_line)
-    return _outcome(config, spec, workdir, resumed_from, code, failure or tail, runtime)
+    return code, failure or tail
 
 
 def _last_error(log: list[str]) -> str:

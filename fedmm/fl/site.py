@@ -92,6 +92,15 @@ class Site:
     def data_sha256(self) -> str:
         return hashlib.sha256(self.data_path.read_bytes()).hexdigest()
 
+    def profile(self) -> dict:
+        """What the server may know of this site's data: counts, class histogram, modality presence (JSON strings)."""
+        dataset = self.dataset
+        labels = dataset.labels[dataset.labels >= 0]
+        present = {name: float(np.isfinite(array.reshape(len(array), -1)).all(axis=1).mean())
+                   for name, array in dataset.modalities.items()}
+        return {"samples": len(dataset), "classes": json.dumps(np.bincount(labels, minlength=dataset.num_classes).tolist()),
+                "modalities": json.dumps(present)}
+
     def _check(self, run: RunSpec) -> None:
         missing = set(run.modalities) - set(self.dataset.modalities)
         if missing:

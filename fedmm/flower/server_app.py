@@ -90,6 +90,7 @@ class FlowerClients(ClientPool):
             if client in self.nodes:
                 raise FederationError(f"two SuperNodes claim client id {client}")
             report = json.loads(site.pop("validation", "null"))
+            site.update({key: json.loads(site[key]) for key in ("classes", "modalities") if key in site})
             self.sites[client] = {**site, "node_id": node, "validation": report}
             if report is not None and not report["success"]:
                 failed = ValidationReport.from_dict(report).failed()
@@ -162,6 +163,8 @@ def serve(grid: Grid, context: Context) -> None:
     pool = FlowerClients(grid, bundle)
     pool.connect(int(context.run_config["sites"]))
     (workdir / SITES_FILE).write_text(json.dumps({"sites": pool.sites, "refused": pool.refused}, indent=2))
+    if int(context.run_config.get("query-only", 0)):
+        return
     strategy = make_strategy(config.train, config.seed, ServerContext(bundle.run.model_spec, "cpu", bundle.proxy))
 
     def report(record: RoundRecord) -> None:
