@@ -7,6 +7,7 @@ the sites ``fedmm site`` with their own file and key, the coordinator its deploy
 with its own evaluation data. Needs root (``ip netns``), as CI has.
 """
 
+import os
 import subprocess
 
 import numpy as np
@@ -105,3 +106,56 @@ def check_the_control_api_is_out_of_a_sites_reach(deployment: Deployment) -> Non
                                   "--state-dir", private / "rogue-state"], env=env, timeout=120)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "error: refused by 10.77.0.1:9092" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_pki_gives_each_party_its_part_and_never_overwrites(tmp_path):
+    from click.testing import CliRunner
+    from cryptography import x509
+
+    from fedmm.cli import main
+
+    runner = CliRunner()
+    done = runner.invoke(main, ["pki", "init", "--dir", str(tmp_path / "pki"), "--superlink-host", "fl.example.org",
+                                "--operator-host", "10.0.1.5", "--sites", "2"])
+    assert done.exit_code == 0, done.output
+    root = tmp_path / "pki"
+    server = x509.load_pem_x509_certificate((root / "superlink" / "server.pem").read_bytes())
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["fl.example.org"]
+    assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["10.0.1.5", "127.0.0.1"]
+    secrets = [root / "operator/ca.key", root / "superlink/server.key", root / "superlink/superexec.secret",
+               root / "coordinator/superexec.secret", root / "sites/site_0/site_0", root / "sites/site_1/site_1"]
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in secrets)
+    assert sorted(p.name for p in (root / "sites/site_1").iterdir()) == ["ca.pem", "site_1", "site_1.pub"]
+    assert (root / "coordinator/keys/site_1.pub").read_bytes() == (root / "sites/site_1/site_1.pub").read_bytes()
+    assert (root / "coordinator/flwr/config.toml").read_text() == (
+        f'[superlink.fedmm]\naddress = "10.0.1.5:9093"\nroot-certificates = "{root / "coordinator/ca.pem"}"\n')
+    again = runner.invoke(main, ["pki", "init", "--dir", str(root), "--superlink-host", "x", "--sites", "1"])
+    assert again.exit_code == 2 and "is not empty" in again.output
+    assert runner.invoke(main, ["pki", "add-site", "--dir", str(root), "hospital-c"]).exit_code == 0
+    twice = runner.invoke(main, ["pki", "add-site", "--dir", str(root), "hospital-c"])
+    assert twice.exit_code == 2 and "already exists" in twice.output
+    bad = runner.invoke(main, ["pki", "add-site", "--dir", str(root), "../escape"])
+    assert bad.exit_code == 2 and "not allowed" in bad.output
+    old = (root / "coordinator/keys/site_0.pub").read_bytes()
+    assert runner.invoke(main, ["pki", "rotate-site", "--dir", str(root), "site_0"]).exit_code == 0
+    assert (root / "coordinator/keys/site_0.pub.old").read_bytes() == old
+    assert (root / "coordinator/keys/site_0.pub").read_bytes() == (root / "sites/site_0/site_0.pub").read_bytes() != old
+
+
+def test_a_site_checks_its_file_without_connecting(tmp_path):
+    from fedmm.artifacts import write_npz
+
+    rng = np.random.default_rng(0)
+    arrays = {"modality/acc": rng.normal(size=(12, 3, 8)).astype(np.float32),
+              "modality/gyro": rng.normal(size=(12, 3, 8)).astype(np.float32), "labels": np.arange(12) % 3}
+    arrays["modality/acc"][:2] = np.nan
+    write_npz(tmp_path / "site.npz", arrays)
+    env = {**os.environ, "FEDMM_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([SITE_FEDMM, "site", "--check", "--data", tmp_path / "site.npz"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert lines[:3] == ["site.npz: 12 samples, 3 classes", "classes: class_0 4, class_1 4, class_2 4",
+                         "modalities: acc (3, 8), gyro (3, 8)"]
+    assert lines[3].startswith("validation: FAILED") and "acc_nonfinite" in lines[4]

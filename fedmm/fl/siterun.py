@@ -43,17 +43,24 @@ class LogFollower:
         return [line.decode(errors="replace").rstrip() for line in complete]
 
 
+def _identity(pid: int) -> str:
+    """``PID STARTTIME``: names one process even after its PID is reused (Linux /proc)."""
+    try:
+        started = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return f"{pid} gone"
+    return f"{pid} {started}"
+
+
 def _crashed_before(marker: Path) -> bool:
     """Whether a previous ``fedmm site`` on this state folder died without stopping its node."""
     if not marker.exists():
         return False
-    try:
-        os.kill(int(marker.read_text()), 0)
-    except (ValueError, ProcessLookupError):
+    recorded = marker.read_text().strip()
+    pid = recorded.split()[0] if recorded else ""
+    if not pid.isdigit() or _identity(int(pid)) != recorded:
         return True
-    except PermissionError:
-        pass
-    raise DeploymentError(f"another `fedmm site` (pid {marker.read_text().strip()}) runs on {marker.parent}")
+    raise DeploymentError(f"another `fedmm site` (pid {pid}) runs on {marker.parent}")
 
 
 def _events(federation: Federation, superlink: str, say: Callable[[str], None]) -> Callable[[], list[str]]:
@@ -109,7 +116,7 @@ def run_site(
     marker = site.state_dir / f"site_{site.client_id}.pid"
     site.state_dir.mkdir(parents=True, exist_ok=True)
     retrying = _crashed_before(marker)
-    marker.write_text(str(os.getpid()))
+    marker.write_text(_identity(os.getpid()))
     deadline = time.monotonic() + retry_for
     say(f"site {site.client_id}: data {site.data_path.name}; joining {superlink}"
         + (" (TLS, node authentication)" if site.auth_key else " (TLS)" if root_certificates else " (insecure)"))
