@@ -144,7 +144,7 @@ def bench_deployed(sites: int, rounds: int, workdir: Path) -> dict:
     stamps = [float(line.split()[2]) for line in log.splitlines() if line.startswith("round ")]
     torch.set_num_threads(1)
     local = []
-    in_process_reference(config, CoordinatorData.load(*exported["coordinator"]), exported["sites"],
+    in_process_reference(config, CoordinatorData.from_files(*exported["coordinator"]), exported["sites"],
                          root / "inprocess", on_round=lambda record: local.append(time.perf_counter()))
     flower_round = statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
     in_round = statistics.median(b - a for a, b in zip(local, local[1:]))

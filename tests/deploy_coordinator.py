@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     stages, workdir, out, validation, test, *overrides = sys.argv[1:]
     config = load_config(REPO / "configs" / "tiny.yaml", overrides)
-    data = CoordinatorData.load(validation, test)
+    data = CoordinatorData.from_files(validation, test)
     summary = {}
     if stages == "all":
         summary["query"] = query_federation(config, data, Path(workdir) / "query")

@@ -58,7 +58,7 @@ def test_a_deployed_run_across_hosts_shares_nothing_but_the_network(tmp_path):
         config = load_config(TINY, [*RUN, *deployment.overrides()])
         namespaces = [hosts.ns(p) for p in hosts.parties]
     torch.set_num_threads(1)
-    data = CoordinatorData.load(*exported["coordinator"])
+    data = CoordinatorData.from_files(*exported["coordinator"])
     reference = in_process_reference(config, data, exported["sites"], tmp_path / "ref")
     deployed_state = read_npz(tmp_path / "second.npz")
     assert sorted(deployed_state) == sorted(reference.state)

@@ -54,7 +54,8 @@ class CoordinatorData:
     test: MultimodalDataset
 
     @classmethod
-    def load(cls, validation: str | Path, test: str | Path) -> CoordinatorData:
+    def from_files(cls, validation: str | Path, test: str | Path) -> CoordinatorData:
+        """The coordinator's two bring-your-own-data files, checked to hold the same modalities and classes."""
         data = cls(load_npz(validation), load_npz(test))
         if data.validation.sample_shapes() != data.test.sample_shapes():
             raise DeployedRunError(f"{validation} and {test} hold different modalities or shapes: "
@@ -62,6 +63,14 @@ class CoordinatorData:
         if data.validation.class_names != data.test.class_names:
             raise DeployedRunError(f"{validation} and {test} name different classes")
         return data
+
+    def save(self, directory: str | Path) -> None:
+        for name in ("validation", "test"):
+            write_npz(Path(directory) / f"{name}.npz", getattr(self, name).to_arrays())
+
+    @classmethod
+    def load(cls, directory: str | Path) -> CoordinatorData:
+        return cls.from_files(Path(directory) / "validation.npz", Path(directory) / "test.npz")
 
     @property
     def modalities(self) -> list[str]:
@@ -179,7 +188,8 @@ def evaluate_deployed(data: CoordinatorData, result: TrainResult):
     return EvaluationReport({"test": scores}, data.test.class_names, matrix)
 
 
-def audit_deployed(config: Config, data: CoordinatorData, result: TrainResult, sites: dict[int, dict] | None = None):
+def audit_deployed(config: Config, data: CoordinatorData, result: TrainResult, sites: dict[int, dict] | None = None,
+                   on_round=None):
     """The contribution audit of every stored round on the coordinator's validation samples.
 
     ``sites``: what each site reported (``modalities``: the share of its samples holding each), else every
@@ -197,6 +207,7 @@ def audit_deployed(config: Config, data: CoordinatorData, result: TrainResult, s
     report = audit_updates(
         result.updates_dir, result.spec, data.tensors("validation"), config.audit, groups=groups, group_key=key,
         client_modalities=held or {k: data.modalities for k in range(config.flower.num_sites or 0)}, seed=config.seed,
+        on_round=on_round,
     )
     report.meta.training_fingerprint = result.fingerprint
     return report
