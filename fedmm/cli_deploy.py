@@ -69,14 +69,19 @@ def pki_rotate_site(directory: Path, name: str) -> None:
               help="The PKI folder (`fedmm pki init`); its superlink/ part is enough.")
 @click.option("--database", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="SQLite file for the SuperLink's state (default: in memory).")
-def superlink(pki_dir: Path, database: Path | None) -> None:
+@click.option("--operator-bind", default=None, metavar="ADDRESS",
+              help="Bind the Control and Runtime APIs here instead of the PKI's operator host (e.g. 0.0.0.0 in a pod "
+                   "whose network policy admits only the coordinator to the operator port).")
+@click.option("--listen", default=None, metavar="HOST:PORT",
+              help="Where the Fleet gateway listens (default: the PKI's public address).")
+def superlink(pki_dir: Path, database: Path | None, operator_bind: str | None, listen: str | None) -> None:
     """Run the SuperLink: TLS, node auth, Fleet API for sites, Control/Runtime APIs for the operator only."""
     from fedmm.fl.deploy import Runtime
     from fedmm.fl.pki import PKI
     from fedmm.fl.superlink import serve_superlink
 
     flower = Runtime(Path(sys.prefix), runtime.state_dir() / "superlink")
-    sys.exit(serve_superlink(flower, PKI(pki_dir), click.echo, database))
+    sys.exit(serve_superlink(flower, PKI(pki_dir), click.echo, database, operator_bind, listen))
 
 
 @click.command()

@@ -11,6 +11,7 @@ import os
 import subprocess
 
 import numpy as np
+import pytest
 import torch
 from conftest import REPO, TINY
 from netns_support import SUPERLINK_OPERATOR, SUPERLINK_PUBLIC, Deployment, Hosts, wait_for
@@ -159,3 +160,41 @@ def test_a_site_checks_its_file_without_connecting(tmp_path):
     assert lines[:3] == ["site.npz: 12 samples, 3 classes", "classes: class_0 4, class_1 4, class_2 4",
                          "modalities: acc (3, 8), gyro (3, 8)"]
     assert lines[3].startswith("validation: FAILED") and "acc_nonfinite" in lines[4]
+
+
+def test_the_deployed_graph_is_well_formed_and_picked_for_a_deployed_config():
+    import inspect
+
+    from fedmm import graph
+    from fedmm.config import Config
+
+    deployed_graph = graph.DEPLOYED
+    produced: set[str] = set()
+    for stage in deployed_graph.stages:
+        assert set(stage.inputs) <= produced and stage.output not in produced
+        produced.add(stage.output)
+        parameters = inspect.signature(deployed_graph.function(stage)).parameters
+        assert set(stage.inputs) <= set(parameters), stage.function
+        for key in (*stage.reads, *stage.files):
+            graph.config_value(Config(), key)
+    assert produced == {a.name for a in deployed_graph.artifacts}
+    assert "partition" not in deployed_graph.names and deployed_graph.result == "summary"
+    flags = ["flower.validation_data=v.npz", "flower.test_data=t.npz", "flower.superlink=10.0.1.5:9093",
+             "flower.root_certificates=ca.pem", "flower.superexec_secret=s", "flower.num_sites=3"]
+    assert graph.for_config(load_config(TINY, flags)) is deployed_graph
+    assert graph.for_config(load_config(TINY, [])) is graph.TRAINING
+    with pytest.raises(ValueError, match="also needs flower.superlink, flower.num_sites, flower.superexec_secret"):
+        load_config(TINY, flags[:2])
+
+
+def test_the_kubernetes_manifests_validate_against_the_schema():
+    import kubernetes_validate
+    import yaml
+
+    documents = [doc for path in sorted((REPO / "infra" / "k8s").glob("*.yaml"))
+                 for doc in yaml.safe_load_all(path.read_text()) if doc]
+    assert {doc["kind"] for doc in documents} >= {"Deployment", "Service", "NetworkPolicy", "PersistentVolumeClaim"}
+    for doc in documents:
+        kubernetes_validate.validate(doc, "1.32", strict=True)
+    superlink = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "fedmm-superlink")
+    assert superlink["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["superlink", "--pki=/pki"]

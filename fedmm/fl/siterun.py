@@ -44,12 +44,12 @@ class LogFollower:
 
 
 def _identity(pid: int) -> str:
-    """``PID STARTTIME``: names one process even after its PID is reused (Linux /proc)."""
+    """``PID STARTTIME``: names one live process even after its PID is reused (Linux /proc); a zombie is gone."""
     try:
-        started = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    except OSError:
         return f"{pid} gone"
-    return f"{pid} {started}"
+    return f"{pid} gone" if fields[0] == b"Z" else f"{pid} {fields[19].decode()}"
 
 
 def _crashed_before(marker: Path) -> bool:

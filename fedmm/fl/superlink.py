@@ -39,10 +39,21 @@ def _host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def superlink_command(runtime: Runtime, pki: PKI, database: Path | None = None) -> list[str]:
+def operator_bind(pki: PKI, bind: str | None) -> tuple[str, int]:
+    """Where the SuperLink listens: ``bind`` (an address of this host) or the PKI's operator host, its operator port."""
+    host, port = _host_port(pki.operator_address)
+    return (bind or host), port
+
+
+def _reach(host: str) -> str:
+    """The address to reach a server bound to ``host`` from this host (a wildcard bind: loopback, in the SANs)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
+
+
+def superlink_command(runtime: Runtime, pki: PKI, database: Path | None = None, bind: str | None = None) -> list[str]:
     """``flower-superlink`` with TLS, node auth, process isolation and its APIs on the operator address."""
     folder = pki.party("superlink")
-    host, port = _host_port(pki.operator_address)
+    host, port = operator_bind(pki, bind)
     args = [runtime.command("flower-superlink"), "--ssl-ca-certfile", str(folder / "ca.pem"),
             "--ssl-certfile", str(folder / "server.pem"), "--ssl-keyfile", str(folder / "server.key"),
             "--enable-supernode-auth", "--isolation", "process", "--disable-runtime-dependency-installation",
@@ -52,15 +63,22 @@ def superlink_command(runtime: Runtime, pki: PKI, database: Path | None = None) 
     return args
 
 
-def gateway_command(runtime: Runtime, pki: PKI) -> list[str]:
+def gateway_command(runtime: Runtime, pki: PKI, bind: str | None = None, listen: str | None = None) -> list[str]:
     folder = pki.party("superlink")
-    return [runtime.python(), "-m", "fedmm.flower.gateway", "--listen", pki.public_address,
-            "--upstream", pki.operator_address, "--certfile", str(folder / "server.pem"),
+    host, port = operator_bind(pki, bind)
+    return [runtime.python(), "-m", "fedmm.flower.gateway", "--listen", listen or pki.public_address,
+            "--upstream", f"{_reach(host)}:{port}", "--certfile", str(folder / "server.pem"),
             "--keyfile", str(folder / "server.key"), "--ca", str(folder / "ca.pem")]
 
 
-def serve_superlink(runtime: Runtime, pki: PKI, say: Callable[[str], None], database: Path | None = None) -> int:
-    """Run the SuperLink and its Fleet gateway until either exits or this process is stopped (SIGTERM, SIGINT)."""
+def serve_superlink(runtime: Runtime, pki: PKI, say: Callable[[str], None], database: Path | None = None,
+                    bind: str | None = None, listen: str | None = None) -> int:
+    """Run the SuperLink and its Fleet gateway until either exits or this process is stopped (SIGTERM, SIGINT).
+
+    ``bind``/``listen`` override where the operator APIs and the gateway listen (default: the
+    PKI's operator and public addresses), e.g. ``0.0.0.0`` in a container whose network
+    policy keeps the operator port to the coordinator.
+    """
     processes: dict[str, subprocess.Popen] = {}
     stopping: list[int] = []
 
@@ -69,14 +87,14 @@ def serve_superlink(runtime: Runtime, pki: PKI, say: Callable[[str], None], data
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        processes["superlink"] = start_process(runtime, "superlink", superlink_command(runtime, pki, database))
-        host, port = _host_port(pki.operator_address)
-        wait_for_port(port, START_SECONDS, processes["superlink"], "the SuperLink", host)
-        processes["gateway"] = start_process(runtime, "gateway", gateway_command(runtime, pki))
-        host, port = _host_port(pki.public_address)
-        wait_for_port(port, START_SECONDS, processes["gateway"], "the Fleet gateway", host)
-        say(f"superlink: Fleet API for sites on {pki.public_address} (TLS, node authentication); "
-            f"Control and Runtime APIs on {pki.operator_address} only; logs in {runtime.home / 'logs'}")
+        processes["superlink"] = start_process(runtime, "superlink", superlink_command(runtime, pki, database, bind))
+        host, port = operator_bind(pki, bind)
+        wait_for_port(port, START_SECONDS, processes["superlink"], "the SuperLink", _reach(host))
+        processes["gateway"] = start_process(runtime, "gateway", gateway_command(runtime, pki, bind, listen))
+        public_host, public_port = _host_port(listen or pki.public_address)
+        wait_for_port(public_port, START_SECONDS, processes["gateway"], "the Fleet gateway", _reach(public_host))
+        say(f"superlink: Fleet API for sites on {listen or pki.public_address} (TLS, node authentication); "
+            f"Control and Runtime APIs on {host}:{port} only; logs in {runtime.home / 'logs'}")
         while not stopping and all(p.poll() is None for p in processes.values()):
             time.sleep(0.2)
         exited = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
