@@ -198,3 +198,22 @@ def test_the_kubernetes_manifests_validate_against_the_schema():
         kubernetes_validate.validate(doc, "1.32", strict=True)
     superlink = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "fedmm-superlink")
     assert superlink["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["superlink", "--pki=/pki"]
+
+
+def test_a_site_holding_a_sample_the_coordinator_keeps_for_test_is_refused(tmp_path):
+    from fedmm.artifacts import write_npz
+    from fedmm.fl.site import RunSpec, Site, sample_hashes
+    from fedmm.models.multimodal import ModelSpec
+
+    rng = np.random.default_rng(1)
+    modalities = {"acc": rng.normal(size=(10, 3, 8)).astype(np.float32),
+                  "gyro": rng.normal(size=(10, 3, 8)).astype(np.float32)}
+    write_npz(tmp_path / "site.npz", {**{f"modality/{m}": a for m, a in modalities.items()}, "labels": np.arange(10) % 2})
+    stats = {m: np.stack([np.zeros(3), np.ones(3)]) for m in modalities}
+    spec = ModelSpec.build({m: (3, 8) for m in modalities}, 2, load_config(TINY, []).model, stats)
+    coordinator_test = {m: a[[4, 7]] for m, a in modalities.items()}
+    run = RunSpec({}, spec.to_dict(), list(modalities), 1, "f" * 64, {}, sample_hashes(coordinator_test))
+    report = Site(tmp_path / "site.npz", 0, tmp_path / "state").validate(run)
+    assert not report.success
+    assert [o.describe() for o in report.failed()] == [
+        "expect_no_held_out_samples(samples): 2 of 10 rows unexpected [samples the server keeps for validation or test]"]

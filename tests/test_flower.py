@@ -22,6 +22,7 @@ from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.dataset import load_npz
 from fedmm.data.federated import client_arrays, partition_and_mask, site_arrays
 from fedmm.data.prepare import prepare
+from fedmm.fl.bundle import TIMINGS_FILE
 from fedmm.fl.codec import decode, encode
 from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates
 from fedmm.fl.federation import FederationError, loopback_sites
@@ -223,6 +224,9 @@ def test_a_killed_supernode_is_dropped_and_a_refused_site_is_named(tmp_path, cap
     assert [sorted(c.client for c in r.clients) for r in result.history] == [[0, 1, 2], [0, 1]]
     err = capfd.readouterr().err
     assert "refused site 3: its data failed validation" in err and "acc_nonfinite" in err
+    assert "dropped site 2 in round 2: no reply within flower.round_timeout=30 s" in err
+    timings = json.loads((tmp_path / "run" / TIMINGS_FILE).read_text())
+    assert [(t["clients"], t["dropped"]) for t in timings] == [(3, [3]), (2, [2, 3])]  # the clients that replied
     sites_report = json.loads((tmp_path / "run" / "sites.json").read_text())
     assert list(sites_report["refused"]) == ["3"]
     assert sites_report["sites"]["0"]["validation"]["success"] is True

@@ -32,7 +32,7 @@ from fedmm.fl.bundle import ServerBundle
 from fedmm.fl.engine import UPDATES_DIR, InProcessClients, run_federated
 from fedmm.fl.federation import query_sites, run_bundle
 from fedmm.fl.result import TrainResult
-from fedmm.fl.site import RunSpec
+from fedmm.fl.site import RunSpec, sample_hashes
 from fedmm.fl.strategies import make_strategy
 from fedmm.fl.strategy import ServerContext
 from fedmm.models.multimodal import ModelSpec
@@ -100,8 +100,10 @@ def deployed_run(config: Config, data: CoordinatorData) -> tuple[RunSpec, ModelS
         f"{data.content_hash()}|{config.hash('model', 'train', 'seed', 'mask', 'partition')}".encode()
     ).hexdigest()
     bounds = {name: list(b) for name, b in config.validation.value_bounds.items()}
+    held_out = [h for d in (data.validation, data.test)
+                for h in sample_hashes({m: d.modalities[m] for m in data.modalities})]
     run = RunSpec(config.model_dump(mode="json"), spec.to_dict(), data.modalities, config.flower.num_sites,
-                  fingerprint, bounds)
+                  fingerprint, bounds, held_out)
     return run, spec
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from fedmm.config import Config
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.dataset import MultimodalDataset, load_npz
 from fedmm.data.federated import site_arrays
-from fedmm.data.validation import ValidationReport, validate_dataset
+from fedmm.data.validation import ExpectationOutcome, ValidationReport, validate_dataset
 from fedmm.fl.client import Worker
 from fedmm.fl.codec import arrays_state, state_arrays
 from fedmm.fl.engine import client_payload
@@ -47,6 +47,9 @@ class RunSpec:
     num_clients: int
     fingerprint: str
     value_bounds: dict[str, list[float]]
+    held_out: list[str] = field(default_factory=list)
+    """:func:`sample_hashes` of the samples the server keeps for validation and test (a deployed run's
+    coordinator): a site holding any of them is refused, so no test sample is trained on."""
 
     def to_json(self) -> str:
         return json.dumps({item.name: getattr(self, item.name) for item in fields(self)}, sort_keys=True)
@@ -112,13 +115,20 @@ class Site:
         """The prepared-data suite (Great Expectations) over this site's samples; only the report leaves the site."""
         self._check(run)
         spec = run.model_spec
-        return validate_dataset(
-            modalities={name: self.dataset.modalities[name] for name in run.modalities},
+        modalities = {name: self.dataset.modalities[name] for name in run.modalities}
+        report = validate_dataset(
+            modalities=modalities,
             labels=self.dataset.labels,
             num_classes=spec.num_classes,
             expected_shapes={name: tuple(shape) for name, shape in spec.sample_shapes.items()},
             value_bounds={name: tuple(bounds) for name, bounds in run.value_bounds.items()},
         )
+        if not run.held_out:
+            return report
+        shared = len(set(sample_hashes(modalities)) & set(run.held_out))
+        outcome = ExpectationOutcome("expect_no_held_out_samples", "samples", shared == 0, shared, len(self.dataset),
+                                     "samples the server keeps for validation or test")
+        return ValidationReport(report.suite, report.success and shared == 0, (*report.outcomes, outcome))
 
     def _prepare(self, run: RunSpec) -> None:
         """Build the run's training data, worker model and client-side strategy once per run."""
@@ -192,6 +202,12 @@ class KeptFiles:
         for r, path in rounds.items():
             if r < previous:
                 path.unlink()
+
+
+def sample_hashes(modalities: dict[str, np.ndarray]) -> list[str]:
+    """SHA-256 of each sample's values (float32, the modalities in the given order): equal samples, equal hashes."""
+    arrays = [np.ascontiguousarray(array, dtype=np.float32).reshape(len(array), -1) for array in modalities.values()]
+    return [hashlib.sha256(b"".join(array[i].tobytes() for array in arrays)).hexdigest() for i in range(len(arrays[0]))]
 
 
 def proxy_inputs(proxy: TensorData) -> dict[str, np.ndarray]:
