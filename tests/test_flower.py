@@ -274,8 +274,8 @@ def test_fedmm_run_over_flower_registers_and_leaves_no_process(tmp_path):
         result = runner.invoke(main, ["run", "--config", str(TINY), *[f"--set={o}" for o in OVERRIDES],
                                       "--set", "train.transport=flower", "--set", "registry.model_name=fedmm-flower"],
                                catch_exceptions=False)
+        assert result.exit_code == 0, result.output
         summary = json.loads((summary_dir() / "summary.json").read_text())
-    assert result.exit_code == 0, result.output
     assert summary["transport"] == "flower" and "champion" in summary["aliases"]
     assert "insecure (no TLS, no node authentication): loopback 127.0.0.1 only" in result.output
     assert our_processes(state_dir()) == []
