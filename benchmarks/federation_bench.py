@@ -14,6 +14,15 @@ process with ``--threads`` torch threads), and the script prints:
 
     .venv/bin/python benchmarks/federation_bench.py                 # both settings
     .venv/bin/python benchmarks/federation_bench.py --only tiny32   # one
+    .venv/bin/python benchmarks/federation_bench.py --deployed 3 8  # deployed, across namespaces (root)
+
+``--deployed N...`` runs the deployed mode instead (``tests/netns_support.py``): a SuperLink
+host, a coordinator and N sites in network namespaces with private disks, TLS, node
+authentication, the ServerApp on the coordinator, FedAvg on the tiny config over N IID sites.
+It prints the round wall time (median over rounds 2..R) against the same sites trained
+in-process, start-up (SuperLink listening, all sites connected, the run's first round minus
+one round), and bytes per round on the wire: the SuperLink host's link to the sites network
+(TLS, HTTP and Flower framing included; the run's query and start-up spread over its rounds).
 
 Run it on an idle machine and quote ``uptime``: several torch processes on 2 cores contend.
 """
@@ -25,6 +34,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -101,15 +111,67 @@ def bench(name: str, threads: int, workdir: Path) -> dict:
     }
 
 
+def link_bytes(hosts, index: int = 0) -> int:
+    """Bytes both ways through the switch side of a party's link (leg ``index``: the SuperLink's sites leg)."""
+    done = subprocess.run(["ip", "-n", hosts.ns("switch"), "-s", "-j", "link", "show", f"v{hosts.tag}{index}"],
+                          capture_output=True, text=True, check=True)
+    stats = json.loads(done.stdout)[0]["stats64"]
+    return stats["rx"]["bytes"] + stats["tx"]["bytes"]
+
+
+def bench_deployed(sites: int, rounds: int, workdir: Path) -> dict:
+    sys.path.insert(0, str(REPO / "tests"))
+    from netns_support import Deployment, Hosts
+
+    from fedmm.fl.deployed import CoordinatorData, export_sites, in_process_reference
+
+    overrides = ["partition.scheme=iid", f"partition.num_clients={sites}", "train.centralized=false",
+                 f"train.rounds={rounds}", "flower.round_timeout=300"]
+    config = load_config(REPO / "configs/tiny.yaml", overrides)
+    root = workdir / f"deployed{sites}"
+    exported = export_sites(config, root / "stage" / "export")
+    with Hosts(root, sites) as hosts:
+        deployment = Deployment(hosts, REPO, root / "logs", exported["sites"], exported["coordinator"])
+        startup = deployment.start(timeout=600)
+        before, started = link_bytes(hosts), time.time()
+        run = deployment.coordinator("bench", overrides, stages="train")
+        code = run.wait(3600)
+        wire = link_bytes(hosts) - before
+        log = (root / "logs" / "bench.log").read_text()
+        config = load_config(REPO / "configs/tiny.yaml", [*overrides, *deployment.overrides()])
+    if code != 0:
+        raise SystemExit(f"deployed run failed:\n{log[-3000:]}")
+    stamps = [float(line.split()[2]) for line in log.splitlines() if line.startswith("round ")]
+    torch.set_num_threads(1)
+    local = []
+    in_process_reference(config, CoordinatorData.from_files(*exported["coordinator"]), exported["sites"],
+                         root / "inprocess", on_round=lambda record: local.append(time.perf_counter()))
+    flower_round = statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
+    in_round = statistics.median(b - a for a, b in zip(local, local[1:]))
+    return {
+        "setting": f"deployed{sites}", "sites": sites, "rounds": rounds,
+        "inprocess_round_s": round(in_round, 3), "deployed_round_s": round(flower_round, 3),
+        "floor_s": round(3.5 + in_round, 2),
+        "startup_superlink_s": round(startup["superlink_s"], 1), "startup_sites_s": round(startup["sites_s"], 1),
+        "startup_run_s": round(stamps[0] - started - flower_round, 1),
+        "wire_bytes_per_round": wire // rounds,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(SETTINGS), default=None)
+    parser.add_argument("--deployed", type=int, nargs="+", default=None, metavar="SITES",
+                        help="deployed mode across network namespaces with these site counts (root)")
+    parser.add_argument("--rounds", type=int, default=4, help="--deployed: rounds per run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (in-process run too)")
     args = parser.parse_args()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"machine: {os.cpu_count()} cores; load before: {load}")
     with tempfile.TemporaryDirectory(prefix="fedmm-federation-bench-") as tmp:
-        for name in [args.only] if args.only else list(SETTINGS):
+        for sites in args.deployed or []:
+            print(json.dumps(bench_deployed(sites, args.rounds, Path(tmp))), flush=True)
+        for name in ([args.only] if args.only else list(SETTINGS)) if args.deployed is None else []:
             row = bench(name, args.threads, Path(tmp))
             print(json.dumps(row))
     print("load after:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())

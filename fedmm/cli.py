@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from fedmm import graph, runtime
+from fedmm.cli_deploy import register as register_deploy_commands
 from fedmm.errors import (
     EXIT_GATE_FAILED,
     EXIT_INTERNAL_ERROR,
@@ -324,36 +325,6 @@ def dvc_command(config_path: Path | None, overrides: tuple[str, ...], directory:
 
 
 @main.command()
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="This site's own data file (the bring-your-own-data .npz layout).")
-@click.option("--partition-id", required=True, type=click.IntRange(min=0), help="This site's client id in the run.")
-@click.option("--superlink", required=True, help="HOST:PORT of the SuperLink's Fleet API.")
-@click.option("--root-certificates", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="The SuperLink's CA certificate (PEM): TLS.")
-@click.option("--insecure", is_flag=True, help="No TLS (refused unless the SuperLink is on loopback).")
-@click.option("--auth-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="This SuperNode's private key (OpenSSH EC), whose public key the SuperLink has registered.")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the site keeps per-run state (default: .fedmm-site beside the data file).")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads.")
-def site(data_path: Path, partition_id: int, superlink: str, root_certificates: Path | None, insecure: bool,
-         auth_key: Path | None, state_dir: Path | None, threads: int) -> None:
-    """Join a federation as one site: a Flower SuperNode and its ClientApp, with this site's data only.
-
-    Run it in the site environment (`make install-site`, or requirements-site.lock); the data
-    never leaves this machine: the server receives model updates and the validation report.
-    """
-    from fedmm.fl.deploy import Runtime, SiteSpec, run_site
-
-    if insecure:
-        click.secho(f"warning: insecure (no TLS) connection to {superlink}: loopback only", fg="yellow", err=True)
-    spec = SiteSpec(partition_id, data_path.resolve(), (state_dir or data_path.parent / ".fedmm-site").resolve(),
-                    auth_key.resolve() if auth_key else None)
-    flower = Runtime(Path(sys.prefix), runtime.state_dir() / "flower", threads)
-    sys.exit(run_site(flower, spec, superlink, root_certificates, insecure))
-
-
-@main.command()
 @click.option("--run", "training_run_id", required=True, help="ZenML pipeline run id of a finished training run.")
 @CONFIG_OPTION
 @SET_OPTION
@@ -445,6 +416,8 @@ def mmkt_experiment(spec_path: Path, output: Path | None, dry_run: bool) -> None
     outcome = run_mmkt_experiment(spec, configs, output or Path("reports") / "experiments" / spec.name)
     _echo(outcome["outputs"]["table"].read_text(), f"ran {outcome['ran']} cells; results: {outcome['outputs']['cells'].parent}",
           f"image grids: {', '.join(str(p) for p in outcome['plots'])}", f"MLflow parent run: {outcome['parent_run_id']}")
+
+register_deploy_commands(main)
 
 if __name__ == "__main__":
     main()

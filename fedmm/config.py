@@ -332,18 +332,34 @@ class FlowerConfig(_Section):
     node_auth: bool = Field(False, description="loopback: SuperNode authentication with generated, registered keys")
     root_certificates: str | None = Field(None, description="with superlink: the CA certificate (PEM) to verify it by")
     insecure: bool = Field(False, description="with superlink: connect without TLS (refused unless it is loopback)")
+    superexec_secret: str | None = Field(
+        None, description="with superlink: run the ServerApp here (flower-superexec) with this SuperExec secret file; "
+        "the SuperLink runs none (fedmm superlink --pki)",
+    )
+    validation_data: str | None = Field(
+        None, description="a deployed run: the coordinator's own validation samples (.npz); with test_data, the "
+        "deployed graph runs (no training data here: the sites hold it)",
+    )
+    test_data: str | None = Field(None, description="a deployed run: the coordinator's own test samples (.npz)")
     threads_per_site: int = Field(1, ge=1, description="torch threads of each site and of the ServerApp")
     validate_sites: bool = Field(True, description="each site runs the data suite on its own file before training")
     venv: str = Field(".venv-site", description="the Flower virtual environment (make install-site builds it)")
 
     @model_validator(mode="after")
     def _check(self) -> FlowerConfig:
-        if self.superlink is None and (self.root_certificates or self.insecure):
-            raise ValueError("flower.root_certificates and flower.insecure apply only with flower.superlink")
+        if self.superlink is None and (self.root_certificates or self.insecure or self.superexec_secret):
+            raise ValueError("flower.root_certificates, flower.insecure and flower.superexec_secret apply only with "
+                             "flower.superlink")
         if self.superlink is not None and not self.insecure and not self.root_certificates:
             raise ValueError(f"flower.superlink {self.superlink!r} needs flower.root_certificates (or flower.insecure on loopback)")
         if self.superlink is not None and self.insecure and not is_loopback(self.superlink):
             raise ValueError(f"flower.insecure is allowed only on loopback, not {self.superlink!r}: give flower.root_certificates")
+        deployed = {"validation_data": self.validation_data, "test_data": self.test_data}
+        if any(deployed.values()):
+            missing = [f"flower.{k}" for k, v in {**deployed, "superlink": self.superlink, "num_sites": self.num_sites,
+                                                   "superexec_secret": self.superexec_secret}.items() if v is None]
+            if missing:
+                raise ValueError(f"a deployed run (flower.validation_data, flower.test_data) also needs {', '.join(missing)}")
         return self
 
 

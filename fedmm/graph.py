@@ -274,7 +274,50 @@ contribution audit -> imputation evaluation -> register + promote. Train reads t
 and corruption sections too: over Flower each site redraws its own mask and corruption from them.
 Register reads every section: the registered version records the whole config's hash."""
 
-GRAPHS: dict[str, Graph] = {TRAINING.name: TRAINING}
+DEPLOYED = Graph(
+    name="deployed",
+    module="fedmm.deployed",
+    config="fedmm.config.Config",
+    sections=SECTIONS,
+    when="fedmm.deployed.is_deployed",
+    artifacts=(
+        Artifact("coordinator", "coordinator", "folder", "fedmm.fl.deployed.CoordinatorData", "data"),
+        Artifact("coordinator_report", "validation/coordinator.json", "json", "fedmm.data.validation.ValidationReport"),
+        Artifact("sites", "validation/sites.json", "json"),
+        Artifact("result", "training", "folder", "fedmm.fl.result.TrainResult", "model"),
+        Artifact("evaluation", "evaluation/report.json", "json", "fedmm.evaluation.EvaluationReport"),
+        Artifact("audit", "audit", "folder", "fedmm.audit.report.AuditReport"),
+        Artifact("summary", "registry/summary.json", "json", "fedmm.summary.RunSummary"),
+    ),
+    stages=(
+        Stage("prepare", "prepare_coordinator", (), "coordinator", ("flower",),
+              files=("flower.validation_data", "flower.test_data")),
+        Stage("validate-data", "validate_coordinator", ("coordinator",), "coordinator_report", ("validation",),
+              gate=True, track=f"{HOOKS}.track_validation"),
+        Stage("query-sites", "query_federation", ("coordinator",), "sites",
+              ("seed", "model", "train", "flower", "validation", "partition", "mask", "corruption"),
+              after=("validate-data",), cacheable=False),
+        Stage("train", "train_over_sites", ("coordinator", "sites"), "result",
+              ("seed", "model", "train", "flower", "validation.value_bounds", "partition", "mask", "corruption"),
+              cacheable=False, progress=f"{HOOKS}.training_progress"),
+        Stage("evaluate", "evaluate_on_coordinator", ("coordinator", "result"), "evaluation", (),
+              metrics=f"{HOOKS}.headline", reports=(Report("evaluation/rounds.csv", f"{HOOKS}.write_rounds", "round"),),
+              track=f"{HOOKS}.track_results"),
+        Stage("audit", "audit_on_coordinator", ("coordinator", "result", "sites"), "audit",
+              ("seed", "audit", "flower.num_sites"), progress=f"{HOOKS}.audit_progress",
+              track=f"{HOOKS}.track_audit", show=f"{HOOKS}.show_audit"),
+        Stage("register", "register_deployed",
+              ("coordinator", "coordinator_report", "sites", "result", "evaluation", "audit"),
+              "summary", SECTIONS, cacheable=False, reports=(Report("registry", f"{HOOKS}.write_summary_files"),)),
+    ),
+)
+"""A deployed run (``flower.validation_data`` and ``flower.test_data`` set): the coordinator holds only its
+own evaluation data and the sites their own files. prepare and validate the coordinator's data -> query
+the sites (each validates its own file, only the report comes back) -> train over Flower (the ServerApp
+on the coordinator) -> evaluate on its test samples -> audit on its validation samples -> register +
+promote with the same gates. No partition, no centralized reference; the federation is not cached."""
+
+GRAPHS: dict[str, Graph] = {TRAINING.name: TRAINING, DEPLOYED.name: DEPLOYED}
 """Every graph by name (declare a new one in this module, beside ``TRAINING``): ``fedmm run`` picks one,
 DVC, kfp and ZenML build theirs from it."""
 

@@ -1,8 +1,10 @@
-# The Flower image: a site (`fedmm site`) or the SuperLink (whose ServerApp runs fedmm's round
-# engine). fedmm's core, torch (CPU), flwr and Great Expectations from requirements-site.lock;
-# no ZenML, MLflow, kfp or DVC. Build from the repository root:
+# The Flower image for both roles of a deployed federation: a site (`fedmm site`) or the SuperLink
+# host (`fedmm superlink --pki`). fedmm's core, torch (CPU), flwr and Great Expectations from
+# requirements-site.lock; no ZenML, MLflow, kfp or DVC. Build from the repository root:
 #   docker build -f infra/flower.Dockerfile -t fedmm-flower:0.1.0 .
-FROM python:3.11-slim
+# BASE: any image with Python 3.11 and pip (e.g. a local debootstrap image where no registry is reachable).
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
@@ -21,5 +23,6 @@ RUN python -m pip install --no-deps --no-build-isolation . \
 RUN useradd --system --uid 10001 --home-dir /var/lib/fedmm --create-home fedmm
 USER fedmm
 # A site: docker run ... fedmm-flower:0.1.0 site --data /data/site.npz --partition-id 3 \
-#   --superlink superlink.example.org:9092 --root-certificates /tls/ca.pem --auth-key /keys/site_3
+#   --superlink superlink.example.org:9092 --root-certificates /pki/ca.pem --auth-key /pki/site_3
+# The SuperLink: docker run ... fedmm-flower:0.1.0 superlink --pki /pki --operator-bind 0.0.0.0
 ENTRYPOINT ["fedmm"]

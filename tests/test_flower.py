@@ -7,6 +7,7 @@ drive it from the pipeline's environment as the training stage does.
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,15 @@ from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.dataset import load_npz
 from fedmm.data.federated import client_arrays, partition_and_mask, site_arrays
 from fedmm.data.prepare import prepare
+from fedmm.fl.bundle import TIMINGS_FILE
 from fedmm.fl.codec import decode, encode
-from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, make_node_key
+from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates
 from fedmm.fl.federation import FederationError, loopback_sites
 from fedmm.fl.fedmekt import EmbeddingPayload
 from fedmm.fl.fedmobile import FedMobileUpdate
 from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.mmfed3 import DistillationUpdate
+from fedmm.fl.pki import make_node_key
 from fedmm.fl.training import train
 from fedmm.impute.moments import Moments
 from fedmm.report import summary_dir
@@ -221,6 +224,9 @@ def test_a_killed_supernode_is_dropped_and_a_refused_site_is_named(tmp_path, cap
     assert [sorted(c.client for c in r.clients) for r in result.history] == [[0, 1, 2], [0, 1]]
     err = capfd.readouterr().err
     assert "refused site 3: its data failed validation" in err and "acc_nonfinite" in err
+    assert "dropped site 2 in round 2: no reply within flower.round_timeout=30 s" in err
+    timings = json.loads((tmp_path / "run" / TIMINGS_FILE).read_text())
+    assert [(t["clients"], t["dropped"]) for t in timings] == [(3, [3]), (2, [2, 3])]  # the clients that replied
     sites_report = json.loads((tmp_path / "run" / "sites.json").read_text())
     assert list(sites_report["refused"]) == ["3"]
     assert sites_report["sites"]["0"]["validation"]["success"] is True
@@ -268,8 +274,8 @@ def test_fedmm_run_over_flower_registers_and_leaves_no_process(tmp_path):
         result = runner.invoke(main, ["run", "--config", str(TINY), *[f"--set={o}" for o in OVERRIDES],
                                       "--set", "train.transport=flower", "--set", "registry.model_name=fedmm-flower"],
                                catch_exceptions=False)
+        assert result.exit_code == 0, result.output
         summary = json.loads((summary_dir() / "summary.json").read_text())
-    assert result.exit_code == 0, result.output
     assert summary["transport"] == "flower" and "champion" in summary["aliases"]
     assert "insecure (no TLS, no node authentication): loopback 127.0.0.1 only" in result.output
     assert our_processes(state_dir()) == []
@@ -298,3 +304,26 @@ def test_a_site_refuses_an_insecure_connection_beyond_loopback(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: --insecure is allowed only on loopback, not '10.1.2.3:9092': give --root-certificates"]
+
+
+def test_every_process_of_a_run_over_flower_dies_with_it_under_kill_9(tmp_path):
+    """kill -9 of the training process mid-run leaves no SuperLink, SuperNode, executor, ``flwr run`` or ServerApp."""
+    home = tmp_path / "home"
+    code = ("import sys; from fedmm.config import load_config; from fedmm.data.prepare import prepare;"
+            "from fedmm.data.federated import partition_and_mask; from fedmm.fl.training import train;"
+            "config = load_config(sys.argv[1], sys.argv[2:]); prepared = prepare(config.data, config.seed);"
+            "federated = partition_and_mask(prepared, config.partition, config.mask, config.seed);"
+            "train(config, prepared, federated, on_round=lambda r: print('round', r.round, flush=True))")
+    run = subprocess.Popen([REPO / ".venv" / "bin" / "python", "-c", code, TINY, *OVERRIDES, "train.rounds=3",
+                            "train.transport=flower"], stdout=subprocess.PIPE, text=True,
+                           env={**os.environ, "FEDMM_HOME": str(home), "PYTHONPATH": str(REPO)})
+    try:
+        assert run.stdout.readline().strip() == "round 1"
+        assert len(our_processes(home)) >= 6  # SuperLink, SuperExec, ServerApp, flwr run, SuperNodes, executors
+    finally:
+        run.kill()
+        run.wait()
+    deadline = time.monotonic() + 20
+    while our_processes(home) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in our_processes(home)} == {}

@@ -26,6 +26,8 @@ ROUND_MARKER = "FEDMM_ROUND "
 """Prefix of the ServerApp's log line carrying a finished round's record (JSON), for progress."""
 FAILED_MARKER = "FEDMM_FAILED "
 """Prefix of the ServerApp's last log line when the federation cannot go on, with the reason."""
+DROPPED_MARKER = "dropped site "
+"""Prefix of the ServerApp's log line naming a site dropped from a round (failed or silent), and why."""
 REFUSED_MARKER = "refused site "
 """Prefix of the ServerApp's log line naming a site whose data failed validation, and why."""
 

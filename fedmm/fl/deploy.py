@@ -10,13 +10,13 @@ SIGTERM too. TLS material and SuperNode keys are generated with ``cryptography``
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -24,14 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedmm.config import is_loopback
 from fedmm.errors import UserError
+from fedmm.fl import pki
+from fedmm.fl.pki import make_ca, make_server_certificate
 
 logger = logging.getLogger(__name__)
 
 FEDERATION = "fedmm"
 APP_DIR = Path(__file__).resolve().parent.parent / "flower" / "app"
 STOP_SECONDS = 5.0
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
 FEDERATION_ENV = "FEDMM_FEDERATION"
 """Set in every process a :class:`Federation` starts (inherited by theirs): how it finds them all to stop them."""
 
@@ -46,17 +49,100 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None, what: str = "") -> None:
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None, what: str = "",
+                  host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise DeploymentError(f"{what} exited with code {process.returncode} before listening on port {port}")
-        with socket.socket() as sock:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
             sock.settimeout(0.2)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
+            if sock.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.1)
-    raise DeploymentError(f"{what} did not listen on port {port} within {timeout:g} s")
+    raise DeploymentError(f"{what} did not listen on {host}:{port} within {timeout:g} s")
+
+
+def live_processes(marker: str) -> list[int]:
+    """PIDs of running (not zombie) processes, this one excepted, whose environment holds ``marker`` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            running = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+            if running and marker.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def kill_marked(marker: str, timeout: float = STOP_SECONDS) -> None:
+    """SIGKILL every process whose environment holds ``marker`` until none is left (or ``timeout`` passed)."""
+    deadline = time.monotonic() + timeout
+    while (left := live_processes(marker)) and time.monotonic() < deadline:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def start_reaper(runtime: Runtime, marker: str) -> subprocess.Popen:
+    """A watcher that kills every process holding ``marker`` once this process is gone, however it died.
+
+    Children die with this process (:func:`die_with_parent`), but Flower starts some of its
+    own without ``--parent-pid`` (a SuperExec's ServerApp): the marker, inherited by all
+    descendants, finds them.
+    """
+    name, _, value = marker.partition("=")
+    return start_process(runtime, f"reaper-{value[:8]}", [sys.executable, "-m", "fedmm.fl.deploy", str(os.getpid())],
+                         {name: value}, orphan_dies=False)
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGKILL when this process dies, however it dies (Linux prctl).
+
+    Flower's own children (SuperExec, ServerApp) follow theirs with ``--parent-pid``, so a
+    ``kill -9`` of fedmm takes the whole tree down and a rerun starts clean.
+    """
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0 or os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def start_process(runtime: Runtime, name: str, args: list[str], env: dict[str, str] | None = None,
+                  orphan_dies: bool = True) -> subprocess.Popen:
+    """Start ``args`` in a session of its own, logging to ``logs/<name>.log``, dying with this process."""
+    log = open(runtime.home / "logs" / f"{name}.log", "ab")
+    try:
+        return subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env={**runtime.env(), **(env or {})}, start_new_session=True,
+            preexec_fn=die_with_parent() if orphan_dies else None,
+        )
+    finally:
+        log.close()
+
+
+def stop_processes(processes: dict[str, subprocess.Popen], sig: int = signal.SIGTERM) -> None:
+    """Signal the processes' groups at once, KILL what is left after a grace period, and reap them."""
+    for process in processes.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+    deadline = time.monotonic() + STOP_SECONDS
+    for name, process in processes.items():
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.info("%s (pid %d) did not stop within %s s: killing its process group", name, process.pid,
+                        STOP_SECONDS)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    processes.clear()
 
 
 @dataclass(frozen=True)
@@ -70,59 +156,8 @@ class Certificates:
 
 def make_certificates(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> Certificates:
     """A fresh CA and a server certificate signed by it, valid for ``hosts`` (IP addresses or names)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key, server_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedmm federation CA")])
-    ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    names = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    server = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = Certificates(directory / "ca.pem", directory / "server.pem", directory / "server.key")
-    paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths.certificate.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    paths.key.write_bytes(server_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption(),
-    ))
-    paths.key.chmod(0o600)
-    return paths
-
-
-def make_node_key(directory: Path, name: str) -> tuple[Path, Path]:
-    """A SuperNode authentication key pair (EC P-384, OpenSSH format): (private, public)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP384R1())
-    private, public = directory / name, directory / f"{name}.pub"
-    private.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption(),
-    ))
-    private.chmod(0o600)
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
-    return private, public
+    ca = make_ca(directory, directory / "ca.key")
+    return Certificates(ca, *make_server_certificate(ca, directory / "ca.key", directory, list(hosts)))
 
 
 @dataclass(frozen=True)
@@ -171,16 +206,7 @@ class Runtime:
         That is everything started here and all its descendants, also those that left their
         process group (Flower's SuperExec starts a session of its own). Linux: reads /proc.
         """
-        marker = (marker or f"FLWR_HOME={self.env()['FLWR_HOME']}").encode()
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            with contextlib.suppress(OSError):
-                running = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
-                if running and marker in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-        return pids
+        return live_processes(marker or f"FLWR_HOME={self.env()['FLWR_HOME']}")
 
     def command(self, name: str) -> str:
         return str(self.venv / "bin" / name)
@@ -218,16 +244,8 @@ class Federation:
         return self.superlink or f"127.0.0.1:{self.port}"
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.runtime.home / "logs" / f"{name}.log", "ab")
-        try:
-            process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**self.runtime.env(), FEDERATION_ENV: self.ident}, start_new_session=True,
-            )
-        finally:
-            log.close()
-        self.processes[name] = process
-        return process
+        self.processes[name] = start_process(self.runtime, name, args, {FEDERATION_ENV: self.ident})
+        return self.processes[name]
 
     def _tls_args(self, server: bool) -> list[str]:
         if server and self.certificates is not None:
@@ -280,6 +298,7 @@ class Federation:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, _terminate)
         try:
+            self.processes["reaper"] = start_reaper(self.runtime, f"{FEDERATION_ENV}={self.ident}")
             if self.superlink is None:
                 self.start_superlink()
             if self.node_auth and self.superlink is None:
@@ -296,21 +315,8 @@ class Federation:
         self.stop()
 
     def stop_processes(self, names: list[str], sig: int = signal.SIGTERM) -> None:
-        """Signal the processes' groups at once, KILL what is left after a grace period, and reap them."""
-        processes = {name: self.processes.pop(name) for name in names if name in self.processes}
-        for process in processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-        deadline = time.monotonic() + STOP_SECONDS
-        for name, process in processes.items():
-            try:
-                process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                logger.info("%s (pid %d) did not stop within %s s: killing its process group", name, process.pid,
-                            STOP_SECONDS)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        """Stop these processes of the federation (see :func:`stop_processes`)."""
+        stop_processes({name: self.processes.pop(name) for name in names if name in self.processes}, sig)
 
     def kill_site(self, client_id: int) -> None:
         """SIGKILL one site's SuperNode (fault injection; an executor it shares with other sites stays)."""
@@ -320,41 +326,15 @@ class Federation:
         """Stop every process of this federation, including those its SuperLink started in other sessions."""
         self.stop_processes([n for n in self.processes if n != "superlink"])
         self.stop_processes(["superlink"])
-        deadline, marker = time.monotonic() + STOP_SECONDS, f"{FEDERATION_ENV}={self.ident}"
-        while (left := self.runtime.live_processes(marker)) and time.monotonic() < deadline:
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
+        kill_marked(f"{FEDERATION_ENV}={self.ident}")
         if getattr(self, "_previous", None) is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
 
 
-def run_site(
-    runtime: Runtime, site: SiteSpec, superlink: str, root_certificates: Path | None, insecure: bool,
-) -> int:
-    """Join ``superlink`` as one site (a SuperNode and its ClientApp executor) until either exits or we are stopped."""
-    if insecure and not is_loopback(superlink):
-        raise DeploymentError(f"--insecure is allowed only on loopback, not {superlink!r}: give --root-certificates")
-    if not insecure and root_certificates is None:
-        raise DeploymentError("give --root-certificates (the SuperLink's CA) or, on loopback only, --insecure")
-    with Federation(runtime, [site], superlink=superlink, root_certificates=root_certificates) as federation:
-        while all(process.poll() is None for process in federation.processes.values()):
-            time.sleep(0.5)
-    return 0
-
-
 def write_connection(runtime: Runtime, address: str, root_certificates: Path | str | None) -> None:
     """The ``flwr`` CLI's connection named ``fedmm`` (``$FLWR_HOME/config.toml``): TLS unless no CA is given."""
-    lines = [f"[superlink.{FEDERATION}]", f'address = "{address}"']
-    if root_certificates is None:
-        lines.append("insecure = true")
-    else:
-        lines.append(f'root-certificates = "{Path(root_certificates).resolve()}"')
-    home = Path(runtime.env()["FLWR_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text("\n".join(lines) + "\n")
+    pki.write_connection(Path(runtime.env()["FLWR_HOME"]), address, root_certificates)
 
 
 def _terminate(signum, frame) -> None:
@@ -369,7 +349,7 @@ def run_app(
     process = subprocess.Popen(
         [runtime.command("flwr"), "run", str(APP_DIR), FEDERATION, "--stream", "--run-config", config],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=runtime.env(), text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=die_with_parent(),
     )
     timer = threading.Timer(timeout, lambda: os.killpg(process.pid, signal.SIGKILL)) if timeout else None
     try:
@@ -387,5 +367,16 @@ def run_app(
             process.wait()
 
 
+def _reap(parent: int, marker: str) -> None:
+    """The reaper's loop (:func:`start_reaper`): wait until ``parent`` is gone, then kill what holds ``marker``."""
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    kill_marked(marker)
+
+
 def _toml(value: str | int) -> str:
     return str(value) if isinstance(value, int) else '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+if __name__ == "__main__":
+    _reap(int(sys.argv[1]), f"{FEDERATION_ENV}={os.environ[FEDERATION_ENV]}")

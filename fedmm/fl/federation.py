@@ -19,11 +19,13 @@ from fedmm.config import Config
 from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
 from fedmm.errors import UserError
-from fedmm.fl.bundle import FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, ServerBundle
-from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, make_node_key, run_app, write_connection
+from fedmm.fl.bundle import DROPPED_MARKER, FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, SITES_FILE, ServerBundle
+from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, run_app, write_connection
 from fedmm.fl.engine import CHECKPOINT_FILE, FederatedOutcome, _load_checkpoint
 from fedmm.fl.history import RoundRecord
+from fedmm.fl.pki import make_node_key
 from fedmm.fl.site import RunSpec, export_site_files
+from fedmm.fl.superlink import AppExecutor
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.runtime import state_dir
 from fedmm.tensors import TensorData
@@ -77,11 +79,48 @@ def run_over_flower(
 
     ``federation_hook`` is called with the running loopback :class:`Federation` (fault injection).
     """
-    flower, workdir = config.flower, Path(workdir)
-    runtime = runtime_for(config)
-    resumed_from = completed_rounds(workdir)
     cpu = {split: _to_cpu(data) for split, data in evaluation.items()}
     bundle = ServerBundle(run_spec(config, prepared, federated, spec, fingerprint), cpu, _to_cpu(proxy))
+    sites = None
+    if config.flower.superlink is None:
+        sites = loopback_sites(prepared, federated, Path(workdir) / "flower" / "sites", config.flower.node_auth)
+    return run_bundle(config, bundle, spec, workdir, sites, on_round, federation_hook)
+
+
+def run_bundle(
+    config: Config, bundle: ServerBundle, spec: ModelSpec, workdir: Path, sites: list[SiteSpec] | None,
+    on_round: Callable[[RoundRecord], None] | None = None, federation_hook: Callable[[Federation], None] | None = None,
+) -> FederatedOutcome:
+    """Run the ServerApp on ``bundle``: with ``sites`` on a loopback federation started here, else on ``flower.superlink``.
+
+    With ``flower.superexec_secret`` the ServerApp runs here (an :class:`AppExecutor`), so its
+    files never leave this machine; the console names every refused or dropped site.
+    """
+    resumed_from = completed_rounds(workdir)
+    code, log = _serve(config, bundle, Path(workdir), sites, on_round, federation_hook, query_only=False)
+    return _outcome(config, spec, Path(workdir), resumed_from, code, log, runtime_for(config))
+
+
+def query_sites(config: Config, bundle: ServerBundle, workdir: Path) -> dict:
+    """Ask every site at ``flower.superlink`` who it is and for its own validation report; train nothing.
+
+    Returns ``sites.json``: per client id its sample count, class histogram, modalities and
+    validation report, and the refused sites with the reason.
+    """
+    code, log = _serve(config, bundle, Path(workdir), None, None, None, query_only=True)
+    if code != 0 or not (Path(workdir) / SITES_FILE).is_file():
+        raise FederationError(f"querying the sites failed (flwr run exit code {code}): {_last_error(log)[:400]}; "
+                              f"logs in {runtime_for(config).home / 'logs'}")
+    return json.loads((Path(workdir) / SITES_FILE).read_text())
+
+
+def _serve(
+    config: Config, bundle: ServerBundle, workdir: Path, sites: list[SiteSpec] | None,
+    on_round: Callable[[RoundRecord], None] | None, federation_hook: Callable[[Federation], None] | None,
+    query_only: bool,
+) -> tuple[int, list[str]]:
+    """``flwr run`` the ServerApp once: ``(exit code, its failure line or its last lines)``."""
+    flower, runtime = config.flower, runtime_for(config)
     bundle_dir = bundle.save(workdir / "flower" / "bundle")
     tail: list[str] = []
     failure: list[str] = []
@@ -91,30 +130,31 @@ def run_over_flower(
             if on_round is not None:
                 on_round(RoundRecord.from_dict(json.loads(line.removeprefix(ROUND_MARKER))))
             return
-        if line.startswith(REFUSED_MARKER):
-            print(line, file=sys.stderr)
+        if line.startswith((REFUSED_MARKER, DROPPED_MARKER)):
+            print(line, file=sys.stderr, flush=True)
         if line.startswith(FAILED_MARKER):
             failure.append(line.removeprefix(FAILED_MARKER))
         tail.append(line)
         del tail[:-LOG_TAIL]
 
-    run_config = {"bundle": str(bundle_dir), "workdir": str(workdir),
-                  "sites": flower.num_sites or federated.num_clients}
-    if flower.superlink is None:
-        sites_dir = workdir / "flower" / "sites"
-        sites = loopback_sites(prepared, federated, sites_dir, flower.node_auth)
+    run_config = {"bundle": str(bundle_dir), "workdir": str(workdir), "query-only": int(query_only),
+                  "sites": flower.num_sites or bundle.run.num_clients}
+    if sites is not None:
         tls = flower.tls or flower.node_auth
-        certificates = make_certificates(sites_dir / "tls") if tls else None
+        certificates = make_certificates(workdir / "flower" / "sites" / "tls") if tls else None
         if not tls:
             print("flower: insecure (no TLS, no node authentication): loopback 127.0.0.1 only", file=sys.stderr)
         with Federation(runtime, sites, certificates, flower.node_auth) as federation:
             if federation_hook is not None:
                 federation_hook(federation)
             code = run_app(runtime, run_config, on_line)
+    elif flower.superexec_secret:
+        with AppExecutor(runtime, flower.superlink, Path(flower.root_certificates), Path(flower.superexec_secret)):
+            code = run_app(runtime, run_config, on_line)
     else:
         write_connection(runtime, flower.superlink, flower.root_certificates)
         code = run_app(runtime, run_config, on_line)
-    return _outcome(config, spec, workdir, resumed_from, code, failure or tail, runtime)
+    return code, failure or tail
 
 
 def _last_error(log: list[str]) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from fedmm.config import Config
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.dataset import MultimodalDataset, load_npz
 from fedmm.data.federated import site_arrays
-from fedmm.data.validation import ValidationReport, validate_dataset
+from fedmm.data.validation import ExpectationOutcome, ValidationReport, validate_dataset
 from fedmm.fl.client import Worker
 from fedmm.fl.codec import arrays_state, state_arrays
 from fedmm.fl.messages import TrainInstruction
@@ -47,6 +47,9 @@ class RunSpec:
     num_clients: int
     fingerprint: str
     value_bounds: dict[str, list[float]]
+    held_out: list[str] = field(default_factory=list)
+    """:func:`sample_hashes` of the samples the server keeps for validation and test (a deployed run's
+    coordinator): a site holding any of them is refused, so no test sample is trained on."""
 
     def to_json(self) -> str:
         return json.dumps({item.name: getattr(self, item.name) for item in fields(self)}, sort_keys=True)
@@ -92,6 +95,15 @@ class Site:
     def data_sha256(self) -> str:
         return hashlib.sha256(self.data_path.read_bytes()).hexdigest()
 
+    def profile(self) -> dict:
+        """What the server may know of this site's data: counts, class histogram, modality presence (JSON strings)."""
+        dataset = self.dataset
+        labels = dataset.labels[dataset.labels >= 0]
+        present = {name: float(np.isfinite(array.reshape(len(array), -1)).all(axis=1).mean())
+                   for name, array in dataset.modalities.items()}
+        return {"samples": len(dataset), "classes": json.dumps(np.bincount(labels, minlength=dataset.num_classes).tolist()),
+                "modalities": json.dumps(present)}
+
     def _check(self, run: RunSpec) -> None:
         missing = set(run.modalities) - set(self.dataset.modalities)
         if missing:
@@ -103,14 +115,21 @@ class Site:
         """The prepared-data suite (Great Expectations) over this site's samples; only the report leaves the site."""
         self._check(run)
         spec = run.model_spec
-        return validate_dataset(
-            modalities={name: self.dataset.modalities[name] for name in run.modalities},
+        modalities = {name: self.dataset.modalities[name] for name in run.modalities}
+        report = validate_dataset(
+            modalities=modalities,
             labels=self.dataset.labels,
             num_classes=spec.num_classes,
             expected_shapes={name: tuple(shape) for name, shape in spec.sample_shapes.items()},
             value_bounds={name: tuple(bounds) for name, bounds in run.value_bounds.items()},
             presence=self.dataset.presence_of(run.modalities),
         )
+        if not run.held_out:
+            return report
+        shared = len(set(sample_hashes(modalities)) & set(run.held_out))
+        outcome = ExpectationOutcome("expect_no_held_out_samples", "samples", shared == 0, shared, len(self.dataset),
+                                     "samples the server keeps for validation or test")
+        return ValidationReport(report.suite, report.success and shared == 0, (*report.outcomes, outcome))
 
     def _prepare(self, run: RunSpec) -> None:
         """Build the run's training data, worker model and client-side strategy once per run."""
@@ -187,6 +206,12 @@ class KeptFiles:
                 path.unlink()
 
 
+def sample_hashes(modalities: dict[str, np.ndarray]) -> list[str]:
+    """SHA-256 of each sample's values (float32, the modalities in the given order): equal samples, equal hashes."""
+    arrays = [np.ascontiguousarray(array, dtype=np.float32).reshape(len(array), -1) for array in modalities.values()]
+    return [hashlib.sha256(b"".join(array[i].tobytes() for array in arrays)).hexdigest() for i in range(len(arrays[0]))]
+
+
 def proxy_inputs(proxy: TensorData) -> dict[str, np.ndarray]:
     """What a site may see of the server's proxy set: ``inputs/<modality>`` and ``mask``, never labels."""
     arrays = {f"inputs/{name}": value.cpu().numpy() for name, value in proxy.inputs.items()}
@@ -213,3 +238,33 @@ def export_site_files(prepared, federated, directory: str | Path) -> list[Path]:
         write_npz(path, prepared.dataset.subset(members).to_arrays())
         paths.append(path)
     return paths
+
+
+def check_site_file(data_path: str | Path, config_path: str | Path | None = None) -> tuple[bool, list[str]]:
+    """Validate a site file on its own (no run, no connection): ``(passed, report lines)``.
+
+    The suite is the one a run applies (shapes, labels, non-finite values, and the config's
+    ``validation.value_bounds`` when a config is given); the lines give the counts, the class
+    histogram and each modality's shape, then the verdict and every failed expectation.
+    """
+    from fedmm.config import load_config
+
+    dataset = load_npz(data_path)
+    bounds = load_config(config_path, []).validation.value_bounds if config_path else {}
+    unknown = sorted(set(bounds) - set(dataset.modalities))
+    report = validate_dataset(
+        modalities=dataset.modalities, labels=dataset.labels, num_classes=dataset.num_classes,
+        expected_shapes={name: array.shape[1:] for name, array in dataset.modalities.items()},
+        value_bounds={name: tuple(b) for name, b in bounds.items() if name not in unknown},
+    )
+    counts = np.bincount(dataset.labels[dataset.labels >= 0], minlength=dataset.num_classes)
+    lines = [
+        f"{Path(data_path).name}: {len(dataset)} samples, {dataset.num_classes} classes",
+        "classes: " + ", ".join(f"{name} {int(n)}" for name, n in zip(dataset.class_names, counts)),
+        "modalities: " + ", ".join(f"{name} {tuple(a.shape[1:])}" for name, a in dataset.modalities.items()),
+    ]
+    if unknown:
+        lines.append(f"config value bounds for modalities this file lacks: {unknown}")
+    lines.append("validation: passed" if report.success else f"validation: FAILED ({len(report.failed())} expectations)")
+    lines += [f"  {outcome.describe()}" for outcome in report.failed()]
+    return report.success, lines

@@ -8,6 +8,7 @@ default: ``.fedmm-site`` beside the data file) and ``torch-threads`` (default 1)
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedmm.fl.site import RunSpec, Site, unlabelled_proxy
+from fedmm.fl.siterun import SITE_MARKER
 from fedmm.flower.records import RUN, payload_content, read_train
 
 app = ClientApp()
@@ -37,9 +39,15 @@ def describe(msg: Message, context: Context) -> Message:
     """Who this site is and, when asked, its own validation report (never its data)."""
     site = site_of(context)
     run = RunSpec.from_json(str(msg.content[RUN]["spec"]))
-    reply = {"client_id": site.client_id, "samples": len(site.dataset), "data_sha256": site.data_sha256}
+    reply = {"client_id": site.client_id, "data_sha256": site.data_sha256, **site.profile()}
     if bool(msg.content[RUN]["validate"]):
-        reply["validation"] = json.dumps(site.validate(run).to_dict())
+        say(f"validating {site.data_path.name} ({len(site.dataset)} samples) for run {msg.metadata.run_id}")
+        report = site.validate(run)
+        reply["validation"] = json.dumps(report.to_dict())
+        failed = "; ".join(o.describe() for o in report.failed())
+        say("validation passed" if report.success else f"validation failed, the server will refuse this site: {failed}")
+    else:
+        say(f"joined run {msg.metadata.run_id} ({len(site.dataset)} samples, not validated)")
     return Message(RecordDict({"site": ConfigRecord(reply)}), reply_to=msg)
 
 
@@ -49,4 +57,13 @@ def train(msg: Message, context: Context) -> Message:
     site = site_of(context)
     run, instruction, global_state, server_state, proxy = read_train(msg.content)
     proxy_data = unlabelled_proxy(proxy) if proxy is not None else None
-    return Message(payload_content(site.fit(run, global_state, server_state, instruction, proxy_data)), reply_to=msg)
+    started = time.monotonic()
+    payload = site.fit(run, global_state, server_state, instruction, proxy_data)
+    say(f"round {instruction.server_round + 1} trained ({payload.num_examples} examples, "
+        f"{time.monotonic() - started:.1f} s)")
+    return Message(payload_content(payload), reply_to=msg)
+
+
+def say(event: str) -> None:
+    """One event line for the site's operator (``fedmm site`` shows it)."""
+    print(SITE_MARKER + event, flush=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
@@ -31,7 +31,7 @@ def train_content(
 ) -> RecordDict:
     """Server -> site: the run, the instruction, the global state, the strategy's server state, proxy inputs."""
     content = RecordDict({
-        RUN: ConfigRecord({"spec": run.to_json()}),
+        RUN: ConfigRecord({"spec": replace(run, held_out=[]).to_json()}),  # the held-out hashes serve the query only
         INSTRUCTION: ConfigRecord(asdict(instruction)),
         GLOBAL: array_record(state_arrays(global_state)),
         SERVER: array_record(state_arrays(server_state)),

@@ -24,7 +24,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedmm.data.validation import ValidationReport
-from fedmm.fl.bundle import FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, SITES_FILE, TIMINGS_FILE, ServerBundle
+from fedmm.fl.bundle import DROPPED_MARKER, FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, SITES_FILE, TIMINGS_FILE, ServerBundle
 from fedmm.fl.engine import ClientPool, RoundReplies, run_federated
 from fedmm.fl.federation import FederationError
 from fedmm.fl.history import RoundRecord
@@ -90,6 +90,7 @@ class FlowerClients(ClientPool):
             if client in self.nodes:
                 raise FederationError(f"two SuperNodes claim client id {client}")
             report = json.loads(site.pop("validation", "null"))
+            site.update({key: json.loads(site[key]) for key in ("classes", "modalities") if key in site})
             self.sites[client] = {**site, "node_id": node, "validation": report}
             if report is not None and not report["success"]:
                 failed = ValidationReport.from_dict(report).failed()
@@ -117,19 +118,23 @@ class FlowerClients(ClientPool):
         }
         started = time.monotonic()
         replies = self._exchange(messages, self.flower.round_timeout)
-        self.timings.append({"round": server_round + 1, "exchange_seconds": time.monotonic() - started,
-                             "clients": len(messages)})
         payloads, dropped = [], []
         for ins in instructions:
             reply = replies.get(ins.client_id)
             if reply is None or reply.has_error():
                 dropped.append(ins.client_id)
                 if reply is not None:
-                    print(f"round {server_round + 1}: client {ins.client_id} failed: {reply.error.reason}", flush=True)
+                    print(f"{DROPPED_MARKER}{ins.client_id} in round {server_round + 1}: it failed: "
+                          f"{reply.error.reason}", flush=True)
                 elif ins.client_id in messages:
                     self.lost.add(ins.client_id)
+                    print(f"{DROPPED_MARKER}{ins.client_id} in round {server_round + 1}: no reply within "
+                          f"flower.round_timeout={self.flower.round_timeout:g} s; it is left out of later rounds",
+                          flush=True)
                 continue
             payloads.append(read_payload(reply.content, (strategy.payload_type,)))
+        self.timings.append({"round": server_round + 1, "exchange_seconds": time.monotonic() - started,
+                             "clients": len(payloads), "selected": len(instructions), "dropped": dropped})
         needed = self.flower.min_clients or math.ceil(len(instructions) / 2)
         if len(payloads) < needed:
             raise FederationError(
@@ -158,6 +163,8 @@ def serve(grid: Grid, context: Context) -> None:
     pool = FlowerClients(grid, bundle)
     pool.connect(int(context.run_config["sites"]))
     (workdir / SITES_FILE).write_text(json.dumps({"sites": pool.sites, "refused": pool.refused}, indent=2))
+    if int(context.run_config.get("query-only", 0)):
+        return
     strategy = make_strategy(config.train, config.seed, ServerContext(bundle.run.model_spec, "cpu", bundle.proxy))
 
     def report(record: RoundRecord) -> None:

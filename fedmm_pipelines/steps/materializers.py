@@ -16,6 +16,7 @@ from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
 from fedmm.data.validation import ValidationReport
 from fedmm.evaluation import EvaluationReport
+from fedmm.fl.deployed import CoordinatorData
 from fedmm.fl.result import TrainResult
 from fedmm.impute.report import ImputationReport
 from fedmm.kg.artifacts import Federation, TrainedKG
@@ -26,7 +27,7 @@ class FolderArtifactMaterializer(BaseMaterializer):
     """Stores an object through its own ``save(folder)`` / ``load(folder)`` (pickle-free)."""
 
     ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (
-        PreparedData, FederatedData, TrainResult, AuditReport, ImputationReport, Federation, TrainedKG)
+        PreparedData, FederatedData, TrainResult, AuditReport, ImputationReport, Federation, TrainedKG, CoordinatorData)
     ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
 
     def save(self, data: Any) -> None:
