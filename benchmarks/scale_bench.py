@@ -42,7 +42,6 @@ runtime.configure()
 
 from fedmm.audit import audit_round, load_round_game  # noqa: E402
 from fedmm.audit.report import audit_validation, make_statistic  # noqa: E402
-from fedmm.fl.updates import UpdateStore  # noqa: E402
 from fedmm.config import load_config  # noqa: E402
 from fedmm.data.federated import client_arrays, partition_and_mask  # noqa: E402
 from fedmm.data.prepare import prepare  # noqa: E402
@@ -51,6 +50,7 @@ from fedmm.fl.engine import UPDATES_DIR  # noqa: E402
 from fedmm.fl.messages import cross_entropy  # noqa: E402
 from fedmm.fl.strategies import STRATEGIES  # noqa: E402
 from fedmm.fl.training import model_spec, train  # noqa: E402
+from fedmm.fl.updates import UpdateStore  # noqa: E402
 from fedmm.models.multimodal import build_model  # noqa: E402
 from fedmm.tensors import TensorData  # noqa: E402
 
