@@ -67,9 +67,13 @@ def data_fit(config: Config, subject: np.ndarray, recording: np.ndarray) -> list
         clients = partition.num_clients
     needed = max(partition.min_samples, config.validation.min_samples_per_client)
     if clients * needed > pool:
+        setting = ("partition.min_samples" if partition.min_samples >= config.validation.min_samples_per_client
+                   else "validation.min_samples_per_client")
+        fewer = ("hold out fewer subjects (data.holdout_subjects; natural partitions have one client per subject)"
+                 if partition.scheme == "natural" else "lower partition.num_clients")
         raise ConfigError(
             f"{clients} clients of at least {needed} samples need {clients * needed} training samples, but the "
-            f"data leaves about {pool} ({where}); use fewer clients or lower partition.min_samples"
+            f"data leaves about {pool} ({where}); {fewer} or lower {setting}"
         )
     warnings = []
     held = len(subject) - kept
@@ -84,6 +88,8 @@ def data_fit(config: Config, subject: np.ndarray, recording: np.ndarray) -> list
     if test < config.registry.min_test_samples:
         warnings.append(
             f"about {test} test samples ({where}): below registry.min_test_samples="
-            f"{config.registry.min_test_samples}, so the model will not be promoted"
+            f"{config.registry.min_test_samples}, so the model will not be promoted; set registry.min_test_samples "
+            f"to what this data allows, and registry.confidence (now {config.registry.confidence}) for how sure a "
+            "challenger must be to beat the champion on so few samples"
         )
     return warnings

@@ -245,8 +245,8 @@ def partition_and_mask(
         listed = ", ".join(f"client {r.client} keeps {r.n_samples} of {r.n_samples + r.n_dropped}" for r in small)
         raise PartitionError(
             f"under the mask, {listed} (samples left with no modality, in the data or by the mask, are dropped), below "
-            f"partition.min_samples={partition.min_samples}: lower mask.missing_rate, partition.min_samples "
-            "or partition.num_clients"
+            f"partition.min_samples={partition.min_samples}: lower mask.missing_rate or partition.min_samples"
+            + ("" if partition.scheme == "natural" else " or partition.num_clients")
         )
     plan = CorruptionPlan(corruption or CorruptionConfig(), seed)
     plan.check(partitioner.num_partitions, masker.modalities)

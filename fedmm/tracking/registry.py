@@ -468,7 +468,8 @@ def _champion_gate(
         f"macro-F1 {difference.a:.4f} vs champion v{champion} {difference.b:.4f}: difference "
         f"{difference.estimate:+.4f}, {difference.level:.0%} paired bootstrap interval "
         f"[{difference.low:+.4f}, {difference.high:+.4f}] over {difference.clusters} recordings; "
-        f"promoted when the lower bound is at least the margin {policy.margin:.4f}",
+        f"promoted when the lower bound is at least the margin {policy.margin:.4f} "
+        "(registry.confidence, registry.champion_margin)",
     )
 
 
@@ -490,7 +491,8 @@ def _own_gates(
     recordings = len(np.unique(test_set.recording))
     gates.append(
         Gate("test_size", len(test_set) >= policy.min_test_samples,
-             f"{len(test_set)} test samples from {recordings} recordings vs minimum {policy.min_test_samples}")
+             f"{len(test_set)} test samples from {recordings} recordings vs minimum {policy.min_test_samples} "
+             "(registry.min_test_samples)")
     )
     return gates, predicted
 
