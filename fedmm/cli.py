@@ -149,13 +149,15 @@ def run(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     if config_path is not None and is_kg_spec(config_path):
         return kg_run(config_path, overrides)
     config = _load(config_path, overrides)  # before the pipeline's imports: a bad config fails fast
-    from fedmm.report import print_summary, write_summary
+    from fedmm.report import print_summary, run_links, summary_dir, write_run_reports
     from fedmm_pipelines.pipelines.runner import run_pipeline
 
     summary = run_pipeline(config, echo=click.echo)
-    paths = write_summary(summary)
+    paths = write_run_reports(summary)
     print_summary(summary)
-    click.echo(f"summary: {paths['summary']}")
+    for label, where in run_links(summary):
+        click.echo(f"{label}: {where}")
+    click.echo(f"summary: {paths['summary']} (the newest run's: {summary_dir() / 'summary.json'})")
     if not summary.promoted:
         click.secho(f"{summary.model_name} v{summary.model_version} was not promoted (a gate failed)",
                     fg="yellow", err=True)
@@ -314,14 +316,15 @@ def stage_command(name: str, config_path: Path | None, workdir: Path) -> None:
 def dvc_command(config_path: Path | None, overrides: tuple[str, ...], directory: Path) -> None:
     """Write a DVC pipeline for a config: dvc.yaml from the stage graph and the full config as params.yaml.
 
-    For your own data, write it to its own folder and run `dvc repro <dir>/dvc.yaml`: the
-    tracked params.yaml stays as it is.
+    For your own data, write it to its own folder: the tracked params.yaml stays as it is. Its
+    stages call this environment's fedmm by its absolute path; the output says how to run it
+    (from the DVC repository holding the folder, or after `dvc init --no-scm` in it).
     """
-    from fedmm.stages import write_dvc_project
+    from fedmm.stages import dvc_instructions, write_dvc_project
 
     config = _load(config_path, overrides)
     paths = write_dvc_project(graph.for_config(config), config, directory)
-    click.echo(f"wrote {paths['dvc']} and {paths['params']}; run: dvc repro {paths['dvc']}")
+    click.echo(f"wrote {paths['dvc']} and {paths['params']}; run: {dvc_instructions(paths['dvc'])}")
 
 
 @main.command()

@@ -1,13 +1,14 @@
 """The run summary: machine-readable JSON, a Markdown job summary and JUnit XML for CI, a table for people.
 
-They go to ``$FEDMM_HOME/reports/latest/`` (``summary.json``, ``job_summary.md``,
-``gates.xml``), so runs with different state folders never overwrite each other. On
-GitHub Actions the Markdown is also appended to ``$GITHUB_STEP_SUMMARY``.
+Each run's go to ``$FEDMM_HOME/reports/<run-id>/`` (``summary.json``, ``job_summary.md``,
+``gates.xml``; the run id is the ZenML pipeline run's), and ``reports/latest`` links to the
+newest. On GitHub Actions the Markdown is also appended to ``$GITHUB_STEP_SUMMARY``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -34,8 +35,38 @@ HEADLINE = (
 
 
 def summary_dir() -> Path:
-    """Where the latest run's reports go: ``$FEDMM_HOME/reports/latest``."""
+    """The latest run's reports: ``$FEDMM_HOME/reports/latest`` (a link to its ``reports/<run-id>``)."""
     return state_dir() / "reports" / "latest"
+
+
+def write_run_reports(summary: RunSummary) -> dict[str, Path]:
+    """:func:`write_summary` into ``reports/<run-id>/`` (the ZenML run id, else the MLflow run's), then point
+    ``reports/latest`` at it; returns the files' paths under ``reports/<run-id>/``."""
+    run_id = summary.zenml_pipeline_run or summary.mlflow_run_id
+    paths = write_summary(summary, summary_dir().parent / run_id)
+    latest = summary_dir()
+    if latest.is_dir() and not latest.is_symlink():  # a copy written before runs kept their own folder
+        shutil.rmtree(latest)
+    staged = latest.with_name(f".latest.{os.getpid()}")
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(run_id, target_is_directory=True)
+    os.replace(staged, latest)
+    return paths
+
+
+def run_links(summary: RunSummary) -> list[tuple[str, str]]:
+    """Where to find a run: its ZenML run id, its MLflow run and model version URIs, the audit's page."""
+    from mlflow.utils.file_utils import local_file_uri_to_path  # lazy: MLflow
+
+    from fedmm.tracking.runs import AUDIT_REPORT, client
+
+    links = [("ZenML run", summary.zenml_pipeline_run)] if summary.zenml_pipeline_run else []
+    links += [("MLflow run", f"runs:/{summary.mlflow_run_id}"),
+              ("model version", f"models:/{summary.model_name}/{summary.model_version}")]
+    if summary.audit and summary.audit.get("audit_rounds"):
+        uri = f"{client().get_run(summary.mlflow_run_id).info.artifact_uri}/{AUDIT_REPORT}"
+        links.append(("audit report", str(local_file_uri_to_path(uri)) if uri.startswith("file:") else uri))
+    return links
 
 
 def job_summary(summary: RunSummary) -> str:
@@ -132,8 +163,9 @@ def print_audit(report, console: Console | None = None) -> None:
         table.add_row(str(int(row.client)), f"{row.value:+.3f}", f"{row.ci_low:+.3f}..{row.ci_high:+.3f}",
                       f"{row.p_holm:.3f}", verdict)
     console.print(table)
+    why = f"; {inference['group_reason']}" if inference.get("group_reason") else ""
     console.print(f"intervals: {inference['method']} over {inference['n_groups']} {inference['group_key']} clusters "
-                  f"(t on {inference['df']} df); harmful needs Holm p < {config.alpha} and the "
+                  f"(t on {inference['df']} df{why}); harmful needs Holm p < {config.alpha} and the "
                   f"interval below -{config.min_effect}")
     for kind, quality in (report.meta.detection or {}).get("kinds", {}).items():
         console.print(f"detection of {kind} clients {quality['corrupted_clients']}: AUROC {quality['auroc']:.3f}")

@@ -1,6 +1,7 @@
 """End to end through the real stack: ZenML local orchestrator, GX, MLflow registry."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,13 @@ def test_run_registers_promotes_and_writes_summary(first_run):
         assert tag in version.tags
     assert version.tags["fedmm.data_sha256"] == summary["data_sha256"]
     assert "held-out recordings" in result.output
+    # where everything is: the run's ids and URIs, the audit's page, this run's own reports folder
+    assert f"ZenML run: {summary['zenml_pipeline_run']}\n" in result.output
+    assert f"MLflow run: runs:/{summary['mlflow_run_id']}\n" in result.output
+    assert f"model version: models:/fedmm-tiny/{summary['model_version']}\n" in result.output
+    report = result.output.split("audit report: ", 1)[1].splitlines()[0]
+    assert Path(report).is_file() and report.endswith("audit/report.html")
+    assert os.readlink(summary_dir()) == summary["zenml_pipeline_run"]
 
 
 DEFAULT_RUN_TAGS = Path(__file__).parent / "default_run_tags.json"

@@ -32,7 +32,8 @@ def test_workflow_trains_on_push_and_schedule_and_uploads_whatever_happens():
     assert "|| true" not in run["run"] and "continue-on-error" not in run  # a failed gate fails the job
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
     assert upload["if"] == "always()"
-    assert ".fedmm/reports/latest/" in upload["with"]["path"] and "audit" in upload["with"]["path"]
+    paths = upload["with"]["path"].splitlines()
+    assert ".fedmm/reports/" in paths and "!.fedmm/reports/latest" in paths and "audit" in upload["with"]["path"]
     assert workflow["jobs"]["train-and-promote"]["needs"] == "test"
     assert any(s.get("run") == ".ci/run" for s in workflow["jobs"]["test"]["steps"])
 
