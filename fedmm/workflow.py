@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from fedmm.audit.detection import detection_quality
+from fedmm.audit.inference import grouping_reason
 from fedmm.audit.report import NOT_AUDITABLE, AuditReport
 from fedmm.audit.run import audit_updates, audit_validation, federated_modalities
 from fedmm.config import Config
@@ -116,8 +117,10 @@ def audit_contributions(
         return AuditReport.not_auditable(f"strategy {result.strategy!r} sends no parameter deltas", config.audit,
                                          config.seed)
     val, groups, key = audit_validation(prepared, config.audit, resolve_device(config.train.device))
+    index = prepared.indices("val")
     report = audit_updates(
         result.updates_dir, result.spec, val, config.audit, groups=groups, group_key=key,
+        group_reason=grouping_reason(key, prepared.dataset.recording[index], prepared.dataset.subject[index]),
         client_modalities=federated_modalities(federated), seed=config.seed, on_round=on_round,
     )
     report.meta.training_fingerprint = result.fingerprint

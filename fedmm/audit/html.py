@@ -154,8 +154,9 @@ def _definition(meta: dict) -> str:
                            f"<code>{num(meta, 'game.validation_sha256')}</code>"),
         ("uncertainty", f"{html.escape(inf['method'])} clustered by {html.escape(inf['group_key'])}: "
                         f"G = {num(meta, 'game.inference.n_groups')} clusters, t quantiles on "
-                        f"{num(meta, 'game.inference.df')} degrees of freedom (Cameron &amp; Miller 2015); "
-                        "sampled rounds add their Monte Carlo variance"),
+                        f"{num(meta, 'game.inference.df')} degrees of freedom (Cameron &amp; Miller 2015"
+                        + (f"; {html.escape(inf['group_reason'])}" if inf.get("group_reason") else "")
+                        + "); sampled rounds add their Monte Carlo variance"),
         ("harmful", f"Holm-adjusted (Holm 1979) one-sided p below {num(meta, 'flags.thresholds.alpha')} and the "
                     f"interval's upper bound below -{num(meta, 'flags.thresholds.min_effect')}"),
         ("free rider", f"median update norm ratio at most {num(meta, 'flags.thresholds.free_rider_norm')} (zero "

@@ -32,6 +32,7 @@ __all__ = [
     "MeanStatistic",
     "BootstrapStatistic",
     "validation_groups",
+    "grouping_reason",
     "non_overlapping",
     "cr1_variance",
     "holm",
@@ -50,6 +51,21 @@ def validation_groups(recording: np.ndarray, subject: np.ndarray) -> tuple[str, 
         if 2 <= len(np.unique(ids)) < n:
             return key, ids
     return "sample", np.arange(n)
+
+
+def grouping_reason(key: str, recording: np.ndarray, subject: np.ndarray) -> str | None:
+    """Why the validation set is clustered by ``key`` rather than a key before it in :data:`GROUP_KEYS`,
+    in words; None for ``recording``. ``recording`` and ``subject`` are the whole validation split's ids."""
+    reasons = []
+    for earlier, ids in zip(GROUP_KEYS[:GROUP_KEYS.index(key)], (recording, subject)):
+        n, count = len(ids), len(np.unique(ids))
+        if count == n:
+            reasons.append(f"not by {earlier}: each of the {n} validation samples is its own {earlier}")
+        elif count < 2:
+            reasons.append(f"not by {earlier}: all {n} validation samples are one {earlier}")
+        else:
+            reasons.append(f"not by {earlier}: its non-overlapping windows leave one sample per {earlier}")
+    return "; ".join(reasons) or None
 
 
 def non_overlapping(recording: np.ndarray, window: int, stride: int) -> np.ndarray:

@@ -109,6 +109,7 @@ def audit_updates(
     *,
     groups: np.ndarray | None = None,
     group_key: str = "sample",
+    group_reason: str | None = None,
     client_modalities: Mapping[int, Sequence[str]] | None = None,
     seed: int = 0,
     on_round: Callable[[dict], None] | None = None,
@@ -117,7 +118,8 @@ def audit_updates(
 
     ``model`` (a module or the :class:`ModelSpec` to build one) only gives the architecture;
     ``val`` is the validation set every coalition model is scored on, ``groups`` its cluster
-    ids named by ``group_key`` (default: every sample its own); ``client_modalities`` maps
+    ids named by ``group_key`` (default: every sample its own; ``group_reason`` says why, when it is not the
+    recording, and is kept with the inference); ``client_modalities`` maps
     client id -> modalities it holds (reported per row). Every random draw is keyed by
     (``seed``, round). ``on_round`` gets each round's JSON record as it finishes.
     """
@@ -149,7 +151,7 @@ def audit_updates(
     game = {
         **{k: first[k] for k in ("weighting", "metric", "utility", "validation_sha256", "n_val", "num_classes")},
         "linearised": config.linearised,
-        "inference": statistic.describe(),
+        "inference": {**statistic.describe(), **({"group_reason": group_reason} if group_reason else {})},
     }
     meta = AuditMeta(AUDITED, config, seed, json_safe([a.record for a in audits]),
                      json_safe(clients[list(CLIENT_FIELDS)].to_dict("records")), flags, json_safe(game),

@@ -197,17 +197,19 @@ def audit_deployed(config: Config, data: CoordinatorData, result: TrainResult, s
     ``sites``: what each site reported (``modalities``: the share of its samples holding each), else every
     site holds all.
     """
-    from fedmm.audit.inference import validation_groups
+    from fedmm.audit.inference import grouping_reason, validation_groups
     from fedmm.audit.report import AuditReport, audit_updates
     from fedmm.fl.strategies import STRATEGIES
 
     if not STRATEGIES[result.strategy].sends_deltas():
         return AuditReport.not_auditable(f"strategy {result.strategy!r} sends no parameter deltas", config.audit,
                                          config.seed)
-    key, groups = validation_groups(data.validation.recording, data.validation.subject)
+    recording, subject = data.validation.recording, data.validation.subject
+    key, groups = validation_groups(recording, subject)
     held = {int(k): [m for m, share in site["modalities"].items() if share > 0] for k, site in (sites or {}).items()}
     report = audit_updates(
         result.updates_dir, result.spec, data.tensors("validation"), config.audit, groups=groups, group_key=key,
+        group_reason=grouping_reason(key, recording, subject),
         client_modalities=held or {k: data.modalities for k in range(config.flower.num_sites or 0)}, seed=config.seed,
         on_round=on_round,
     )
