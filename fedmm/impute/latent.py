@@ -139,7 +139,7 @@ def train_federated(
     if not any(weights):
         raise ImputationError("no client holds a sample with two modalities present: nothing to learn from")
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    for server_round in tqdm(range(rounds), desc=label, unit="round", file=sys.stderr, leave=False):
+    for server_round in tqdm(range(rounds), desc=label, unit="round", file=sys.stderr):
         states = []
         for k, data in enumerate(clients):
             if not weights[k]:

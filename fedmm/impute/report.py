@@ -59,6 +59,7 @@ class ImputationReport:
             text += ("\nSettings chosen on the validation split (candidates of impute.select, scored by the mean "
                      "gap recovered there; the test split scores only the chosen ones):\n\n"
                      + markdown_table(pd.DataFrame(self.meta["selection"])))
+            text += "".join(f"\nWarning: {note}.\n" for note in self.meta.get("selection_notes", []))
         return text
 
     def plot(self, metric: str, path: Path, reference: str | None = None) -> Path:

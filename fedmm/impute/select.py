@@ -37,6 +37,8 @@ class Selection:
     imputers: dict[str, Imputer]
     table: pd.DataFrame
     """One row per candidate: imputer, candidate (its overrides), validation_gap_recovered, chosen."""
+    notes: list[str]
+    """Imputers whose every candidate scored nan on validation, and what was kept instead."""
 
 
 def _fit_sharing(name: str, config: ImputeConfig, fits: dict[str, Imputer], clients: list[TensorData],
@@ -67,7 +69,7 @@ def select_imputers(
     if any(config.select.get(name) for name in config.imputers) and not len(validation):
         raise ImputationError("impute.select chooses settings on the validation split, which is empty: "
                               "raise data.val_fraction or set impute.select={}")
-    imputers, rows = {}, []
+    imputers, rows, notes = {}, [], []
     patterns = list(config.patterns) or None
     for name in config.imputers:
         candidates: tuple[Candidate, ...] = config.select.get(name, ())
@@ -82,11 +84,17 @@ def select_imputers(
             scores.append(validation_score(
                 evaluate_imputation(model, validation, {name: imputer}, owners, seed, patterns, config.rates)))
         best = int(np.argmax([score if math.isfinite(score) else -math.inf for score in scores]))
+        if not any(math.isfinite(score) for score in scores):
+            why = (f"on the {len(validation)} complete validation samples, zero-filling the missing modalities "
+                   "scored at least as well as the full data: no gap to recover" if len(validation)
+                   else "no validation sample has every modality")
+            notes.append(f"{name}: every candidate's validation gap recovered is nan ({why}), so none was better; "
+                         f"kept the first, {json.dumps(candidates[0], sort_keys=True)}")
         imputers[name] = fitted[best]
         rows += [{"imputer": name, "candidate": json.dumps(candidate, sort_keys=True), "validation_gap_recovered": score,
                   "chosen": k == best} for k, (candidate, score) in enumerate(zip(candidates, scores))]
     columns = ["imputer", "candidate", "validation_gap_recovered", "chosen"]
-    return Selection(imputers, pd.DataFrame(rows, columns=columns))
+    return Selection(imputers, pd.DataFrame(rows, columns=columns), notes)
 
 
 def evaluate_selected(
@@ -106,6 +114,8 @@ def evaluate_selected(
     data, owners = complete_samples(*test, "test")
     report = evaluate_imputation(model, data, selection.imputers, owners, seed, list(config.patterns) or None, config.rates)
     report.meta["selection"] = selection.table.to_dict("records")
+    if selection.notes:
+        report.meta["selection_notes"] = selection.notes
     report.meta["complete_samples"] = {"samples": len(data), "of": len(test[0])}
     return report, selection.imputers
 

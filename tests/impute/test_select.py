@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 import json
 
@@ -68,3 +69,18 @@ def test_selection_needs_validation_samples(clients, model, validation):
     empty = validation[0].take(torch.zeros(0, dtype=torch.long))
     with pytest.raises(ImputationError, match="validation split, which is empty"):
         select_imputers(config, clients, model, empty, np.zeros(0, dtype=int), seed=0)
+
+
+def test_undefined_validation_scores_are_said_with_what_was_kept(clients, model, validation):
+    """A model blind to its inputs leaves no gap to recover: every score is nan, and the report says so."""
+    blind = copy.deepcopy(model)
+    with torch.no_grad():
+        for parameter in blind.parameters():
+            parameter.zero_()
+    config = ImputeConfig.model_validate({**TINY, "imputers": ["generator"]})
+    selection = select_imputers(config, clients, blind, *validation, seed=0)
+    assert selection.table["validation_gap_recovered"].isna().all() and selection.table["chosen"].tolist() == [True, False]
+    assert selection.notes == [
+        f"generator: every candidate's validation gap recovered is nan (on the {len(validation[0])} complete validation "
+        "samples, zero-filling the missing modalities scored at least as well as the full data: no gap to recover), "
+        'so none was better; kept the first, {"distill_weight": 0.0}']
