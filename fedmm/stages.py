@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from fedmm import runtime
 from fedmm.artifacts import read_json, write_json, write_text
 from fedmm.graph import GRAPHS, Graph, Stage, config_value, resolve
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+"""The source checkout (for an editable install): its tracked ``dvc.yaml`` calls plain ``fedmm``."""
 SKIPPED = "skipped.json"
 WORKDIR = "artifacts"
 METRICS = "metrics.json"
@@ -77,16 +81,30 @@ def run_with_inputs(graph: Graph, name: str, config, paths: Mapping[str, str | P
     return value, inputs
 
 
-def run_task(graph_name: str, name: str, config_json: str, tracking_uri: str = "", metrics=None, **paths: str) -> Any:
+def with_files(payload: dict, files: Mapping[str, str]) -> dict:
+    """A config's JSON with the file keys of ``files`` (``data.path``, ...) set to the given paths."""
+    for key, path in files.items():
+        *parents, last = key.split(".")
+        section = payload
+        for part in parents:
+            section = section[part]
+        section[last] = str(path)
+    return payload
+
+
+def run_task(graph_name: str, name: str, config_json: str, tracking_uri: str = "", metrics=None,
+             files: Mapping[str, str] | None = None, **paths: str) -> Any:
     """A kfp component's body: configure the runtime (MLflow at ``tracking_uri`` when given), parse the
-    config, :func:`run` over the task's paths, log the stage's ``metrics`` hook to ``metrics`` (an object
-    with ``log_metric``, kfp's Metrics). Returns the graph's result as a dict, other outputs as they are."""
+    config (its file keys replaced by ``files``, the local paths of imported artifacts), :func:`run` over
+    the task's paths, log the stage's ``metrics`` hook to ``metrics`` (an object with ``log_metric``,
+    kfp's Metrics). Returns the graph's result as a dict, other outputs as they are."""
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     runtime.configure()
     graph = GRAPHS[graph_name]
     stage = graph.stage(name)
-    value = run(graph, name, graph.config_class().model_validate(json.loads(config_json)), paths, run_name="kfp")
+    config = graph.config_class().model_validate(with_files(json.loads(config_json), files or {}))
+    value = run(graph, name, config, paths, run_name="kfp")
     if metrics is not None and value is not None:
         for key, number in resolve(stage.metrics)(value).items():
             metrics.log_metric(key, number)
@@ -110,17 +128,17 @@ def run_in(graph: Graph, name: str, config, workdir: Path) -> None:
         resolve(report.write)(value, inputs, workdir / report.path)
 
 
-def dvc_pipeline(graph: Graph, config) -> dict:
+def dvc_pipeline(graph: Graph, config, fedmm: str = "fedmm") -> dict:
     """``dvc.yaml`` over ``params.yaml`` holding ``config``, from the graph: deps are a stage's inputs,
     its ``after`` stages' outputs and its data files; params the config keys it reads; outs its output,
-    metrics and plots its hooks' files."""
+    metrics and plots its hooks' files. ``fedmm`` is the command its stages call."""
     where = lambda path: f"{WORKDIR}/{path}"  # noqa: E731
     stages = {}
     for stage in graph.stages:
         deps = [where(graph.artifact(key).path) for key in stage.inputs]
         deps += [where(graph.artifact(graph.stage(name).output).path) for name in stage.after]
         deps += [str(value) for key in stage.files if (value := config_value(config, key)) is not None]
-        entry: dict[str, Any] = {"cmd": f"fedmm stage {stage.name} --config params.yaml --workdir {WORKDIR}"}
+        entry: dict[str, Any] = {"cmd": f"{fedmm} stage {stage.name} --config params.yaml --workdir {WORKDIR}"}
         if deps:
             entry["deps"] = deps
         if stage.reads:
@@ -136,25 +154,44 @@ def dvc_pipeline(graph: Graph, config) -> dict:
     return {"stages": stages}
 
 
+def this_fedmm() -> str:
+    """The ``fedmm`` command of the running interpreter's environment, as an absolute shell word."""
+    script = Path(sys.executable).parent / "fedmm"
+    return shlex.quote(str(script)) if script.is_file() else f"{shlex.quote(sys.executable)} -m fedmm.cli"
+
+
 def write_dvc_project(graph: Graph, config, directory: Path) -> dict[str, Path]:
     """Write ``params.yaml`` (the full config, the files its stages read relative to ``directory``) and
-    ``dvc.yaml`` there."""
+    ``dvc.yaml`` there.
+
+    Its stages call this environment's ``fedmm`` by its absolute path (:func:`this_fedmm`), so
+    ``dvc repro`` runs them whatever ``PATH`` holds; the repository's own tracked ``dvc.yaml``
+    calls plain ``fedmm`` (``make dvc`` puts the venv on ``PATH``).
+    """
     import yaml
 
     directory = Path(directory)
+    fedmm = "fedmm" if directory.resolve() == REPOSITORY else this_fedmm()
     directory.mkdir(parents=True, exist_ok=True)
-    payload = config.model_dump(mode="json")
-    for key in dict.fromkeys(key for stage in graph.stages for key in stage.files):
-        if config_value(config, key) is not None:
-            *parents, last = key.split(".")
-            section = payload
-            for part in parents:
-                section = section[part]
-            section[last] = os.path.relpath(Path(section[last]).resolve(), directory.resolve())
-    config = type(config).model_validate(payload)
+    relative = {key: os.path.relpath(Path(value).resolve(), directory.resolve())
+                for key in dict.fromkeys(key for stage in graph.stages for key in stage.files)
+                if (value := config_value(config, key)) is not None}
+    config = type(config).model_validate(with_files(config.model_dump(mode="json"), relative))
     paths = {"params": directory / "params.yaml", "dvc": directory / "dvc.yaml"}
     write_text(paths["params"], "# The config of this DVC pipeline (fedmm config --config params.yaml checks it).\n"
                + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     write_text(paths["dvc"], "# Generated from fedmm/graph.py by `fedmm dvc`: edit the graph, not this file.\n"
-               + yaml.safe_dump(dvc_pipeline(graph, config), sort_keys=False))
+               + yaml.safe_dump(dvc_pipeline(graph, config, fedmm), sort_keys=False))
     return paths
+
+
+def dvc_instructions(dvc_file: Path) -> str:
+    """The shell line that runs ``dvc_file``: from the DVC repository holding it, or after making one there
+    (``dvc repro`` refuses a ``dvc.yaml`` outside the repository it runs in)."""
+    dvc_file = Path(dvc_file).resolve()
+    script = Path(sys.executable).parent / "dvc"
+    dvc = shlex.quote(str(script)) if script.is_file() else "dvc"
+    root = next((folder for folder in dvc_file.parents if (folder / ".dvc").is_dir()), None)
+    if root is None:
+        return f"cd {shlex.quote(str(dvc_file.parent))} && {dvc} init --no-scm -q && {dvc} repro"
+    return f"cd {shlex.quote(str(root))} && {dvc} repro {shlex.quote(str(dvc_file.relative_to(root)))}"

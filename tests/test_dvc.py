@@ -19,7 +19,8 @@ from fedmm.fl.result import TrainResult
 
 def test_dvc_on_your_own_data_reruns_exactly_what_changed(tmp_path):
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+    elsewhere = [d for d in os.environ["PATH"].split(os.pathsep) if Path(d).resolve() != bin_dir.resolve()]
+    env = {**os.environ, "PATH": os.pathsep.join(elsewhere), "DVC_NO_ANALYTICS": "1",  # no venv on PATH
            "FEDMM_HOME": str(tmp_path / ".fedmm"), "MLFLOW_TRACKING_URI": "", "OMP_NUM_THREADS": "1"}
     run = lambda *cmd: subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
     dvc = str(bin_dir / "dvc")
@@ -33,6 +34,9 @@ def test_dvc_on_your_own_data_reruns_exactly_what_changed(tmp_path):
     assert written.exit_code == 0, written.output
     params = yaml.safe_load((tmp_path / "mine" / "params.yaml").read_text())
     assert params["data"]["path"] == "../data/mine.npz"  # relative to the pipeline's folder
+    stages = yaml.safe_load((tmp_path / "mine" / "dvc.yaml").read_text())["stages"]
+    assert stages["prepare"]["cmd"].startswith(f"{bin_dir / 'fedmm'} stage prepare")  # this venv's, by path
+    assert f"run: cd {tmp_path} && {bin_dir / 'dvc'} repro mine/dvc.yaml" in written.output
     pipeline = "mine/dvc.yaml"
 
     first = run(dvc, "repro", pipeline)

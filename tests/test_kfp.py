@@ -19,7 +19,7 @@ from conftest import REPO, TINY, synthetic_overrides, write_synthetic_npz
 from kfp import local
 
 from fedmm import graph, runtime
-from fedmm.config import config_from_dict, load_config
+from fedmm.config import ConfigError, config_from_dict, load_config
 from fedmm.data.validation import ValidationReport
 from fedmm_pipelines.components.pipeline import compile_pipeline, config_json, main, training_pipeline
 
@@ -151,3 +151,23 @@ def test_bad_data_fails_validate_data_and_stops_the_pipeline(kfp_local, tmp_path
     report = ValidationReport.from_dict(json.loads((folder / "validate-data" / "data_report").read_text()))
     assert not report.success
     assert {outcome.column for outcome in report.failed()} >= {"acc_nonfinite"}
+
+
+def test_the_data_file_can_be_an_input_artifact_imported_from_a_uri(kfp_local, tmp_path):
+    """With --import-data, prepare reads the file a run's data_path_uri names, not the compile-time path."""
+    (tmp_path / "elsewhere").mkdir()
+    data = write_bad_npz(tmp_path / "elsewhere" / "bad.npz")
+    config = load_config(TINY, ["data.source=npz", f"data.path={tmp_path / 'at-compile-time.npz'}",
+                                "data.holdout_subjects=0", "partition.scheme=iid", "partition.num_clients=2"])
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "imported.yaml", config, import_files=True).read_text())
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["data_path_uri"]["defaultValue"] == str(tmp_path / "at-compile-time.npz")
+    assert any("importer" in executor for executor in spec["deploymentSpec"]["executors"].values())
+
+    with pytest.raises(RuntimeError, match="Inner task failed: .*validate-data"):
+        training_pipeline(config, import_files=True)(config_json=config_json(config), data_path_uri=str(data))
+    folder = run_folder(kfp_local)
+    report = ValidationReport.from_dict(json.loads((folder / "validate-data" / "data_report").read_text()))
+    assert {outcome.column for outcome in report.failed()} >= {"acc_nonfinite"}  # the imported file's NaNs
+    with pytest.raises(ConfigError, match="data.path is not set"):
+        training_pipeline(load_config(TINY), import_files=True)

@@ -28,17 +28,26 @@ KFP_TYPES = {"data": "Dataset", "model": "Model", "report": "Artifact"}
 component = dsl.component(base_image=FEDMM_IMAGE, install_kfp_package=False)
 
 
+def file_input(key: str) -> str:
+    """The input artifact that carries the file config key ``key`` names (``data.path`` -> ``data_path``)."""
+    return key.replace(".", "_")
+
+
 def function_name(stage: Stage) -> str:
     """A stage's component function (kfp names the task after it: the stage's name)."""
     return stage.name.replace("-", "_")
 
 
-def component_source(graph: Graph, stage: Stage) -> str:
-    """The Python source of ``stage``'s component."""
+def component_source(graph: Graph, stage: Stage, import_files: bool = False) -> str:
+    """The Python source of ``stage``'s component; with ``import_files``, the files its config keys name
+    (``stage.files``) are Dataset inputs too, read in place of the config's paths."""
     final = stage.output == graph.result
     parameters = ["config_json: str"]
     parameters += [f"{name}: Input[{KFP_TYPES[graph.artifact(name).role]}]" for name in stage.inputs]
     paths = [f"{name}={name}.path" for name in stage.inputs]
+    if import_files and stage.files:
+        parameters += [f"{file_input(key)}: Input[Dataset]" for key in stage.files]
+        paths.append("files={" + ", ".join(f"{key!r}: {file_input(key)}.path" for key in stage.files) + "}")
     if not final:
         parameters.append(f"{stage.output}: Output[{KFP_TYPES[graph.artifact(stage.output).role]}]")
         paths.append(f"{stage.output}={stage.output}.path")
@@ -54,10 +63,10 @@ def component_source(graph: Graph, stage: Stage) -> str:
             f"{', '.join(paths)})\n")
 
 
-def make_component(graph: Graph, stage: Stage):
+def make_component(graph: Graph, stage: Stage, import_files: bool = False):
     """``stage``'s kfp component, from :func:`component_source`."""
-    source = component_source(graph, stage)
-    filename = f"<fedmm component {graph.name}.{stage.name}>"
+    source = component_source(graph, stage, import_files)
+    filename = f"<fedmm component {graph.name}.{stage.name}{'+files' if import_files else ''}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace = {"__name__": __name__, "Input": Input, "Output": Output, "Metrics": Metrics, "Dataset": Dataset,
                  "Model": Model, "Artifact": Artifact}
@@ -65,12 +74,13 @@ def make_component(graph: Graph, stage: Stage):
     return component(namespace[function_name(stage)])
 
 
-COMPONENTS: dict[str, dict] = {}
-"""Each graph's component per stage (:func:`components_of`)."""
+COMPONENTS: dict[tuple[str, bool], dict] = {}
+"""Each graph's component per stage, without and with imported files (:func:`components_of`)."""
 
 
-def components_of(graph: Graph) -> dict:
+def components_of(graph: Graph, import_files: bool = False) -> dict:
     """``graph``'s component per stage, made once."""
-    if graph.name not in COMPONENTS:
-        COMPONENTS[graph.name] = {stage.name: make_component(graph, stage) for stage in graph.stages}
-    return COMPONENTS[graph.name]
+    key = (graph.name, import_files)
+    if key not in COMPONENTS:
+        COMPONENTS[key] = {stage.name: make_component(graph, stage, import_files) for stage in graph.stages}
+    return COMPONENTS[key]
