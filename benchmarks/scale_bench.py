@@ -40,8 +40,8 @@ from fedmm import runtime  # noqa: E402
 
 runtime.configure()
 
-from fedmm.audit import audit_round, load_round_game  # noqa: E402
-from fedmm.audit.report import audit_validation, make_statistic  # noqa: E402
+from fedmm.audit import audit_round, audit_validation  # noqa: E402
+from fedmm.audit.rounds import load_round_game, make_statistic  # noqa: E402
 from fedmm.config import load_config  # noqa: E402
 from fedmm.data.federated import client_arrays, partition_and_mask  # noqa: E402
 from fedmm.data.prepare import prepare  # noqa: E402

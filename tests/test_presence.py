@@ -9,7 +9,7 @@ import pytest
 from conftest import TINY
 from presence_support import write_presence_npz
 
-from fedmm.audit.report import audit_validation
+from fedmm.audit import audit_validation
 from fedmm.config import AuditConfig, CorruptionConfig, DataConfig, MaskConfig, PartitionConfig, load_config
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.dataset import DatasetError, MultimodalDataset, load_npz

@@ -197,8 +197,8 @@ def audit_deployed(config: Config, data: CoordinatorData, result: TrainResult, s
     ``sites``: what each site reported (``modalities``: the share of its samples holding each), else every
     site holds all.
     """
+    from fedmm.audit import AuditReport, audit_updates
     from fedmm.audit.inference import grouping_reason, validation_groups
-    from fedmm.audit.report import AuditReport, audit_updates
     from fedmm.fl.strategies import STRATEGIES
 
     if not STRATEGIES[result.strategy].sends_deltas():
