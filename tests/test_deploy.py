@@ -158,7 +158,7 @@ def test_a_site_checks_its_file_without_connecting(tmp_path):
     lines = done.stdout.splitlines()
     assert done.returncode == 1, done.stdout + done.stderr
     assert lines[:3] == ["site.npz: 12 samples, 3 classes", "classes: class_0 4, class_1 4, class_2 4",
-                         "modalities: acc (3, 8), gyro (3, 8)"]
+                         "modalities: acc (3, 8) present in 100%, gyro (3, 8) present in 100%"]
     assert lines[3].startswith("validation: FAILED") and "acc_nonfinite" in lines[4]
 
 

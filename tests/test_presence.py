@@ -1,6 +1,7 @@
 """Missing modalities as users have them: ``present/<modality>`` in the file, through validation, partition,
 evaluation sets and sites; and the file checks that refuse hostile or careless inputs before allocating."""
 
+import json
 import struct
 import zipfile
 
@@ -169,19 +170,28 @@ def test_a_site_file_carries_its_presence_and_its_report_gives_the_rates(presenc
     federated = partition_and_mask(prepared, config.partition, config.mask, config.seed, config.corruption)
     spec = model_spec(config, prepared)
     run = run_spec(config, prepared, federated, spec, "f" * 64)
-    rates = []
-    for client, path in enumerate(export_site_files(prepared, federated, tmp_path)):
+    rates, files = [], export_site_files(prepared, federated, tmp_path)
+    assert ["modality/mag" in np.load(path) for path in files] == [False, True, True, True]  # site 0 never had it
+    for client, path in enumerate(files):
         site = Site(path, client, tmp_path / f"state_{client}")
-        report = site.validate(run)
-        assert report.success and report.presence_rates == pytest.approx(site.dataset.presence_rates())
+        report, own = site.validate(run), site.data_for(run)
+        assert report.success and report.presence_rates == pytest.approx(own.presence_rates())
+        assert json.loads(site.profile(run)["modalities"]) == pytest.approx(report.presence_rates)
         rates.append(report.presence_rates)
         at_site = site_arrays(
-            site.dataset.modalities, site.dataset.labels, client, federated.num_clients, config.mask, 1.0,
-            CorruptionPlan(config.corruption, config.seed), config.seed, 3, site.dataset.presence_of(federated.modalities),
+            own.modalities, own.labels, client, federated.num_clients, config.mask, 1.0,
+            CorruptionPlan(config.corruption, config.seed), config.seed, 3, own.presence,
         )
         central = client_arrays(prepared, federated, client)
         np.testing.assert_array_equal(at_site[1], central[1])  # the data's presence AND the site's own mask draws
+        np.testing.assert_array_equal(at_site[0]["mag"], central[0]["mag"])
     assert [r["mag"] == 0.0 for r in rates] == [True, False, False, False]  # subject 0's site never had it
+    acc_only = {k: v for k, v in np.load(files[0]).items() if not k.endswith("/gyro")}
+    np.savez(tmp_path / "acc_only.npz", **acc_only)  # a site with one sensor: a file of one modality
+    alone = Site(tmp_path / "acc_only.npz", 0, tmp_path / "state_alone")
+    assert alone.validate(run).presence_rates == {"acc": 1.0, "gyro": 0.0, "mag": 0.0}
+    with pytest.raises(DatasetError, match="at least 2 modalities"):
+        read_npz_file(tmp_path / "acc_only.npz")  # a run's own file still needs two
 
 
 def test_imputation_is_scored_on_complete_samples_and_says_how_many(presence_file):
@@ -208,3 +218,16 @@ def test_the_registered_model_ignores_the_values_of_an_absent_modality(presence_
     zero = predict_probabilities(model, batch)
     batch["gyro"][:] = np.nan
     np.testing.assert_array_equal(predict_probabilities(model, batch), zero)
+
+
+def test_the_coordinator_keeps_the_presence_of_its_own_samples(presence_file, tmp_path):
+    from fedmm.fl.deployed import CoordinatorData, export_sites
+
+    config = load_config(TINY, ["data.source=npz", f"data.path={presence_file}", "data.holdout_subjects=0"])
+    validation, test = export_sites(config, tmp_path / "export")["coordinator"]
+    data = CoordinatorData.from_files(validation, test)
+    assert not data.test.presence.all()
+    np.testing.assert_array_equal(data.tensors("test").mask.numpy(), data.test.presence)
+    np.savez(tmp_path / "test_no_mag.npz", **{k: v for k, v in np.load(test).items() if not k.endswith("/mag")})
+    without = CoordinatorData.from_files(validation, tmp_path / "test_no_mag.npz")  # its test samples never had mag
+    assert without.test.modality_names == ["acc", "gyro", "mag"] and not without.test.presence[:, 2].any()

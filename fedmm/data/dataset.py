@@ -14,6 +14,10 @@ File format (``.npz``, read with ``allow_pickle=False``):
   modality (a sensor dropped out, a site never had it). The values there are ignored (any
   finite filler, or NaN) and read as 0. Without it every sample has the modality. Every
   sample needs at least one present modality.
+
+A run's own file holds two or more modalities. A site's file (a federated deployment) may leave
+out a modality it never had: the run's model gives its shape, and every sample lacks it
+(:meth:`MultimodalDataset.aligned`).
 """
 
 from __future__ import annotations
@@ -51,8 +55,8 @@ class MultimodalDataset:
     """(N, M) bool, False where a sample lacks a modality (columns in modality order); None: all present."""
 
     def __post_init__(self) -> None:
-        if len(self.modalities) < 2:
-            raise DatasetError(f"a multimodal dataset needs at least 2 modalities, got {sorted(self.modalities)}")
+        if not self.modalities:
+            raise DatasetError("the dataset has no modality (no modality/<name> array)")
         n = len(self.labels)
         for name, array in self.modalities.items():
             if "/" in name or "." in name or not name:
@@ -114,8 +118,34 @@ class MultimodalDataset:
         """Indices of the samples that have every modality."""
         return np.flatnonzero(self.presence.all(axis=1))
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """The dataset in the bring-your-own-data layout (see module docstring)."""
+    def aligned(self, shapes: dict[str, tuple[int, ...]], origin: str = "dataset") -> MultimodalDataset:
+        """This dataset over exactly the modalities of ``shapes`` (name -> per-sample shape), in that order.
+
+        A modality this dataset lacks (a site that never had the sensor) is absent from every
+        sample (zeros, presence False); one ``shapes`` does not name is left out.
+        """
+        n, names = len(self), list(self.modalities)
+        modalities, presence = {}, np.zeros((n, len(shapes)), dtype=bool)
+        for m, (name, shape) in enumerate(shapes.items()):
+            if name in self.modalities:
+                modalities[name], presence[:, m] = self.modalities[name], self.presence[:, names.index(name)]
+            else:
+                modalities[name] = np.zeros((n, *shape), dtype=np.float32)
+        require_a_modality(presence, origin)
+        return MultimodalDataset(
+            modalities=modalities, labels=self.labels, class_names=self.class_names, subject=self.subject,
+            recording=self.recording, presence=presence,
+            channel_names={name: c for name, c in self.channel_names.items() if name in shapes},
+        )
+
+    def to_arrays(self, omit_absent: bool = False) -> dict[str, np.ndarray]:
+        """The dataset in the bring-your-own-data layout (see module docstring).
+
+        ``omit_absent``: leave out a modality no sample has, as a site that never had it writes its file.
+        """
+        if omit_absent:
+            keep = [name for m, name in enumerate(self.modalities) if self.presence[:, m].any()]
+            return self.aligned({name: self.modalities[name].shape[1:] for name in keep}).to_arrays()
         arrays = {MODALITY_PREFIX + name: array for name, array in self.modalities.items()}
         arrays.update(
             labels=self.labels,
@@ -147,6 +177,8 @@ class MultimodalDataset:
             key[len(MODALITY_PREFIX):]: modality_array(key[len(MODALITY_PREFIX):], value, origin)
             for key, value in arrays.items() if key.startswith(MODALITY_PREFIX)
         }
+        if not modalities:
+            raise DatasetError(f"{origin}: no modality/<name> array (see the data format in the README)")
         presence = read_presence(arrays, modalities, n, origin)
         for m, array in enumerate(modalities.values()):
             if array.ndim >= 1 and len(array) == n and not presence[:, m].all():
@@ -214,13 +246,24 @@ def read_presence(arrays: dict[str, np.ndarray], modalities: dict[str, np.ndarra
         if value.shape != (n,) or value.dtype.kind not in "bui" or not np.isin(value, (0, 1)).all():
             raise DatasetError(f"{origin}: {key} must be a bool array of shape ({n},), got {value.dtype} {value.shape}")
         presence[:, names.index(name)] = value.astype(bool)
+    require_a_modality(presence, origin)
+    return presence
+
+
+def require_a_modality(presence: np.ndarray, origin: str) -> None:
+    """Refuse, in one line, samples that have no modality present."""
     empty = np.flatnonzero(~presence.any(axis=1))
     if len(empty):
         raise DatasetError(
             f"{origin}: {len(empty)} sample(s) have no modality present (first: sample {int(empty[0])}); "
             "drop them or mark one present/<modality> True"
         )
-    return presence
+
+
+def require_multimodal(dataset: MultimodalDataset, origin: str) -> None:
+    """A run's own data (not a site's file) defines the model's modalities: it needs two or more."""
+    if len(dataset.modalities) < 2:
+        raise DatasetError(f"{origin}: a multimodal dataset needs at least 2 modalities, got {dataset.modality_names}")
 
 
 def load_npz(path: str | Path) -> MultimodalDataset:

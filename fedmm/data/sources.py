@@ -19,7 +19,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from fedmm.artifacts import sha256_file
 from fedmm.config import DataConfig
-from fedmm.data.dataset import MODALITY_PREFIX, DatasetError, MultimodalDataset, load_npz
+from fedmm.data.dataset import MODALITY_PREFIX, DatasetError, MultimodalDataset, load_npz, require_multimodal
 
 SMARTWATCH_SHA256 = "eb122f23cdf06ef6bd6c6c5312958ec5cf9d038e2e6d457b8081662c75a42537"
 SMARTWATCH_FILE = ("data", "watch_dataset.npy")
@@ -246,7 +246,8 @@ def read_npz_file(path: Path) -> MultimodalDataset:
 
 
 def check_byod(dataset: MultimodalDataset, origin: Path) -> None:
-    """What the pipeline cannot train or evaluate on: empty modalities, bad or gapped labels, one class."""
+    """What the pipeline cannot train or evaluate on: one modality, empty ones, bad or gapped labels, one class."""
+    require_multimodal(dataset, str(origin))
     for name, array in dataset.modalities.items():
         if 0 in array.shape[1:]:
             what = "features" if array.ndim == 2 else ("channels" if array.shape[1] == 0 else "time steps")

@@ -24,7 +24,7 @@ import numpy as np
 from fedmm.artifacts import write_json, write_npz
 from fedmm.config import Config
 from fedmm.data.corruption import CorruptionPlan
-from fedmm.data.dataset import MultimodalDataset, load_npz
+from fedmm.data.dataset import MultimodalDataset, load_npz, require_multimodal
 from fedmm.data.federated import site_arrays
 from fedmm.data.prepare import normalisation_stats
 from fedmm.errors import UserError
@@ -55,8 +55,16 @@ class CoordinatorData:
 
     @classmethod
     def from_files(cls, validation: str | Path, test: str | Path) -> CoordinatorData:
-        """The coordinator's two bring-your-own-data files, checked to hold the same modalities and classes."""
-        data = cls(load_npz(validation), load_npz(test))
+        """The coordinator's two bring-your-own-data files, checked to hold the same modalities and classes.
+
+        The validation file names the model's modalities; the test file may leave out one its samples never have.
+        """
+        own = load_npz(validation)
+        require_multimodal(own, str(validation))
+        test_data = load_npz(test)
+        if set(test_data.modalities) <= set(own.modalities):
+            test_data = test_data.aligned(own.sample_shapes(), str(test))
+        data = cls(own, test_data)
         if data.validation.sample_shapes() != data.test.sample_shapes():
             raise DeployedRunError(f"{validation} and {test} hold different modalities or shapes: "
                                    f"{data.validation.sample_shapes()} vs {data.test.sample_shapes()}")
@@ -78,8 +86,7 @@ class CoordinatorData:
 
     def tensors(self, which: str) -> TensorData:
         dataset = getattr(self, which)
-        presence = np.ones((len(dataset), len(self.modalities)), dtype=bool)
-        return TensorData.from_numpy(dataset.modalities, presence, dataset.labels)
+        return TensorData.from_numpy(dataset.modalities, dataset.presence, dataset.labels)
 
     def content_hash(self) -> str:
         return hashlib.sha256((self.validation.content_hash() + self.test.content_hash()).encode()).hexdigest()
@@ -130,11 +137,10 @@ def in_process_reference(
     run, spec = deployed_run(config, data)
     clients = []
     for client, path in enumerate(site_files):
-        own = load_npz(path)
+        own = load_npz(path).aligned(spec.sample_shapes, str(path))
         inputs, presence, labels = site_arrays(
-            {m: own.modalities[m] for m in run.modalities}, own.labels, client, run.num_clients, config.mask,
-            config.partition.label_fraction, CorruptionPlan(config.corruption, config.seed), config.seed,
-            spec.num_classes,
+            own.modalities, own.labels, client, run.num_clients, config.mask, config.partition.label_fraction,
+            CorruptionPlan(config.corruption, config.seed), config.seed, spec.num_classes, own.presence,
         )
         clients.append(TensorData.from_numpy(inputs, presence, labels))
     evaluation = {"val": data.tensors("validation"), "test": data.tensors("test")}

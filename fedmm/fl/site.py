@@ -95,39 +95,40 @@ class Site:
     def data_sha256(self) -> str:
         return hashlib.sha256(self.data_path.read_bytes()).hexdigest()
 
-    def profile(self) -> dict:
-        """What the server may know of this site's data: counts, class histogram, modality presence (JSON strings)."""
-        dataset = self.dataset
-        labels = dataset.labels[dataset.labels >= 0]
-        present = {name: float(np.isfinite(array.reshape(len(array), -1)).all(axis=1).mean())
-                   for name, array in dataset.modalities.items()}
-        return {"samples": len(dataset), "classes": json.dumps(np.bincount(labels, minlength=dataset.num_classes).tolist()),
-                "modalities": json.dumps(present)}
+    def profile(self, run: RunSpec | None = None) -> dict:
+        """What the server may know of this site's data: counts, class histogram, modality presence (JSON strings).
 
-    def _check(self, run: RunSpec) -> None:
-        missing = set(run.modalities) - set(self.dataset.modalities)
-        if missing:
-            raise SiteError(f"site file {self.data_path} lacks modalities {sorted(missing)} of this run")
+        Presence is the share of samples holding each modality (of the run's, given one: 0 for one the file lacks).
+        """
+        dataset = self.dataset if run is None else self.data_for(run)
+        labels = dataset.labels[dataset.labels >= 0]
+        return {"samples": len(dataset), "classes": json.dumps(np.bincount(labels, minlength=dataset.num_classes).tolist()),
+                "modalities": json.dumps(dataset.presence_rates())}
+
+    def data_for(self, run: RunSpec) -> MultimodalDataset:
+        """This site's samples over the run's modalities (:meth:`MultimodalDataset.aligned`: one the file lacks is absent)."""
+        if not set(run.modalities) & set(self.dataset.modalities):
+            raise SiteError(f"site file {self.data_path} holds none of this run's modalities {run.modalities}")
         if not 0 <= self.client_id < run.num_clients:
             raise SiteError(f"client id {self.client_id} is outside 0..{run.num_clients - 1} for this run")
+        shapes = {name: tuple(run.model_spec.sample_shapes[name]) for name in run.modalities}
+        return self.dataset.aligned(shapes, str(self.data_path))
 
     def validate(self, run: RunSpec) -> ValidationReport:
         """The prepared-data suite (Great Expectations) over this site's samples; only the report leaves the site."""
-        self._check(run)
-        spec = run.model_spec
-        modalities = {name: self.dataset.modalities[name] for name in run.modalities}
+        dataset, spec = self.data_for(run), run.model_spec
         report = validate_dataset(
-            modalities=modalities,
-            labels=self.dataset.labels,
+            modalities=dataset.modalities,
+            labels=dataset.labels,
             num_classes=spec.num_classes,
             expected_shapes={name: tuple(shape) for name, shape in spec.sample_shapes.items()},
             value_bounds={name: tuple(bounds) for name, bounds in run.value_bounds.items()},
-            presence=self.dataset.presence_of(run.modalities),
+            presence=dataset.presence,
         )
         if not run.held_out:
             return report
-        shared = len(set(sample_hashes(modalities)) & set(run.held_out))
-        outcome = ExpectationOutcome("expect_no_held_out_samples", "samples", shared == 0, shared, len(self.dataset),
+        shared = len(set(sample_hashes(dataset.modalities)) & set(run.held_out))
+        outcome = ExpectationOutcome("expect_no_held_out_samples", "samples", shared == 0, shared, len(dataset),
                                      "samples the server keeps for validation or test")
         return ValidationReport(report.suite, report.success and shared == 0, (*report.outcomes, outcome))
 
@@ -135,13 +136,11 @@ class Site:
         """Build the run's training data, worker model and client-side strategy once per run."""
         if self._run_key == run.key:
             return
-        self._check(run)
-        config = run.parsed
+        dataset, config = self.data_for(run), run.parsed
         inputs, presence, labels = site_arrays(
-            {name: self.dataset.modalities[name] for name in run.modalities}, self.dataset.labels, self.client_id,
-            run.num_clients, config.mask, config.partition.label_fraction,
-            CorruptionPlan(config.corruption, config.seed), config.seed, run.model_spec.num_classes,
-            self.dataset.presence_of(run.modalities),
+            dataset.modalities, dataset.labels, self.client_id, run.num_clients, config.mask,
+            config.partition.label_fraction, CorruptionPlan(config.corruption, config.seed), config.seed,
+            run.model_spec.num_classes, dataset.presence,
         )
         self._data = TensorData.from_numpy(inputs, presence, labels, self.device)
         self._worker = Worker(build_model(run.model_spec, config.seed).to(self.device))
@@ -228,14 +227,15 @@ def export_site_files(prepared, federated, directory: str | Path) -> list[Path]:
     """One bring-your-own-data file per client holding that client's raw (unmasked) samples.
 
     This is what a real site brings; the loopback federation gives each SuperNode one.
-    Samples are listed in partition order (what :func:`~fedmm.data.federated.site_arrays` expects).
+    Samples are listed in partition order (what :func:`~fedmm.data.federated.site_arrays` expects); a
+    modality none of a client's samples has is left out of its file, as a site that never had it.
     """
     directory = Path(directory)
     paths = []
     for client in range(federated.num_clients):
         members = federated.pool_index[np.flatnonzero(federated.client == client)]
         path = directory / f"site_{client}.npz"
-        write_npz(path, prepared.dataset.subset(members).to_arrays())
+        write_npz(path, prepared.dataset.subset(members).to_arrays(omit_absent=True))
         paths.append(path)
     return paths
 
@@ -255,13 +255,14 @@ def check_site_file(data_path: str | Path, config_path: str | Path | None = None
     report = validate_dataset(
         modalities=dataset.modalities, labels=dataset.labels, num_classes=dataset.num_classes,
         expected_shapes={name: array.shape[1:] for name, array in dataset.modalities.items()},
-        value_bounds={name: tuple(b) for name, b in bounds.items() if name not in unknown},
+        value_bounds={name: tuple(b) for name, b in bounds.items() if name not in unknown}, presence=dataset.presence,
     )
     counts = np.bincount(dataset.labels[dataset.labels >= 0], minlength=dataset.num_classes)
     lines = [
         f"{Path(data_path).name}: {len(dataset)} samples, {dataset.num_classes} classes",
         "classes: " + ", ".join(f"{name} {int(n)}" for name, n in zip(dataset.class_names, counts)),
-        "modalities: " + ", ".join(f"{name} {tuple(a.shape[1:])}" for name, a in dataset.modalities.items()),
+        "modalities: " + ", ".join(f"{name} {tuple(a.shape[1:])} present in {rate:.0%}"
+                                   for (name, a), rate in zip(dataset.modalities.items(), dataset.presence_rates().values())),
     ]
     if unknown:
         lines.append(f"config value bounds for modalities this file lacks: {unknown}")

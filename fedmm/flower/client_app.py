@@ -39,7 +39,7 @@ def describe(msg: Message, context: Context) -> Message:
     """Who this site is and, when asked, its own validation report (never its data)."""
     site = site_of(context)
     run = RunSpec.from_json(str(msg.content[RUN]["spec"]))
-    reply = {"client_id": site.client_id, "data_sha256": site.data_sha256, **site.profile()}
+    reply = {"client_id": site.client_id, "data_sha256": site.data_sha256, **site.profile(run)}
     if bool(msg.content[RUN]["validate"]):
         say(f"validating {site.data_path.name} ({len(site.dataset)} samples) for run {msg.metadata.run_id}")
         report = site.validate(run)
