@@ -1,6 +1,7 @@
 """Acceptance of issue 20 as a user meets it: `fedmm run` on a file whose gyroscope is absent for 40% of
-samples and whose magnetometer one subject never had; the champion predicts without the gyroscope through
-MLflow, in process and over `mlflow models serve`'s REST API; broken presence is one line and exit 2."""
+samples and whose magnetometer one subject never had; the champion (serving the federated mean imputer,
+impute.serve) predicts without the gyroscope through MLflow, in process and over `mlflow models serve`'s
+REST API; broken presence is one line and exit 2."""
 
 import json
 import os
@@ -19,16 +20,18 @@ from conftest import TINY
 from presence_support import write_presence_npz
 
 from fedmm.cli import main
+from fedmm.impute.base import ImputingNet
 from fedmm.report import summary_dir
 from fedmm.runtime import tracking_uri
 from fedmm.tracking import registry
+from fedmm.tracking.pyfunc import predict_probabilities
 
 NAME = "fedmm-presence"
 
 
 def overrides(path: Path, name: str = NAME) -> list[str]:
     sets = [f"data.path={path}", f"registry.model_name={name}", "data.source=npz", "data.holdout_subjects=0",
-            "train.rounds=6", "train.lr=0.01", "registry.min_macro_f1=0.0"]
+            "train.rounds=6", "train.lr=0.01", "registry.min_macro_f1=0.0", "impute.serve=mean"]
     return sum([["--set", s] for s in sets], [])
 
 
@@ -68,6 +71,15 @@ def test_champion_predicts_without_gyroscope_through_mlflow(presence_run, tmp_pa
     zero_filled = model.predict(absent_gyro_batch(path, 0.0))
     assert np.isfinite(nan_filled).all() and np.allclose(nan_filled.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(nan_filled, zero_filled, atol=1e-6)  # absent values are ignored
+    served = model.unwrap_python_model().model
+    assert isinstance(served, ImputingNet) and served.imputer.name == "mean"
+    batch = absent_gyro_batch(path, 0.0)
+    filled = {name: np.where(batch["mask"][:, m].reshape(-1, *[1] * (batch[name].ndim - 1)) > 0, batch[name],
+                             served.imputer.means[name].numpy().reshape(1, *batch[name].shape[1:]))
+              for m, name in enumerate(("acc", "gyro", "mag"))}
+    by_hand = predict_probabilities(served.model, {**filled, "mask": np.ones_like(batch["mask"])})
+    np.testing.assert_allclose(zero_filled, by_hand, atol=1e-5)  # the absent gyroscope is mean-imputed
+    assert not np.allclose(zero_filled, predict_probabilities(served.model, batch), atol=1e-4)
 
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
