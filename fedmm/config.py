@@ -42,6 +42,10 @@ class DataConfig(_Section):
     max_samples: int | None = Field(
         None, ge=20, description="a seeded subsample of at most this many samples (tabular sources: clothing)"
     )
+    text_encoder: Literal["tfidf", "minilm"] = Field(
+        "tfidf", description="how text modalities are embedded (clothing): TF-IDF + SVD, 64-d and fast, or "
+        "all-MiniLM-L6-v2 from its wheel, 384-d (about 50 texts/s on 2 CPU threads, cached under $FEDMM_HOME)",
+    )
     holdout_subjects: int | Literal["auto"] = Field(
         "auto",
         description="whole subjects held out as a second test set; 'auto' holds out one per five subjects, "

