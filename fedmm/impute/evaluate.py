@@ -52,7 +52,7 @@ def complete_samples(data: TensorData, owners: np.ndarray, what: str) -> tuple[T
     if count < MIN_COMPLETE_SAMPLES:
         raise TooFewCompleteError(
             f"the {what} split has {count} of {len(data)} samples with every modality; imputation is scored against "
-            f"complete samples and needs at least {MIN_COMPLETE_SAMPLES}: leave impute.imputers empty for this data"
+            f"complete samples and needs at least {MIN_COMPLETE_SAMPLES}: set impute.evaluate=false for this data"
         )
     index = torch.nonzero(complete).flatten()
     return data.take(index), owners[index.cpu().numpy()]
