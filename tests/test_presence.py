@@ -19,6 +19,7 @@ from fedmm.data.prepare import prepare
 from fedmm.data.sources import CLOTHING_SHA256, load_source, read_npz_file
 from fedmm.data.validation import validate_dataset, validate_partitions
 from fedmm.fl.federation import run_spec
+from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.site import Site, export_site_files
 from fedmm.fl.training import model_spec
 from fedmm.impute.clients import client_datasets
@@ -199,6 +200,9 @@ def test_a_site_file_carries_its_presence_and_its_report_gives_the_rates(presenc
         np.testing.assert_array_equal(at_site[1], central[1])  # the data's presence AND the site's own mask draws
         np.testing.assert_array_equal(at_site[0]["mag"], central[0]["mag"])
     assert [r["mag"] == 0.0 for r in rates] == [True, False, False, False]  # subject 0's site never had it
+    site = Site(files[0], 0, tmp_path / "state_fit")  # trains on its file without mag
+    payload = site.fit(run, build_model(spec, 0).state_dict(), {}, TrainInstruction(0, 0, 1, 16, 0.01, "adam"))
+    assert payload.num_examples == len(client_arrays(prepared, federated, 0)[1]) and all(bool(v.isfinite().all()) for v in payload.delta.values())
     acc_only = {k: v for k, v in np.load(files[0]).items() if not k.endswith("/gyro")}
     np.savez(tmp_path / "acc_only.npz", **acc_only)  # a site with one sensor: a file of one modality
     alone = Site(tmp_path / "acc_only.npz", 0, tmp_path / "state_alone")
