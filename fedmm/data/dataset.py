@@ -183,11 +183,12 @@ class MultimodalDataset:
         for m, array in enumerate(modalities.values()):
             if array.ndim >= 1 and len(array) == n and not presence[:, m].all():
                 array[~presence[:, m]] = 0.0
+        class_names = read_class_names(arrays, labels, origin)
         try:
             return cls(
                 modalities=modalities,
                 labels=labels,
-                class_names=read_class_names(arrays, labels, origin),
+                class_names=class_names,
                 subject=np.asarray(arrays.get("subject", np.zeros(n)), dtype=np.int64),
                 recording=np.asarray(arrays.get("recording", np.arange(n)), dtype=np.int64),
                 channel_names={
