@@ -202,7 +202,8 @@ def test_a_site_file_carries_its_presence_and_its_report_gives_the_rates(presenc
     assert [r["mag"] == 0.0 for r in rates] == [True, False, False, False]  # subject 0's site never had it
     site = Site(files[0], 0, tmp_path / "state_fit")  # trains on its file without mag
     payload = site.fit(run, build_model(spec, 0).state_dict(), {}, TrainInstruction(0, 0, 1, 16, 0.01, "adam"))
-    assert payload.num_examples == len(client_arrays(prepared, federated, 0)[1]) and all(bool(v.isfinite().all()) for v in payload.delta.values())
+    assert payload.num_examples == len(client_arrays(prepared, federated, 0)[1])
+    assert all(bool(v.isfinite().all()) for v in payload.delta.values())
     acc_only = {k: v for k, v in np.load(files[0]).items() if not k.endswith("/gyro")}
     np.savez(tmp_path / "acc_only.npz", **acc_only)  # a site with one sensor: a file of one modality
     alone = Site(tmp_path / "acc_only.npz", 0, tmp_path / "state_alone")
