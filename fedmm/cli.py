@@ -139,52 +139,31 @@ def main() -> None:
 @CONFIG_OPTION
 @SET_OPTION
 def run(config_path: Path | None, overrides: tuple[str, ...]) -> None:
-    """Run the training pipeline on the active ZenML stack (local by default).
+    """Run the config's graph on the active ZenML stack (local by default).
 
-    A ``task: fedmkgc`` file runs the FedMKGC pipeline instead (validate triples, federate, train,
-    evaluate, register and promote on filtered MRR), as ``fedmm experiment`` dispatches on it.
+    The graph follows from the config: the training graph, the deployed one when the coordinator's
+    own data is set, the FedMKGC graph for a ``task: fedmkgc`` file (validate triples, federate,
+    train, evaluate, register and promote on filtered MRR).
     """
-    from fedmm.kg.experiment import is_kg_spec
-
-    if config_path is not None and is_kg_spec(config_path):
-        return kg_run(config_path, overrides)
-    config = _load(config_path, overrides)  # before the pipeline's imports: a bad config fails fast
-    from fedmm.report import print_summary, run_links, summary_dir, write_run_reports
+    config = _load_run(config_path, overrides)  # before the pipeline's imports: a bad config fails fast
     from fedmm_pipelines.pipelines.runner import run_pipeline
 
     summary = run_pipeline(config, echo=click.echo)
-    paths = write_run_reports(summary)
-    print_summary(summary)
-    for label, where in run_links(summary):
-        click.echo(f"{label}: {where}")
-    click.echo(f"summary: {paths['summary']} (the newest run's: {summary_dir() / 'summary.json'})")
-    if not summary.promoted:
-        click.secho(f"{summary.model_name} v{summary.model_version} was not promoted (a gate failed)",
-                    fg="yellow", err=True)
+    warning = graph.resolve(graph.for_config(config).conclude)(summary, click.echo)
+    if warning is not None:
+        click.secho(warning, fg="yellow", err=True)
         sys.exit(EXIT_GATE_FAILED)
 
 
-def kg_run(config_path: Path, overrides: tuple[str, ...]) -> None:
-    """One FedMKGC pipeline run; exit 1 when a gate kept its version from becoming champion."""
-    from fedmm.kg.config import load_kg_run_config
-    from fedmm.tracking.registry import sweep
-    from fedmm_pipelines.pipelines.kg import run_kg_pipeline
+def _load_run(config_path: Path | None, overrides: tuple[str, ...]):
+    """The config of a run: a ``task: fedmkgc`` file's, else the training config."""
+    from fedmm.kg.experiment import is_kg_spec
 
-    config = load_kg_run_config(config_path, list(overrides))
-    for line in sweep():
-        click.echo(f"swept: {line}")
-    summary = run_kg_pipeline(config)
-    click.echo(f"{summary['dataset']} {summary['method']}: filtered test MRR {summary['test_mrr']:.4f}, Hits@1/3/10 "
-               f"{summary['test_hits@1']:.4f} / {summary['test_hits@3']:.4f} / {summary['test_hits@10']:.4f} "
-               f"over {summary['test_queries']} queries")
-    for gate in summary["gates"]:
-        click.echo(f"gate {gate['name']}: {'pass' if gate['passed'] else 'FAIL'} ({gate['detail']})")
-    click.echo(f"{summary['model_name']} v{summary['model_version']} aliases {summary['aliases']}; "
-               f"MLflow run {summary['mlflow_run_id']}; ZenML run {summary['zenml_pipeline_run']}")
-    if not summary["promoted"]:
-        click.secho(f"{summary['model_name']} v{summary['model_version']} was not promoted (a gate failed)",
-                    fg="yellow", err=True)
-        sys.exit(EXIT_GATE_FAILED)
+    if config_path is not None and is_kg_spec(config_path):
+        from fedmm.kg.config import load_kg_run_config
+
+        return load_kg_run_config(config_path, list(overrides))
+    return _load(config_path, overrides)
 
 
 @main.command("config")

@@ -115,7 +115,10 @@ class Graph:
 
     ``module`` holds the stage functions and skip predicates; ``sections`` are the config's
     top-level keys; ``when`` (dotted, of the config) says whether ``fedmm run`` runs this graph.
-    The last stage's output is the graph's ``result`` (a run summary).
+    The last stage's output is the graph's ``result`` (a run summary). Hooks of the whole run
+    (dotted): ``preflight(config)`` checks it before any work and returns warnings;
+    ``conclude(result, echo)`` prints the result for the user and returns the warning line when
+    the registered version was not promoted (None when it was).
     """
 
     name: str
@@ -125,6 +128,8 @@ class Graph:
     artifacts: tuple[Artifact, ...]
     stages: tuple[Stage, ...]
     when: str | None = None
+    preflight: str | None = None
+    conclude: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -212,7 +217,7 @@ class Graph:
         if stage.gate and not value.success:
             if keep is not None:
                 keep(value)
-            if track:
+            if track and stage.track:
                 tracker.failed(stage, value, inputs)
             value.raise_if_failed()
         if show and stage.show:
@@ -231,6 +236,8 @@ TRAINING = Graph(
     module="fedmm.workflow",
     config="fedmm.config.Config",
     sections=SECTIONS,
+    preflight="fedmm.preflight.preflight",
+    conclude="fedmm.report.conclude",
     artifacts=(
         Artifact("prepared", "prepared", "folder", "fedmm.data.prepare.PreparedData", "data"),
         Artifact("data_report", "validation/data.json", "json", "fedmm.data.validation.ValidationReport"),
@@ -280,6 +287,8 @@ DEPLOYED = Graph(
     config="fedmm.config.Config",
     sections=SECTIONS,
     when="fedmm.deployed.is_deployed",
+    preflight="fedmm.preflight.preflight",
+    conclude="fedmm.report.conclude",
     artifacts=(
         Artifact("coordinator", "coordinator", "folder", "fedmm.fl.deployed.CoordinatorData", "data"),
         Artifact("coordinator_report", "validation/coordinator.json", "json", "fedmm.data.validation.ValidationReport"),
@@ -317,7 +326,35 @@ the sites (each validates its own file, only the report comes back) -> train ove
 on the coordinator) -> evaluate on its test samples -> audit on its validation samples -> register +
 promote with the same gates. No partition, no centralized reference; the federation is not cached."""
 
-GRAPHS: dict[str, Graph] = {TRAINING.name: TRAINING, DEPLOYED.name: DEPLOYED}
+FEDMKGC = Graph(
+    name="fedmkgc",
+    module="fedmm.kg.stages",
+    config="fedmm.kg.config.KGRunConfig",
+    sections=("task", "run", "registry"),
+    conclude="fedmm.kg.stages.conclude",
+    artifacts=(
+        Artifact("kg_validation_report", "validation/triples.json", "json", "fedmm.data.validation.ValidationReport"),
+        Artifact("kg_federation", "federation", "folder", "fedmm.kg.artifacts.Federation", "data"),
+        Artifact("kg_model", "model", "folder", "fedmm.kg.artifacts.TrainedKG", "model"),
+        Artifact("kg_evaluation", "evaluation/report.json", "json"),
+        Artifact("kg_summary", "registry/summary.json", "json"),
+    ),
+    stages=(
+        Stage("validate-triples", "validate_triples", (), "kg_validation_report", ("run",), gate=True,
+              cacheable=False),
+        Stage("federate", "federate_triples", (), "kg_federation", ("run",), after=("validate-triples",)),
+        Stage("train", "train_kg", ("kg_federation",), "kg_model", ("run",)),
+        Stage("evaluate", "evaluate_kg", ("kg_federation", "kg_model"), "kg_evaluation", ("run",)),
+        Stage("register", "register_kg",
+              ("kg_validation_report", "kg_federation", "kg_model", "kg_evaluation"), "kg_summary",
+              ("task", "run", "registry"), cacheable=False),
+    ),
+)
+"""FedMKGC (a ``task: fedmkgc`` file): validate the triples -> federate the relations and draw the missing
+modalities -> train -> filtered MRR and Hits@k -> register + promote on MRR. The validation gate orders
+federation after it; the registered version records the run's config."""
+
+GRAPHS: dict[str, Graph] = {TRAINING.name: TRAINING, DEPLOYED.name: DEPLOYED, FEDMKGC.name: FEDMKGC}
 """Every graph by name (declare a new one in this module, beside ``TRAINING``): ``fedmm run`` picks one,
 DVC, kfp and ZenML build theirs from it."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -141,6 +142,17 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         flags = {c: [f["flag"] for f in found] for c, found in summary.audit_flags.items()}
         table.add_row("audit flags", ", ".join(f"client {c}: {'+'.join(f)}" for c, f in flags.items()) or "none")
     console.print(table)
+
+
+def conclude(summary: RunSummary, echo: Callable[[str], None]) -> str | None:
+    """Write the run's reports, print the table and where the run lives; the warning line when the version was
+    not promoted."""
+    paths = write_run_reports(summary)
+    print_summary(summary)
+    for label, where in run_links(summary):
+        echo(f"{label}: {where}")
+    echo(f"summary: {paths['summary']} (the newest run's: {summary_dir() / 'summary.json'})")
+    return None if summary.promoted else f"{summary.model_name} v{summary.model_version} was not promoted (a gate failed)"
 
 
 def print_audit(report, console: Console | None = None) -> None:

@@ -80,24 +80,33 @@ def generated(graph_: Graph) -> tuple[dict, dict]:
     return ({s.name: make_component(graph_, s) for s in graph_.stages}, {s.name: make_step(graph_, s) for s in graph_.stages})
 
 
-def test_the_graph_is_well_formed():
-    assert TRAINING.sections == tuple(Config.model_fields)
-    config = Config()
+def well_formed(graph_: Graph) -> None:
+    """Each stage reads only earlier artifacts, takes them, names existing config keys and hooks."""
+    config = graph_.config_class()()
+    assert graph_.sections == tuple(type(config).model_fields)
     produced: set[str] = set()
-    for stage in TRAINING.stages:
+    for stage in graph_.stages:
         assert set(stage.inputs) <= produced, f"{stage.name} reads an artifact no earlier stage writes"
         assert stage.output not in produced
-        TRAINING.artifact(stage.output)
+        graph_.artifact(stage.output)
         produced.add(stage.output)
-        assert set(stage.after) <= set(TRAINING.names[: TRAINING.names.index(stage.name)])
-        parameters = inspect.signature(TRAINING.function(stage)).parameters
+        assert set(stage.after) <= set(graph_.names[: graph_.names.index(stage.name)])
+        parameters = inspect.signature(graph_.function(stage)).parameters
         assert set(stage.inputs) <= set(parameters), f"{stage.function} does not take {stage.inputs}"
         for key in (*stage.reads, *stage.files):
             graph.config_value(config, key)  # every declared key exists
         for hook in (stage.progress, stage.metrics, stage.track, stage.show, stage.attach,
                      *(r.write for r in stage.reports)):
             assert hook is None or callable(graph.resolve(hook)), hook
-    assert produced == {a.name for a in TRAINING.artifacts}
+    assert produced == {a.name for a in graph_.artifacts}
+    for hook in (graph_.when, graph_.preflight, graph_.conclude):
+        assert hook is None or callable(graph.resolve(hook)), hook
+
+
+def test_the_graph_is_well_formed():
+    for graph_ in graph.GRAPHS.values():
+        well_formed(graph_)
+    config = Config()
     assert TRAINING.stage("register").reads == TRAINING.sections  # the version records the whole config's hash
     train = TRAINING.stage("train")
     assert train.gpu and train.transport == "train.transport" and "impute.serve" in train.reads
@@ -150,8 +159,28 @@ def test_kfp_components_and_zenml_steps_match_the_graph():
     from fedmm_pipelines.components.stages import components_of
     from fedmm_pipelines.steps.graph import steps_of
 
-    assert kfp_mismatch(TRAINING, components_of(TRAINING)) == []
-    assert zenml_mismatch(TRAINING, steps_of(TRAINING)) == []
+    for graph_ in graph.GRAPHS.values():
+        assert kfp_mismatch(graph_, components_of(graph_)) == []
+        assert zenml_mismatch(graph_, steps_of(graph_)) == []
+
+
+def test_a_fedmkgc_file_runs_the_fedmkgc_graph_through_the_same_adapters(tmp_path):
+    """``fedmm run`` picks the FedMKGC graph for a ``task: fedmkgc`` config; kfp and DVC build it as any graph."""
+    from kfp import compiler
+
+    from fedmm.kg.config import KGRunConfig, load_kg_run_config
+    from fedmm_pipelines.components.pipeline import graph_pipeline
+
+    path = tmp_path / "kg.yaml"
+    path.write_text(yaml.safe_dump({"task": "fedmkgc", "run": {"dataset": "nations"}}))
+    config = load_kg_run_config(path, ["registry.min_mrr=0.2"])
+    assert graph.for_config(config) is graph.FEDMKGC and graph.for_config(Config()) is TRAINING
+    view = graph.FEDMKGC.stage_config(graph.FEDMKGC.stage("train"), config)
+    assert view.run == config.run and view.registry == KGRunConfig().registry  # a gate change reuses training
+    compiler.Compiler().compile(graph_pipeline(graph.FEDMKGC, config), str(tmp_path / "kg_kfp.yaml"))
+    tasks = yaml.safe_load((tmp_path / "kg_kfp.yaml").read_text())["root"]["dag"]["tasks"]
+    assert set(tasks) == set(graph.FEDMKGC.names)
+    assert list(dvc_pipeline(graph.FEDMKGC, config)["stages"]) == list(graph.FEDMKGC.names)
 
 
 def test_experiment_cells_run_the_graph_with_both_gates():

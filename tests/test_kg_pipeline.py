@@ -49,7 +49,7 @@ def test_a_leaked_test_triple_stops_the_run_with_one_line(tmp_path, monkeypatch)
         kg = real(name)
         return dataclasses.replace(kg, splits={**kg.splits, "test": np.concatenate([kg.splits["test"], kg.splits["train"][:1]])})
 
-    monkeypatch.setattr("fedmm_pipelines.steps.kg.load_kg", leaky)
+    monkeypatch.setattr("fedmm.kg.stages.load_kg", leaky)
     payload = {**RUN, "registry": {**RUN["registry"], "model_name": "kg-leaky"}}
     result = CliRunner().invoke(main, ["run", "--config", str(_config(tmp_path, payload))])
     assert result.exit_code == 2, result.output

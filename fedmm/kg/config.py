@@ -115,7 +115,7 @@ class KGRegistryConfig(_Section):
 class KGRunConfig(_Section):
     """A ``task: fedmkgc`` file for ``fedmm run``: one run and how its model is registered."""
 
-    task: Literal[TASK]
+    task: Literal[TASK] = TASK
     run: KGConfig = KGConfig()
     registry: KGRegistryConfig = KGRegistryConfig()
 

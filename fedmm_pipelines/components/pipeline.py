@@ -43,7 +43,7 @@ def graph_pipeline(graph: Graph, config, import_files: bool = False):
     parameter ``<key>_uri`` (``data_path_uri``; default: the file's local path), and the
     stages read the imported copy: a run points it at ``gs://``, ``s3://`` or ``minio://``.
     """
-    gpus = config.train.gpus
+    gpus = config.train.gpus if any(stage.gpu for stage in graph.stages) else 0
     files = imported_files(graph, config) if import_files else {}
     components = components_of(graph, import_files)
 

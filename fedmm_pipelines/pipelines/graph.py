@@ -70,15 +70,14 @@ ANALYSES = {graph.name: {name: make_analysis(graph, name) for name in attach_ste
 def configured_pipeline(graph: Graph, config):
     """``graph``'s pipeline with its ZenML model and resource settings for this config.
 
-    ``train.gpus`` becomes the GPU stages' ``ResourceSettings(gpu_count=...)`` (the local
+    ``train.gpus`` (read only where the graph has a GPU stage) becomes the GPU stages' ``ResourceSettings(gpu_count=...)`` (the local
     orchestrator ignores it; Kubeflow turns it into a GPU limit).
     """
     options: dict = {"model": Model(name=config.registry.model_name, description=f"fedmm {graph.name} model")}
-    if config.train.gpus:
+    gpu_stages = [stage for stage in graph.stages if stage.gpu]
+    if gpu_stages and config.train.gpus:
         resources = ResourceSettings(gpu_count=config.train.gpus)
-        options["step_configurations"] = {
-            step_name(stage): {"settings": {"resources": resources}} for stage in graph.stages if stage.gpu
-        }
+        options["step_configurations"] = {step_name(stage): {"settings": {"resources": resources}} for stage in gpu_stages}
     return PIPELINES[graph.name].with_options(**options)
 
 

@@ -17,14 +17,15 @@ def ensure_store() -> None:
 
 
 def run_pipeline(config, echo=print):
-    """Check the config against the data, sweep what crashed runs left, run the config's graph on ZenML.
+    """Check the config (its graph's ``preflight``), sweep what crashed runs left, run the config's graph on ZenML.
 
-    Preflight warnings and what was swept are passed to ``echo``. Returns the run summary.
+    Preflight warnings and what was swept are passed to ``echo``. Returns the run summary, with
+    the ZenML pipeline run's id in ``zenml_pipeline_run``.
     """
-    from fedmm.graph import for_config
-    from fedmm.preflight import preflight
+    from fedmm.graph import for_config, resolve
 
-    for warning in preflight(config):
+    graph = for_config(config)
+    for warning in resolve(graph.preflight)(config) if graph.preflight else ():
         echo(f"warning: {warning}")
     from fedmm.tracking.registry import sweep
     from fedmm_pipelines.pipelines.graph import configured_pipeline, output
@@ -32,6 +33,8 @@ def run_pipeline(config, echo=print):
     for line in sweep():
         echo(f"swept: {line}")
     ensure_store()
-    graph = for_config(config)
     run = configured_pipeline(graph, config)(config)
-    return replace(output(run, graph, graph.result), zenml_pipeline_run=str(run.id))
+    summary = output(run, graph, graph.result)
+    if isinstance(summary, dict):
+        return {**summary, "zenml_pipeline_run": str(run.id)}
+    return replace(summary, zenml_pipeline_run=str(run.id))

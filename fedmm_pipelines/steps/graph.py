@@ -26,7 +26,7 @@ from fedmm.tracking import tags as T
 from fedmm_pipelines.pipelines.model_control_plane import mirror_aliases
 from fedmm_pipelines.steps.materializers import FolderArtifactMaterializer, JsonArtifactMaterializer
 
-SUMMARY_METADATA = ("model_version", "aliases", "promoted", "test_macro_f1", "data_sha256")
+SUMMARY_METADATA = ("model_version", "aliases", "promoted", "test_macro_f1", "test_mrr", "data_sha256")
 """The run summary's fields logged as the ZenML model version's metadata."""
 
 
@@ -51,7 +51,7 @@ def artifact_type(graph: Graph, name: str, read: bool = False) -> Any:
 def finish(summary, config) -> None:
     """After the graph's result: mirror the registry's aliases in ZenML and log the summary as model metadata."""
     mirror_aliases(config.registry.model_name)
-    found = summary.to_dict()
+    found = summary if isinstance(summary, dict) else summary.to_dict()
     get_step_context().model.log_metadata({key: found[key] for key in SUMMARY_METADATA if key in found})
 
 
