@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedmm.errors import UserError
-from fedmm.impute.config import GeneratorConfig, ImputeConfig
+from fedmm.impute_config import GeneratorConfig, ImputeConfig
 
 
 class ConfigError(UserError, ValueError):

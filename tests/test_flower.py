@@ -32,7 +32,7 @@ from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.mmfed3 import DistillationUpdate
 from fedmm.fl.pki import make_node_key
 from fedmm.fl.training import train
-from fedmm.impute.moments import Moments
+from fedmm.moments import Moments
 from fedmm.report import summary_dir
 from fedmm.runtime import state_dir
 

@@ -4,7 +4,7 @@ A payload (any dataclass of :mod:`fedmm.fl.messages` or a strategy's own payload
 ``(arrays, scalars)``: named numpy arrays and a flat mapping of ints, floats and strings,
 which is what Flower's ``ArrayRecord`` and ``ConfigRecord`` hold. Every field's kind is
 recorded under ``<field>:kind`` so :func:`decode` rebuilds the same class with tensors, states
-(name -> tensor), :class:`~fedmm.impute.moments.Moments` tuples, metric mappings and scalars
+(name -> tensor), :class:`~fedmm.moments.Moments` tuples, metric mappings and scalars
 restored bit for bit.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from fedmm.impute.moments import Moments
+from fedmm.moments import Moments
 
 Scalar = int | float | str | bool
 KIND = ":kind"

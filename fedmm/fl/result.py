@@ -15,7 +15,7 @@ from fedmm.fl.engine import UPDATES_DIR, arrays_to_state, state_to_arrays
 from fedmm.fl.history import RoundRecord
 from fedmm.fl.strategies import STRATEGIES
 from fedmm.impute.base import Imputer, ImputingNet
-from fedmm.impute.config import ImputeConfig
+from fedmm.impute_config import ImputeConfig
 from fedmm.impute.registry import make_imputer
 from fedmm.models.multimodal import ModelSpec, MultimodalNet
 

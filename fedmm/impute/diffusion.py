@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from fedmm.impute.base import Imputer
-from fedmm.impute.config import DiffusionConfig, DiffusionImputerConfig
+from fedmm.impute_config import DiffusionConfig, DiffusionImputerConfig
 from fedmm.impute.latent import (
     LatentData,
     Scaler,

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedmm.impute.base import Imputer
-from fedmm.impute.config import GeneratorConfig, GeneratorImputerConfig
+from fedmm.impute_config import GeneratorConfig, GeneratorImputerConfig
 from fedmm.impute.latent import (
     LatentData,
     Scaler,

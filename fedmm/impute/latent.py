@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from fedmm.impute.base import ImputationError
-from fedmm.impute.moments import Moments, aggregate
+from fedmm.moments import Moments, aggregate
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.tensors import State, TensorData, fedavg_states
 

@@ -27,7 +27,7 @@ from sklearn.experimental import enable_iterative_imputer  # noqa: F401
 from sklearn.impute import IterativeImputer, KNNImputer
 
 from fedmm.impute.base import ImputationError, Imputer, from_standardized, standardized_blocks
-from fedmm.impute.config import IterativeConfig, KnnConfig
+from fedmm.impute_config import IterativeConfig, KnnConfig
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.seeding import rng_for
 from fedmm.tensors import TensorData

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fedmm.impute.base import ImputationError, Imputer
-from fedmm.impute.config import ImputeConfig
+from fedmm.impute_config import ImputeConfig
 from fedmm.impute.diffusion import DiffusionImputer
 from fedmm.impute.generator import GeneratorImputer
 from fedmm.impute.local import ClientIterative, ClientKnn

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fedmm.impute.base import ImputationError, Imputer
-from fedmm.impute.config import Candidate, ImputeConfig
+from fedmm.impute_config import Candidate, ImputeConfig
 from fedmm.impute.evaluate import complete_samples, evaluate_imputation
 from fedmm.impute.registry import make_imputer
 from fedmm.impute.report import ImputationReport

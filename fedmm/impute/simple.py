@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from fedmm.impute.base import Imputer
-from fedmm.impute.moments import Moments, aggregate
+from fedmm.moments import Moments, aggregate
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.tensors import TensorData
 

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedmm.config import ConfigError, apply_overrides, read_config_file
-from fedmm.impute.config import DiffusionConfig
+from fedmm.impute_config import DiffusionConfig
 from fedmm.kg.data import KG_NAMES
 
 TASK = "fedmkgc"

@@ -44,13 +44,14 @@ def test_every_precision_reads_back_as_float32_deltas(tmp_path, precision):
     np.testing.assert_array_equal(arrays["start"], torch.cat([v.reshape(-1) for v in start.values()]).numpy())
 
 
-def test_a_site_imports_no_audit_module_nor_scipy_or_sklearn():
+def test_a_site_imports_no_audit_or_impute_module_nor_scipy_or_sklearn():
     """In the site's own virtual environment: the update store and client_payload live outside the audit and
-    the server engine, so a site never loads them."""
+    the server engine, the config's impute section outside the imputers, and strategies load when named, so a
+    site never loads them."""
     code = (
         "import sys, fedmm.fl.site;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'sklearn') and '.' not in m"
-        " or m.startswith('fedmm.audit') or m == 'fedmm.fl.engine'))"
+        " or m.startswith(('fedmm.audit', 'fedmm.impute.')) or m in ('fedmm.impute', 'fedmm.fl.engine')))"
     )
     done = subprocess.run([SITE_PYTHON, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -5,7 +5,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from fedmm.impute.config import ImputeConfig
+from fedmm.impute_config import ImputeConfig
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.tensors import TensorData
 

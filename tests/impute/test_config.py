@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from fedmm.impute.config import ImputeConfig
+from fedmm.impute_config import ImputeConfig
 from fedmm.impute.registry import IMPUTERS
 
 

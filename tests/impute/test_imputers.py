@@ -4,7 +4,7 @@ import torch
 
 from fedmm.impute.base import ImputationError, ImputingNet, imputed_logits
 from fedmm.impute.clients import random_owners
-from fedmm.impute.config import SERVABLE
+from fedmm.impute_config import SERVABLE
 from fedmm.impute.evaluate import draw_mask, evaluate_imputation
 from fedmm.impute.registry import IMPUTERS, make_imputer
 from fedmm.impute.simple import MeanFill

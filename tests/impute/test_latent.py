@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from fedmm.impute.latent import LatentData, Scaler, masked_targets
-from fedmm.impute.moments import Moments, aggregate
+from fedmm.moments import Moments, aggregate
 from fedmm.seeding import torch_generator
 from fedmm.tensors import fedavg_states
 

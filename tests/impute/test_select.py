@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedmm.impute.base import ImputationError
-from fedmm.impute.config import ImputeConfig
+from fedmm.impute_config import ImputeConfig
 from fedmm.impute.diffusion import DiffusionImputer
 from fedmm.impute.select import evaluate_selected, select_imputers, selection_tags
 from fedmm.tensors import TensorData

@@ -1,4 +1,7 @@
-"""Settings of the imputers and of the imputation evaluation (the pipeline config's ``impute`` section)."""
+"""Settings of the imputers and of the imputation evaluation (the pipeline config's ``impute`` section).
+
+A leaf beside :mod:`fedmm.config`, which reads it, outside :mod:`fedmm.impute`: parsing a config loads no imputer.
+"""
 
 from __future__ import annotations
 
