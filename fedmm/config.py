@@ -308,7 +308,10 @@ class TrainConfig(_Section):
 
     @property
     def needs_proxy(self) -> bool:
-        """Whether the strategy uses the server's proxy set."""
+        """Whether the strategy uses the server's proxy set: the config's early check, before torch loads.
+
+        Every runtime asks the strategy (``Strategy.needs_proxy``); the conformance test keeps the two equal.
+        """
         if self.strategy == "fedmobile":
             return self.fedmobile.generator_weighting == "clustered_shapley"
         return self.strategy in ("fedmekt", "mmfed3", "fedavg_ft", "proxy_only")

@@ -52,8 +52,8 @@ class FlowerClients(ClientPool):
         self.refused: dict[int, str] = {}
         self.lost: set[int] = set()
         self.timings: list[dict] = []
-        needs_proxy = bundle.run.parsed.train.needs_proxy
-        self.proxy = proxy_inputs(bundle.proxy) if needs_proxy else None
+        parsed = bundle.run.parsed
+        self.proxy = proxy_inputs(bundle.proxy) if make_strategy(parsed.train, parsed.seed).needs_proxy else None
 
     def _exchange(self, messages: dict[int, Message], timeout: float) -> dict[int, Message]:
         """Push one message per client, pull replies until all came back or ``timeout`` passed."""
