@@ -224,6 +224,19 @@ class Graph:
             resolve(stage.show)(value)
         return value
 
+    def run_through(self, config, until: str, artifacts: dict | None = None, **options) -> dict:
+        """Run in-process, in order, every stage up to the one producing ``until`` (:meth:`execute` with
+        ``options``), except those whose output ``artifacts`` already holds; returns every artifact.
+
+        The experiment runners' cells are such runs: a cell stops at its metrics, and cells sharing
+        early stages pass their outputs in.
+        """
+        artifacts = dict(artifacts or {})
+        for stage in self.stages[: self.names.index(self.producer(until).name) + 1]:
+            if stage.output not in artifacts:
+                artifacts[stage.output] = self.execute(stage, config, artifacts, **options)
+        return artifacts
+
 
 SECTIONS = ("seed", "data", "partition", "mask", "corruption", "model", "train", "flower", "validation",
             "registry", "audit", "impute")

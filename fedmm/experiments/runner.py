@@ -53,12 +53,8 @@ def run_cell(cell: Cell, shared: dict[str, dict]) -> dict:
     start = time.perf_counter()
     config = cell.config
     key = config.hash("data", "seed", "validation")
-    artifacts = shared.setdefault(key, {})
-    for name in CELL_STAGES[SHARED if artifacts else 0:]:
-        stage = TRAINING.stage(name)
-        artifacts = {**artifacts, stage.output: TRAINING.execute(stage, config, artifacts, progress=False, track=False)}
-        if name == CELL_STAGES[SHARED - 1]:
-            shared[key] = artifacts
+    artifacts = TRAINING.run_through(config, "evaluation", shared.get(key), progress=False, track=False)
+    shared[key] = {stage.output: artifacts[stage.output] for stage in TRAINING.stages[:SHARED]}
     federated = artifacts["federated"]
     return {"num_clients": federated.num_clients, "dropped_samples": federated.report.dropped_samples,
             **artifacts["evaluation"].headline(), "seconds": round(time.perf_counter() - start, 1)}

@@ -127,9 +127,10 @@ def _sd(value: float) -> str:
 def run_kg_experiment(spec: KGExperimentSpec, configs: list[KGConfig], directory: Path, track: bool = True) -> dict:
     """Run every config not yet in ``cells.csv``, then write ``summary.csv`` and ``table.md``.
 
-    The graphs still to run on pass their ``kg_triples`` validation before any run starts.
+    The datasets still to run on pass the graph's ``kg_triples`` validation before any run starts; each run is
+    the FedMKGC graph's stages up to the evaluation (:func:`fedmm.kg.run.run`).
     """
-    from fedmm.kg.run import load_validated, run
+    from fedmm.kg.run import run, validated
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -138,10 +139,10 @@ def run_kg_experiment(spec: KGExperimentSpec, configs: list[KGConfig], directory
     if path.is_file():
         done = {row["run_id"]: row for row in pd.read_csv(path, dtype={"run_id": str}).to_dict("records")}
     todo = list({c.run_id(): c for c in configs if c.run_id() not in done}.values())
-    graphs = {dataset: load_validated(dataset) for dataset in dict.fromkeys(c.dataset for c in todo)}
+    reports = {dataset: validated(dataset) for dataset in dict.fromkeys(c.dataset for c in todo)}
     tracker = _Tracker(spec) if track else None
     for config in tqdm(todo, desc=spec.name, unit="run"):
-        done[config.run_id()] = _row(config, run(config, graphs[config.dataset]))
+        done[config.run_id()] = _row(config, run(config, reports[config.dataset]))
         if tracker:
             tracker.child(config, done[config.run_id()])
         write_text(path, pd.DataFrame(done.values()).to_csv(index=False))

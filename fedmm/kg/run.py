@@ -1,15 +1,17 @@
-"""One FedMKGC run as stages: load and validate the graph, federate it, train, evaluate.
+"""One FedMKGC run's steps: load and validate the graph, federate it, train, evaluate.
 
-The experiment matrix, the ZenML pipeline and ``fedmm run`` on a ``task: fedmkgc`` file all go
-through these functions.
+The graph ``fedmm.graph.FEDMKGC`` (its stage bodies in ``fedmm.kg.stages``) calls them; the
+experiment matrix runs that graph's stages up to the evaluation (:func:`run`), ``fedmm run`` on a
+``task: fedmkgc`` file the whole graph.
 """
 
 from __future__ import annotations
 
 import time
 
+from fedmm.data.validation import ValidationReport
 from fedmm.kg.artifacts import Federation, TrainedKG
-from fedmm.kg.config import KGConfig
+from fedmm.kg.config import KGConfig, KGRunConfig
 from fedmm.kg.data import KnowledgeGraph, entity_text, load_kg
 from fedmm.kg.evaluate import metrics, protocol_sha256, ranks
 from fedmm.kg.federation import federate, federation_report, modality_features, pooled
@@ -50,10 +52,22 @@ def evaluate_graph(kg: KnowledgeGraph, federation: Federation, trained: TrainedK
             "protocol_sha256": protocol_sha256(federation.clients, kg), "report": federation_report(federation.clients)}
 
 
-def run(config: KGConfig, kg: KnowledgeGraph) -> dict:
-    """Test (and validation) metrics of one run on a validated graph, with its federation's sizes and wall time."""
+def validated(dataset: str) -> ValidationReport:
+    """The FedMKGC graph's validation stage on ``dataset``: its passed report (the gate raises otherwise)."""
+    from fedmm.graph import FEDMKGC
+
+    config = KGRunConfig(run=KGConfig(dataset=dataset))
+    return FEDMKGC.run_through(config, "kg_validation_report", track=False)["kg_validation_report"]
+
+
+def run(config: KGConfig, report: ValidationReport) -> dict:
+    """Test (and validation) metrics of one run of the FedMKGC graph on a validated dataset (its ``report``), with
+    its federation's sizes and wall time: the graph's stages up to the evaluation."""
+    from fedmm.graph import FEDMKGC
+
     start = time.perf_counter()
-    federation = federate_graph(kg, config)
-    evaluation = evaluate_graph(kg, federation, train_graph(kg, federation, config))
+    artifacts = FEDMKGC.run_through(KGRunConfig(run=config), "kg_evaluation", {"kg_validation_report": report},
+                                    progress=False, track=False)
+    evaluation = artifacts["kg_evaluation"]
     return {**evaluation["test"], **{f"valid_{k}": v for k, v in evaluation["valid"].items() if k != "queries"},
             "report": evaluation["report"], "seconds": round(time.perf_counter() - start, 2)}
