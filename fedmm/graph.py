@@ -244,13 +244,14 @@ SECTIONS = ("seed", "data", "partition", "mask", "corruption", "model", "train",
 
 HOOKS = "fedmm.hooks"
 
+SENSOR = {"config": "fedmm.config.Config", "sections": SECTIONS, "preflight": "fedmm.preflight.preflight",
+          "conclude": "fedmm.report.conclude"}
+"""What the sensor-data graphs (training and deployed) share: their config, its checks and how a run ends."""
+
 TRAINING = Graph(
     name="training",
     module="fedmm.workflow",
-    config="fedmm.config.Config",
-    sections=SECTIONS,
-    preflight="fedmm.preflight.preflight",
-    conclude="fedmm.report.conclude",
+    **SENSOR,
     artifacts=(
         Artifact("prepared", "prepared", "folder", "fedmm.data.prepare.PreparedData", "data"),
         Artifact("data_report", "validation/data.json", "json", "fedmm.data.validation.ValidationReport"),
@@ -297,11 +298,8 @@ Register reads every section: the registered version records the whole config's 
 DEPLOYED = Graph(
     name="deployed",
     module="fedmm.deployed",
-    config="fedmm.config.Config",
-    sections=SECTIONS,
     when="fedmm.deployed.is_deployed",
-    preflight="fedmm.preflight.preflight",
-    conclude="fedmm.report.conclude",
+    **SENSOR,
     artifacts=(
         Artifact("coordinator", "coordinator", "folder", "fedmm.fl.deployed.CoordinatorData", "data"),
         Artifact("coordinator_report", "validation/coordinator.json", "json", "fedmm.data.validation.ValidationReport"),
