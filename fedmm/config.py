@@ -13,7 +13,7 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -617,8 +617,16 @@ def config_from_dict(raw: dict | None, overrides: list[str] | None = None) -> Co
     problems = _scalar_problems(Config, raw) + _nonfinite(raw)
     if problems:
         raise ConfigError(_invalid(problems))
+    return validated(Config, raw)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validated(model: type[Model], raw: dict) -> Model:
+    """``raw`` validated as ``model`` (a config file's schema), or a ConfigError: one line per problem."""
     try:
-        return Config.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_invalid(_describe(error).split("\n"))) from None
 

@@ -14,11 +14,12 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import pytest
 import yaml
 from conftest import REPO
 
 from fedmm import graph
-from fedmm.config import Config, load_config
+from fedmm.config import Config, ConfigError, load_config
 from fedmm.graph import TRAINING, Graph
 from fedmm.stages import dvc_pipeline
 from fedmm.tracking import tags
@@ -174,6 +175,8 @@ def test_a_fedmkgc_file_runs_the_fedmkgc_graph_through_the_same_adapters(tmp_pat
     path = tmp_path / "kg.yaml"
     path.write_text(yaml.safe_dump({"task": "fedmkgc", "run": {"dataset": "nations"}}))
     config = load_kg_run_config(path, ["registry.min_mrr=0.2"])
+    with pytest.raises(ConfigError, match=r"^invalid configuration: run.method: Input should be 'local'"):
+        load_kg_run_config(path, ["run.method=bogus"])  # one line, as a training config's
     assert graph.for_config(config) is graph.FEDMKGC and graph.for_config(Config()) is TRAINING
     view = graph.FEDMKGC.stage_config(graph.FEDMKGC.stage("train"), config)
     assert view.run == config.run and view.registry == KGRunConfig().registry  # a gate change reuses training

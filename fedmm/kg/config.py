@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from fedmm.config import ConfigError, apply_overrides, read_config_file
+from fedmm.config import apply_overrides, read_config_file, validated
 from fedmm.impute_config import DiffusionConfig
 from fedmm.kg.data import KG_NAMES
 
@@ -122,8 +122,4 @@ class KGRunConfig(_Section):
 
 def load_kg_run_config(path: str | Path, overrides: list[str] | None = None) -> KGRunConfig:
     """Read a ``task: fedmkgc`` run file and apply ``key.path=value`` overrides."""
-    raw = apply_overrides(read_config_file(path), list(overrides or []))
-    try:
-        return KGRunConfig.model_validate(raw)
-    except ValidationError as error:
-        raise ConfigError(f"FedMKGC config {path} is invalid:\n{error}") from None
+    return validated(KGRunConfig, apply_overrides(read_config_file(path), list(overrides or [])))
