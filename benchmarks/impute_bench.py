@@ -86,9 +86,9 @@ def main() -> int:
     from fedmm.data.prepare import prepare
     from fedmm.fl.training import train
     from fedmm.impute.clients import client_datasets, split_owners
-    from fedmm.impute_config import ImputeConfig
     from fedmm.impute.report import ImputationReport
     from fedmm.impute.select import evaluate_selected
+    from fedmm.impute_config import ImputeConfig
 
     torch.set_num_threads(args.threads)
     config = load_config(args.config, args.set)

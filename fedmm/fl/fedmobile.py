@@ -15,11 +15,11 @@ from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, train_client
 from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction, labelled_cross_entropy
 from fedmm.fl.strategy import FedAvg, ServerContext
-from fedmm.impute_config import GeneratorConfig
 from fedmm.impute.generator import CrossModalGenerator, GeneratedFeaturesNet, train_generator_locally
 from fedmm.impute.latent import LatentData, Scaler, client_latents, prefixed, scaler_from, unprefixed
-from fedmm.moments import Moments
+from fedmm.impute_config import GeneratorConfig
 from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
+from fedmm.moments import Moments
 from fedmm.tensors import State, TensorData, fedavg_states, frozen, seeded_module
 
 GENERATOR = "generator."

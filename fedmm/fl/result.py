@@ -15,8 +15,8 @@ from fedmm.fl.engine import UPDATES_DIR, arrays_to_state, state_to_arrays
 from fedmm.fl.history import RoundRecord
 from fedmm.fl.strategies import STRATEGIES
 from fedmm.impute.base import Imputer, ImputingNet
-from fedmm.impute_config import ImputeConfig
 from fedmm.impute.registry import make_imputer
+from fedmm.impute_config import ImputeConfig
 from fedmm.models.multimodal import ModelSpec, MultimodalNet
 
 MODEL_FILE = "model.npz"

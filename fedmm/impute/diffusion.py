@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from fedmm.impute.base import Imputer
-from fedmm.impute_config import DiffusionConfig, DiffusionImputerConfig
 from fedmm.impute.latent import (
     LatentData,
     Scaler,
@@ -28,6 +27,7 @@ from fedmm.impute.latent import (
     train_federated,
     unprefixed,
 )
+from fedmm.impute_config import DiffusionConfig, DiffusionImputerConfig
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.seeding import torch_generator
 from fedmm.tensors import State, TensorData, seeded_module

@@ -30,8 +30,8 @@ import torch
 
 from fedmm.errors import UserError
 from fedmm.impute.base import ImputationError, Imputer, standardized_blocks
-from fedmm.impute_config import MISSING, RANDOM, RATES
 from fedmm.impute.report import ImputationReport
+from fedmm.impute_config import MISSING, RANDOM, RATES
 from fedmm.metrics import classification_metrics
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.seeding import rng_for

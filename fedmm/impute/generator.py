@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedmm.impute.base import Imputer
-from fedmm.impute_config import GeneratorConfig, GeneratorImputerConfig
 from fedmm.impute.latent import (
     LatentData,
     Scaler,
@@ -27,6 +26,7 @@ from fedmm.impute.latent import (
     train_federated,
     unprefixed,
 )
+from fedmm.impute_config import GeneratorConfig, GeneratorImputerConfig
 from fedmm.models.multimodal import ModelSpec, MultimodalNet
 from fedmm.seeding import torch_generator
 from fedmm.tensors import State, TensorData, distillation_kl, frozen, seeded_module

@@ -19,8 +19,8 @@ from torch import nn
 from tqdm import tqdm
 
 from fedmm.impute.base import ImputationError
-from fedmm.moments import Moments, aggregate
 from fedmm.models.multimodal import MultimodalNet
+from fedmm.moments import Moments, aggregate
 from fedmm.tensors import State, TensorData, fedavg_states
 
 

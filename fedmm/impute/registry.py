@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fedmm.impute.base import ImputationError, Imputer
-from fedmm.impute_config import ImputeConfig
 from fedmm.impute.diffusion import DiffusionImputer
 from fedmm.impute.generator import GeneratorImputer
 from fedmm.impute.local import ClientIterative, ClientKnn
 from fedmm.impute.simple import MeanFill, ZeroFill
+from fedmm.impute_config import ImputeConfig
 
 IMPUTERS: dict[str, Callable[[ImputeConfig], Imputer]] = {
     ZeroFill.name: lambda config: ZeroFill(),

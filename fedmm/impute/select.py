@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from fedmm.impute.base import ImputationError, Imputer
-from fedmm.impute_config import Candidate, ImputeConfig
 from fedmm.impute.evaluate import complete_samples, evaluate_imputation
 from fedmm.impute.registry import make_imputer
 from fedmm.impute.report import ImputationReport
+from fedmm.impute_config import Candidate, ImputeConfig
 from fedmm.models.multimodal import MultimodalNet
 from fedmm.tensors import TensorData
 from fedmm.tracking import tags as T

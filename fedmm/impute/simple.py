@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from fedmm.impute.base import Imputer
-from fedmm.moments import Moments, aggregate
 from fedmm.models.multimodal import MultimodalNet
+from fedmm.moments import Moments, aggregate
 from fedmm.tensors import TensorData
 
 

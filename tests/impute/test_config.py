@@ -1,8 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from fedmm.impute_config import ImputeConfig
 from fedmm.impute.registry import IMPUTERS
+from fedmm.impute_config import ImputeConfig
 
 
 def test_the_config_knows_every_registered_imputer():

@@ -4,10 +4,10 @@ import pytest
 
 from fedmm.impute.base import ImputationError
 from fedmm.impute.clients import random_owners
-from fedmm.impute_config import ImputeConfig
 from fedmm.impute.evaluate import default_patterns, draw_mask, evaluate_imputation
 from fedmm.impute.registry import make_imputer
 from fedmm.impute.report import ImputationReport
+from fedmm.impute_config import ImputeConfig
 
 
 @pytest.fixture(scope="module")

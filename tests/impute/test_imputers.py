@@ -4,10 +4,10 @@ import torch
 
 from fedmm.impute.base import ImputationError, ImputingNet, imputed_logits
 from fedmm.impute.clients import random_owners
-from fedmm.impute_config import SERVABLE
 from fedmm.impute.evaluate import draw_mask, evaluate_imputation
 from fedmm.impute.registry import IMPUTERS, make_imputer
 from fedmm.impute.simple import MeanFill
+from fedmm.impute_config import SERVABLE
 from fedmm.metrics import classification_metrics
 
 LEARNED = ("iterative", "generator", "diffusion")

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fedmm.impute.base import ImputationError
-from fedmm.impute_config import ImputeConfig
 from fedmm.impute.diffusion import DiffusionImputer
 from fedmm.impute.select import evaluate_selected, select_imputers, selection_tags
+from fedmm.impute_config import ImputeConfig
 from fedmm.tensors import TensorData
 
 TINY = {
