@@ -39,8 +39,9 @@ from fedmm.runtime import state_dir
 SITE_PYTHON = REPO / ".venv-site" / "bin" / "python"
 STRATEGIES = ["fedavg", "fedprox", "moon", "fedmobile", "fedmekt", "mmfed3"]
 # Three IID clients and a proxy set for every strategy, so one federation's sites serve all six.
+# Sites train their clients one at a time: the bit-identical in-process reference is the loop engine.
 OVERRIDES = ["partition.scheme=iid", "partition.num_clients=3", "partition.proxy_fraction=0.1",
-             "train.centralized=false", "flower.validate_sites=false"]
+             "train.centralized=false", "flower.validate_sites=false", "train.engine=loop"]
 
 
 def tiny(*overrides: str):
