@@ -2,7 +2,8 @@
 # A deployed federation in containers: the SuperLink and three sites in the Flower image
 # (infra/flower.Dockerfile) on two Docker networks, each container holding only its own PKI part
 # and data file; the coordinator (this host, the pipeline environment) runs `fedmm run` of the
-# deployed graph against the operator network. Needs a running Docker daemon and the image:
+# deployed graph against the operator network. Needs root (the mounts are chowned to the image's
+# user), a running Docker daemon and the image:
 #   infra/container_trial.sh IMAGE WORKDIR
 # Networks: fedmm-sites 10.78.0.0/24 (SuperLink 10.78.0.2, sites .10+k) and fedmm-operator
 # 10.78.1.0/24 (SuperLink 10.78.1.2; the host reaches it through the bridge). Everything it
