@@ -21,8 +21,10 @@ host, a coordinator and N sites in network namespaces with private disks, TLS, n
 authentication, the ServerApp on the coordinator, FedAvg on the tiny config over N IID sites.
 It prints the round wall time (median over rounds 2..R) against the same sites trained
 in-process, start-up (SuperLink listening, all sites connected, the run's first round minus
-one round), and bytes per round on the wire: the SuperLink host's link to the sites network
-(TLS, HTTP and Flower framing included; the run's query and start-up spread over its rounds).
+one round), bytes per round on the wire: the SuperLink host's link to the sites network
+(TLS, HTTP and Flower framing included; the run's query and start-up spread over its rounds),
+and where a round goes: the ServerApp's wait from sending to the last reply (``exchange_s``)
+and the slowest site's own training time in it (``site_train_s``).
 
 Run it on an idle machine and quote ``uptime``: several torch processes on 2 cores contend.
 """
@@ -134,10 +136,11 @@ def bench_deployed(sites: int, rounds: int, workdir: Path) -> dict:
         deployment = Deployment(hosts, REPO, root / "logs", exported["sites"], exported["coordinator"])
         startup = deployment.start(timeout=600)
         before, started = link_bytes(hosts), time.time()
-        run = deployment.coordinator("bench", overrides, stages="train")
+        run = deployment.coordinator("bench", overrides)
         code = run.wait(3600)
         wire = link_bytes(hosts) - before
         log = (root / "logs" / "bench.log").read_text()
+        timings = json.loads(hosts.get("coordinator", f"bench/train/{TIMINGS_FILE}")) if code == 0 else []
         config = load_config(REPO / "configs/tiny.yaml", [*overrides, *deployment.overrides()])
     if code != 0:
         raise SystemExit(f"deployed run failed:\n{log[-3000:]}")
@@ -155,7 +158,20 @@ def bench_deployed(sites: int, rounds: int, workdir: Path) -> dict:
         "startup_superlink_s": round(startup["superlink_s"], 1), "startup_sites_s": round(startup["sites_s"], 1),
         "startup_run_s": round(stamps[0] - started - flower_round, 1),
         "wire_bytes_per_round": wire // rounds,
+        "exchange_s": round(statistics.median(t["exchange_seconds"] for t in timings[1:]), 2),
+        "site_train_s": site_train_seconds(root / "logs", sites),
     }
+
+
+def site_train_seconds(logs: Path, sites: int) -> float:
+    """The slowest site's training time per round (median over rounds 2..R), from ``fedmm site``'s round lines."""
+    slowest: dict[int, float] = {}
+    for k in range(sites):
+        for line in (logs / f"site{k}.log").read_text().splitlines():
+            if line.startswith("round ") and " trained (" in line and not line.startswith("round 1 "):
+                number, seconds = int(line.split()[1]), float(line.rsplit(", ", 1)[1].removesuffix(" s)"))
+                slowest[number] = max(slowest.get(number, 0.0), seconds)
+    return round(statistics.median(slowest.values()), 2)
 
 
 def main() -> None:

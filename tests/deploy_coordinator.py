@@ -1,10 +1,9 @@
-"""The coordinator's deployed run, as the namespace test and the benchmark run it on the coordinator host.
+"""The coordinator's deployed training, as the namespace test and the benchmark run it on the coordinator host.
 
-    python tests/deploy_coordinator.py STAGES WORKDIR OUT.npz VALIDATION.npz TEST.npz OVERRIDE...
+    python tests/deploy_coordinator.py WORKDIR OUT.npz VALIDATION.npz TEST.npz OVERRIDE...
 
-STAGES is ``train`` or ``all`` (query the sites, train, evaluate on the coordinator's test
-samples, audit on its validation samples). Prints ``round N T`` as rounds finish (T: the wall
-clock); writes the final global state to OUT.npz and a summary to OUT.json.
+Prints ``round N T`` as rounds finish (T: the wall clock); writes the final global state to
+OUT.npz and a summary (per-round clients and drops) to OUT.json.
 """
 
 import json
@@ -15,27 +14,20 @@ from pathlib import Path
 from fedmm.artifacts import write_npz
 from fedmm.config import load_config
 from fedmm.fl.codec import state_arrays
-from fedmm.fl.deployed import CoordinatorData, audit_deployed, evaluate_deployed, query_federation, train_deployed
+from fedmm.fl.deployed import CoordinatorData, train_deployed
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    stages, workdir, out, validation, test, *overrides = sys.argv[1:]
+    workdir, out, validation, test, *overrides = sys.argv[1:]
     config = load_config(REPO / "configs" / "tiny.yaml", overrides)
     data = CoordinatorData.from_files(validation, test)
-    summary = {}
-    if stages == "all":
-        summary["query"] = query_federation(config, data, Path(workdir) / "query")
     result = train_deployed(config, data, Path(workdir) / "train",
                             on_round=lambda record: print(f"round {record.round} {time.time()}", flush=True))
     write_npz(Path(out), state_arrays(result.state))
-    summary["clients"] = [sorted(c.client for c in record.clients) for record in result.history]
-    summary["dropped"] = [record.dropped for record in result.history]
-    if stages == "all":
-        summary["evaluation"] = evaluate_deployed(data, result).to_dict()
-        audit = audit_deployed(config, data, result, summary["query"]["sites"])
-        summary["audit_clients"] = sorted(int(k) for k in audit.clients["client"])
+    summary = {"clients": [sorted(c.client for c in record.clients) for record in result.history],
+               "dropped": [record.dropped for record in result.history]}
     Path(out).with_suffix(".json").write_text(json.dumps(summary))
 
 

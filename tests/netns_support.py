@@ -164,7 +164,7 @@ class Deployment:
     ``site_files`` (one per site) and ``coordinator_files`` (validation, test) are delivered to
     their parties' private disks; :meth:`start` runs ``fedmm superlink``, registers the sites'
     keys from the coordinator and starts every ``fedmm site``; :meth:`coordinator` runs a
-    deployed training (``tests/deploy_coordinator.py``) there.
+    deployed training (``tests/deploy_coordinator.py``) there, :meth:`pipeline` ``fedmm run``.
     """
 
     def __init__(self, hosts: Hosts, repo: Path, logs: Path, site_files: list[Path], coordinator_files: list[Path]):
@@ -237,12 +237,20 @@ class Deployment:
             self.logs / f"site{k}.log", self.env())
         return self.sites[k]
 
-    def coordinator(self, name: str, overrides: list[str], stages: str = "train") -> subprocess.Popen:
-        """A deployed run named ``name`` (``stages``: ``train`` or ``all``; log: ``logs/<name>.log``; see :meth:`result`)."""
+    def coordinator(self, name: str, overrides: list[str]) -> subprocess.Popen:
+        """A deployed training named ``name`` (log: ``logs/<name>.log``; see :meth:`result`)."""
         private = self.hosts.private
-        args = [self.repo / ".venv/bin/python", self.repo / "tests/deploy_coordinator.py", stages, private / name,
+        args = [self.repo / ".venv/bin/python", self.repo / "tests/deploy_coordinator.py", private / name,
                 private / f"{name}.npz", private / "validation.npz", private / "test.npz", *overrides,
                 *self.overrides()]
+        return self.hosts.start("coordinator", args, self.logs / f"{name}.log", self.env())
+
+    def pipeline(self, name: str, config: Path, overrides: list[str]) -> subprocess.Popen:
+        """``fedmm run`` of the deployed graph on the coordinator, over its own data (log: ``logs/<name>.log``)."""
+        private = self.hosts.private
+        settings = [*overrides, *self.overrides(), f"flower.validation_data={private / 'validation.npz'}",
+                    f"flower.test_data={private / 'test.npz'}"]
+        args = [self.repo / ".venv/bin/fedmm", "run", "--config", config, *(f"--set={s}" for s in settings)]
         return self.hosts.start("coordinator", args, self.logs / f"{name}.log", self.env())
 
     def result(self, name: str) -> tuple[bytes, dict]:

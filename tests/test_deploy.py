@@ -7,6 +7,7 @@ the sites ``fedmm site`` with their own file and key, the coordinator its deploy
 with its own evaluation data. Needs root (``ip netns``), as CI has.
 """
 
+import json
 import os
 import subprocess
 
@@ -20,7 +21,9 @@ from fedmm.artifacts import read_npz
 from fedmm.config import load_config
 from fedmm.data.dataset import load_npz
 from fedmm.fl import pki
-from fedmm.fl.deployed import CoordinatorData, export_sites, in_process_reference
+from fedmm.fl.bundle import SITES_FILE, TIMINGS_FILE
+from fedmm.fl.deployed import CoordinatorData, deployed_run, export_sites, in_process_reference
+from fedmm.fl.engine import CHECKPOINT_FILE
 
 SITES = 3
 SITE_FEDMM = str(REPO / ".venv-site" / "bin" / "fedmm")
@@ -43,44 +46,48 @@ def test_a_deployed_run_across_hosts_shares_nothing_but_the_network(tmp_path):
         assert first.wait(240) == 0, (logs / "first.log").read_text()
         assert "dropped site 2 in round 2: no reply within flower.round_timeout=20 s" in (logs / "first.log").read_text()
         assert deployment.result("first")[1]["clients"] == [[0, 1, 2], [0, 1]]
+        timings = json.loads(hosts.get("coordinator", f"first/train/{TIMINGS_FILE}"))
+        assert [(t["clients"], t["dropped"]) for t in timings] == [(3, []), (2, [2])]  # the clients that replied
 
         # The restarted site waits until the SuperLink lets its crashed node go, and says so.
         deployment.start_site(2)
         check_the_control_api_is_out_of_a_sites_reach(deployment)
         assert "retrying every 5 s until it is released" in wait_for(logs / "site2.log", "connected to", 120)
 
-        # It rejoins the next run (query, train, evaluate, audit), which equals the in-process engine.
-        second = deployment.coordinator("second", RUN, stages="all")
+        # It rejoins the next run: `fedmm run` of the deployed graph, which registers and promotes a champion.
+        second = deployment.pipeline("second", TINY, [*RUN, "registry.model_name=fedmm-deployed"])
         assert second.wait(400) == 0, (logs / "second.log").read_text()
-        state, summary = deployment.result("second")
-        assert summary["clients"] == [[0, 1, 2], [0, 1, 2]]
-        assert_the_stages_saw_only_reports(summary, exported)
-        (tmp_path / "second.npz").write_bytes(state)
         config = load_config(TINY, [*RUN, *deployment.overrides()])
+        data = CoordinatorData.from_files(*exported["coordinator"])
+        key = deployed_run(config, data)[0].key
+        summary = json.loads(hosts.get("coordinator", "home/reports/latest/summary.json"))
+        sites = json.loads(hosts.get("coordinator", f"home/deployed/{key}/query/{SITES_FILE}"))
+        (tmp_path / "second.npz").write_bytes(hosts.get("coordinator", f"home/deployed/{key}/train/{CHECKPOINT_FILE}"))
         namespaces = [hosts.ns(p) for p in hosts.parties]
+    assert summary["promoted"] and "champion" in summary["aliases"] and summary["transport"] == "flower (deployed)"
+    assert summary["test_samples"] == len(data.test) and summary["num_clients"] == SITES
+    assert_the_sites_sent_only_reports(sites, exported)
     torch.set_num_threads(1)
-    data = CoordinatorData.from_files(*exported["coordinator"])
     reference = in_process_reference(config, data, exported["sites"], tmp_path / "ref")
-    deployed_state = read_npz(tmp_path / "second.npz")
-    assert sorted(deployed_state) == sorted(reference.state)
-    for name, value in reference.state.items():
-        assert np.array_equal(deployed_state[name], value.numpy()), name
+    checkpoint = read_npz(tmp_path / "second.npz")
+    history = json.loads(checkpoint["history"].tobytes())
+    assert [sorted(c["client"] for c in record["clients"]) for record in history] == [[0, 1, 2], [0, 1, 2]]
+    trained = {name: value for name, value in reference.state.items() if value.is_floating_point()}
+    assert set(trained) <= set(checkpoint)
+    for name, value in trained.items():
+        assert np.array_equal(checkpoint[name], value.numpy()), name
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(name in listed for name in namespaces)
 
 
-def assert_the_stages_saw_only_reports(summary: dict, exported: dict) -> None:
-    """The query returned each site's counts, classes, modalities and verdict; evaluation and audit ran here."""
-    sites = summary["query"]["sites"]
-    assert sorted(sites) == ["0", "1", "2"] and summary["query"]["refused"] == {}
+def assert_the_sites_sent_only_reports(sites: dict, exported: dict) -> None:
+    """The query returned each site's counts, classes, modalities, file hash and verdict (``sites.json``), nothing else."""
+    assert sorted(sites["sites"]) == ["0", "1", "2"] and sites["refused"] == {}
     for k, path in enumerate(exported["sites"]):
-        own = load_npz(path)
-        assert sites[str(k)]["samples"] == len(own) and sum(sites[str(k)]["classes"]) == len(own)
-        assert sites[str(k)]["modalities"] == {"acc": 1.0, "gyro": 1.0} and sites[str(k)]["validation"]["success"]
-    test = load_npz(exported["coordinator"][1])
-    assert summary["evaluation"]["protocols"]["test"]["samples"] == len(test)
-    assert "centralized" not in summary["evaluation"]["protocols"]["test"]
-    assert summary["audit_clients"] == [0, 1, 2]
+        own, report = load_npz(path), sites["sites"][str(k)]
+        assert sorted(report) == ["classes", "client_id", "data_sha256", "modalities", "node_id", "samples", "validation"]
+        assert report["samples"] == len(own) and sum(report["classes"]) == len(own)
+        assert report["modalities"] == {"acc": 1.0, "gyro": 1.0} and report["validation"]["success"]
 
 
 def check_the_control_api_is_out_of_a_sites_reach(deployment: Deployment) -> None:

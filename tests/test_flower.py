@@ -203,9 +203,11 @@ def test_a_killed_serverapp_resumes_from_its_checkpoint_and_the_sites_kept_state
 # ----------------------------------------------------------------------------- faults and security
 
 
-def test_a_killed_supernode_is_dropped_and_a_refused_site_is_named(tmp_path, capfd):
-    overrides = ["partition.scheme=iid", "partition.num_clients=4", "train.centralized=false", "train.rounds=2",
-                 "train.transport=flower", "flower.round_timeout=30", "flower.min_clients=2"]
+def test_a_refused_site_is_named_and_left_out(tmp_path, capfd):
+    """A site whose data fails validation is named on the console and trains nothing; the timings count the
+    clients that replied. (A site killed mid-run is dropped and named in tests/test_deploy.py.)"""
+    overrides = ["partition.scheme=iid", "partition.num_clients=4", "train.centralized=false", "train.rounds=1",
+                 "train.transport=flower", "flower.min_clients=2"]
     config = load_config(TINY, overrides)
     prepared = prepare(config.data, config.seed)
     federated = partition_and_mask(prepared, config.partition, config.mask, config.seed)
@@ -215,19 +217,13 @@ def test_a_killed_supernode_is_dropped_and_a_refused_site_is_named(tmp_path, cap
     write_npz(sites[3].data_path, broken)
     with Federation(Runtime(REPO / ".venv-site", state_dir() / "flower"), sites) as running:
         config = load_config(TINY, [*overrides, f"flower.superlink={running.address}", "flower.insecure=true"])
-
-        def kill(record):
-            if record.round == 1:
-                running.kill_site(2)
-
-        result = train(config, prepared, federated, on_round=kill, workdir=tmp_path / "run")
-    assert [r.dropped for r in result.history] == [[3], [2, 3]]
-    assert [sorted(c.client for c in r.clients) for r in result.history] == [[0, 1, 2], [0, 1]]
+        result = train(config, prepared, federated, workdir=tmp_path / "run")
+    assert [r.dropped for r in result.history] == [[3]]
+    assert [sorted(c.client for c in r.clients) for r in result.history] == [[0, 1, 2]]
     err = capfd.readouterr().err
     assert "refused site 3: its data failed validation" in err and "acc_nonfinite" in err
-    assert "dropped site 2 in round 2: no reply within flower.round_timeout=30 s" in err
     timings = json.loads((tmp_path / "run" / TIMINGS_FILE).read_text())
-    assert [(t["clients"], t["dropped"]) for t in timings] == [(3, [3]), (2, [2, 3])]  # the clients that replied
+    assert [(t["clients"], t["dropped"]) for t in timings] == [(3, [3])]
     sites_report = json.loads((tmp_path / "run" / "sites.json").read_text())
     assert list(sites_report["refused"]) == ["3"]
     assert sites_report["sites"]["0"]["validation"]["success"] is True
@@ -324,6 +320,7 @@ def test_every_process_of_a_run_over_flower_dies_with_it_under_kill_9(tmp_path):
     finally:
         run.kill()
         run.wait()
+        run.stdout.close()
     deadline = time.monotonic() + 20
     while our_processes(home) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -365,6 +365,7 @@ def run_app(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        process.stdout.close()
 
 
 def _reap(parent: int, marker: str) -> None:
