@@ -120,7 +120,11 @@ def test_untrained_generator_is_not_used_in_the_first_round(data):
     strategy = FedMobile.from_config(config().train, 0, proxy_server(config(), data))
     model = build_model(strategy.server.spec, 0)
     assert strategy.predictor(model) is model
-    assert strategy.local_objective(model, {}, None) is cross_entropy
+    prepared, _ = data
+    batch = TensorData.from_numpy({k: v[:16] for k, v in prepared.dataset.modalities.items()},
+                                  np.tile([True, False], (16, 1)), prepared.dataset.labels[:16])
+    out = forward(model, batch)  # a missing modality the untrained generator must not fill
+    torch.testing.assert_close(strategy.local_objective(model, {}, None)(out), cross_entropy(out), rtol=0, atol=0)
 
 
 def test_a_saved_run_predicts_with_its_generator(data, trained, tmp_path):
