@@ -360,6 +360,24 @@ def _scan_prefixes(cache: CachedUtility, pos: np.ndarray, ends: tuple[float, flo
     return marg_pos, trunc
 
 
+def _permutation_batching(n: int, tol: float, antithetic: bool, batch_size: int,
+                          lookahead: int | None) -> tuple[int, int]:
+    """Checked ``(batch_size, step)`` of :func:`permutation_shapley`: an even batch with antithetic pairs; by
+    default every prefix in one call without truncation, one prefix per call with it."""
+    if n < 1:
+        raise ValueError("n_players must be >= 1")
+    if tol < 0:
+        raise ValueError("truncation_tol must be >= 0")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    if antithetic:
+        batch_size += batch_size % 2
+    step = max(1, n - 1) if lookahead is None and tol == 0 else int(lookahead or 1)
+    if step < 1:
+        raise ValueError("lookahead must be >= 1")
+    return batch_size, step
+
+
 def permutation_shapley(
     utility: Utility,
     n_players: int,
@@ -386,18 +404,7 @@ def permutation_shapley(
     the pair's average (``counts`` then counts pairs). Deterministic given ``seed``.
     """
     n = int(n_players)
-    if n < 1:
-        raise ValueError("n_players must be >= 1")
-    if truncation_tol < 0:
-        raise ValueError("truncation_tol must be >= 0")
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    if antithetic:
-        batch_size += batch_size % 2
-    step = max(1, n - 1) if lookahead is None and truncation_tol == 0 else int(lookahead or 1)
-    if step < 1:
-        raise ValueError("lookahead must be >= 1")
-
+    batch_size, step = _permutation_batching(n, truncation_tol, antithetic, batch_size, lookahead)
     sampler = PermutationSampler(n, antithetic=antithetic, seed=seed)
     cache = _as_cache(utility, n)
     ev0, calls0 = cache.evaluations, cache.calls
