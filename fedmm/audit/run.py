@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from fedmm.data.prepare import PreparedData
 from fedmm.fl.updates import UpdateStore
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.seeding import seed_sequence
-from fedmm.tensors import TensorData
+from fedmm.tensors import TensorData, intra_op_threads
 
 from .flags import client_summary, json_safe
 from .game import TableGame
@@ -89,18 +88,6 @@ def _workers(config: AuditConfig, n_rounds: int, device: torch.device) -> int:
     return max(1, min(n_rounds, config.workers or len(os.sched_getaffinity(0))))
 
 
-@contextmanager
-def _intra_op_threads(n: int):
-    """Run with ``n`` torch CPU threads. Parallel rounds use one each: on a loaded 2-core host two
-    intra-op threads per evaluation spin-wait (measured: 1.6x to 8x the wall time of one thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def audit_updates(
     updates_dir: str | Path,
     model: torch.nn.Module | ModelSpec,
@@ -139,7 +126,7 @@ def audit_updates(
 
     audits = []
     workers = _workers(config, len(paths), val.labels.device)
-    with _intra_op_threads(1 if workers > 1 else torch.get_num_threads()), ThreadPoolExecutor(workers) as pool:
+    with intra_op_threads(1 if workers > 1 else torch.get_num_threads()), ThreadPoolExecutor(workers) as pool:
         for audit in pool.map(audit_path, paths):  # in round order; every draw is keyed by its round
             audits.append(audit)
             if on_round is not None:

@@ -26,7 +26,7 @@ from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.progress import RoundProgress
 from fedmm.runtime import resolve_device, state_dir
-from fedmm.tensors import State, TensorData
+from fedmm.tensors import State, TensorData, intra_op_threads
 
 CENTRAL_FILE = "centralized.npz"
 CENTRAL_HISTORY_FILE = "centralized.json"
@@ -137,8 +137,18 @@ def train(
     on_round: Callable[[RoundRecord], None] | None = None,
     workdir: Path | None = None,
 ) -> TrainResult:
-    """Train the federation (resuming from its last checkpoint) and the centralized reference."""
+    """Train the federation (resuming from its last checkpoint) and the centralized reference.
+
+    On a CPU, with one torch intra-op thread (see :func:`fedmm.tensors.intra_op_threads`)."""
     device = resolve_device(config.train.device)
+    with intra_op_threads(1 if device == "cpu" else torch.get_num_threads()):
+        return _train_on(device, config, prepared, federated, on_round, workdir)
+
+
+def _train_on(
+    device: str, config: Config, prepared: PreparedData, federated: FederatedData,
+    on_round: Callable[[RoundRecord], None] | None, workdir: Path | None,
+) -> TrainResult:
     spec = model_spec(config, prepared)
     fingerprint = training_fingerprint(config, prepared, federated)
     workdir = Path(workdir or state_dir() / "checkpoints" / fingerprint[:16])
