@@ -195,6 +195,9 @@ def test_a_stage_added_to_the_graph_alone_reaches_every_adapter():
     grown = replace(TRAINING, artifacts=(*TRAINING.artifacts, graph.Artifact("report", "report.json", "json")),
                     stages=(*TRAINING.stages[:-1], extra, TRAINING.stages[-1]))
     assert dvc_mismatch(grown)  # the tracked dvc.yaml must be regenerated
+    with pytest.raises(ValueError, match="differs from the declared graph"):  # it would replace training's steps
+        generated(grown)
+    grown = replace(grown, name="training-grown")
     components, steps = generated(grown)
     assert kfp_mismatch(grown, components) == [] and zenml_mismatch(grown, steps) == []
     assert "report" in dvc_pipeline(grown, Config())["stages"]

@@ -74,8 +74,17 @@ def stage_body(graph: Graph, stage: Stage):
     return body
 
 
+def require_own_name(graph: Graph) -> None:
+    """Steps are module attributes named after their graph: a graph may not take a declared graph's name, or
+    its steps would replace the declared graph's ones (which ZenML loads by that name when a run executes)."""
+    declared = GRAPHS.get(graph.name)
+    if declared is not None and declared != graph:
+        raise ValueError(f"graph {graph.name!r} differs from the declared graph of that name: give it a name of its own")
+
+
 def make_step(graph: Graph, stage: Stage) -> BaseStep:
     """The ZenML step of ``stage``."""
+    require_own_name(graph)
     body = stage_body(graph, stage)
     parameters = [inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=graph.config_class())]
     parameters += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=artifact_type(graph, name, read=True))
@@ -90,6 +99,7 @@ def make_step(graph: Graph, stage: Stage) -> BaseStep:
 
 def make_attach_step(graph: Graph, stage: Stage) -> BaseStep:
     """The step attaching a re-run of ``stage`` over a past run to that run (its ``attach`` hook)."""
+    require_own_name(graph)
     attach = resolve(stage.attach)
 
     def body(value, run_summary) -> None:
