@@ -140,6 +140,7 @@ SETS = {
     "more clients than samples": ["partition.scheme=iid", "partition.num_clients=50"],
     "partition.num_clients=100000 (iid)": ["partition.scheme=iid", "partition.num_clients=100000"],
     "train.lr=1e30": ["train.lr=1e30"],
+    "model.embed_dim=10**9 (a memory bomb in the config)": ["model.embed_dim=1000000000"],
     "diverging training (a client scales its update by 1e38)": [
         "corruption.clients=[{client: 0, kind: scaled_update, scale: 1e38}]", "registry.min_test_samples=10"],
 }

@@ -30,6 +30,7 @@ CONFIG_TRIALS = {
     f"seed={2 ** 70}": "seed: Input should be less than or equal to 9223372036854775807",
     "validation.value_bounds={acc: [5, -5]}": "validation.value_bounds.acc: low 5 is above high -5",
     "train.device=cuda": "no CUDA device is available",
+    "model.embed_dim=1000000000": "model.embed_dim: Input should be less than or equal to 4096",
 }
 
 
