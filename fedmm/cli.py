@@ -107,12 +107,19 @@ def _handle_signals(handlers: dict) -> dict:
     return {sig: signal.signal(sig, handler) for sig, handler in handlers.items() if handler is not None}
 
 
-def _fail_own_runs(error: Exception) -> None:
-    """A failed command leaves no MLflow run of its own RUNNING (only if it got as far as tracking)."""
+def _fail_own_runs(error: BaseException) -> None:
+    """A failed command leaves no MLflow run of its own RUNNING (only if it got as far as tracking).
+
+    Best effort: when the store itself is what failed, the sweep of the next command does it;
+    a failure here must not replace the error the user is told about.
+    """
     if "fedmm.tracking.runs" in sys.modules:
         from fedmm.tracking.runs import fail_own_runs
 
-        fail_own_runs(_one_line(error))
+        try:
+            fail_own_runs(_one_line(error))
+        except Exception:  # noqa: BLE001 (the original error is what the user sees)
+            logging.getLogger(__name__).debug("could not mark this command's MLflow runs FAILED", exc_info=True)
 
 
 class FriendlyGroup(click.Group):
