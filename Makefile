@@ -86,6 +86,8 @@ POSTGRES_DATA ?= $(FEDMM_HOME)/postgres
 
 .PHONY: server ui
 server: $(STAMP)
+	@$(BIN)/python -c "import socket; socket.create_server(('127.0.0.1', $(SERVER_PORT))).close()" 2>/dev/null \
+		|| { echo "port $(SERVER_PORT) is taken: choose another, e.g. make server SERVER_PORT=5060" >&2; exit 2; }
 	@mkdir -p "$(FEDMM_HOME)/server-artifacts"
 	@uri=$$(infra/postgres.sh start "$(POSTGRES_DATA)" $(POSTGRES_PORT)) && \
 	trap 'infra/postgres.sh stop "$(POSTGRES_DATA)"' EXIT INT TERM && \

@@ -18,6 +18,7 @@ import argparse
 import io
 import os
 import pickle
+import re
 import resource
 import shutil
 import sqlite3
@@ -137,8 +138,9 @@ SETS = {
     "train.device=cuda without a GPU": ["train.device=cuda"],
     "value_bounds low > high": ["validation.value_bounds={acc: [5, -5]}"],
     "more clients than samples": ["partition.scheme=iid", "partition.num_clients=50"],
-    "partition.num_clients=100000 (a step failure)": ["partition.num_clients=100000"],
+    "partition.num_clients=100000 (iid)": ["partition.scheme=iid", "partition.num_clients=100000"],
     "train.lr=1e30": ["train.lr=1e30"],
+    "model.embed_dim=10**9 (a memory bomb in the config)": ["model.embed_dim=1000000000"],
     "diverging training (a client scales its update by 1e38)": [
         "corruption.clients=[{client: 0, kind: scaled_update, scale: 1e38}]", "registry.min_test_samples=10"],
 }
@@ -179,10 +181,13 @@ def registered(home: Path, model: str) -> int:
             return 0
 
 
+PROGRESS = re.compile(r"\d+%\||/round|round/s|round\]|\?\w+/s\]")  # a tqdm progress bar
+
+
 def first_line(stdout: str, stderr: str) -> str:
     """The error line when there is one, else the first line that is not a progress bar (stderr first)."""
     lines = [line.split("\r")[-1].strip() for text in (stderr, stdout) for line in text.splitlines()]
-    lines = [line for line in lines if line and "/round" not in line and "round/s" not in line and "round]" not in line]
+    lines = [line for line in lines if line and not PROGRESS.search(line)]
     errors = [line for line in lines if line.lower().startswith(("error:", "internal error:"))]
     return (errors or lines or [""])[0]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 import psutil
-from bad_input_trials import CONTROL, REPO, TINY, data_overrides, fedmm, how, one_clear_line, synthetic
+from bad_input_trials import CONTROL, REPO, TINY, data_overrides, fedmm, how, one_clear_line, registered, synthetic
 
 KILL_HOOK = """
 import os, signal, sys
@@ -212,6 +213,75 @@ def private_home_server(folder: Path, home: Path, env: dict) -> tuple[bool, str]
     return handled, f"exit {done.returncode}: {(ours or [''])[0][:200]}"
 
 
+def interrupted_run(signum: int):
+    def trial(folder: Path, home: Path, env: dict) -> tuple[bool, str]:
+        """`fedmm run` stopped by Ctrl-C (SIGINT) or SIGTERM once its MLflow run exists: exit 128 + the signal, one
+        line, the run FAILED at once, nothing registered."""
+        state, name = folder / f"interrupted-{signum}", signal.Signals(signum).name
+        sets = [*data_overrides(synthetic(folder / "interrupted.npz"), "trial-interrupted"), "train.rounds=200"]
+        run = subprocess.Popen([str(Path(sys.executable).with_name("fedmm")), "run", "-c", str(TINY),
+                                *sum([["--set", o] for o in sets], [])], env={**env, "FEDMM_HOME": str(state)},
+                               cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and run.poll() is None and not _statuses(state):
+            time.sleep(1)
+        if run.poll() is not None:
+            return False, f"the run ended (exit {run.returncode}) before its MLflow run was seen"
+        run.send_signal(signum)
+        out, err = run.communicate(timeout=300)
+        done = subprocess.CompletedProcess(run.args, run.returncode, out, err)
+        statuses, versions = _statuses(state), registered(state, "trial-interrupted")
+        handled = one_clear_line(done, 128 + signum) and statuses == ["FAILED"] and versions == 0
+        return handled, f"{name}: {how(done)}; MLflow runs {statuses}; {versions} version(s) registered"
+    return trial
+
+
+def _statuses(home: Path) -> list[str]:
+    """The statuses of the MLflow runs in a state folder (none while its store does not exist)."""
+    try:
+        with sqlite3.connect(home / "mlflow.db") as db:
+            return [status for (status,) in db.execute("SELECT status FROM runs")]
+    except sqlite3.Error:
+        return []
+
+
+def unusable_store(kind: str):
+    def trial(folder: Path, home: Path, env: dict) -> tuple[bool, str]:
+        """A `mlflow.db` that is not a database, or an unreachable PostgreSQL store: one line, exit 2, in seconds."""
+        state = folder / f"store-{kind}"
+        state.mkdir()
+        store_env = {**env, "FEDMM_HOME": str(state)}
+        if kind == "not-sqlite":
+            (state / "mlflow.db").write_text("not a database")
+        else:
+            store_env["MLFLOW_TRACKING_URI"] = "postgresql://fedmm@127.0.0.1:5449/fedmm"  # nothing listens there
+            store_env["FEDMM_REGISTRY_LOCK_URI"] = store_env["MLFLOW_TRACKING_URI"]
+        done = fedmm(["promote", "--model", CONTROL, "--version", "1"], store_env, folder)
+        return one_clear_line(done), how(done)
+    return trial
+
+
+def server_port_taken(which: str):
+    def trial(folder: Path, home: Path, env: dict) -> tuple[bool, str]:
+        """`make server` when its MLflow or PostgreSQL port is taken: one line saying which and what to do."""
+        taken = socket.create_server(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        variable = {"mlflow": "SERVER_PORT", "postgresql": "POSTGRES_PORT"}[which]
+        data = Path(f"/var/tmp/fedmm-trial-postgres-{os.getpid()}")
+        try:
+            done = subprocess.run(["make", "-s", "server", f"FEDMM_HOME={folder / 'server-home'}", "STAMP=",
+                                   f"POSTGRES_DATA={data}", f"{variable}={port}"],
+                                  capture_output=True, text=True, cwd=REPO, env=env, timeout=180)
+        finally:
+            taken.close()
+            subprocess.run([str(REPO / "infra" / "postgres.sh"), "stop", str(data)], capture_output=True)
+            subprocess.run(["rm", "-rf", str(data)], check=False)
+        ours = [line for line in done.stderr.splitlines() if not line.startswith("make")]
+        handled = done.returncode != 0 and len(ours) == 1 and variable in ours[0]
+        return handled, f"exit {done.returncode}: {(ours or [''])[0][:200]}"
+    return trial
+
+
 FAULT_TRIALS = {
     "fedmm promote without -c (gate settings recorded with the version)": promote_uses_recorded_gates,
     "kill -9 during fedmm promote, before each registry write": kill_during_promote,
@@ -223,4 +293,10 @@ FAULT_TRIALS = {
     "tampered weights under plain mlflow.pyfunc.load_model": tampered_weights,
     "tampered model_code.py under fedmm.load_model": tampered_code,
     "kill -9 of fedmm run over Flower (orphans)": orphans_after_kill,
+    "Ctrl-C (SIGINT) during fedmm run": interrupted_run(signal.SIGINT),
+    "SIGTERM during fedmm run": interrupted_run(signal.SIGTERM),
+    "mlflow.db in FEDMM_HOME is not a database": unusable_store("not-sqlite"),
+    "unreachable PostgreSQL tracking store": unusable_store("unreachable"),
+    "make server with the MLflow port taken": server_port_taken("mlflow"),
+    "make server with the PostgreSQL port taken": server_port_taken("postgresql"),
 }

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success (``run``/``promote``/``rollback``: the version is champion), 1 a
 promotion gate failed, 2 a user error (bad config, data or registry request), 3 an
-internal error. Errors are one line plus the path of a log file with the traceback.
+internal error, 130 / 143 stopped by Ctrl-C / SIGTERM. Errors are one line plus the path
+of a log file with the traceback.
 ``fedmm --help`` and ``fedmm <command> --help`` touch no state. Commands import what they run
 (torch, ZenML, MLflow) only after their config has validated, so help and bad input answer at once.
 """
@@ -10,7 +11,9 @@ internal error. Errors are one line plus the path of a log file with the traceba
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +31,7 @@ from fedmm.errors import (
     UserError,
     details_path,
     log_file,
+    raise_interrupted,
 )
 
 CONFIG_OPTION = click.option(
@@ -78,24 +82,44 @@ class StatefulCommand(click.Command):
     """A command that sets up the state folder when it runs (after ``--help`` was handled).
 
     ZenML's log records (a failed step's traceback) go to a log file, not the terminal.
+    SIGTERM stops it as Ctrl-C does; either way its own MLflow runs are marked FAILED.
     """
 
     def invoke(self, ctx: click.Context):
         runtime.configure()
+        previous = _handle_signals({signal.SIGTERM: raise_interrupted})
         try:
             with orchestrator_logs_to(log_file(ctx.info_name or "fedmm")):
                 return super().invoke(ctx)
-        except Exception as error:
+        except (Exception, KeyboardInterrupt) as error:
+            if isinstance(error, KeyboardInterrupt):  # a second Ctrl-C must not cut the clean-up short
+                previous = {**_handle_signals({signal.SIGINT: signal.SIG_IGN}), **previous}
             _fail_own_runs(error)
             raise
+        finally:
+            _handle_signals(previous)
 
 
-def _fail_own_runs(error: Exception) -> None:
-    """A failed command leaves no MLflow run of its own RUNNING (only if it got as far as tracking)."""
+def _handle_signals(handlers: dict) -> dict:
+    """Install signal handlers (in the main thread only: elsewhere Python refuses); returns the previous ones."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, handler) for sig, handler in handlers.items() if handler is not None}
+
+
+def _fail_own_runs(error: BaseException) -> None:
+    """A failed command leaves no MLflow run of its own RUNNING (only if it got as far as tracking).
+
+    Best effort: when the store itself is what failed, the sweep of the next command does it;
+    a failure here must not replace the error the user is told about.
+    """
     if "fedmm.tracking.runs" in sys.modules:
         from fedmm.tracking.runs import fail_own_runs
 
-        fail_own_runs(_one_line(error))
+        try:
+            fail_own_runs(_one_line(error))
+        except Exception:  # noqa: BLE001 (the original error is what the user sees)
+            logging.getLogger(__name__).debug("could not mark this command's MLflow runs FAILED", exc_info=True)
 
 
 class FriendlyGroup(click.Group):
@@ -109,8 +133,16 @@ class FriendlyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.exceptions.UsageError as error:  # a bad option or argument: one line too, exit 2
+            hint = f" (see {error.ctx.command_path} --help)" if error.ctx is not None else ""
+            click.secho(f"error: {error.format_message()}{hint}", fg="red", err=True)
+            sys.exit(EXIT_USER_ERROR)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM (errors.Interrupted)
+            click.secho(f"error: {_one_line(error)}; its MLflow run, if any, is marked FAILED and the next "
+                        "command cleans up anything half-registered", fg="red", err=True)
+            sys.exit(128 + getattr(error, "signum", signal.SIGINT))
         except StateDirError as error:  # nowhere to write a log: the line is all there is
             click.secho(f"error: {_one_line(error)}", fg="red", err=True)
             sys.exit(EXIT_USER_ERROR)
@@ -126,6 +158,8 @@ class FriendlyGroup(click.Group):
 
 def _one_line(error: BaseException) -> str:
     """The error's message without the notes Python would print after it."""
+    if isinstance(error, KeyboardInterrupt):
+        return f"interrupted by {signal.Signals(getattr(error, 'signum', signal.SIGINT)).name}"
     return str(error) or type(error).__name__
 
 

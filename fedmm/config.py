@@ -178,9 +178,9 @@ class CorruptionConfig(_Section):
 class ModelConfig(_Section):
     """Per-modality encoders, masked fusion and a classifier head."""
 
-    embed_dim: int = Field(64, ge=1, description="size of each modality's embedding")
-    channels: int = Field(32, ge=1, description="conv channels of the 1D CNN encoders (MLP width for views)")
-    fusion_dim: int = Field(64, ge=1, description="size of the fused representation the head classifies")
+    embed_dim: int = Field(64, ge=1, le=4096, description="size of each modality's embedding")
+    channels: int = Field(32, ge=1, le=4096, description="conv channels of the 1D CNN encoders (MLP width for views)")
+    fusion_dim: int = Field(64, ge=1, le=4096, description="size of the fused representation the head classifies")
 
 
 class FedProxConfig(_Section):

@@ -2,10 +2,12 @@
 
 Exit codes of the ``fedmm`` command: 0 success (for ``run`` and ``promote``: promoted),
 1 a promotion gate failed, 2 a user error (config, data, registry request), 3 an internal
-error. Tracebacks go to a log file under ``$FEDMM_HOME/logs`` whose path is printed.
+error, 128 + the signal when stopped by one (130 Ctrl-C, 143 SIGTERM). Tracebacks go to a
+log file under ``$FEDMM_HOME/logs`` whose path is printed.
 """
 
 import os
+import signal
 import tempfile
 import time
 import traceback
@@ -26,6 +28,19 @@ class PastRunError(UserError, ValueError):
 
 class StateDirError(UserError, OSError):
     """``FEDMM_HOME`` is not a folder fedmm can write."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The command was stopped by a signal (SIGINT from Ctrl-C, or SIGTERM); it exits with 128 + the signal."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_interrupted(signum: int, frame) -> None:
+    """A signal handler: stop the command as Ctrl-C does, naming the signal."""
+    raise Interrupted(signum)
 
 
 def log_file(kind: str) -> Path:

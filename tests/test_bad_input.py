@@ -7,8 +7,10 @@ Great Expectations suite) are covered in test_pipeline.py.
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ CONFIG_TRIALS = {
     f"seed={2 ** 70}": "seed: Input should be less than or equal to 9223372036854775807",
     "validation.value_bounds={acc: [5, -5]}": "validation.value_bounds.acc: low 5 is above high -5",
     "train.device=cuda": "no CUDA device is available",
+    "model.embed_dim=1000000000": "model.embed_dim: Input should be less than or equal to 4096",
 }
 
 
@@ -149,6 +152,8 @@ def test_concurrent_first_runs_initialise_the_stores_once(tmp_path, count):
 
 
 def test_a_tracking_server_without_a_registry_lock_is_refused_before_work(monkeypatch):
+    import fedmm.tracking.runs  # noqa: F401 (as after an earlier command: a failing one then marks its runs FAILED)
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5059")
     monkeypatch.delenv("FEDMM_REGISTRY_LOCK_URI", raising=False)
     result = _run(["run", "-c", str(TINY)])
@@ -238,7 +243,7 @@ def test_a_diverged_training_is_one_line_naming_the_round_and_leaves_nothing_beh
     assert "Traceback" in Path(lines[-1].removeprefix("details: ")).read_text()
     with sqlite3.connect(home / "mlflow.db") as db:
         assert db.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0] == 0
-        assert db.execute("SELECT status FROM runs").fetchall() == [("FAILED",)]
+        assert ("RUNNING",) not in db.execute("SELECT status FROM runs").fetchall()  # the run opens at registration
 
 
 def test_make_server_under_a_private_home_says_what_to_do_in_one_line(tmp_path):
@@ -250,4 +255,102 @@ def test_make_server_under_a_private_home_says_what_to_do_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "the postgres user, which cannot reach" in done.stderr
-    assert "POSTGRES_DATA=" in done.stderr and not (home / "postgres" / "PG_VERSION").exists()
+    assert "POSTGRES_DATA=" in done.stderr and not (home / "postgres").exists()  # refused before creating anything
+
+
+INTERRUPTED_RUN = """
+import sys, time, types
+from fedmm.cli import main
+
+def run_pipeline(config, echo):  # the pipeline, up to its MLflow run, then a long step
+    from fedmm.tracking.runs import start_run
+
+    start_run(config)
+    print("started", flush=True)
+    time.sleep(120)
+
+sys.modules["fedmm_pipelines.pipelines.runner"] = types.SimpleNamespace(run_pipeline=run_pipeline)
+main(["run", "-c", sys.argv[1]])
+"""
+
+
+@pytest.mark.parametrize("signum", [2, 15])
+def test_ctrl_c_or_sigterm_is_one_line_exit_128_plus_the_signal_and_fails_the_run(tmp_path, signum):
+    """A real process stopped mid-run by Ctrl-C (SIGINT) or SIGTERM: one error line (was click's `Aborted!` and exit 1,
+    the gate-failed code), exit 130 / 143, and its MLflow run is FAILED at once, not RUNNING until the next sweep."""
+    import signal
+    import sqlite3
+
+    home = tmp_path / "home"
+    env = {"PATH": "/usr/bin:/bin", "FEDMM_HOME": str(home), "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-c", INTERRUPTED_RUN, str(TINY)], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "started\n", process.communicate(timeout=60)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, err
+    assert out == "" and err.count("\n") == 1 and err.startswith(f"error: interrupted by {signal.Signals(signum).name};")
+    with sqlite3.connect(home / "mlflow.db") as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("FAILED",)]
+
+
+def test_a_bad_option_is_one_line_and_exit_2():
+    result = _run(["promote", "--model", "m", "--version", "1", "--min-macro-f1", "-5"])
+    assert result.exit_code == 2 and result.output == (
+        "error: Invalid value for '--min-macro-f1': -5.0 is not in the range 0<=x<=1. (see main promote --help)\n")
+
+
+@pytest.mark.parametrize("store", ["not-sqlite", "corrupt-sqlite", "unreachable-postgresql", "unreachable-server",
+                                   "unknown-scheme"])
+def test_an_unusable_tracking_store_is_one_line_and_exit_2_within_seconds(tmp_path, monkeypatch, store):
+    """A `mlflow.db` that is not a database was exit 3 with SQLAlchemy's lines; an unreachable PostgreSQL store
+    was retried by MLflow for about 4 minutes, then the same."""
+    import socket
+    import time
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("FEDMM_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri, expected = {
+        "not-sqlite": (b"a text file where the MLflow store should be", f"{home / 'mlflow.db'} is not an SQLite database"),
+        "corrupt-sqlite": (b"SQLite format 3\0" + bytes(range(256)) * 64, f"{home / 'mlflow.db'} is a corrupt SQLite database"),
+        "unreachable-postgresql": (f"postgresql://fedmm:secret@127.0.0.1:{port}/fedmm",
+                                   f"the tracking store postgresql://fedmm:***@127.0.0.1:{port}/fedmm cannot be reached"),
+        "unreachable-server": (f"http://127.0.0.1:{port}", f"the tracking server http://127.0.0.1:{port} cannot be reached"),
+        "unknown-scheme": ("foo://bar", "MLFLOW_TRACKING_URI='foo://bar' is not a store fedmm can use"),
+    }[store]
+    if isinstance(uri, bytes):
+        home.mkdir()
+        (home / "mlflow.db").write_bytes(uri)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.setenv("FEDMM_REGISTRY_LOCK_URI", f"postgresql://fedmm@127.0.0.1:{port}/fedmm")
+    started = time.monotonic()
+    result = _run(["promote", "--model", "m", "--version", "1"])
+    assert result.exit_code == 2, result.output
+    assert len(_error_lines(result.output)) == 1 and _error_lines(result.output)[0].startswith(f"error: {expected}")
+    assert "secret" not in result.output
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize("variable", ["SERVER_PORT", "POSTGRES_PORT"])
+def test_make_server_with_a_port_taken_says_which_in_one_line(tmp_path, variable):
+    """The MLflow server's port taken (was gunicorn's multi-line failure after PostgreSQL started) or PostgreSQL's
+    (was pg_ctl's `could not start server`, the reason only in its log): refused in one line naming the variable."""
+    import socket
+
+    data = Path(tempfile.mkdtemp(prefix="fedmm-pg-", dir="/var/tmp"))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        done = subprocess.run(["make", "-s", "server", "STAMP=", f"FEDMM_HOME={tmp_path}", f"POSTGRES_DATA={data}",
+                               f"{variable}={taken.getsockname()[1]}"], capture_output=True, text=True, cwd=REPO,
+                              timeout=120)
+    subprocess.run([str(REPO / "infra" / "postgres.sh"), "stop", str(data)], capture_output=True, timeout=60)
+    shutil.rmtree(data, ignore_errors=True)
+    ours = [line for line in done.stderr.splitlines() if not line.startswith("make")]
+    assert done.returncode != 0 and done.stdout == "" and len(ours) == 1, done.stderr
+    assert f"make server {variable}=" in ours[0]
+    if variable == "POSTGRES_PORT":
+        assert "Address already in use" in ours[0]

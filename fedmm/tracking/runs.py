@@ -14,11 +14,13 @@ import mlflow
 import psutil
 from mlflow import MlflowClient
 from mlflow.entities import Metric
+from sqlalchemy.exc import DatabaseError
 
 from fedmm.config import Config
 from fedmm.runtime import state_dir, tracking_uri
 from fedmm.tracking import lock, plots
 from fedmm.tracking import tags as T
+from fedmm.tracking.store import StoreError, check_store
 
 if TYPE_CHECKING:
     from fedmm.data.validation import ValidationReport
@@ -46,14 +48,22 @@ def initialise(uri: str) -> None:
     """Create and migrate the tracking and registry stores of an SQLite URI under a file lock beside it.
 
     MLflow creates its tables on first use; two processes doing so at once on a new file fail
-    (``table ... already exists``). Here the first one creates them and the others wait.
+    (``table ... already exists``). Here the first one creates them and the others wait. A store
+    that cannot be used (not a database, corrupt, unreachable) is a :class:`StoreError` first.
     """
+    check_store(uri)
     database = lock.sqlite_path(uri)
     if database is not None:
         with lock.file_lock(database.with_name(f"{database.name}.init.lock"), what="MLflow store lock"):
-            store_client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-            store_client.search_experiments(max_results=1)
-            store_client.search_registered_models(max_results=1)
+            try:
+                store_client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+                store_client.search_experiments(max_results=1)
+                store_client.search_registered_models(max_results=1)
+            except DatabaseError as error:
+                if "malformed" not in str(error) and "not a database" not in str(error):
+                    raise
+                raise StoreError(f"{database} is a corrupt SQLite database ({getattr(error, 'orig', error)}): "
+                                 "restore it from a backup or move it away") from None
     _INITIALISED.add(uri)
 
 
