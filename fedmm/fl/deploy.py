@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedmm.errors import UserError
+from fedmm.errors import UserError, raise_interrupted
 from fedmm.fl import pki
 from fedmm.fl.pki import make_ca, make_server_certificate
 
@@ -296,7 +296,7 @@ class Federation:
     def __enter__(self) -> Federation:
         self._previous = None
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, _terminate)
+            self._previous = signal.signal(signal.SIGTERM, raise_interrupted)
         try:
             self.processes["reaper"] = start_reaper(self.runtime, f"{FEDERATION_ENV}={self.ident}")
             if self.superlink is None:
@@ -335,10 +335,6 @@ class Federation:
 def write_connection(runtime: Runtime, address: str, root_certificates: Path | str | None) -> None:
     """The ``flwr`` CLI's connection named ``fedmm`` (``$FLWR_HOME/config.toml``): TLS unless no CA is given."""
     pki.write_connection(Path(runtime.env()["FLWR_HOME"]), address, root_certificates)
-
-
-def _terminate(signum, frame) -> None:
-    raise SystemExit(128 + signum)
 
 
 def run_app(
