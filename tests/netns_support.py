@@ -258,11 +258,12 @@ class Deployment:
         return self.hosts.get("coordinator", f"{name}.npz"), json.loads(self.hosts.get("coordinator", f"{name}.json"))
 
 
-def wait_for(path: Path, text: str, timeout: float, process: subprocess.Popen | None = None) -> str:
-    """The file's text once it holds ``text``; fails after ``timeout`` or when ``process`` exited first."""
+def wait_for(path: Path, text: str, timeout: float, process: subprocess.Popen | None = None, since: int = 0) -> str:
+    """The file's text from character ``since`` once it holds ``text``; fails after ``timeout`` or when ``process``
+    exited first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        content = path.read_text() if path.exists() else ""
+        content = path.read_text()[since:] if path.exists() else ""
         if text in content:
             return content
         if process is not None and process.poll() is not None:

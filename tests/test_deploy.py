@@ -49,10 +49,12 @@ def test_a_deployed_run_across_hosts_shares_nothing_but_the_network(tmp_path):
         timings = json.loads(hosts.get("coordinator", f"first/train/{TIMINGS_FILE}"))
         assert [(t["clients"], t["dropped"]) for t in timings] == [(3, []), (2, [2])]  # the clients that replied
 
-        # The restarted site waits until the SuperLink lets its crashed node go, and says so.
+        # The restarted site waits until the SuperLink lets its crashed node go, and says so (its log goes on
+        # after the first run's lines: only the restart's count).
+        restart = len((logs / "site2.log").read_text())
         deployment.start_site(2)
         check_the_control_api_is_out_of_a_sites_reach(deployment)
-        assert "retrying every 5 s until it is released" in wait_for(logs / "site2.log", "connected to", 120)
+        assert "retrying every 5 s until it is released" in wait_for(logs / "site2.log", "connected to", 120, since=restart)
 
         # It rejoins the next run: `fedmm run` of the deployed graph, which registers and promotes a champion.
         second = deployment.pipeline("second", TINY, [*RUN, "registry.model_name=fedmm-deployed"])
