@@ -13,6 +13,7 @@ import inspect
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import yaml
@@ -163,6 +164,26 @@ def test_kfp_components_and_zenml_steps_match_the_graph():
     for graph_ in graph.GRAPHS.values():
         assert kfp_mismatch(graph_, components_of(graph_)) == []
         assert zenml_mismatch(graph_, steps_of(graph_)) == []
+
+
+def test_a_cached_step_is_not_reused_by_other_fedmm_code(tmp_path):
+    """Every cacheable step's cache key holds fedmm's source hash, which any edit of a fedmm file changes."""
+    import shutil
+
+    from zenml.utils import source_utils
+
+    import fedmm
+    from fedmm_pipelines.steps.graph import fedmm_code_version, source_hash, steps_of
+
+    for graph_ in graph.GRAPHS.values():
+        for stage in graph_.stages:
+            policy = steps_of(graph_)[stage.name].configuration.cache_policy
+            assert source_utils.load(policy.cache_func)() == fedmm_code_version(), stage.name
+    copy = shutil.copytree(Path(fedmm.__file__).parent, tmp_path / "fedmm", ignore=shutil.ignore_patterns("__pycache__"))
+    assert source_hash(copy) == fedmm_code_version()
+    with (copy / "fl" / "strategy.py").open("a") as edited:
+        edited.write("\n")
+    assert source_hash(copy) != fedmm_code_version()
 
 
 def test_a_fedmkgc_file_runs_the_fedmkgc_graph_through_the_same_adapters(tmp_path):

@@ -15,12 +15,17 @@ source resolution finds it.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+from functools import cache
+from pathlib import Path
 from typing import Annotated, Any
 
 from zenml import get_step_context, save_artifact, step
+from zenml.config.cache_policy import CachePolicy
 from zenml.steps import BaseStep
 
+import fedmm
 from fedmm.graph import GRAPHS, Artifact, Graph, Stage, resolve
 from fedmm.tracking import tags as T
 from fedmm_pipelines.pipelines.model_control_plane import mirror_aliases
@@ -28,6 +33,24 @@ from fedmm_pipelines.steps.materializers import FolderArtifactMaterializer, Json
 
 SUMMARY_METADATA = ("model_version", "aliases", "promoted", "test_macro_f1", "test_mrr", "data_sha256")
 """The run summary's fields logged as the ZenML model version's metadata."""
+
+
+def source_hash(root: Path) -> str:
+    """The SHA-256 of the Python files under ``root`` (their paths and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+@cache
+def fedmm_code_version() -> str:
+    """fedmm's own source hash: part of every step's cache key, so a cached step output computed by other code
+    (an upgrade, a local edit) is not reused (ZenML's key covers the step body, not the library it calls)."""
+    return source_hash(Path(fedmm.__file__).parent)
+
+
+CACHE_POLICY = CachePolicy(cache_func=f"{__name__}.{fedmm_code_version.__name__}")  # a source: resolved when a step runs
 
 
 def step_name(stage: Stage) -> str:
@@ -94,7 +117,7 @@ def make_step(graph: Graph, stage: Stage) -> BaseStep:
     returns = Annotated[artifact_type(graph, stage.output), stage.output]
     return publish(body, f"{graph.name}__{stage.function}", inspect.Signature(parameters, return_annotation=returns),
                    graph.function(stage).__doc__, name=step_name(stage), enable_cache=stage.cacheable,
-                   output_materializers=materializer(graph.artifact(stage.output)))
+                   cache_policy=CACHE_POLICY, output_materializers=materializer(graph.artifact(stage.output)))
 
 
 def make_attach_step(graph: Graph, stage: Stage) -> BaseStep:
