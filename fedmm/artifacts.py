@@ -24,6 +24,16 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def directory_sha256(folder: str | Path, pattern: str = "*") -> str:
+    """SHA-256 over the files of a folder matching ``pattern`` (recursively): each one's relative path and content
+    hash, in path order."""
+    folder = Path(folder)
+    lines = sorted(
+        f"{path.relative_to(folder).as_posix()} {sha256_file(path)}\n" for path in folder.rglob(pattern) if path.is_file()
+    )
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 def sha256_arrays(arrays: dict[str, np.ndarray]) -> str:
     """SHA-256 over named arrays (names, dtypes, shapes and bytes), independent of file format."""
     digest = hashlib.sha256()

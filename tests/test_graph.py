@@ -173,17 +173,18 @@ def test_a_cached_step_is_not_reused_by_other_fedmm_code(tmp_path):
     from zenml.utils import source_utils
 
     import fedmm
-    from fedmm_pipelines.steps.graph import fedmm_code_version, source_hash, steps_of
+    from fedmm.artifacts import directory_sha256
+    from fedmm_pipelines.steps.graph import fedmm_code_version, steps_of
 
     for graph_ in graph.GRAPHS.values():
         for stage in graph_.stages:
             policy = steps_of(graph_)[stage.name].configuration.cache_policy
             assert source_utils.load(policy.cache_func)() == fedmm_code_version(), stage.name
     copy = shutil.copytree(Path(fedmm.__file__).parent, tmp_path / "fedmm", ignore=shutil.ignore_patterns("__pycache__"))
-    assert source_hash(copy) == fedmm_code_version()
+    assert directory_sha256(copy, "*.py") == fedmm_code_version()
     with (copy / "fl" / "strategy.py").open("a") as edited:
         edited.write("\n")
-    assert source_hash(copy) != fedmm_code_version()
+    assert directory_sha256(copy, "*.py") != fedmm_code_version()
 
 
 def test_a_fedmkgc_file_runs_the_fedmkgc_graph_through_the_same_adapters(tmp_path):

@@ -17,7 +17,6 @@ weights are refused even under a plain ``mlflow.pyfunc.load_model`` (which runs 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 import fedmm
-from fedmm.artifacts import sha256_file
+from fedmm.artifacts import directory_sha256
 from fedmm.fl.result import load_predictor
 from fedmm.models.multimodal import MultimodalNet
 
@@ -94,15 +93,6 @@ def input_example(dataset) -> dict[str, np.ndarray]:
     arrays = {name: np.where(presence[:, m].reshape(-1, *[1] * (array.ndim - 1)), array[rows], 0.0)
               for m, (name, array) in enumerate(dataset.modalities.items())}
     return model_input(arrays, presence)
-
-
-def directory_sha256(folder: str | Path) -> str:
-    """SHA-256 over every file of a folder: its relative path and content hash, in path order."""
-    folder = Path(folder)
-    lines = sorted(
-        f"{path.relative_to(folder).as_posix()} {sha256_file(path)}\n" for path in folder.rglob("*") if path.is_file()
-    )
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def verify_network(network: Path, expected_sha256: str | None) -> None:

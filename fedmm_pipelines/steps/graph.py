@@ -15,7 +15,6 @@ source resolution finds it.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from functools import cache
 from pathlib import Path
@@ -26,6 +25,7 @@ from zenml.config.cache_policy import CachePolicy
 from zenml.steps import BaseStep
 
 import fedmm
+from fedmm.artifacts import directory_sha256
 from fedmm.graph import GRAPHS, Artifact, Graph, Stage, resolve
 from fedmm.tracking import tags as T
 from fedmm_pipelines.pipelines.model_control_plane import mirror_aliases
@@ -35,19 +35,11 @@ SUMMARY_METADATA = ("model_version", "aliases", "promoted", "test_macro_f1", "te
 """The run summary's fields logged as the ZenML model version's metadata."""
 
 
-def source_hash(root: Path) -> str:
-    """The SHA-256 of the Python files under ``root`` (their paths and contents)."""
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
 @cache
 def fedmm_code_version() -> str:
     """fedmm's own source hash: part of every step's cache key, so a cached step output computed by other code
     (an upgrade, a local edit) is not reused (ZenML's key covers the step body, not the library it calls)."""
-    return source_hash(Path(fedmm.__file__).parent)
+    return directory_sha256(Path(fedmm.__file__).parent, "*.py")
 
 
 CACHE_POLICY = CachePolicy(cache_func=f"{__name__}.{fedmm_code_version.__name__}")  # a source: resolved when a step runs
