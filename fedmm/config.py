@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from fedmm.errors import UserError
-from fedmm.impute_config import GeneratorConfig, ImputeConfig
+from fedmm.fl.params import DECLARED as STRATEGY_INFO
+from fedmm.fl.params import sections as strategy_sections
+from fedmm.impute_config import ImputeConfig
 
 
 class ConfigError(UserError, ValueError):
@@ -183,94 +185,12 @@ class ModelConfig(_Section):
     fusion_dim: int = Field(64, ge=1, le=4096, description="size of the fused representation the head classifies")
 
 
-class FedProxConfig(_Section):
-    """FedProx: each client adds (mu/2)*||w - w_global||^2 to its loss."""
+class TrainSchedule(_Section):
+    """What every strategy shares: :data:`TrainConfig` adds each strategy's own section after these fields."""
 
-    mu: float = Field(0.01, ge=0, description="weight of the proximal term; 0 is FedAvg")
-
-
-class MoonConfig(_Section):
-    """MOON: model-contrastive loss on the fused representation, weighted by mu."""
-
-    mu: float = Field(1.0, ge=0, description="weight of the contrastive term; 0 is FedAvg")
-    temperature: float = Field(0.5, gt=0, description="temperature of the cosine similarities")
-
-
-class FedMektConfig(_Section):
-    """FedMEKT: clients train multimodal autoencoders on unlabelled data and send proxy-set embeddings."""
-
-    recon_weight: float = Field(1.0, ge=0, description="weight of the clients' reconstruction loss")
-    reconstruction: Literal["cross_modal", "joint"] = Field(
-        "cross_modal", description="cross_modal: each present modality predicts every present one (FedMEKT's code); "
-        "joint: each is decoded from the mean of the present embeddings",
+    strategy: Literal[tuple(STRATEGY_INFO)] = Field(
+        "fedavg", description="the federated strategy (its settings: the section of the same name)"
     )
-    distill_weight: float = Field(
-        0.1, ge=0, description="weight of the clients' KL toward the global proxy embeddings (public code: alpha 0.1)"
-    )
-    temperature: float = Field(3.0, gt=0, description="softmax temperature over embedding dimensions (public code: 3)")
-    server_epochs: int = Field(5, ge=1, description="server epochs distilling aggregated embeddings into the encoders")
-    classifier_epochs: int = Field(10, ge=1, description="server epochs training fusion and head on the labelled proxy")
-
-
-class FedMobileConfig(_Section):
-    """FedMobile: generated latent features for missing modalities, contribution-aware aggregation."""
-
-    performance_weight: float = Field(
-        0.5, ge=0, le=1,
-        description="aggregation score = w * local accuracy + (1 - w) * relative local loss reduction",
-    )
-    model_weighting: Literal["contribution", "samples"] = Field(
-        "contribution", description="how client model deltas are weighted: contribution-aware scores, or example counts",
-    )
-    generator_weighting: Literal["clustered_shapley", "samples"] = Field(
-        "clustered_shapley", description="how client generators are weighted when aggregated",
-    )
-    clusters: int = Field(3, ge=1, description="K-means clusters of client generators for clustered Shapley")
-    generator: GeneratorConfig = GeneratorConfig(local_epochs=1, lr=0.003, hidden=128)
-
-
-class MMFeD3Config(_Section):
-    """MMFeD3: logit and feature distillation, on the clients' own batches and on the server's proxy inputs."""
-
-    logit_weight: float = Field(1.0, ge=0, description="weight of the temperature-scaled logit KL")
-    feature_weight: float = Field(1.0, ge=0, description="weight of the fused-representation alignment (MSE)")
-    temperature: float = Field(3.0, gt=0, description="softmax temperature of the logit distillation")
-    server_epochs: int = Field(
-        2, ge=0, description="server epochs distilling the client ensemble on the proxy set (0: clients distil only)"
-    )
-    warmup_rounds: int = Field(0, ge=0, description="rounds of plain FedAvg before distillation starts (both ways)")
-
-
-class ProxyConfig(_Section):
-    """The proxy-set baselines: proxy_only (the server's labelled proxy set alone) and fedavg_ft (FedAvg, then fine-tuning)."""
-
-    epochs: int = Field(3, ge=1, description="proxy_only: epochs over the proxy set per round")
-    finetune_epochs: int = Field(5, ge=1, description="fedavg_ft: epochs over the proxy set after the last round")
-    modality_dropout: bool = Field(True, description="also show every proxy batch with each single modality absent")
-
-
-class DropoutConfig(_Section):
-    """fedavg_dropout: clients also train on their batches with present modalities dropped at random."""
-
-    rate: float = Field(0.5, gt=0, lt=1, description="probability each present modality is dropped (one always stays)")
-
-
-class FedAdamConfig(_Section):
-    """FedAdam (FedOpt, Reddi et al. 2021): Adam on the server over the negated mean client delta."""
-
-    server_lr: float = Field(0.01, gt=0, description="server learning rate (eta)")
-    beta1: float = Field(0.9, ge=0, lt=1, description="server Adam's first-moment decay")
-    beta2: float = Field(0.99, ge=0, lt=1, description="server Adam's second-moment decay")
-    tau: float = Field(1e-3, gt=0, description="adaptivity (Adam's eps)")
-
-
-class TrainConfig(_Section):
-    """Federated rounds, local training and the centralized reference."""
-
-    strategy: Literal[
-        "fedavg", "fedprox", "moon", "fedmekt", "fedmobile", "mmfed3", "fedadam", "fedavg_dropout", "fedavg_ft",
-        "proxy_only",
-    ] = Field("fedavg", description="the federated strategy (its settings: the section of the same name)")
     transport: Literal["inprocess", "flower"] = Field(
         "inprocess",
         description="inprocess: every client simulated in this process; flower: a Flower SuperLink and one "
@@ -297,24 +217,22 @@ class TrainConfig(_Section):
         description="rounds between scoring the test splits (validation is scored every round); 0: after the last "
         "round only",
     )
-    fedprox: FedProxConfig = FedProxConfig()
-    moon: MoonConfig = MoonConfig()
-    fedmekt: FedMektConfig = FedMektConfig()
-    fedmobile: FedMobileConfig = FedMobileConfig()
-    mmfed3: MMFeD3Config = MMFeD3Config()
-    fedadam: FedAdamConfig = FedAdamConfig()
-    dropout: DropoutConfig = DropoutConfig()
-    proxy: ProxyConfig = ProxyConfig()
 
     @property
     def needs_proxy(self) -> bool:
         """Whether the strategy uses the server's proxy set: the config's early check, before torch loads.
 
-        Every runtime asks the strategy (``Strategy.needs_proxy``); the conformance test keeps the two equal.
+        Read from the strategy's declaration (:mod:`fedmm.fl.params`), as the strategy class reads it.
         """
-        if self.strategy == "fedmobile":
-            return self.fedmobile.generator_weighting == "clustered_shapley"
-        return self.strategy in ("fedmekt", "mmfed3", "fedavg_ft", "proxy_only")
+        info = STRATEGY_INFO[self.strategy]
+        return info.needs_proxy(getattr(self, info.section) if info.section else None)
+
+
+TrainConfig = create_model(  # the registry's sections, assembled: a strategy's parameters live in its own module
+    "TrainConfig", __base__=TrainSchedule, __module__=__name__,
+    __doc__="Federated rounds, local training and the centralized reference.",
+    **{section: (model, model()) for section, model in strategy_sections().items()},
+)
 
 
 class FlowerConfig(_Section):

@@ -1,7 +1,12 @@
+import subprocess
+import sys
+
 import pytest
 from conftest import TINY
 
-from fedmm.config import ConfigError, config_from_dict, load_config
+from fedmm.config import ConfigError, TrainConfig, config_from_dict, load_config
+from fedmm.fl.params import DECLARED
+from fedmm.fl.strategies import STRATEGIES
 
 
 def test_defaults_and_overrides_validate():
@@ -61,3 +66,27 @@ def test_overrides_leave_the_callers_mapping_alone():
     raw = {"train": {"rounds": 3}}
     assert config_from_dict(raw, ["train.strategy=fedprox"]).train.strategy == "fedprox"
     assert raw == {"train": {"rounds": 3}}
+
+
+def test_each_strategy_is_declared_once_and_a_bad_value_fails_before_torch_loads():
+    """``train.*`` is assembled from the light declarations; each strategy class reads its own."""
+    script = (
+        "import sys\n"
+        "from fedmm.config import ConfigError, TrainConfig, config_from_dict\n"
+        "from fedmm.fl.params import DECLARED, sections\n"
+        "assert TrainConfig.model_fields['strategy'].annotation.__args__ == tuple(DECLARED)\n"
+        "assert all(TrainConfig.model_fields[name].annotation is model for name, model in sections().items())\n"
+        "try:\n"
+        "    config_from_dict({'train': {'strategy': 'mmfed3', 'mmfed3': {'temperature': 0}}})\n"
+        "except ConfigError as error:\n"
+        "    print(error)\n"
+        "print(sorted(name for name in sys.modules if name.startswith('torch')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [
+        "invalid configuration: train.mmfed3.temperature: Input should be greater than 0", "[]",
+    ]
+    for name, info in DECLARED.items():
+        cls = STRATEGIES[name]
+        assert (cls.info, cls.name, cls.config_section) == (info, name, info.section)
+        assert cls.needs_proxy == info.needs_proxy() == TrainConfig(strategy=name).needs_proxy

@@ -8,6 +8,7 @@ from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, forward, train_client
 from fedmm.fl.fedmekt import dropout_masks
 from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction, cross_entropy
+from fedmm.fl.params.baselines import FEDAVG_DROPOUT, FEDAVG_FT, PROXY_ONLY
 from fedmm.fl.strategy import FedAvg, ServerContext, Strategy
 from fedmm.models.multimodal import build_model
 from fedmm.seeding import torch_generator
@@ -46,9 +47,6 @@ class _ProxyTrained(FedAvg[ClientUpdate]):
     ``modality_dropout``: every proxy batch is also shown with each single modality absent.
     """
 
-    config_section = "proxy"
-    needs_proxy = True
-
     def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None, modality_dropout: bool) -> None:
         super().__init__(train, seed, server)
         self.modality_dropout = self.checked(modality_dropout=modality_dropout).modality_dropout
@@ -73,7 +71,7 @@ class ProxyOnly(_ProxyTrained):
     ``rounds x epochs`` passes over the proxy set; clients' data is never used.
     """
 
-    name = "proxy_only"
+    info = PROXY_ONLY
 
     def __init__(
         self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, epochs: int, modality_dropout: bool
@@ -97,7 +95,7 @@ class ProxyOnly(_ProxyTrained):
 class FedAvgFinetune(_ProxyTrained):
     """FedAvg, then (after the last round's aggregation) ``finetune_epochs`` (>= 1) on the labelled proxy set."""
 
-    name = "fedavg_ft"
+    info = FEDAVG_FT
 
     def __init__(
         self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, finetune_epochs: int,
@@ -128,8 +126,7 @@ class ModalityDropout(FedAvg[ClientUpdate]):
     ``(seed, "dropout", round, client)``), then send the FedAvg delta.
     """
 
-    name = "fedavg_dropout"
-    config_section = "dropout"
+    info = FEDAVG_DROPOUT
 
     def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, rate: float) -> None:
         super().__init__(train, seed, server)

@@ -6,6 +6,7 @@ import torch
 
 from fedmm.config import TrainConfig
 from fedmm.fl.messages import ClientUpdate
+from fedmm.fl.params.fedadam import FEDADAM
 from fedmm.fl.strategy import FedAvg, ServerContext
 from fedmm.tensors import State
 
@@ -22,8 +23,7 @@ class FedAdam(FedAvg[ClientUpdate]):
     (checkpointed, so a resumed run continues the same optimiser).
     """
 
-    name = "fedadam"
-    config_section = "fedadam"
+    info = FEDADAM
 
     def __init__(
         self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, server_lr: float, beta1: float,

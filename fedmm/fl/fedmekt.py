@@ -12,6 +12,7 @@ from torch import nn
 from fedmm.config import TrainConfig
 from fedmm.fl.client import OPTIMIZERS, Worker, trainable_state
 from fedmm.fl.messages import TrainInstruction, labelled_cross_entropy
+from fedmm.fl.params.fedmekt import FEDMEKT
 from fedmm.fl.strategy import FedAvg, ServerContext, Strategy
 from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
 from fedmm.seeding import torch_generator
@@ -136,9 +137,7 @@ class FedMekt(FedAvg[EmbeddingPayload]):
     to simulate and nothing for the contribution audit.
     """
 
-    name = "fedmekt"
-    config_section = "fedmekt"
-    needs_proxy = True
+    info = FEDMEKT
 
     def __init__(
         self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, recon_weight: float,

@@ -14,6 +14,7 @@ import torch
 from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, train_client
 from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction, labelled_cross_entropy
+from fedmm.fl.params.fedmobile import FEDMOBILE
 from fedmm.fl.strategy import FedAvg, ServerContext
 from fedmm.impute.generator import CrossModalGenerator, GeneratedFeaturesNet, train_generator_locally
 from fedmm.impute.latent import LatentData, Scaler, client_latents, prefixed, scaler_from, unprefixed
@@ -89,9 +90,7 @@ class FedMobile(FedAvg[FedMobileUpdate]):
     loss reduction, so it gets no contribution weight.
     """
 
-    name = "fedmobile"
-    config_section = "fedmobile"
-    needs_proxy = True
+    info = FEDMOBILE
 
     def __init__(
         self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, performance_weight: float,
@@ -101,7 +100,7 @@ class FedMobile(FedAvg[FedMobileUpdate]):
             performance_weight=performance_weight, model_weighting=model_weighting,
             generator_weighting=generator_weighting, clusters=clusters, generator=generator,
         )
-        self.needs_proxy = self.config.generator_weighting == "clustered_shapley"
+        self.needs_proxy = self.info.needs_proxy(self.config)
         super().__init__(train, seed, server)
         self.server_model = None
         if server is not None and self.needs_proxy:

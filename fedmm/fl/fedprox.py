@@ -6,6 +6,7 @@ import torch
 
 from fedmm.config import TrainConfig
 from fedmm.fl.messages import ClientUpdate, Forward, LocalContext, cross_entropy
+from fedmm.fl.params.fedprox import FEDPROX
 from fedmm.fl.strategy import FedAvg, ServerContext
 
 
@@ -19,8 +20,7 @@ class FedProx(FedAvg[ClientUpdate]):
     selection and aggregation are FedAvg's, and ``mu = 0`` is FedAvg exactly.
     """
 
-    name = "fedprox"
-    config_section = "fedprox"
+    info = FEDPROX
 
     def __init__(self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, mu: float) -> None:
         super().__init__(train, seed, server)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, forward, train_client
 from fedmm.fl.messages import ClientUpdate, Forward, LocalLoss, TrainInstruction, cross_entropy
+from fedmm.fl.params.mmfed3 import MMFED3
 from fedmm.fl.strategy import FedAvg, ServerContext
 from fedmm.models.multimodal import build_model
 from fedmm.seeding import torch_generator
@@ -81,9 +82,7 @@ class MMFeD3(FedAvg[DistillationUpdate]):
     distillation terms and the server step are skipped: FedAvg exactly.
     """
 
-    name = "mmfed3"
-    config_section = "mmfed3"
-    needs_proxy = True
+    info = MMFED3
 
     def __init__(
         self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, logit_weight: float,

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from fedmm.config import TrainConfig
 from fedmm.fl.messages import ClientUpdate, Forward, LocalContext, cross_entropy
+from fedmm.fl.params.moon import MOON
 from fedmm.fl.strategy import FedAvg, ServerContext
 from fedmm.tensors import State
 
@@ -30,8 +31,7 @@ class Moon(FedAvg[ClientUpdate]):
     has no gradient). Selection and aggregation are FedAvg's; ``mu = 0`` is FedAvg exactly.
     """
 
-    name = "moon"
-    config_section = "moon"
+    info = MOON
 
     def __init__(
         self, train: TrainConfig, seed: int, server: ServerContext | None = None, *, mu: float, temperature: float

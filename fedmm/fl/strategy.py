@@ -33,11 +33,12 @@ from typing import Any, ClassVar, Generic, TypeVar, get_args
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, representer, train_client
 from fedmm.fl.messages import ClientUpdate, Forward, LocalContext, LocalLoss, TrainInstruction, cross_entropy
+from fedmm.fl.params import FEDAVG, Params, StrategyInfo
 from fedmm.models.multimodal import ModelSpec
 from fedmm.seeding import rng_for
 from fedmm.tensors import State, TensorData, fedavg_states
@@ -72,6 +73,8 @@ class Strategy(ABC, Generic[PayloadT]):
     with a server, a strategy that ``needs_proxy`` refuses one without a proxy set.
     """
 
+    info: ClassVar[StrategyInfo]
+    """The strategy's declaration (:mod:`fedmm.fl.params`): ``name``, ``config_section`` and ``needs_proxy`` come from it."""
     name: ClassVar[str]
     payload_type: ClassVar[type]
     config_section: ClassVar[str | None] = None
@@ -80,6 +83,8 @@ class Strategy(ABC, Generic[PayloadT]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "info" in cls.__dict__:
+            cls.name, cls.config_section, cls.needs_proxy = cls.info.name, cls.info.section, cls.info.needs_proxy()
         for base in cls.__dict__.get("__orig_bases__", ()):
             argument = next(iter(get_args(base)), None)
             if isinstance(argument, type):
@@ -105,14 +110,13 @@ class Strategy(ABC, Generic[PayloadT]):
         return cls(train, seed, server, **{name: getattr(section, name) for name in cls.parameter_names()})
 
     @classmethod
-    def checked(cls, **parameters: Any) -> BaseModel:
+    def checked(cls, **parameters: Any) -> Params:
         """``parameters`` validated by the strategy's config section model (its bounds are the config's).
 
         A bad value raises one :class:`StrategyError` line naming the strategy, the parameter and the value.
         """
-        model = TrainConfig.model_fields[cls.config_section].annotation
         try:
-            return model(**parameters)
+            return cls.info.params(**parameters)
         except ValidationError as error:
             problem = error.errors()[0]
             where = ".".join(str(part) for part in problem["loc"])
@@ -204,7 +208,7 @@ class FedAvg(Strategy[PayloadT]):
     (``FedAvg[FedMobileUpdate]``); FedAvg itself sends :class:`ClientUpdate`.
     """
 
-    name = "fedavg"
+    info = FEDAVG
     payload_type = ClientUpdate
 
     def select_clients(self, server_round: int, num_clients: int) -> np.ndarray:
