@@ -190,14 +190,18 @@ def run(config_path: Path | None, overrides: tuple[str, ...]) -> None:
 
 
 def _load_run(config_path: Path | None, overrides: tuple[str, ...]):
-    """The config of a run: a ``task: fedmkgc`` file's, else the training config."""
-    from fedmm.kg.experiment import is_kg_spec
+    """The config of a run: a ``task:`` file's (its graph's config), else the training config."""
+    return graph.load_run_config(config_path, overrides)
 
-    if config_path is not None and is_kg_spec(config_path):
-        from fedmm.kg.config import load_kg_run_config
 
-        return load_kg_run_config(config_path, list(overrides))
-    return _load(config_path, overrides)
+def _graph_with(config, stage: str) -> graph.Graph:
+    """The config's graph, which must have ``stage`` (else one line: the command makes no sense for its task)."""
+    from fedmm.config import ConfigError
+
+    chosen = graph.for_config(config)
+    if stage not in chosen.names:
+        raise ConfigError(f"the {chosen.name} graph has no {stage} stage: this command does not apply to its configs")
+    return chosen
 
 
 @main.command("config")
@@ -207,9 +211,10 @@ def show_config(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Validate a config and print it with every default filled in."""
     import yaml
 
-    config = _load(config_path, overrides)
+    config = _load_run(config_path, overrides)
     click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    click.echo(f"# config hash: {config.hash()}")
+    if hasattr(config, "hash"):
+        click.echo(f"# config hash: {config.hash()}")
 
 
 FLOOR_OPTION = click.option(
@@ -314,7 +319,7 @@ def stage_command(name: str, config_path: Path | None, workdir: Path) -> None:
     """Run one pipeline stage over folders (the DVC stages call this)."""
     from fedmm.stages import run_in
 
-    config = _load(config_path, ())
+    config = _load_run(config_path, ())
     chosen = graph.for_config(config)
     if name not in chosen.names:
         raise click.BadParameter(f"graph {chosen.name!r} has no stage {name!r}; its stages are {list(chosen.names)}")
@@ -335,7 +340,7 @@ def dvc_command(config_path: Path | None, overrides: tuple[str, ...], directory:
     """
     from fedmm.stages import dvc_instructions, write_dvc_project
 
-    config = _load(config_path, overrides)
+    config = _load_run(config_path, overrides)
     paths = write_dvc_project(graph.for_config(config), config, directory)
     click.echo(f"wrote {paths['dvc']} and {paths['params']}; run: {dvc_instructions(paths['dvc'])}")
 
@@ -346,11 +351,11 @@ def dvc_command(config_path: Path | None, overrides: tuple[str, ...], directory:
 @SET_OPTION
 def audit(training_run_id: str, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Audit a past training run's client contributions (audit settings from the config)."""
-    config = _load(config_path, overrides)
+    config = _load_run(config_path, overrides)
+    chosen = _graph_with(config, "audit")
     from fedmm.report import print_audit
     from fedmm_pipelines.pipelines.graph import output, run_analysis
 
-    chosen = graph.for_config(config)
     run = run_analysis(chosen, "audit", config, training_run_id)
     print_audit(output(run, chosen, chosen.stage("audit").output))
     click.echo(f"audit pipeline run: {run.id}")
@@ -362,10 +367,10 @@ def audit(training_run_id: str, config_path: Path | None, overrides: tuple[str, 
 @SET_OPTION
 def impute(training_run_id: str, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Evaluate imputers of missing modalities on a past training run's model (settings: impute.*)."""
-    config = _load(config_path, overrides)
+    config = _load_run(config_path, overrides)
+    chosen = _graph_with(config, "evaluate-imputation")
     from fedmm_pipelines.pipelines.graph import output, run_analysis
 
-    chosen = graph.for_config(config)
     run = run_analysis(chosen, "evaluate-imputation", config, training_run_id)
     report = output(run, chosen, chosen.stage("evaluate-imputation").output)
     click.echo(report.markdown())
@@ -381,57 +386,18 @@ def impute(training_run_id: str, config_path: Path | None, overrides: tuple[str,
               help="Results folder (default: reports/experiments/<name>).")
 @click.option("--dry-run", is_flag=True, help="List the cells and their `fedmm run` commands; run nothing.")
 def experiment(spec_path: Path, output: Path | None, dry_run: bool) -> None:
-    """Run a matrix of configs resumably: CSV, Markdown table and plots, one MLflow parent run."""
-    from fedmm.experiments.matrix import expand, load_spec, spec_task
+    """Run a matrix of configs resumably: CSV, Markdown table and plots, one MLflow parent run.
 
-    task = spec_task(spec_path)
-    if task == "fedmkgc":
-        return kg_experiment(spec_path, output, dry_run)
-    if task == "fedmmkt":
-        return mmkt_experiment(spec_path, output, dry_run)
-    spec, base = load_spec(spec_path)
-    cells = expand(spec, base)
-    if dry_run:
-        for cell in cells:
-            click.echo(f"{cell.cell_id}  {cell.run_command()}")
-        click.echo(f"{len(cells)} cells")
-        return
-    from fedmm.experiments.runner import run_experiment
+    The file's ``task:`` names the graph whose cells it runs (none: the training graph; ``fedmkgc``, ``fedmmkt``).
+    """
+    matrix = graph.experiment_matrix(spec_path)
+    if not dry_run:
+        from fedmm.experiments.runner import run_matrix
 
-    outcome = run_experiment(spec, cells, output or Path("reports") / "experiments" / spec.name)
-    click.echo(outcome.outputs["table"].read_text())
-    click.echo(f"ran {outcome.ran} cells, {outcome.skipped} already done; results: {outcome.outputs['cells'].parent}")
-    click.echo(f"MLflow parent run: {outcome.parent_run_id}")
-
-
-def kg_experiment(spec_path: Path, output: Path | None, dry_run: bool) -> None:
-    """A FedMKGC matrix (``task: fedmkgc``): filtered MRR and Hits@k per dataset, missing rate and method."""
-    from fedmm.kg.experiment import load_kg_spec, run_kg_experiment
-
-    spec, configs = load_kg_spec(spec_path)
-    if dry_run:
-        lines = [f"{c.run_id()}  {c.dataset} {c.method} r={c.missing_rate:g} seed={c.seed}" for c in configs]
-        return _echo(*lines, f"{len(configs)} cells, {len({c.run_id() for c in configs})} distinct runs")
-    outcome = run_kg_experiment(spec, configs, output or Path("reports") / "experiments" / spec.name)
-    _echo(outcome["outputs"]["table"].read_text(), f"ran {outcome['ran']} runs; results: {outcome['outputs']['cells'].parent}",
-          f"MLflow parent run: {outcome['parent_run_id']}")
-
-
-def _echo(*lines: str) -> None:
-    for line in lines:
+        outcome = run_matrix(matrix, output or Path("reports") / "experiments" / matrix.name)
+    for line in matrix.listing() if dry_run else matrix.conclusion(outcome):
         click.echo(line)
 
-
-def mmkt_experiment(spec_path: Path, output: Path | None, dry_run: bool) -> None:
-    """A FedMMKT table (``task: fedmmkt``): client macro-F1 per method, the generator before and after."""
-    from fedmm.mmkt.experiment import load_mmkt_spec, run_mmkt_experiment
-
-    spec, configs = load_mmkt_spec(spec_path)
-    if dry_run:
-        return _echo(*(f"{c.run_id()}  {c.method} seed={c.seed}" for c in configs), f"{len(configs)} cells")
-    outcome = run_mmkt_experiment(spec, configs, output or Path("reports") / "experiments" / spec.name)
-    _echo(outcome["outputs"]["table"].read_text(), f"ran {outcome['ran']} cells; results: {outcome['outputs']['cells'].parent}",
-          f"image grids: {', '.join(str(p) for p in outcome['plots'])}", f"MLflow parent run: {outcome['parent_run_id']}")
 
 register_deploy_commands(main)
 

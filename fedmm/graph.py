@@ -118,7 +118,9 @@ class Graph:
     The last stage's output is the graph's ``result`` (a run summary). Hooks of the whole run
     (dotted): ``preflight(config)`` checks it before any work and returns warnings;
     ``conclude(result, echo)`` prints the result for the user and returns the warning line when
-    the registered version was not promoted (None when it was).
+    the registered version was not promoted (None when it was); ``experiment(path)`` reads an
+    experiment file of the graph's task (``task: <name>``) into the
+    :class:`~fedmm.experiments.runner.Matrix` that ``fedmm experiment`` runs.
     """
 
     name: str
@@ -130,6 +132,7 @@ class Graph:
     when: str | None = None
     preflight: str | None = None
     conclude: str | None = None
+    experiment: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -252,6 +255,7 @@ TRAINING = Graph(
     name="training",
     module="fedmm.workflow",
     **SENSOR,
+    experiment="fedmm.experiments.training.matrix",
     artifacts=(
         Artifact("prepared", "prepared", "folder", "fedmm.data.prepare.PreparedData", "data"),
         Artifact("data_report", "validation/data.json", "json", "fedmm.data.validation.ValidationReport"),
@@ -343,6 +347,7 @@ FEDMKGC = Graph(
     config="fedmm.kg.config.KGRunConfig",
     sections=("task", "run", "registry"),
     conclude="fedmm.kg.stages.conclude",
+    experiment="fedmm.kg.experiment.matrix",
     artifacts=(
         Artifact("kg_validation_report", "validation/triples.json", "json", "fedmm.data.validation.ValidationReport"),
         Artifact("kg_federation", "federation", "folder", "fedmm.kg.artifacts.Federation", "data"),
@@ -369,6 +374,12 @@ GRAPHS: dict[str, Graph] = {TRAINING.name: TRAINING, DEPLOYED.name: DEPLOYED, FE
 """Every graph by name (declare a new one in this module, beside ``TRAINING``): ``fedmm run`` picks one,
 DVC, kfp and ZenML build theirs from it."""
 
+EXPERIMENTS: dict[str, str] = {
+    "fedmmkt": "fedmm.mmkt.experiment.matrix",  # FedMMKT's, until its Graph carries it as ``experiment``
+    **{graph.name: graph.experiment for graph in GRAPHS.values() if graph.experiment},
+}
+"""How an experiment file of each task (its ``task:``, the graph's name; none: ``training``) becomes a matrix."""
+
 STAGE_NAMES = tuple(dict.fromkeys(name for graph in GRAPHS.values() for name in graph.names))
 """Every stage name of every graph (``fedmm stage`` takes one)."""
 
@@ -382,3 +393,30 @@ def for_config(config) -> Graph:
     if not chosen:
         raise KeyError(f"no graph runs a {type(config).__name__}")
     return chosen[0]
+
+
+def load_run_config(path, overrides=()):
+    """The config of a run: a ``task: <name>`` file validated by that graph's config class (a graph whose
+    config has a ``task`` key), any other file (or none: the defaults) as the training config."""
+    from fedmm.config import ConfigError, apply_overrides, load_config, read_config_file, validated
+
+    raw = read_config_file(path) if path is not None else {}
+    if "task" not in raw:
+        return load_config(path, list(overrides))
+    tasks = {graph.name: graph for graph in GRAPHS.values() if "task" in graph.sections}
+    task = raw["task"]
+    if not isinstance(task, str) or task not in tasks:
+        raise ConfigError(f"config file {path}: task {task!r} is not one of {', '.join(tasks)}")
+    return validated(tasks[task].config_class(), apply_overrides(raw, list(overrides)))
+
+
+def experiment_matrix(path):
+    """The :class:`~fedmm.experiments.runner.Matrix` of an experiment file, read by its task's graph
+    (:data:`EXPERIMENTS`); a ConfigError names a task no graph runs."""
+    from fedmm.config import ConfigError
+    from fedmm.experiments.matrix import spec_task
+
+    task = spec_task(path) or TRAINING.name
+    if not isinstance(task, str) or task not in EXPERIMENTS:
+        raise ConfigError(f"experiment file {path}: task {task!r} is not one of {', '.join(EXPERIMENTS)}")
+    return resolve(EXPERIMENTS[task])(path)

@@ -68,7 +68,7 @@ def zenml_mismatch(graph_: Graph, steps: dict) -> list[str]:
 
 
 def runner_mismatch() -> list[str]:
-    from fedmm.experiments.runner import CELL_STAGES
+    from fedmm.experiments.training import CELL_STAGES
 
     prefix = TRAINING.names[: len(CELL_STAGES)]
     return [] if CELL_STAGES == prefix else [f"experiment cells run {list(CELL_STAGES)}, the graph starts {list(prefix)}"]

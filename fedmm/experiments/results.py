@@ -34,14 +34,6 @@ CENTRALIZED_COLUMNS = {
 }
 
 
-def finished_rows(directory: Path, key: str = "run_id") -> tuple[Path, dict[str, dict]]:
-    """A results folder's ``cells.csv`` (the folder is created) and its rows by ``key``: the cells a resumed run skips."""
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    path = Path(directory) / "cells.csv"
-    rows = pd.read_csv(path, dtype={key: str}).to_dict("records") if path.is_file() else []
-    return path, {row[key]: row for row in rows}
-
-
 def with_centralized(cells: pd.DataFrame) -> pd.DataFrame:
     """The cells plus a ``centralized`` row per (dataset, pattern, rate, seed) where a cell trained the reference.
 

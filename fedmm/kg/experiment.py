@@ -17,10 +17,10 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats
-from tqdm import tqdm
 
 from fedmm.artifacts import write_text
 from fedmm.config import ConfigError
+from fedmm.experiments.runner import ExperimentOutcome, Matrix, ParentRun, run_matrix
 from fedmm.kg.config import METHODS, TASK, KGConfig
 from fedmm.kg.data import KG_NAMES
 from fedmm.tracking import tags as T
@@ -44,15 +44,6 @@ class KGExperimentSpec(BaseModel):
     baseline: Literal[tuple(METHODS)] = "fede"
 
 
-def is_kg_spec(path: str | Path) -> bool:
-    """Whether an experiment file is a FedMKGC matrix (``task: fedmkgc``)."""
-    try:
-        payload = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(payload, dict) and payload.get("task") == TASK
-
-
 def load_kg_spec(path: str | Path) -> tuple[KGExperimentSpec, list[KGConfig]]:
     """The spec and every run's validated config (a bad one fails before anything runs)."""
     try:
@@ -67,12 +58,6 @@ def load_kg_spec(path: str | Path) -> tuple[KGExperimentSpec, list[KGConfig]]:
     if spec.baseline not in spec.methods:
         raise ConfigError(f"experiment file {path}: baseline {spec.baseline!r} is not one of its methods")
     return spec, configs
-
-
-def _row(config: KGConfig, result: dict) -> dict:
-    return {"run_id": config.run_id(), "dataset": config.dataset, "method": config.method,
-            "missing_rate": config.missing_rate, "seed": config.seed,
-            **{k: v for k, v in result.items() if k != "report"}}
 
 
 def summarise(cells: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -124,64 +109,66 @@ def _sd(value: float) -> str:
     return "n/a" if pd.isna(value) else f"{value:.3f}"
 
 
-def run_kg_experiment(spec: KGExperimentSpec, configs: list[KGConfig], directory: Path, track: bool = True) -> dict:
-    """Run every config not yet in ``cells.csv``, then write ``summary.csv`` and ``table.md``.
+class KGMatrix(Matrix):
+    """Datasets x methods x missing rates x seeds; each run is the FedMKGC graph's stages up to the evaluation."""
 
-    The datasets still to run on pass the graph's ``kg_triples`` validation before any run starts; each run is
-    the FedMKGC graph's stages up to the evaluation (:func:`fedmm.kg.run.run`).
-    """
-    from fedmm.kg.run import run, validated
+    key, unit = "run_id", "run"
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "cells.csv"
-    done: dict[str, dict] = {}
-    if path.is_file():
-        done = {row["run_id"]: row for row in pd.read_csv(path, dtype={"run_id": str}).to_dict("records")}
-    todo = list({c.run_id(): c for c in configs if c.run_id() not in done}.values())
-    reports = {dataset: validated(dataset) for dataset in dict.fromkeys(c.dataset for c in todo)}
-    tracker = _Tracker(spec) if track else None
-    for config in tqdm(todo, desc=spec.name, unit="run"):
-        done[config.run_id()] = _row(config, run(config, reports[config.dataset]))
-        if tracker:
-            tracker.child(config, done[config.run_id()])
-        write_text(path, pd.DataFrame(done.values()).to_csv(index=False))
-    metric_columns = [c for c in pd.DataFrame(done.values()).columns if c not in ("run_id", "method", "missing_rate", "seed", "dataset")]
-    cells = pd.DataFrame([{**_row(c, {}), **{k: done[c.run_id()][k] for k in metric_columns}} for c in configs])
-    summary = summarise(cells, spec.baseline)
-    outputs = {"cells": path, "summary": directory / "summary.csv", "table": directory / "table.md"}
-    write_text(outputs["summary"], summary.to_csv(index=False))
-    write_text(outputs["table"], markdown(summary, spec.baseline))
-    if tracker:
-        tracker.finish(outputs)
-    return {"ran": len(todo), "outputs": outputs, "summary": summary,
-            "parent_run_id": tracker.parent if tracker else None}
+    def __init__(self, spec: KGExperimentSpec, configs: list[KGConfig]) -> None:
+        self.spec, self.name, self.cells = spec, spec.name, configs
 
+    def cell_id(self, config: KGConfig) -> str:
+        return config.run_id()
 
-class _Tracker:
-    """One MLflow parent run for the matrix, a child per run with its config and metrics."""
+    def row(self, config: KGConfig, metrics: dict) -> dict:
+        return {"run_id": config.run_id(), "dataset": config.dataset, "method": config.method,
+                "missing_rate": config.missing_rate, "seed": config.seed, **metrics}
 
-    def __init__(self, spec: KGExperimentSpec) -> None:
+    def start(self, todo: list[KGConfig], directory: Path) -> dict:
+        """The datasets still to run on pass the graph's ``kg_triples`` validation before any run starts."""
+        from fedmm.kg.run import validated
+
+        return {dataset: validated(dataset) for dataset in dict.fromkeys(c.dataset for c in todo)}
+
+    def run(self, config: KGConfig, cache: dict) -> tuple[dict, None]:
+        from fedmm.kg.run import run
+
+        return {k: v for k, v in run(config, cache[config.dataset]).items() if k != "report"}, None
+
+    def write_outputs(self, cells: pd.DataFrame, directory: Path) -> dict[str, Path]:
+        summary = summarise(cells, self.spec.baseline)
+        outputs = {"summary": directory / "summary.csv", "table": directory / "table.md"}
+        write_text(outputs["summary"], summary.to_csv(index=False))
+        write_text(outputs["table"], markdown(summary, self.spec.baseline))
+        return outputs
+
+    def tracker(self, directory: Path) -> ParentRun:
+        return ParentRun(EXPERIMENT, self.name, {T.TASK: TASK}, directory)
+
+    def log(self, tracker: ParentRun, config: KGConfig, row: dict, detail: None) -> None:
         from fedmm.tracking import runs
 
-        self.runs, self.client = runs, runs.client()
-        self.experiment = runs.experiment_id(EXPERIMENT)
-        self.parent = self.client.create_run(self.experiment, run_name=spec.name,
-                                             tags={T.EXPERIMENT: spec.name, T.TASK: TASK,
-                                                   T.GIT_COMMIT: runs.git_commit()}).info.run_id
-
-    def child(self, config: KGConfig, row: dict) -> None:
         name = f"{config.dataset}/{config.method}/r={config.missing_rate:g}/seed={config.seed}"
-        run_id = self.client.create_run(self.experiment, run_name=name,
-                                        tags={"mlflow.parentRunId": self.parent}).info.run_id
-        for key, value in self.runs.flatten(config.model_dump(mode="json")).items():
-            self.client.log_param(run_id, key, value)
-        for key, value in row.items():
-            if key not in ("run_id", "dataset", "method", "missing_rate", "seed"):
-                self.client.log_metric(run_id, key.replace("@", "_at_"), float(value))
-        self.client.set_terminated(run_id, "FINISHED")
+        metrics = {key.replace("@", "_at_"): value for key, value in row.items() if key not in self.row(config, {})}
+        tracker.child(name, runs.flatten(config.model_dump(mode="json")), metrics)
 
-    def finish(self, outputs: dict[str, Path]) -> None:
-        for output in outputs.values():
-            self.client.log_artifact(self.parent, str(output))
-        self.client.set_terminated(self.parent, "FINISHED")
+    def listing(self) -> list[str]:
+        lines = [f"{c.run_id()}  {c.dataset} {c.method} r={c.missing_rate:g} seed={c.seed}" for c in self.cells]
+        return lines + [f"{len(self.cells)} cells, {len({c.run_id() for c in self.cells})} distinct runs"]
+
+    def conclusion(self, outcome: ExperimentOutcome) -> list[str]:
+        return [outcome.outputs["table"].read_text(), f"ran {outcome.ran} runs; results: {outcome.outputs['cells'].parent}",
+                f"MLflow parent run: {outcome.parent_run_id}"]
+
+
+def matrix(path: Path) -> KGMatrix:
+    """The FedMKGC matrix of a ``task: fedmkgc`` experiment file, every run's config validated."""
+    return KGMatrix(*load_kg_spec(path))
+
+
+def run_kg_experiment(spec: KGExperimentSpec, configs: list[KGConfig], directory: Path, track: bool = True) -> dict:
+    """Run every config not yet in ``cells.csv`` (:func:`~fedmm.experiments.runner.run_matrix`), then write
+    ``summary.csv`` and ``table.md``; returns what ran, the outputs, the summary and the parent run."""
+    outcome = run_matrix(KGMatrix(spec, configs), directory, track)
+    return {"ran": outcome.ran, "outputs": outcome.outputs, "summary": summarise(outcome.cells, spec.baseline),
+            "parent_run_id": outcome.parent_run_id}

@@ -21,11 +21,11 @@ import pandas as pd
 import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from tqdm import tqdm
 
 from fedmm.artifacts import write_text
 from fedmm.config import ConfigError
-from fedmm.experiments.results import CONFIDENCE, finished_rows, paired_difference
+from fedmm.experiments.results import CONFIDENCE, paired_difference
+from fedmm.experiments.runner import ExperimentOutcome, Matrix, run_matrix
 from fedmm.mmkt.config import METHODS, MMKTConfig
 from fedmm.mmkt.evaluate import plot_grids
 from fedmm.mmkt.federation import Federation, federation_config, load_federation
@@ -152,38 +152,72 @@ def _federation(config: MMKTConfig, cache: dict) -> tuple[Federation, list]:
     return cache[key]
 
 
-def run_mmkt_experiment(spec: MMKTExperimentSpec, configs: list[MMKTConfig], directory: Path, track: bool = True) -> dict:
-    """Run every cell not yet in ``cells.csv``; write ``summary_client.csv``, ``summary_server.csv``, ``table.md``."""
-    torch.set_num_threads(1)
-    directory = Path(directory)
-    path, done = finished_rows(directory)
-    todo = [c for c in configs if c.run_id() not in done]
-    tracker = None
-    if track:
-        from fedmm.mmkt.tracking import Tracker
+class MMKTMatrix(Matrix):
+    """Methods x seeds of FedMMKT; each cell is :func:`fedmm.mmkt.run.run_cell` on its seed's validated federation."""
 
-        tracker = Tracker(spec, directory)
-    cache: dict = {}
-    plots = sorted((directory / "plots").glob("*.png"))
-    for config in tqdm(todo, desc=spec.name, unit="cell"):
+    key = "run_id"
+
+    def __init__(self, spec: MMKTExperimentSpec, configs: list[MMKTConfig]) -> None:
+        self.spec, self.name, self.cells = spec, spec.name, configs
+        self.plots: Path | None = None
+
+    def cell_id(self, config: MMKTConfig) -> str:
+        return config.run_id()
+
+    def row(self, config: MMKTConfig, metrics: dict) -> dict:
+        return {"run_id": config.run_id(), "method": config.method, "seed": config.seed, **metrics}
+
+    def start(self, todo: list[MMKTConfig], directory: Path) -> dict:
+        torch.set_num_threads(1)
+        self.plots = directory / "plots"
+        return {}
+
+    def run(self, config: MMKTConfig, cache: dict) -> tuple[dict, tuple]:
+        """The cell's metrics; besides, its result, federation, validation reports and image grid (for the tracker)."""
         federation, reports = _federation(config, cache)
         result = run_cell(config, federation)
-        done[config.run_id()] = {"run_id": config.run_id(), "method": config.method, "seed": config.seed, **result.metrics}
         grid = None
         if result.images is not None:
-            grid = plot_grids(result.images, directory / "plots" / f"generated_seed{config.seed}.png")
-            plots = sorted({*plots, grid})
-        if tracker:
-            tracker.cell(config, done[config.run_id()], result, federation, reports, grid)
-        write_text(path, pd.DataFrame(done.values()).to_csv(index=False))
-    cells = pd.DataFrame([done[c.run_id()] for c in configs])
-    client, server = summarise(cells)
-    outputs = {"cells": path, "summary_client": directory / "summary_client.csv",
-               "summary_server": directory / "summary_server.csv", "table": directory / "table.md"}
-    write_text(outputs["summary_client"], client.to_csv(index=False))
-    write_text(outputs["summary_server"], server.to_csv(index=False))
-    write_text(outputs["table"], markdown(client, server))
-    if tracker:
-        tracker.finish([*outputs.values(), *plots])
-    return {"ran": len(todo), "outputs": outputs, "client": client, "server": server, "plots": plots,
-            "parent_run_id": tracker.parent if tracker else None}
+            grid = plot_grids(result.images, self.plots / f"generated_seed{config.seed}.png")
+        return result.metrics, (result, federation, reports, grid)
+
+    def write_outputs(self, cells: pd.DataFrame, directory: Path) -> dict[str, Path]:
+        client, server = summarise(cells)
+        outputs = {"summary_client": directory / "summary_client.csv",
+                   "summary_server": directory / "summary_server.csv", "table": directory / "table.md"}
+        write_text(outputs["summary_client"], client.to_csv(index=False))
+        write_text(outputs["summary_server"], server.to_csv(index=False))
+        write_text(outputs["table"], markdown(client, server))
+        return {**outputs, **{f"plot {path.stem}": path for path in sorted((directory / "plots").glob("*.png"))}}
+
+    def tracker(self, directory: Path):
+        from fedmm.mmkt.tracking import Tracker
+
+        return Tracker(self.spec, directory)
+
+    def log(self, tracker, config: MMKTConfig, row: dict, detail: tuple) -> None:
+        tracker.cell(config, row, *detail)
+
+    def listing(self) -> list[str]:
+        return [f"{c.run_id()}  {c.method} seed={c.seed}" for c in self.cells] + [f"{len(self.cells)} cells"]
+
+    def conclusion(self, outcome: ExperimentOutcome) -> list[str]:
+        plots = ", ".join(str(path) for name, path in outcome.outputs.items() if name.startswith("plot "))
+        return [outcome.outputs["table"].read_text(), f"ran {outcome.ran} cells; results: {outcome.outputs['cells'].parent}",
+                f"image grids: {plots}", f"MLflow parent run: {outcome.parent_run_id}"]
+
+
+def matrix(path: Path) -> MMKTMatrix:
+    """The FedMMKT matrix of a ``task: fedmmkt`` experiment file, every cell's config validated."""
+    return MMKTMatrix(*load_mmkt_spec(path))
+
+
+def run_mmkt_experiment(spec: MMKTExperimentSpec, configs: list[MMKTConfig], directory: Path, track: bool = True) -> dict:
+    """Run every cell not yet in ``cells.csv`` (:func:`~fedmm.experiments.runner.run_matrix`); write
+    ``summary_client.csv``, ``summary_server.csv``, ``table.md``; returns what ran, the outputs, the summaries,
+    the image grids and the parent run."""
+    outcome = run_matrix(MMKTMatrix(spec, configs), directory, track)
+    client, server = summarise(outcome.cells)
+    plots = [path for name, path in outcome.outputs.items() if name.startswith("plot ")]
+    return {"ran": outcome.ran, "outputs": outcome.outputs, "client": client, "server": server, "plots": plots,
+            "parent_run_id": outcome.parent_run_id}
