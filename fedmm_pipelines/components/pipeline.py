@@ -2,7 +2,7 @@
 
     python -m fedmm_pipelines.components.pipeline --config configs/default.yaml --output kfp/fedmm_training.yaml
 
-compiles the config's graph to IR YAML with the config's JSON baked in as the default of
+compiles the config's graph (a ``task: fedmkgc`` file: the FedMKGC graph) to IR YAML with the config's JSON baked in as the default of
 the ``config_json`` parameter (a run may still override it); ``--import-data`` makes the
 config's data files input artifacts imported from URI parameters (``data_path_uri``). GPU stages request the
 config's ``train.gpus`` NVIDIA GPUs (none when 0); inside, ``train.device: auto`` uses them.
@@ -17,8 +17,9 @@ from pathlib import Path
 from kfp import compiler, dsl
 from kfp.dsl import Dataset
 
-from fedmm.config import ConfigError, load_config
-from fedmm.graph import Graph, config_value, for_config
+from fedmm.config import ConfigError
+from fedmm.errors import EXIT_USER_ERROR, UserError
+from fedmm.graph import Graph, config_value, for_config, load_run_config
 from fedmm_pipelines.components.stages import components_of, file_input
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -105,7 +106,10 @@ def main(argv: "list[str] | None" = None) -> None:
                         help="the config's data files become input artifacts imported from URI parameters "
                              "(data_path_uri, ...), so a run can point them at object storage")
     args = parser.parse_args(argv)
-    print(compile_pipeline(args.output, load_config(args.config, args.overrides), args.import_data))
+    try:
+        print(compile_pipeline(args.output, load_run_config(args.config, args.overrides), args.import_data))
+    except UserError as error:
+        parser.exit(EXIT_USER_ERROR, f"error: {error}\n")
 
 
 if __name__ == "__main__":
