@@ -12,13 +12,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any
 
 from fedmm.artifacts import read_json, write_json, write_text
 from fedmm.tracking import tags as T
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CELLS_FILE = "cells.csv"
 STATE_FILE = "state.json"
@@ -117,6 +117,8 @@ class Matrix(ABC):
 
 def finished(matrix: Matrix, directory: Path) -> dict[str, dict]:
     """The metrics of the cells ``cells.csv`` already holds, by id."""
+    import pandas as pd
+
     path = directory / CELLS_FILE
     if not path.is_file():
         return {}
@@ -127,6 +129,9 @@ def finished(matrix: Matrix, directory: Path) -> dict[str, dict]:
 
 def run_matrix(matrix: Matrix, directory: Path, track: bool = True) -> ExperimentOutcome:
     """Run every cell of ``matrix`` not yet in ``directory``'s ``cells.csv``; then write and log the outputs."""
+    import pandas as pd
+    from tqdm import tqdm
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     results = finished(matrix, directory)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from fedmm.experiments.matrix import Cell, ExperimentSpec, expand, load_spec
-from fedmm.experiments.results import write_outputs
 from fedmm.experiments.runner import ExperimentOutcome, Matrix, ParentRun
-from fedmm.fl.strategies import STRATEGIES
 from fedmm.graph import TRAINING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXPERIMENT = "fedmm-experiments"
 CELL_STAGES = TRAINING.names[: TRAINING.names.index(TRAINING.producer("evaluation").name) + 1]
@@ -51,6 +51,8 @@ class TrainingMatrix(Matrix):
         return cell.cell_id
 
     def row(self, cell: Cell, metrics: dict) -> dict:
+        from fedmm.fl.strategies import STRATEGIES
+
         return {"cell_id": cell.cell_id, "dataset": cell.dataset, "strategy": cell.strategy, "pattern": cell.pattern,
                 "missing_rate": cell.missing_rate, "seed": cell.seed, **metrics,
                 "extra_labels": STRATEGIES[cell.config.train.strategy].extra_labels(cell.config.train),
@@ -60,6 +62,8 @@ class TrainingMatrix(Matrix):
         return run_cell(cell, cache), None
 
     def write_outputs(self, cells: pd.DataFrame, directory: Path) -> dict[str, Path]:
+        from fedmm.experiments.results import write_outputs
+
         return write_outputs(cells, directory)
 
     def tracker(self, directory: Path) -> ParentRun:
