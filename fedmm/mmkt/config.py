@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from fedmm.fl.params.fedmmkt import FedMMKTConfig
 
 METHODS = ("fedavg", "fedavg_frozen", "fedmmkt")
 """FedAvg; FedAvg plus prompted images from the frozen (pretrained) generator; FedMMKT (the generator co-enhanced)."""
@@ -69,3 +72,15 @@ class MMKTConfig(_Section):
 
     def run_id(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+    @property
+    def strategy(self) -> str:
+        """The registered strategy of the method: FedAvg, or FedMMKT with the generator co-enhanced or frozen."""
+        return "fedavg" if self.method == "fedavg" else "fedmmkt"
+
+    def strategy_section(self) -> FedMMKTConfig:
+        """The ``train.fedmmkt`` section of this run (:class:`~fedmm.fl.params.fedmmkt.FedMMKTConfig`)."""
+        from fedmm.fl.params.fedmmkt import FedMMKTConfig
+
+        return FedMMKTConfig(generator=self.generator, finetune=self.finetune, images_per_class=self.images_per_class,
+                             co_enhance=self.method == "fedmmkt")

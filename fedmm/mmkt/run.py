@@ -4,39 +4,49 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from fedmm.fl.result import TrainResult
 from fedmm.mmkt.config import MMKTConfig
 from fedmm.mmkt.evaluate import client_metrics, evaluation_images, real_classifier, server_metrics
-from fedmm.mmkt.federation import Federation, RunOutcome, run_rounds
+from fedmm.mmkt.federation import Federation, train_federation
 from fedmm.mmkt.generator import TextToImage, pretrained
+from fedmm.mmkt.strategy import generator_of
 
 
 @dataclass
 class CellResult:
-    """A cell's metrics, its task model and, for ``fedmmkt``, the co-enhanced generator and its images before/after."""
+    """A cell's metrics, its trained task model and, for ``fedmmkt``, the co-enhanced generator and its images
+    before/after."""
 
     metrics: dict[str, float]
-    outcome: RunOutcome
+    trained: TrainResult
     generator: TextToImage | None = None
     images: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
 
-def run_cell(config: MMKTConfig, federation: Federation) -> CellResult:
-    """Train the task model by ``config.method``; score it, and score the generator before and after co-enhancement."""
+def run_cell(config: MMKTConfig, federation: Federation, workdir: Path | None = None) -> CellResult:
+    """Train the task model by ``config.method`` (round checkpoints in ``workdir``, else the training fingerprint's
+    folder); score it, and score the generator before and after co-enhancement."""
     start = time.perf_counter()
-    generator = None if config.method == "fedavg" else pretrained(config.generator)
-    before = evaluation_images(generator, config.eval_images_per_class, config.seed) if generator else None
-    outcome = run_rounds(config, federation, generator)
-    metrics = client_metrics(outcome.model, federation.evaluation)
+    trained = train_federation(config, federation, workdir)
+    metrics = client_metrics(trained.model(), federation.evaluation)
     if config.method != "fedmmkt":
-        return CellResult({**metrics, "seconds": round(time.perf_counter() - start, 1)}, outcome)
-    after = evaluation_images(generator, config.eval_images_per_class, config.seed)
+        return CellResult({**metrics, "seconds": round(time.perf_counter() - start, 1)}, trained)
+    generator = generator_of(trained.server_state, config.strategy_section())
+    images = {"before (pretrained on load_digits)": pretrained(config.generator), "after co-enhancement": generator}
+    images = {title: evaluation_images(model, config.eval_images_per_class, config.seed) for title, model in images.items()}
+    metrics.update(generator_metrics(federation, *images.values()))
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    return CellResult(metrics, trained, generator, images)
+
+
+def generator_metrics(federation: Federation, before: tuple[np.ndarray, np.ndarray],
+                      after: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+    """``server_before_*`` and ``server_after_*`` metrics of the generated images before and after co-enhancement."""
     reference = real_classifier(*federation.image_split("train"))
     real_test = federation.image_split("test")
-    for name, (images, classes) in (("before", before), ("after", after)):
-        metrics.update({f"server_{name}_{k}": v for k, v in server_metrics(images, classes, reference, real_test).items()})
-    metrics["seconds"] = round(time.perf_counter() - start, 1)
-    return CellResult(metrics, outcome, generator, {"before (pretrained on load_digits)": before,
-                                                   "after co-enhancement": after})
+    return {f"server_{name}_{k}": v for name, (images, classes) in (("before", before), ("after", after))
+            for k, v in server_metrics(images, classes, reference, real_test).items()}

@@ -13,6 +13,7 @@ from fedmm.fl.params.base import Params, StrategyInfo
 from fedmm.fl.params.baselines import FEDAVG_DROPOUT, FEDAVG_FT, PROXY_ONLY
 from fedmm.fl.params.fedadam import FEDADAM
 from fedmm.fl.params.fedmekt import FEDMEKT
+from fedmm.fl.params.fedmmkt import FEDMMKT
 from fedmm.fl.params.fedmobile import FEDMOBILE
 from fedmm.fl.params.fedprox import FEDPROX
 from fedmm.fl.params.mmfed3 import MMFED3
@@ -22,7 +23,8 @@ FEDAVG = StrategyInfo("fedavg", "fedmm.fl.strategy.FedAvg")
 
 DECLARED: dict[str, StrategyInfo] = {
     info.name: info
-    for info in (FEDAVG, FEDPROX, MOON, FEDMEKT, FEDMOBILE, MMFED3, FEDADAM, FEDAVG_DROPOUT, FEDAVG_FT, PROXY_ONLY)
+    for info in (FEDAVG, FEDPROX, MOON, FEDMEKT, FEDMOBILE, MMFED3, FEDADAM, FEDAVG_DROPOUT, FEDAVG_FT, PROXY_ONLY,
+                 FEDMMKT)
 }
 """Each strategy's declaration by name, in the order ``train.strategy`` lists them."""
 
