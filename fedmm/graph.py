@@ -370,14 +370,51 @@ FEDMKGC = Graph(
 modalities -> train -> filtered MRR and Hits@k -> register + promote on MRR. The validation gate orders
 federation after it; the registered version records the run's config."""
 
-GRAPHS: dict[str, Graph] = {TRAINING.name: TRAINING, DEPLOYED.name: DEPLOYED, FEDMKGC.name: FEDMKGC}
+FEDMMKT = Graph(
+    name="fedmmkt",
+    module="fedmm.mmkt.stages",
+    config="fedmm.mmkt.config.MMKTRunConfig",
+    sections=("task", "run", "registry"),
+    preflight="fedmm.mmkt.stages.preflight",
+    conclude="fedmm.mmkt.stages.conclude",
+    experiment="fedmm.mmkt.experiment.matrix",
+    artifacts=(
+        Artifact("mmkt_prepared", "prepared", "folder", "fedmm.data.prepare.PreparedData", "data"),
+        Artifact("mmkt_data_report", "validation/data.json", "json", "fedmm.data.validation.ValidationReport"),
+        Artifact("mmkt_federated", "partitions", "folder", "fedmm.data.federated.FederatedData", "data"),
+        Artifact("mmkt_partition_report", "validation/partitions.json", "json",
+                 "fedmm.data.validation.ValidationReport"),
+        Artifact("mmkt_result", "training", "folder", "fedmm.fl.result.TrainResult", "model"),
+        Artifact("mmkt_evaluation", "evaluation/metrics.json", "json"),
+        Artifact("mmkt_summary", "registry/summary.json", "json"),
+    ),
+    stages=(
+        Stage("prepare", "prepare_digits", (), "mmkt_prepared", ("run",)),
+        Stage("validate-data", "validate_digits", ("mmkt_prepared",), "mmkt_data_report", ("run",), gate=True),
+        Stage("partition", "partition_digits", ("mmkt_prepared",), "mmkt_federated", ("run",),
+              after=("validate-data",)),
+        Stage("validate-partitions", "validate_digit_partitions", ("mmkt_federated",), "mmkt_partition_report",
+              ("run",), gate=True),
+        Stage("train", "train_digits", ("mmkt_prepared", "mmkt_federated"), "mmkt_result", ("run",),
+              after=("validate-partitions",), gpu=True, progress="fedmm.mmkt.stages.training_progress"),
+        Stage("evaluate", "evaluate_digits", ("mmkt_prepared", "mmkt_federated", "mmkt_result"), "mmkt_evaluation",
+              ("run",)),
+        Stage("register", "register_digits",
+              ("mmkt_data_report", "mmkt_partition_report", "mmkt_prepared", "mmkt_federated", "mmkt_result",
+               "mmkt_evaluation"), "mmkt_summary", ("task", "run", "registry"), cacheable=False),
+    ),
+)
+"""FedMMKT (a ``task: fedmmkt`` file): prepare UCI Multiple Features -> validate -> partition and mask (pix as
+16x16 images) -> validate the partitions -> the method's rounds on the round engine (checkpointed; the
+co-enhanced generator in the strategy's server state) -> task-model and generator metrics -> register the
+task model and the generator, promoting the generator only with the task model."""
+
+GRAPHS: dict[str, Graph] = {TRAINING.name: TRAINING, DEPLOYED.name: DEPLOYED, FEDMKGC.name: FEDMKGC,
+                            FEDMMKT.name: FEDMMKT}
 """Every graph by name (declare a new one in this module, beside ``TRAINING``): ``fedmm run`` picks one,
 DVC, kfp and ZenML build theirs from it."""
 
-EXPERIMENTS: dict[str, str] = {
-    "fedmmkt": "fedmm.mmkt.experiment.matrix",  # FedMMKT's, until its Graph carries it as ``experiment``
-    **{graph.name: graph.experiment for graph in GRAPHS.values() if graph.experiment},
-}
+EXPERIMENTS: dict[str, str] = {graph.name: graph.experiment for graph in GRAPHS.values() if graph.experiment}
 """How an experiment file of each task (its ``task:``, the graph's name; none: ``training``) becomes a matrix."""
 
 STAGE_NAMES = tuple(dict.fromkeys(name for graph in GRAPHS.values() for name in graph.names))

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from fedmm.fl.params.fedmmkt import FedMMKTConfig
 
+TASK = "fedmmkt"
 METHODS = ("fedavg", "fedavg_frozen", "fedmmkt")
 """FedAvg; FedAvg plus prompted images from the frozen (pretrained) generator; FedMMKT (the generator co-enhanced)."""
 
@@ -84,3 +85,23 @@ class MMKTConfig(_Section):
 
         return FedMMKTConfig(generator=self.generator, finetune=self.finetune, images_per_class=self.images_per_class,
                              co_enhance=self.method == "fedmmkt")
+
+
+class MMKTRegistryConfig(_Section):
+    """Where a ``fedmm run`` of FedMMKT registers: the client task model and the co-enhanced generator."""
+
+    model_name: str = Field("fedmm-mmkt-client", min_length=1, description="the client task model (replaces the "
+                            "federation config's registry.model_name; its gates stay the federation config's)")
+    generator_model_name: str = Field("fedmm-mmkt-generator", min_length=1)
+
+
+class MMKTRunConfig(_Section):
+    """A ``task: fedmmkt`` file for ``fedmm run``: one FedMMKT run (``run``) and where it registers."""
+
+    task: Literal[TASK] = TASK
+    run: MMKTConfig = Field(default_factory=MMKTConfig)
+    registry: MMKTRegistryConfig = Field(default_factory=MMKTRegistryConfig)
+
+    def cell(self) -> MMKTConfig:
+        """The run as one FedMMKT cell, registering the client model under ``registry.model_name``."""
+        return self.run.model_copy(update={"set": [*self.run.set, f"registry.model_name={self.registry.model_name}"]})

@@ -9,6 +9,7 @@ engine's loop) and no centralized reference is trained unless the run's ``set`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,13 +19,13 @@ from fedmm.artifacts import sha256_arrays
 from fedmm.config import Config, load_config
 from fedmm.data.federated import FederatedData, client_arrays, partition_and_mask
 from fedmm.data.prepare import PreparedData, normalisation_stats, prepare
+from fedmm.fl.history import RoundRecord
 from fedmm.fl.result import TrainResult
 from fedmm.fl.training import evaluation_sets, model_spec, train
 from fedmm.mmkt.config import MMKTConfig
 from fedmm.mmkt.generator import resample
 from fedmm.mmkt.strategy import IMAGE_VIEW
 from fedmm.models.multimodal import ModelSpec
-from fedmm.progress import RoundProgress
 from fedmm.tensors import TensorData
 
 DEFAULTS = ("train.engine=loop", "train.centralized=false")
@@ -90,9 +91,8 @@ def load_federation(config: Config) -> tuple[PreparedData, Federation]:
     return prepared, Federation.build(config, square_images(prepared))
 
 
-def train_federation(config: MMKTConfig, federation: Federation, workdir: Path | None = None) -> TrainResult:
+def train_federation(config: MMKTConfig, federation: Federation, workdir: Path | None = None,
+                     on_round: Callable[[RoundRecord], None] | None = None) -> TrainResult:
     """The method's rounds on the round engine, resuming from their checkpoint (in ``workdir``, else the one the
     training fingerprint names); the result's server state holds a co-enhanced generator."""
-    fed_config = federation_config(config)
-    with RoundProgress(fed_config.train.rounds, f"{config.method} seed {config.seed}") as progress:
-        return train(fed_config, federation.prepared, federation.federated, progress.update, workdir)
+    return train(federation_config(config), federation.prepared, federation.federated, on_round, workdir)

@@ -11,9 +11,10 @@ import numpy as np
 from fedmm.fl.result import TrainResult
 from fedmm.mmkt.config import MMKTConfig
 from fedmm.mmkt.evaluate import client_metrics, evaluation_images, real_classifier, server_metrics
-from fedmm.mmkt.federation import Federation, train_federation
+from fedmm.mmkt.federation import Federation, federation_config, train_federation
 from fedmm.mmkt.generator import TextToImage, pretrained
 from fedmm.mmkt.strategy import generator_of
+from fedmm.progress import RoundProgress
 
 
 @dataclass
@@ -31,16 +32,22 @@ def run_cell(config: MMKTConfig, federation: Federation, workdir: Path | None = 
     """Train the task model by ``config.method`` (round checkpoints in ``workdir``, else the training fingerprint's
     folder); score it, and score the generator before and after co-enhancement."""
     start = time.perf_counter()
-    trained = train_federation(config, federation, workdir)
+    with RoundProgress(federation_config(config).train.rounds, f"{config.method} seed {config.seed}") as progress:
+        trained = train_federation(config, federation, workdir, progress.update)
     metrics = client_metrics(trained.model(), federation.evaluation)
     if config.method != "fedmmkt":
         return CellResult({**metrics, "seconds": round(time.perf_counter() - start, 1)}, trained)
     generator = generator_of(trained.server_state, config.strategy_section())
-    images = {"before (pretrained on load_digits)": pretrained(config.generator), "after co-enhancement": generator}
-    images = {title: evaluation_images(model, config.eval_images_per_class, config.seed) for title, model in images.items()}
+    images = generator_images(config, generator)
     metrics.update(generator_metrics(federation, *images.values()))
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     return CellResult(metrics, trained, generator, images)
+
+
+def generator_images(config: MMKTConfig, generator: TextToImage) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The evaluation images (same noise) of the pretrained generator and of ``generator``, by panel title."""
+    models = {"before (pretrained on load_digits)": pretrained(config.generator), "after co-enhancement": generator}
+    return {title: evaluation_images(model, config.eval_images_per_class, config.seed) for title, model in models.items()}
 
 
 def generator_metrics(federation: Federation, before: tuple[np.ndarray, np.ndarray],
