@@ -396,7 +396,7 @@ FEDMMKT = Graph(
         Stage("validate-partitions", "validate_digit_partitions", ("mmkt_federated",), "mmkt_partition_report",
               ("run",), gate=True),
         Stage("train", "train_digits", ("mmkt_prepared", "mmkt_federated"), "mmkt_result", ("run",),
-              after=("validate-partitions",), gpu=True, progress="fedmm.mmkt.stages.training_progress"),
+              after=("validate-partitions",), progress="fedmm.mmkt.stages.training_progress"),
         Stage("evaluate", "evaluate_digits", ("mmkt_prepared", "mmkt_federated", "mmkt_result"), "mmkt_evaluation",
               ("run",)),
         Stage("register", "register_digits",

@@ -9,11 +9,12 @@ import torch
 import yaml
 from mmkt_support import REPO, TINY_GENERATOR, federation, tiny_config  # noqa: F401  (federation: a fixture)
 
-from fedmm.mmkt import federation as mmkt
 from fedmm.mmkt import generator as gen
+from fedmm.mmkt import strategy as fedmmkt
 from fedmm.mmkt.config import GeneratorConfig
 from fedmm.mmkt.experiment import load_mmkt_spec
-from fedmm.mmkt.messages import ClientFeedback
+from fedmm.mmkt.messages import MMKTUpdate
+from fedmm.tensors import frozen_copy
 
 
 def test_the_pretrained_generator_is_cached_by_its_config(monkeypatch):
@@ -34,49 +35,103 @@ def test_prompts_condition_the_generator():
     assert not torch.allclose(model.sample(text[:1], noise), model.sample(text[7:8], noise))
 
 
-def test_the_client_payload_is_a_function_of_its_trained_model_and_the_synthetic_images_alone(federation, monkeypatch):
+def cell(config, federation, workdir):
+    from fedmm.mmkt.run import run_cell
+
+    return run_cell(config, federation, workdir)
+
+
+def test_the_client_payload_is_a_function_of_its_trained_model_and_the_synthetic_images_alone(
+        federation, monkeypatch, tmp_path):
     """What reaches the server equals the feedback recomputed from each client's trained model on the
     synthetic batch: a payload that carried a client's samples, labels or their count would differ."""
+    from fedmm.fl import strategy as base
+
     config = tiny_config()
     poisoned = federation.clients[0]
     federation = dataclasses.replace(federation, clients=[
         dataclasses.replace(poisoned, labels=(poisoned.labels + 1) % 10), *federation.clients[1:]])
     trained, received = [], []
-    real_train = mmkt.train_client
+    real_train = base.train_client
 
     def train_and_keep(worker, *args, **kwargs):
         out = real_train(worker, *args, **kwargs)
-        trained.append(mmkt.frozen_copy(worker.model, worker.state()))
+        trained.append(frozen_copy(worker.model, worker.state()))
         return out
 
     def finetune(self, batch, feedback, model):
         received.append((batch, feedback))
         return {}
 
-    monkeypatch.setattr(mmkt, "train_client", train_and_keep)
-    monkeypatch.setattr(mmkt.Server, "finetune", finetune)
-    mmkt.run_rounds(config, federation, gen.pretrained(config.generator))
+    monkeypatch.setattr(base, "train_client", train_and_keep)
+    monkeypatch.setattr(fedmmkt.CoEnhancer, "finetune", finetune)
+    cell(config, federation, tmp_path)
     (batch, feedback), = received
-    assert [f.client_id for f in feedback] == [0, 1, 2]
-    assert {f.name for f in dataclasses.fields(ClientFeedback)} == {"client_id", "logits", "prototypes", "mass"}
+    assert [f.client_id for f in feedback] == [0, 1, 2] and all(type(f) is MMKTUpdate for f in feedback)
+    assert {f.name for f in dataclasses.fields(MMKTUpdate)} == {
+        "client_id", "num_examples", "delta", "metrics", "logits", "prototypes", "mass"}
     for payload, model in zip(feedback, trained):
-        expected = mmkt.client_feedback(payload.client_id, model, batch, 10)
+        expected = fedmmkt.client_feedback(model, batch)
         for name in ("logits", "prototypes", "mass"):
-            torch.testing.assert_close(getattr(payload, name), getattr(expected, name), rtol=0, atol=0)
+            torch.testing.assert_close(getattr(payload, name), expected[name], rtol=0, atol=0)
         assert payload.logits.shape == (len(batch.images), 10)
         assert payload.prototypes.shape == (10, federation.spec.fusion_dim) and payload.mass.shape == (10,)
 
 
-def test_fedmmkt_changes_the_generator_and_fedavg_frozen_does_not(federation):
+def test_fedmmkt_changes_the_generator_and_fedavg_frozen_does_not(federation, tmp_path):
     config = tiny_config()
-    before = {k: v.clone() for k, v in gen.pretrained(config.generator).state_dict().items()}
-    for method, changes in (("fedavg_frozen", False), ("fedmmkt", True)):
-        generator = gen.pretrained(config.generator)
-        outcome = mmkt.run_rounds(config.model_copy(update={"method": method}), federation, generator)
-        moved = any(not torch.equal(before[k], v) for k, v in generator.state_dict().items())
-        assert moved == changes and [r.round for r in outcome.history] == [1]  # tiny_config: one round
-        assert len(outcome.generator_losses) == (len(outcome.history) if changes else 0)
-    assert {"reward_loss", "align_loss", "prior_loss"} <= set(outcome.generator_losses[0])
+    before = gen.pretrained(config.generator).state_dict()
+    frozen = cell(config.model_copy(update={"method": "fedavg_frozen"}), federation, tmp_path / "frozen")
+    assert frozen.generator is None and frozen.trained.server_state == {}  # the pretrained generator, never sent back
+    enhanced = cell(config, federation, tmp_path / "enhanced")
+    assert any(not torch.equal(before[k], v) for k, v in enhanced.generator.state_dict().items())
+    losses = fedmmkt.losses_of(enhanced.trained.server_state)
+    assert len(losses) == len(enhanced.trained.history) == 1 and set(losses[0]) == {"reward_loss", "align_loss", "prior_loss"}
+
+
+def test_a_cell_killed_between_rounds_resumes_from_the_engines_checkpoint_bit_identically(federation, tmp_path):
+    from conftest import interrupted_after_round
+
+    config = tiny_config()
+    config = config.model_copy(update={"set": [*config.set, "train.rounds=3"]})
+    whole = cell(config, federation, tmp_path / "whole")
+    with interrupted_after_round(1):
+        cell(config, federation, tmp_path / "killed")
+    resumed = cell(config, federation, tmp_path / "killed")
+    assert resumed.metrics.keys() == whole.metrics.keys()
+    assert {k: v for k, v in resumed.metrics.items() if k != "seconds"} == \
+        {k: v for k, v in whole.metrics.items() if k != "seconds"}
+    assert resumed.trained.history == whole.trained.history
+    for left, right in ((resumed.trained.state, whole.trained.state),
+                        (resumed.trained.server_state, whole.trained.server_state)):
+        assert left.keys() == right.keys()
+        for key in left:
+            torch.testing.assert_close(left[key], right[key], rtol=0, atol=0)
+
+
+def test_a_site_trains_from_the_server_state_alone(federation):
+    """A Flower site gets the global model, the instruction and the server state: the batch travels there, and the
+    payload survives the transport's codec bit for bit."""
+    from fedmm.fl.client import Worker
+    from fedmm.fl.codec import decode, encode
+    from fedmm.fl.strategies import make_strategy
+    from fedmm.fl.strategy import ServerContext
+    from fedmm.mmkt.federation import federation_config
+    from fedmm.models.multimodal import build_model
+
+    train = federation_config(tiny_config()).train
+    server = make_strategy(train, 0, ServerContext(federation.spec))
+    site = make_strategy(train, 0, ServerContext(federation.spec))
+    worker = Worker(build_model(federation.spec, 0))
+    state = {k: v.clone() for k, v in worker.state().items()}
+    instruction, = [i for i in server.configure_train(0, 3) if i.client_id == 1]
+    site.load_server_state(server.server_state())
+    expected, _ = server.fit(worker, state, federation.clients[1], instruction, None)
+    sent, _ = site.fit(worker, state, federation.clients[1], instruction, None)
+    received = decode(*encode(sent), [MMKTUpdate])
+    for name in ("logits", "prototypes", "mass"):
+        torch.testing.assert_close(getattr(received, name), getattr(expected, name), rtol=0, atol=0)
+    assert received.delta.keys() == expected.delta.keys() and received.num_examples == expected.num_examples
 
 
 def test_evaluation_images_use_the_same_noise_before_and_after():

@@ -5,20 +5,21 @@ samples; a 12-sample proxy set; three rounds), every strategy in the registry mu
 deterministic, resume bit-identically from its round checkpoint, send exactly its declared
 payload type (also for a free rider), store deltas and kept state as it declares, refuse to
 run without the proxy set it needs (and be unaffected by one it does not need), and reject a
-bad parameter with one clear line. Zero-weight variants must be FedAvg exactly. The vectorised
+bad parameter with one clear line. FedMMKT runs on a tiny image federation instead (its
+generator draws 16x16 images for a ``pix`` view and 10 classes). Zero-weight variants must be FedAvg exactly. The vectorised
 engine (``train.engine: vmap``) must give the loop's results (within float tolerance; exactly,
 where a strategy falls back to the loop) and resume bit-identically too.
 """
 
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import torch
 from conftest import SYNTHETIC_SPEC, interrupted_after_round, synthetic
 
-from fedmm.config import TrainConfig, config_from_dict
+from fedmm.config import ModelConfig, TrainConfig, config_from_dict
 from fedmm.fl import engine
 from fedmm.fl.baselines import ModalityDropout, ProxyOnly
 from fedmm.fl.client import trainable_state
@@ -34,6 +35,9 @@ from fedmm.fl.strategies import STRATEGIES, make_strategy
 from fedmm.fl.strategy import ServerContext, StrategyError
 from fedmm.fl.updates import UpdateStore
 from fedmm.fl.vectorised import VectorisedClients
+from fedmm.mmkt.strategy import FedMMKT
+from fedmm.models.multimodal import ModelSpec
+from fedmm.tensors import TensorData
 
 SEED = 0
 ROUNDS = 3
@@ -44,6 +48,8 @@ RAW = {
         "fedmekt": {"server_epochs": 1, "classifier_epochs": 1},
         "mmfed3": {"server_epochs": 1},
         "proxy": {"epochs": 1, "finetune_epochs": 1},
+        "fedmmkt": {"generator": {"hidden": 16, "timesteps": 10, "sampling_steps": 3, "pretrain_steps": 3,
+                                  "batch_size": 8}, "finetune": {"steps": 2, "batch_size": 8}, "images_per_class": 2},
     },
 }
 CLIENTS = [
@@ -55,6 +61,44 @@ PROXY = synthetic(np.arange(12) % 3, seed=4)
 VALIDATION = {"val": synthetic(np.arange(12) % 3, seed=5, mask=[[True, k % 2 == 1] for k in range(12)])}
 WITH_PROXY = ServerContext(SYNTHETIC_SPEC, proxy=PROXY)
 NAMES = sorted(STRATEGIES)
+IMAGE_SPEC = ModelSpec.build({"pix": (256,), "fou": (6,)}, 10, ModelConfig(embed_dim=8, channels=4, fusion_dim=8),
+                             {"pix": np.array([[0.5] * 256, [0.3] * 256]), "fou": np.array([[0.0] * 6, [1.0] * 6])})
+
+
+def digits(labels, seed, mask=None) -> TensorData:
+    """Samples of :data:`IMAGE_SPEC`: class-dependent 16x16 images in [0, 1] and a noisy 6-d view."""
+    labels = np.asarray(labels)
+    mask = np.ones((len(labels), 2), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    rng = np.random.default_rng(seed)
+    images = np.clip(np.sin((labels[:, None] + 1) * np.linspace(0, 3, 256)) * 0.5 + 0.5
+                     + 0.1 * rng.standard_normal((len(labels), 256)), 0, 1)
+    fou = labels[:, None] / 10 + rng.standard_normal((len(labels), 6))
+    return TensorData.from_numpy({"pix": images * mask[:, :1], "fou": fou * mask[:, 1:]}, mask, labels)
+
+
+@dataclass(frozen=True)
+class Federation:
+    """A conformance federation: the model spec, the clients, the validation set and the server's proxy set."""
+
+    spec: ModelSpec
+    clients: list = field(hash=False)
+    validation: dict = field(hash=False)
+    proxy: TensorData = field(hash=False)
+
+    def server(self, proxy: bool = True) -> ServerContext:
+        return ServerContext(self.spec, proxy=self.proxy if proxy else None)
+
+
+SENSOR = Federation(SYNTHETIC_SPEC, CLIENTS, VALIDATION, PROXY)
+IMAGES = Federation(IMAGE_SPEC, [digits(np.arange(20) % 10, seed=1),
+                                 digits(np.arange(20) % 10, seed=2, mask=[[k % 2 == 0, True] for k in range(20)])],
+                    {"val": digits(np.arange(10), seed=5)}, digits(np.arange(10), seed=4))
+FEDERATIONS = {"fedmmkt": IMAGES}
+"""The federation a strategy is checked on (the sensor one unless named here)."""
+
+
+def federation_of(name: str) -> Federation:
+    return FEDERATIONS.get(name, SENSOR)
 
 
 def train_config(name: str, *overrides: str) -> TrainConfig:
@@ -64,8 +108,8 @@ def train_config(name: str, *overrides: str) -> TrainConfig:
 class RecordingClients(InProcessClients):
     """In-process clients that also keep every payload the server received."""
 
-    def __init__(self, workdir) -> None:
-        super().__init__(SYNTHETIC_SPEC, CLIENTS, SEED, "cpu", workdir)
+    def __init__(self, workdir, federation: Federation = SENSOR) -> None:
+        super().__init__(federation.spec, federation.clients, SEED, "cpu", workdir)
         self.payloads: list = []
 
     def fit_round(self, server_round, state, instructions, strategy):
@@ -85,12 +129,14 @@ class Run:
     workdir: object
 
 
-def run(name: str, workdir, *overrides: str, server: ServerContext | None = WITH_PROXY, pool_class=RecordingClients) -> Run:
-    train = train_config(name, *overrides)
-    pool = pool_class(workdir)
-    strategy = make_strategy(train, SEED, server)
-    return Run(run_federated(SYNTHETIC_SPEC, pool, VALIDATION, strategy, train.rounds, SEED, workdir, "cpu"),
-               pool, workdir)
+def run(name: str, workdir, *overrides: str, proxy: bool = True, pool_class=RecordingClients,
+        on: Federation | None = None) -> Run:
+    """``name`` on its federation (or ``on``), the server holding the proxy set unless not ``proxy``."""
+    train, federation = train_config(name, *overrides), on or federation_of(name)
+    pool = pool_class(workdir, federation)
+    strategy = make_strategy(train, SEED, federation.server(proxy))
+    return Run(run_federated(federation.spec, pool, federation.validation, strategy, train.rounds, SEED, workdir,
+                             "cpu"), pool, workdir)
 
 
 def assert_same_outcome(a: FederatedOutcome, b: FederatedOutcome) -> None:
@@ -127,7 +173,7 @@ def test_registry_matches_the_config_choices():
 def test_same_seed_gives_identical_states(name, reference, tmp_path):
     """A second run is bit-identical; a strategy that needs no proxy set runs (identically) without one."""
     needs_proxy = make_strategy(train_config(name), SEED).needs_proxy
-    again = run(name, tmp_path, server=WITH_PROXY if needs_proxy else ServerContext(SYNTHETIC_SPEC))
+    again = run(name, tmp_path, proxy=needs_proxy)
     assert_same_outcome(again.outcome, reference(name).outcome)
 
 
@@ -146,8 +192,9 @@ def test_resume_from_a_round_checkpoint_is_bit_identical(name, reference, tmp_pa
 @pytest.mark.parametrize("name", NAMES)
 def test_payloads_stores_and_free_riders_match_the_declared_payload(name, reference):
     cls, ran = STRATEGIES[name], reference(name)
-    strategy = make_strategy(train_config(name), SEED, WITH_PROXY)
-    asked = sum(len(strategy.configure_train(r, len(CLIENTS))) for r in range(ROUNDS))
+    federation = federation_of(name)
+    strategy = make_strategy(train_config(name), SEED, federation.server())
+    asked = sum(len(strategy.configure_train(r, len(federation.clients))) for r in range(ROUNDS))
     assert len(ran.pool.payloads) == asked and all(type(p) is cls.payload_type for p in ran.pool.payloads)
     assert len(UpdateStore(ran.workdir / engine.UPDATES_DIR).rounds()) == (ROUNDS if cls.sends_deltas() and asked else 0)
     kept = sorted(p.name for p in (ran.workdir / engine.KEPT_DIR).glob("*"))
@@ -187,8 +234,10 @@ def test_fedmobile_needs_the_proxy_set_for_clustered_shapley_only():
 
 
 @pytest.mark.parametrize("name", [name for name in NAMES if name != "fedavg"])
-def test_default_parameters_differ_from_fedavg(name, reference):
-    ours, fedavg = trainable_state(reference(name).outcome.model), trainable_state(reference("fedavg").outcome.model)
+def test_default_parameters_differ_from_fedavg(name, reference, tmp_path):
+    federation = federation_of(name)
+    fedavg = reference("fedavg") if federation is SENSOR else run("fedavg", tmp_path, on=federation)
+    ours, fedavg = trainable_state(reference(name).outcome.model), trainable_state(fedavg.outcome.model)
     assert any(not torch.equal(ours[key], fedavg[key]) for key in fedavg)
 
 
@@ -216,7 +265,7 @@ def test_zero_weight_variants_are_fedavg_exactly(name, overrides, rounds, refere
     [
         (FedProx, "mu", -1.0), (Moon, "temperature", 0.0), (FedAdam, "beta1", 1.0), (ModalityDropout, "rate", 1.0),
         (MMFeD3, "server_epochs", -1), (FedMekt, "reconstruction", "pairs"), (FedMobile, "clusters", 0),
-        (ProxyOnly, "epochs", 0),
+        (ProxyOnly, "epochs", 0), (FedMMKT, "images_per_class", 0),
     ],
 )
 def test_a_bad_parameter_is_one_clear_error(cls, parameter, value):
