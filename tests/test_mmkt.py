@@ -7,7 +7,6 @@ import torch
 from mmkt_support import REPO, TINY_GENERATOR, federation, tiny_config  # noqa: F401  (federation: a fixture)
 
 from fedmm.config import ConfigError
-from fedmm.mmkt import federation as mmkt
 from fedmm.mmkt import strategy as fedmmkt
 from fedmm.mmkt.experiment import load_mmkt_spec, markdown, summarise
 from fedmm.mmkt.messages import MMKTUpdate, SyntheticBatch

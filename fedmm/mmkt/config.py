@@ -29,14 +29,14 @@ class GeneratorConfig(_Section):
     """The server's text-conditioned diffusion model of 16x16 images, pretrained on ``load_digits``."""
 
     hidden: int = Field(384, ge=8, description="width of the denoiser MLP")
-    timesteps: int = Field(100, ge=2)
+    timesteps: int = Field(100, ge=2, description="diffusion steps of the noise schedule")
     sampling_steps: int = Field(20, ge=2, description="DDIM steps (eta = 0)")
     guidance: float = Field(2.0, ge=1.0, description="classifier-free guidance weight")
     condition_dropout: float = Field(0.15, ge=0.0, lt=1.0, description="share of training samples without their prompt")
-    pretrain_steps: int = Field(4000, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    seed: int = 0
+    pretrain_steps: int = Field(4000, ge=1, description="optimiser steps of pretraining on load_digits")
+    batch_size: int = Field(128, ge=1, description="pretraining batch size")
+    lr: float = Field(2e-3, gt=0, description="pretraining learning rate (Adam, cosine schedule)")
+    seed: int = Field(0, description="seed of the generator's initialisation, projection and pretraining")
 
     def key(self) -> str:
         """The cache key of the pretrained weights: these settings and the text model's hash."""
@@ -50,8 +50,8 @@ class FinetuneConfig(_Section):
     """How the server adapts the generator to the clients' feedback each round."""
 
     steps: int = Field(20, ge=0, description="optimiser steps per round")
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0, description="the server's Adam learning rate")
+    batch_size: int = Field(64, ge=1, description="synthetic images (and prior digits) per fine-tuning step")
     reward_weight: float = Field(3.0, ge=0, description="weight of the ensemble-weighted class term")
     reward_temperature: float = Field(0.2, gt=0, description="image weights: ensemble probability of the prompted class to 1/T")
     align_weight: float = Field(1.0, ge=0, description="weight of the prototype alignment term")

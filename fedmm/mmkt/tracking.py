@@ -21,8 +21,8 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from fedmm.artifacts import read_json, write_json
-from fedmm.fl.result import TrainResult
 from fedmm.data.validation import ValidationReport
+from fedmm.fl.result import TrainResult
 from fedmm.mmkt.config import TASK, MMKTConfig, MMKTRunConfig
 from fedmm.mmkt.federation import Federation, federation_config
 from fedmm.mmkt.generator import TextToImage, prompt_embeddings
