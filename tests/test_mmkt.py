@@ -100,3 +100,16 @@ def test_a_saved_predictor_keeps_a_non_alphabetical_modality_order(federation, t
     assert loaded.modalities == model.modalities == ["fou", "fac", "kar", "pix", "zer", "mor"]
     with torch.no_grad():
         torch.testing.assert_close(loaded(test.inputs, test.mask), model(test.inputs, test.mask))
+
+
+def test_fedmmkt_on_data_without_square_images_is_one_clear_error():
+    from conftest import SYNTHETIC_SPEC
+
+    from fedmm.config import config_from_dict
+    from fedmm.errors import UserError
+    from fedmm.fl.strategies import make_strategy
+    from fedmm.fl.strategy import ServerContext
+
+    train = config_from_dict({}, ["train.strategy=fedmmkt"]).train
+    with pytest.raises(UserError, match=r"^strategy 'fedmmkt' needs a 'pix' view of 256 pixels .* this data has pix None"):
+        make_strategy(train, 0, ServerContext(SYNTHETIC_SPEC))

@@ -35,12 +35,13 @@ import torch
 import torch.nn.functional as F
 
 from fedmm.config import TrainConfig
+from fedmm.errors import UserError
 from fedmm.fl.client import Worker
 from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.params.fedmmkt import FEDMMKT, FedMMKTConfig
 from fedmm.fl.strategy import FedAvg, ServerContext, StrategyError
 from fedmm.mmkt.config import FinetuneConfig, GeneratorConfig
-from fedmm.mmkt.generator import TEMPLATES, WORDS, TextToImage, generate, pretrained, prompt_embeddings, server_digits
+from fedmm.mmkt.generator import IMAGE_DIM, TEMPLATES, WORDS, TextToImage, generate, pretrained, prompt_embeddings, server_digits
 from fedmm.mmkt.messages import MMKTUpdate, SyntheticBatch
 from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
 from fedmm.seeding import torch_generator
@@ -51,6 +52,20 @@ IMAGE_VIEW = "pix"
 GENERATOR, OPTIMIZER, BATCH = "generator/", "optimizer/", "batch/"
 LOSSES = "finetune_losses"
 LOSS_NAMES = ("reward_loss", "align_loss", "prior_loss")
+
+
+class ImageViewError(StrategyError, UserError):
+    """The task model has no view the generator's images can stand in for."""
+
+
+def require_image_view(spec: ModelSpec) -> None:
+    """A clear error unless the task model has a ``pix`` view of 16x16 images and one class per prompt."""
+    shape, classes = spec.sample_shapes.get(IMAGE_VIEW), spec.num_classes
+    if shape != (IMAGE_DIM,) or classes != len(WORDS):
+        raise ImageViewError(
+            f"strategy 'fedmmkt' needs a {IMAGE_VIEW!r} view of {IMAGE_DIM} pixels (16x16) and {len(WORDS)} classes; "
+            f"this data has {IMAGE_VIEW} {shape} and {classes} classes: run FedMMKT from a task: fedmmkt file "
+            "(configs/fedmmkt.yaml), which makes UCI Multiple Features' pix square")
 
 
 def synthetic_batch(generator: TextToImage, images_per_class: int, seed: int, server_round: int) -> SyntheticBatch:
@@ -180,6 +195,8 @@ class FedMMKT(FedAvg[MMKTUpdate]):
         super().__init__(train, seed, server)
         self.config = self.checked(generator=generator, finetune=finetune, images_per_class=images_per_class,
                                    co_enhance=co_enhance)
+        if server is not None:
+            require_image_view(server.spec)
         self.batch: SyntheticBatch | None = None
         self.enhancer: CoEnhancer | None = None
         self.frozen_generator: TextToImage | None = None
