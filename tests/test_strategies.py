@@ -86,7 +86,7 @@ def test_worker_loads_and_reads_back_like_the_module():
 
 
 STRATEGY_CHOICES = ("train.strategy: Input should be 'fedavg', 'fedprox', 'moon', 'fedmekt', 'fedmobile', "
-                    "'mmfed3', 'fedadam', 'fedavg_dropout', 'fedavg_ft' or 'proxy_only'")
+                    "'mmfed3', 'fedadam', 'fedavg_dropout', 'fedavg_ft', 'proxy_only' or 'fedmmkt'")
 
 
 @pytest.mark.parametrize(
