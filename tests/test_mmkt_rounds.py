@@ -175,3 +175,14 @@ def test_the_experiment_registers_both_models_gates_the_generator_on_the_client_
     again = run_mmkt_experiment(spec, configs, tmp_path / "out")
     assert again["ran"] == 0 and again["parent_run_id"] == first["parent_run_id"]
     assert first["outputs"]["cells"].read_text() == row
+
+
+def test_the_graph_up_to_its_evaluation_gives_the_cells_metrics(federation, tmp_path):
+    """``FEDMMKT.run_through(..., "mmkt_evaluation")`` is a cell: the same training and metrics as :func:`run_cell`."""
+    from fedmm.graph import FEDMMKT
+    from fedmm.mmkt.config import MMKTRunConfig
+
+    config = tiny_config()
+    expected = {k: v for k, v in cell(config, federation, tmp_path).metrics.items() if k != "seconds"}
+    found = FEDMMKT.run_through(MMKTRunConfig(run=config), "mmkt_evaluation", progress=False)
+    assert found["mmkt_evaluation"] == expected and "server_after_fidelity" in expected
