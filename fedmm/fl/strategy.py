@@ -193,6 +193,11 @@ class Strategy(ABC, Generic[PayloadT]):
     def load_server_state(self, state: State) -> None:
         """Restore :meth:`server_state` when a run resumes."""
 
+    def client_state(self) -> State:
+        """What a transport sends each client with the global model (default: the whole :meth:`server_state`);
+        a site hands it to :meth:`load_server_state` before :meth:`fit`."""
+        return self.server_state()
+
 
 class FedAvg(Strategy[PayloadT]):
     """Federated averaging (McMahan et al. 2017) with sample-weighted aggregation; no parameters of its own.

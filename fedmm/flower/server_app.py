@@ -107,7 +107,7 @@ class FlowerClients(ClientPool):
     def fit_round(
         self, server_round: int, state: State, instructions: list[TrainInstruction], strategy: Strategy
     ) -> RoundReplies:
-        server_state = strategy.server_state()
+        server_state = strategy.client_state()
         reachable = [ins for ins in instructions if ins.client_id in self.nodes and ins.client_id not in self.lost]
         messages = {
             ins.client_id: Message(

@@ -22,8 +22,8 @@ round after round until the images were noise.
 
 Server state (checkpointed every round, so a resumed run is bit-identical): the co-enhanced
 generator's weights, its Adam state and the fine-tuning losses per round; between
-``configure_train`` and ``aggregate_train`` also the round's synthetic batch, which is how a
-Flower site receives it. The task models are averaged because one architecture is shared here
+``configure_train`` and ``aggregate_train`` also the round's synthetic batch, which alone is what
+a Flower site receives (:meth:`FedMMKT.client_state`). The task models are averaged because one architecture is shared here
 (fedmm's network); the paper's heterogeneous client models are not reproduced.
 """
 
@@ -266,6 +266,10 @@ class FedMMKT(FedAvg[MMKTUpdate]):
             state.update({BATCH + "images": self.batch.images, BATCH + "prompted": self.batch.prompted,
                           BATCH + "round": torch.tensor(self.batch.server_round)})
         return state
+
+    def client_state(self) -> State:
+        """Only the round's synthetic batch: a site needs neither the generator nor its optimiser."""
+        return {key: value for key, value in self.server_state().items() if key.startswith(BATCH)}
 
     def load_server_state(self, state: State) -> None:
         """Restore what :meth:`server_state` saved (a resumed server) or sent (a site: the round's batch)."""
