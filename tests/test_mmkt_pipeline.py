@@ -42,14 +42,14 @@ def test_run_trains_on_the_engine_and_registers_both_models(tmp_path):
 def test_a_bad_file_is_one_line_and_kfp_and_dvc_build_the_graph(tmp_path):
     from kfp import compiler
 
-    from fedmm.mmkt.config import load_mmkt_run_config
+    from fedmm.graph import load_run_config
     from fedmm.stages import dvc_pipeline
     from fedmm_pipelines.components.pipeline import graph_pipeline
 
     path = run_file(tmp_path)
     bad = CliRunner().invoke(main, ["run", "--config", path, "--set", "run.set=[partition.num_clients=0]"])
     assert bad.exit_code == 2 and "partition.num_clients" in bad.output and "Traceback" not in bad.output
-    config = load_mmkt_run_config(path)
+    config = load_run_config(path)
     assert graph.for_config(config) is graph.FEDMMKT
     compiler.Compiler().compile(graph_pipeline(graph.FEDMMKT, config), str(tmp_path / "kfp.yaml"))
     assert set(yaml.safe_load((tmp_path / "kfp.yaml").read_text())["root"]["dag"]["tasks"]) == set(graph.FEDMMKT.names)
