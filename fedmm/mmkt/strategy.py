@@ -174,7 +174,7 @@ def section(state: State, prefix: str) -> State:
 class FedMMKT(FedAvg[MMKTUpdate]):
     """FedMMKT: clients train on the server generator's prompted images too; their feedback co-enhances it.
 
-    Client contract, each round: read the round's :class:`SyntheticBatch` from the server state;
+    Client contract, each round: read the round's :class:`SyntheticBatch` from the client state;
     train the global model with cross-entropy on local data plus those images (image view only,
     labelled with the prompted class); send an :class:`MMKTUpdate`: the delta and example count
     (synthetic images included), and the trained model's logits, class prototypes and masses on
