@@ -48,6 +48,12 @@ class DataConfig(_Section):
         "tfidf", description="how text modalities are embedded (clothing): TF-IDF + SVD, 64-d and fast, or "
         "all-MiniLM-L6-v2 from its wheel, 384-d (about 50 texts/s on 2 CPU threads, cached under $FEDMM_HOME)",
     )
+    square_images: bool = Field(
+        False, exclude_if=lambda on: not on,
+        description="the pix view (uci_mfeat, or a file holding UCI's 240 pixel averages) as 16x16 images in "
+        "[0, 1], the format of FedMMKT's generator; applied as the source loads and at each site to its own "
+        "file (a task: fedmmkt run sets it). Left out of the config's dump when false",
+    )
     holdout_subjects: int | Literal["auto"] = Field(
         "auto",
         description="whole subjects held out as a second test set; 'auto' holds out one per five subjects, "

@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from fedmm.mmkt import federation as mmkt
-from fedmm.mmkt.config import FinetuneConfig, GeneratorConfig, MMKTConfig
+from fedmm.mmkt.config import FinetuneConfig, GeneratorConfig, MMKTConfig, MMKTRunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_GENERATOR = GeneratorConfig(hidden=16, timesteps=10, sampling_steps=3, pretrain_steps=3, batch_size=8)
@@ -23,5 +22,10 @@ def tiny_config(method: str = "fedmmkt") -> MMKTConfig:
 
 @pytest.fixture(scope="module")
 def federation():
-    _, built = mmkt.load_federation(mmkt.federation_config(tiny_config()))
-    return built
+    """The tiny config's federation as the FedMMKT graph builds it (prepared and partitioned by its stages)."""
+    from fedmm.graph import FEDMMKT
+    from fedmm.mmkt.stages import federation
+
+    config = MMKTRunConfig(run=tiny_config())
+    artifacts = FEDMMKT.run_through(config, "mmkt_federated", track=False)
+    return federation(config, artifacts["mmkt_prepared"], artifacts["mmkt_federated"])

@@ -36,9 +36,9 @@ def test_prompts_condition_the_generator():
 
 
 def cell(config, federation, workdir):
-    from fedmm.mmkt.run import run_cell
+    from fedmm.mmkt.federation import train_federation
 
-    return run_cell(config, federation, workdir)
+    return train_federation(config, federation, workdir)
 
 
 def test_the_client_payload_is_a_function_of_its_trained_model_and_the_synthetic_images_alone(
@@ -82,15 +82,18 @@ def test_fedmmkt_changes_the_generator_and_fedavg_frozen_does_not(federation, tm
     config = tiny_config()
     before = gen.pretrained(config.generator).state_dict()
     frozen = cell(config.model_copy(update={"method": "fedavg_frozen"}), federation, tmp_path / "frozen")
-    assert frozen.generator is None and frozen.trained.server_state == {}  # the pretrained generator, never sent back
+    assert frozen.server_state == {}  # the pretrained generator, never sent back
     enhanced = cell(config, federation, tmp_path / "enhanced")
-    assert any(not torch.equal(before[k], v) for k, v in enhanced.generator.state_dict().items())
-    losses = fedmmkt.losses_of(enhanced.trained.server_state)
-    assert len(losses) == len(enhanced.trained.history) == 1 and set(losses[0]) == {"reward_loss", "align_loss", "prior_loss"}
+    generator = fedmmkt.generator_of(enhanced.server_state, config.strategy_section())
+    assert any(not torch.equal(before[k], v) for k, v in generator.state_dict().items())
+    losses = fedmmkt.losses_of(enhanced.server_state)
+    assert len(losses) == len(enhanced.history) == 1 and set(losses[0]) == {"reward_loss", "align_loss", "prior_loss"}
 
 
 def test_a_cell_killed_between_rounds_resumes_from_the_engines_checkpoint_bit_identically(federation, tmp_path):
     from conftest import interrupted_after_round
+
+    from fedmm.mmkt.evaluate import client_metrics
 
     config = tiny_config()
     config = config.model_copy(update={"set": [*config.set, "train.rounds=3"]})
@@ -98,12 +101,9 @@ def test_a_cell_killed_between_rounds_resumes_from_the_engines_checkpoint_bit_id
     with interrupted_after_round(1):
         cell(config, federation, tmp_path / "killed")
     resumed = cell(config, federation, tmp_path / "killed")
-    assert resumed.metrics.keys() == whole.metrics.keys()
-    assert {k: v for k, v in resumed.metrics.items() if k != "seconds"} == \
-        {k: v for k, v in whole.metrics.items() if k != "seconds"}
-    assert resumed.trained.history == whole.trained.history
-    for left, right in ((resumed.trained.state, whole.trained.state),
-                        (resumed.trained.server_state, whole.trained.server_state)):
+    assert resumed.history == whole.history
+    assert client_metrics(resumed.model(), federation.evaluation) == client_metrics(whole.model(), federation.evaluation)
+    for left, right in ((resumed.state, whole.state), (resumed.server_state, whole.server_state)):
         assert left.keys() == right.keys()
         for key in left:
             torch.testing.assert_close(left[key], right[key], rtol=0, atol=0)
@@ -177,14 +177,3 @@ def test_the_experiment_registers_both_models_gates_the_generator_on_the_client_
     again = run_mmkt_experiment(spec, configs, tmp_path / "out")
     assert again["ran"] == 0 and again["parent_run_id"] == first["parent_run_id"]
     assert first["outputs"]["cells"].read_text() == row
-
-
-def test_the_graph_up_to_its_evaluation_gives_the_cells_metrics(federation, tmp_path):
-    """``FEDMMKT.run_through(..., "mmkt_evaluation")`` is a cell: the same training and metrics as :func:`run_cell`."""
-    from fedmm.graph import FEDMMKT
-    from fedmm.mmkt.config import MMKTRunConfig
-
-    config = tiny_config()
-    expected = {k: v for k, v in cell(config, federation, tmp_path).metrics.items() if k != "seconds"}
-    found = FEDMMKT.run_through(MMKTRunConfig(run=config), "mmkt_evaluation", progress=False)
-    assert found["mmkt_evaluation"] == expected and "server_after_fidelity" in expected

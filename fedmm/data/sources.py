@@ -11,7 +11,7 @@ import importlib.util
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from fedmm.artifacts import sha256_file
 from fedmm.config import DataConfig
 from fedmm.data.dataset import MODALITY_PREFIX, DatasetError, MultimodalDataset, load_npz, require_multimodal
+from fedmm.data.images import IMAGE_BOUNDS, IMAGE_VIEW, square_images
 
 SMARTWATCH_SHA256 = "eb122f23cdf06ef6bd6c6c5312958ec5cf9d038e2e6d457b8081662c75a42537"
 SMARTWATCH_FILE = ("data", "watch_dataset.npy")
@@ -337,6 +338,11 @@ def source_info(config: DataConfig) -> SourceInfo:
 
 
 def load_source(config: DataConfig) -> tuple[MultimodalDataset, SourceInfo]:
-    """Load the configured source as a :class:`MultimodalDataset`, with its description."""
+    """Load the configured source as a :class:`MultimodalDataset`, with its description (and ``pix`` as images
+    with ``data.square_images``: :mod:`fedmm.data.images`)."""
     info = source_info(config)
-    return _source(config).load(config, info), info
+    dataset = _source(config).load(config, info)
+    if config.square_images and IMAGE_VIEW in dataset.modalities:
+        dataset = square_images(dataset)
+        info = replace(info, value_bounds={**info.value_bounds, IMAGE_VIEW: IMAGE_BOUNDS})
+    return dataset, info

@@ -26,6 +26,7 @@ from fedmm.config import Config
 from fedmm.data.corruption import CorruptionPlan
 from fedmm.data.dataset import MultimodalDataset, load_npz
 from fedmm.data.federated import site_arrays
+from fedmm.data.images import square_images
 from fedmm.data.validation import ExpectationOutcome, ValidationReport, validate_dataset
 from fedmm.fl.client import Worker
 from fedmm.fl.codec import arrays_state, state_arrays
@@ -106,13 +107,15 @@ class Site:
                 "modalities": json.dumps(dataset.presence_rates())}
 
     def data_for(self, run: RunSpec) -> MultimodalDataset:
-        """This site's samples over the run's modalities (:meth:`MultimodalDataset.aligned`: one the file lacks is absent)."""
+        """This site's samples over the run's modalities (:meth:`MultimodalDataset.aligned`: one the file lacks is
+        absent), prepared as the run's data is (``data.square_images``)."""
         if not set(run.modalities) & set(self.dataset.modalities):
             raise SiteError(f"site file {self.data_path} holds none of this run's modalities {run.modalities}")
         if not 0 <= self.client_id < run.num_clients:
             raise SiteError(f"client id {self.client_id} is outside 0..{run.num_clients - 1} for this run")
         shapes = {name: tuple(run.model_spec.sample_shapes[name]) for name in run.modalities}
-        return self.dataset.aligned(shapes, str(self.data_path))
+        dataset = square_images(self.dataset) if run.parsed.data.square_images else self.dataset
+        return dataset.aligned(shapes, str(self.data_path))
 
     def validate(self, run: RunSpec) -> ValidationReport:
         """The prepared-data suite (Great Expectations) over this site's samples; only the report leaves the site."""
@@ -250,7 +253,10 @@ def check_site_file(data_path: str | Path, config_path: str | Path | None = None
     from fedmm.config import load_config
 
     dataset = load_npz(data_path)
-    bounds = load_config(config_path, []).validation.value_bounds if config_path else {}
+    config = load_config(config_path, []) if config_path else None
+    if config is not None and config.data.square_images:
+        dataset = square_images(dataset)
+    bounds = config.validation.value_bounds if config is not None else {}
     unknown = sorted(set(bounds) - set(dataset.modalities))
     report = validate_dataset(
         modalities=dataset.modalities, labels=dataset.labels, num_classes=dataset.num_classes,

@@ -13,14 +13,20 @@ Server-side metrics (evaluation only; no training step sees them):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from fedmm.data.images import SIDE
 from fedmm.metrics import evaluate
-from fedmm.mmkt.generator import SIDE, WORDS, TextToImage, generate
+from fedmm.mmkt.generator import WORDS, TextToImage, generate, pretrained
 from fedmm.models.multimodal import MultimodalNet
+
+if TYPE_CHECKING:
+    from fedmm.mmkt.config import MMKTConfig
+    from fedmm.mmkt.federation import Federation
 
 CLIENT_VIEWS = ("test", "test_missing")
 GAP = 1
@@ -54,6 +60,21 @@ def server_metrics(images: np.ndarray, classes: np.ndarray, reference: LogisticR
         "fidelity": float(correct.mean()),
         **{f"fidelity_{d}": float(correct[classes == d].mean()) for d in range(len(WORDS))},
     }
+
+
+def generator_images(config: MMKTConfig, generator: TextToImage) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The evaluation images (same noise) of the pretrained generator and of ``generator``, by panel title."""
+    models = {"before (pretrained on load_digits)": pretrained(config.generator), "after co-enhancement": generator}
+    return {title: evaluation_images(model, config.eval_images_per_class, config.seed) for title, model in models.items()}
+
+
+def generator_metrics(federation: Federation, before: tuple[np.ndarray, np.ndarray],
+                      after: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+    """``server_before_*`` and ``server_after_*`` metrics of the generated images before and after co-enhancement."""
+    reference = real_classifier(*federation.image_split("train"))
+    real_test = federation.image_split("test")
+    return {f"server_{name}_{k}": v for name, (images, classes) in (("before", before), ("after", after))
+            for k, v in server_metrics(images, classes, reference, real_test).items()}
 
 
 def plot_grids(panels: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, per_class: int = 8) -> Path:

@@ -14,6 +14,7 @@ its test macro-F1, the generator only with it (:mod:`fedmm.mmkt.tracking`).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -26,11 +27,13 @@ from fedmm.artifacts import write_text
 from fedmm.config import ConfigError
 from fedmm.experiments.results import CONFIDENCE, paired_difference
 from fedmm.experiments.runner import ExperimentOutcome, Matrix, run_matrix
-from fedmm.mmkt.config import METHODS, MMKTConfig
-from fedmm.mmkt.evaluate import plot_grids
-from fedmm.mmkt.federation import Federation, federation_config, load_federation
+from fedmm.graph import FEDMMKT
+from fedmm.mmkt.config import METHODS, MMKTConfig, MMKTRunConfig
+from fedmm.mmkt.evaluate import generator_images, plot_grids
+from fedmm.mmkt.federation import federation_config
 from fedmm.mmkt.generator import WORDS
-from fedmm.mmkt.run import run_cell
+from fedmm.mmkt.stages import federation
+from fedmm.mmkt.strategy import generator_of
 
 TASK = "fedmmkt"
 REFERENCES = ("fedavg", "fedavg_frozen")
@@ -40,6 +43,8 @@ SERVER_METRICS = {
     "fidelity": "share of generated images a fixed real-pix classifier assigns to the prompted class",
 }
 KEYS = ("run_id", "method", "seed")
+SHARED = 4
+"""The graph stages before training (prepare, validate, partition, validate): one run per seed's federation."""
 
 
 class MMKTExperimentSpec(BaseModel):
@@ -137,23 +142,8 @@ def markdown(client: pd.DataFrame, server: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _federation(config: MMKTConfig, cache: dict) -> tuple[Federation, list]:
-    """The seed's federation and its validation reports, validated by the pipeline's gates the first time it is built."""
-    fed_config = federation_config(config)
-    key = fed_config.hash("data", "partition", "mask", "corruption", "seed")
-    if key not in cache:
-        from fedmm.workflow import check_partitions, validate_data
-
-        prepared, federation = load_federation(fed_config)
-        reports = [validate_data(fed_config, prepared), check_partitions(fed_config, federation.federated)]
-        for report in reports:
-            report.raise_if_failed()
-        cache[key] = (federation, reports)
-    return cache[key]
-
-
 class MMKTMatrix(Matrix):
-    """Methods x seeds of FedMMKT; each cell is :func:`fedmm.mmkt.run.run_cell` on its seed's validated federation."""
+    """Methods x seeds of FedMMKT; each cell runs the FedMMKT graph (``fedmm.graph.FEDMMKT``) up to its evaluation."""
 
     key = "run_id"
 
@@ -173,13 +163,21 @@ class MMKTMatrix(Matrix):
         return {}
 
     def run(self, config: MMKTConfig, cache: dict) -> tuple[dict, tuple]:
-        """The cell's metrics; besides, its result, federation, validation reports and image grid (for the tracker)."""
-        federation, reports = _federation(config, cache)
-        result = run_cell(config, federation)
-        grid = None
-        if result.images is not None:
-            grid = plot_grids(result.images, self.plots / f"generated_seed{config.seed}.png")
-        return result.metrics, (result, federation, reports, grid)
+        """The cell's metrics: the FedMMKT graph up to its evaluation, the federation's stages (validation gates
+        included) shared by the seed's cells; besides, what the tracker logs (training result, generator,
+        federation, validation reports, image grid)."""
+        start, run = time.perf_counter(), MMKTRunConfig(run=config)
+        key = federation_config(config).hash("data", "partition", "mask", "corruption", "seed")
+        artifacts = FEDMMKT.run_through(run, "mmkt_evaluation", cache.get(key), track=False)
+        cache[key] = {stage.output: artifacts[stage.output] for stage in FEDMMKT.stages[:SHARED]}
+        trained, generator, grid = artifacts["mmkt_result"], None, None
+        if config.method == "fedmmkt":
+            generator = generator_of(trained.server_state, config.strategy_section())
+            grid = plot_grids(generator_images(config, generator), self.plots / f"generated_seed{config.seed}.png")
+        built = federation(run, artifacts["mmkt_prepared"], artifacts["mmkt_federated"])
+        reports = [artifacts["mmkt_data_report"], artifacts["mmkt_partition_report"]]
+        metrics = {**artifacts["mmkt_evaluation"], "seconds": round(time.perf_counter() - start, 1)}
+        return metrics, (trained, generator, built, reports, grid)
 
     def write_outputs(self, cells: pd.DataFrame, directory: Path) -> dict[str, Path]:
         client, server = summarise(cells)

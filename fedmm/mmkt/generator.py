@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedmm.artifacts import read_npz, write_npz
-from fedmm.fl.engine import arrays_to_state, state_to_arrays
+from fedmm.data.images import SIDE, resample
+from fedmm.fl.codec import arrays_state, state_arrays
 from fedmm.impute.diffusion import Denoiser, cosine_alpha_bar, ddim_sample, diffusion_loss
 from fedmm.impute.latent import Scaler
 from fedmm.kg.text import TEXT_DIM, text_embeddings
@@ -28,7 +29,6 @@ from fedmm.runtime import state_dir
 from fedmm.seeding import torch_generator
 from fedmm.tensors import seeded_module
 
-SIDE = 16
 IMAGE_DIM = SIDE * SIDE
 IMAGE, TEXT = 0, 1
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -43,12 +43,6 @@ TEMPLATES = (
 
 def prompt(digit: int, template: int = 0) -> str:
     return TEMPLATES[template].format(word=WORDS[digit], digit=digit)
-
-
-def resample(images: np.ndarray) -> np.ndarray:
-    """(N, H, W) images to (N, 256) at 16x16 (bilinear), values kept."""
-    tensor = torch.as_tensor(np.asarray(images, dtype=np.float32)).unsqueeze(1)
-    return F.interpolate(tensor, size=(SIDE, SIDE), mode="bilinear", align_corners=False).flatten(1).numpy()
 
 
 def server_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -166,8 +160,8 @@ def pretrained(config: GeneratorConfig) -> TextToImage:
     path = state_dir() / "mmkt" / "generator" / f"{config.key()}.npz"
     model = TextToImage(config)
     if path.is_file():
-        model.load_state_dict(arrays_to_state(read_npz(path), "cpu"))
+        model.load_state_dict(arrays_state(read_npz(path)))
         return model.eval()
     model = pretrain(config)
-    write_npz(path, state_to_arrays(model.state_dict()))
+    write_npz(path, state_arrays(model.state_dict()))
     return model

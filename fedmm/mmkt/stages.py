@@ -1,6 +1,7 @@
 """The FedMMKT graph's stage bodies (``fedmm.graph.FEDMMKT`` wires them; every orchestrator runs them).
 
-prepare UCI Multiple Features -> validate it (a gate) -> partition and mask the square-image data ->
+prepare UCI Multiple Features, ``pix`` as 16x16 images (``data.square_images``) -> validate it (a gate)
+-> partition and mask it ->
 validate the partitions (a gate) -> the method's rounds on the round engine (FedMMKT co-enhancing the
 generator) -> client and generator metrics -> register the task model and the generator and promote
 them by their gates. The run config is a ``task: fedmmkt`` file (:class:`MMKTRunConfig`); its
@@ -18,16 +19,15 @@ from fedmm.data.validation import ValidationReport
 from fedmm.fl.history import RoundRecord
 from fedmm.fl.result import TrainResult
 from fedmm.mmkt.config import MMKTRunConfig
-from fedmm.mmkt.evaluate import client_metrics
-from fedmm.mmkt.federation import Federation, federation_config, square_images, train_federation
-from fedmm.mmkt.run import generator_images, generator_metrics
+from fedmm.mmkt.evaluate import client_metrics, generator_images, generator_metrics
+from fedmm.mmkt.federation import Federation, federation_config, train_federation
 from fedmm.mmkt.strategy import generator_of
 from fedmm.progress import RoundProgress
 
 
 def federation(config: MMKTRunConfig, prepared: PreparedData, federated: FederatedData) -> Federation:
-    """The square-image federation of the prepared data and its partition."""
-    return Federation.build(federation_config(config.cell()), square_images(prepared), federated)
+    """The federation of the prepared (square-image) data and its partition."""
+    return Federation.build(federation_config(config.cell()), prepared, federated)
 
 
 def preflight(config: MMKTRunConfig) -> list[str]:
@@ -42,7 +42,7 @@ def preflight(config: MMKTRunConfig) -> list[str]:
 
 
 def prepare_digits(config: MMKTRunConfig) -> PreparedData:
-    """UCI Multiple Features as loaded (split, statistics, hashes): what the data gate validates."""
+    """UCI Multiple Features with ``pix`` as 16x16 images (split, statistics, hashes): what the data gate validates."""
     fed_config = federation_config(config.cell())
     return prepare(fed_config.data, fed_config.seed)
 
@@ -57,7 +57,7 @@ def validate_digits(config: MMKTRunConfig, mmkt_prepared: PreparedData) -> Valid
 def partition_digits(config: MMKTRunConfig, mmkt_prepared: PreparedData) -> FederatedData:
     """The Dirichlet partition and modality mask of the square-image data."""
     fed_config = federation_config(config.cell())
-    return partition_and_mask(square_images(mmkt_prepared), fed_config.partition, fed_config.mask, fed_config.seed,
+    return partition_and_mask(mmkt_prepared, fed_config.partition, fed_config.mask, fed_config.seed,
                               fed_config.corruption)
 
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from fedmm.config import TrainConfig
+from fedmm.data.images import IMAGE_VIEW
 from fedmm.errors import UserError
 from fedmm.fl.client import Worker
 from fedmm.fl.messages import TrainInstruction
@@ -47,8 +48,6 @@ from fedmm.models.multimodal import ModelSpec, MultimodalNet, build_model
 from fedmm.seeding import torch_generator
 from fedmm.tensors import State, TensorData
 
-IMAGE_VIEW = "pix"
-"""The task model's modality the generator's 16x16 images stand in for."""
 GENERATOR, OPTIMIZER, BATCH = "generator/", "optimizer/", "batch/"
 LOSSES = "finetune_losses"
 LOSS_NAMES = ("reward_loss", "align_loss", "prior_loss")

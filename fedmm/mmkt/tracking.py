@@ -27,7 +27,6 @@ from fedmm.mmkt.config import TASK, MMKTConfig, MMKTRunConfig
 from fedmm.mmkt.federation import Federation, federation_config
 from fedmm.mmkt.generator import TextToImage, prompt_embeddings
 from fedmm.mmkt.pyfunc import save_generator
-from fedmm.mmkt.run import CellResult
 from fedmm.mmkt.strategy import generator_of, losses_of
 from fedmm.runtime import tracking_uri
 from fedmm.tracking import registry, runs
@@ -55,19 +54,19 @@ class Tracker:
             ).info.run_id
             write_json(state, {"parent_run_id": self.parent, "experiment": spec.name})
 
-    def cell(self, config: MMKTConfig, row: dict, result: CellResult, federation: Federation, reports: list,
-             grid: Path | None) -> None:
+    def cell(self, config: MMKTConfig, row: dict, trained: TrainResult, generator: TextToImage | None,
+             federation: Federation, reports: list, grid: Path | None) -> None:
         """A child run with the cell's config, validation, per-round history and metrics; for ``fedmmkt`` the registrations."""
         run_id = child_run(self.client, self.experiment, self.parent, f"{config.method}/seed={config.seed}",
                            cell_params(config))
-        log_cell(self.client, run_id, reports, result.trained, {k: v for k, v in row.items() if k not in KEYS})
+        log_cell(self.client, run_id, reports, trained, {k: v for k, v in row.items() if k not in KEYS})
         if grid is not None:
             self.client.log_artifact(run_id, str(grid), "plots")
-        if result.generator is None:
+        if generator is None:
             self.client.set_terminated(run_id, "FINISHED")
             return
         where = Registration(config, self.spec.generator_model_name, self.spec.name, self.experiment, self.parent)
-        decisions = register_pair(where, row, result.trained, result.generator, federation,
+        decisions = register_pair(where, row, trained, generator, federation,
                                   all(r.success for r in reports), run_id)
         for name, decision in decisions.items():
             runs.log_dict(self.parent, decision.to_dict(), f"registry/seed{config.seed}_{name}_promotion.json")
