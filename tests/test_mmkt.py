@@ -19,6 +19,32 @@ def test_pix_becomes_a_16x16_image_in_unit_range(federation):
     assert federation.prepared.manifest["modalities"]["pix"] == [256]
 
 
+def test_square_images_prepares_the_source_a_site_file_and_export_sites_alike(tmp_path):
+    """``data.square_images`` is one function: a file holding pix as UCI ships it (a site's own) squares to the
+    prepared source's images, squaring twice changes nothing, and rehearsal site files hold the images."""
+    import numpy as np
+
+    from fedmm.data.dataset import DatasetError, load_npz
+    from fedmm.data.images import square_images
+    from fedmm.data.prepare import prepare
+    from fedmm.fl.deployed import export_sites
+    from fedmm.mmkt.federation import federation_config
+
+    config = federation_config(tiny_config())
+    squared = prepare(config.data, config.seed)
+    as_shipped = prepare(config.data.model_copy(update={"square_images": False}), config.seed)
+    at_site = square_images(as_shipped.dataset)
+    assert as_shipped.dataset.modalities["pix"].shape[1] == 240 and squared.manifest["value_bounds"]["pix"] == [0, 1]
+    np.testing.assert_array_equal(at_site.modalities["pix"], squared.dataset.modalities["pix"])
+    assert square_images(at_site) is at_site
+    written = export_sites(config, tmp_path / "rehearsal")
+    assert {load_npz(path).modalities["pix"].shape[1] for path in written["sites"]} == {256}
+    odd = as_shipped.dataset.subset(np.arange(4))
+    odd.modalities["pix"] = odd.modalities["pix"][:, :100]
+    with pytest.raises(DatasetError, match=r"^data.square_images: 'pix' has shape \(100,\)"):
+        square_images(odd)
+
+
 def test_feedback_rows_follow_the_synthetic_images(federation):
     from fedmm.models.multimodal import build_model
 
