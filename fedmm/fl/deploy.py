@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 FEDERATION = "fedmm"
 APP_DIR = Path(__file__).resolve().parent.parent / "flower" / "app"
 STOP_SECONDS = 5.0
+SERVERAPP_GRACE = 5.0
+"""Seconds ``flwr run`` may go on streaming after its ServerApp process is gone (see :class:`ServerAppWatch`)."""
 PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)
 FEDERATION_ENV = "FEDMM_FEDERATION"
@@ -84,6 +86,33 @@ def kill_marked(marker: str, timeout: float = STOP_SECONDS) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.1)
+
+
+def _cmdline(pid: int) -> bytes:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    return b""
+
+
+@dataclass
+class ServerAppWatch:
+    """Notices a run's ServerApp process (``flwr-serverapp`` holding ``marker``) dying before the run ends.
+
+    Flower's SuperLink learns that a ServerApp was killed (``kill -9``, out of memory) only
+    when its heartbeat expires, about a minute later in Flower 1.42, and ``flwr run`` streams
+    until then. :func:`run_app` stops ``flwr run`` once the ServerApp was seen and has been
+    gone for ``grace`` seconds; ``fired`` then says so.
+    """
+
+    marker: str
+    grace: float = SERVERAPP_GRACE
+    last_seen: float | None = None
+    fired: bool = False
+
+    def died(self) -> bool:
+        if any(b"flwr-serverapp" in _cmdline(pid) for pid in live_processes(self.marker)):
+            self.last_seen = time.monotonic()
+        return self.last_seen is not None and time.monotonic() - self.last_seen > self.grace
 
 
 def start_reaper(runtime: Runtime, marker: str) -> subprocess.Popen:
@@ -243,6 +272,11 @@ class Federation:
     def address(self) -> str:
         return self.superlink or f"127.0.0.1:{self.port}"
 
+    @property
+    def marker(self) -> str:
+        """The environment entry every process of this federation holds."""
+        return f"{FEDERATION_ENV}={self.ident}"
+
     def _start(self, name: str, args: list[str]) -> subprocess.Popen:
         self.processes[name] = start_process(self.runtime, name, args, {FEDERATION_ENV: self.ident})
         return self.processes[name]
@@ -298,7 +332,7 @@ class Federation:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, raise_interrupted)
         try:
-            self.processes["reaper"] = start_reaper(self.runtime, f"{FEDERATION_ENV}={self.ident}")
+            self.processes["reaper"] = start_reaper(self.runtime, self.marker)
             if self.superlink is None:
                 self.start_superlink()
             if self.node_auth and self.superlink is None:
@@ -326,7 +360,7 @@ class Federation:
         """Stop every process of this federation, including those its SuperLink started in other sessions."""
         self.stop_processes([n for n in self.processes if n != "superlink"])
         self.stop_processes(["superlink"])
-        kill_marked(f"{FEDERATION_ENV}={self.ident}")
+        kill_marked(self.marker)
         if getattr(self, "_previous", None) is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
@@ -339,8 +373,12 @@ def write_connection(runtime: Runtime, address: str, root_certificates: Path | s
 
 def run_app(
     runtime: Runtime, run_config: dict[str, str | int], on_line: Callable[[str], None], timeout: float | None = None,
+    watch: ServerAppWatch | None = None,
 ) -> int:
-    """``flwr run`` the fedmm Flower App on the ``fedmm`` connection, streaming its log lines to ``on_line``."""
+    """``flwr run`` the fedmm Flower App on the ``fedmm`` connection, streaming its log lines to ``on_line``.
+
+    It is killed after ``timeout`` seconds, and once ``watch`` says the ServerApp died.
+    """
     config = " ".join(f"{key}={_toml(value)}" for key, value in run_config.items())
     process = subprocess.Popen(
         [runtime.command("flwr"), "run", str(APP_DIR), FEDERATION, "--stream", "--run-config", config],
@@ -348,13 +386,17 @@ def run_app(
         start_new_session=True, preexec_fn=die_with_parent(),
     )
     timer = threading.Timer(timeout, lambda: os.killpg(process.pid, signal.SIGKILL)) if timeout else None
+    finished = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(watch, process, finished), daemon=True) if watch else None
     try:
-        if timer is not None:
-            timer.start()
+        for thread in (timer, watcher):
+            if thread is not None:
+                thread.start()
         for line in process.stdout:
             on_line(line.rstrip("\n"))
         return process.wait()
     finally:
+        finished.set()
         if timer is not None:
             timer.cancel()
         if process.poll() is None:
@@ -362,6 +404,16 @@ def run_app(
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         process.stdout.close()
+
+
+def _watch(watch: ServerAppWatch, process: subprocess.Popen, finished: threading.Event) -> None:
+    """Kill ``flwr run`` (its process group) once ``watch`` says the ServerApp died; stop when the run finished."""
+    while not finished.wait(0.5):
+        if watch.died():
+            watch.fired = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            return
 
 
 def _reap(parent: int, marker: str) -> None:

@@ -20,7 +20,7 @@ from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
 from fedmm.errors import UserError
 from fedmm.fl.bundle import DROPPED_MARKER, FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, SITES_FILE, ServerBundle
-from fedmm.fl.deploy import Federation, Runtime, SiteSpec, make_certificates, run_app, write_connection
+from fedmm.fl.deploy import Federation, Runtime, ServerAppWatch, SiteSpec, make_certificates, run_app, write_connection
 from fedmm.fl.engine import CHECKPOINT_FILE, FederatedOutcome, _load_checkpoint
 from fedmm.fl.history import RoundRecord
 from fedmm.fl.pki import make_node_key
@@ -147,13 +147,19 @@ def _serve(
         with Federation(runtime, sites, certificates, flower.node_auth) as federation:
             if federation_hook is not None:
                 federation_hook(federation)
-            code = run_app(runtime, run_config, on_line)
+            watch = ServerAppWatch(federation.marker)
+            code = run_app(runtime, run_config, on_line, watch=watch)
     elif flower.superexec_secret:
-        with AppExecutor(runtime, flower.superlink, Path(flower.root_certificates), Path(flower.superexec_secret)):
-            code = run_app(runtime, run_config, on_line)
+        with AppExecutor(runtime, flower.superlink, Path(flower.root_certificates),
+                         Path(flower.superexec_secret)) as executor:
+            watch = ServerAppWatch(executor.marker)
+            code = run_app(runtime, run_config, on_line, watch=watch)
     else:
         write_connection(runtime, flower.superlink, flower.root_certificates)
-        code = run_app(runtime, run_config, on_line)
+        watch, code = None, run_app(runtime, run_config, on_line)
+    if watch is not None and watch.fired:
+        failure.append(f"the ServerApp process exited with the run unfinished (killed?); flwr run was stopped "
+                       f"{watch.grace:g} s later")
     return code, failure or tail
 
 
