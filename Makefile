@@ -56,8 +56,13 @@ run: $(STAMP)
 federation: $(STAMP) $(SITE_STAMP)
 	$(BIN)/fedmm run --config configs/default.yaml --set train.transport=flower
 
+# Two pytest-xdist workers, a test module each at a time (module fixtures stay shared; FEDMM_HOME is per worker),
+# the longest modules first (tests/conftest.py). Many slow tests wait on Flower, DVC or kfp processes, so two
+# workers overlap those waits on 2 cores; one torch thread each. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(SITE_STAMP)
-	$(BIN)/python -m pytest -q --durations=30 tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		--durations=30 tests
 
 # ruff over the whole repository (rules in pyproject.toml).
 lint: $(STAMP)

@@ -1,4 +1,4 @@
-"""One isolated fedmm state folder (ZenML store, MLflow DB) shared by the whole test session.
+"""One isolated fedmm state folder (ZenML store, MLflow DB) shared by the whole test session (each xdist worker's).
 
 The folder is removed when every test passed (kept, for inspection, when one failed).
 Modules in ``SLOW_MODULES`` are marked ``slow``: ``make test-fast`` leaves them out, CI
@@ -41,10 +41,17 @@ SLOW_MODULES = {
 }
 
 
+# The longest modules, run first (in this order) so that ``make test``'s two workers (pytest-xdist,
+# one module per worker at a time) finish together; the rest keep their collection order.
+FIRST_MODULES = ["test_flower", "test_deploy"]
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(FIRST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank)))
 
 
 def pytest_sessionfinish(session, exitstatus):

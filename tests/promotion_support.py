@@ -23,7 +23,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES_SCRIPT = REPO / "infra" / "postgres.sh"
 POSTGRES_ENV = "FEDMM_TEST_POSTGRES_URI"
-TEST_POSTGRES_PORT = "5442"
 STRESS_SAMPLES, STRESS_RECORDINGS, STRESS_CLASSES = 60, 12, 3
 PAIR_STAGGER_S = 0.1
 
@@ -32,8 +31,10 @@ def start_postgres() -> tuple[str, object]:
     """The server URI from ``FEDMM_TEST_POSTGRES_URI`` (CI), else a throwaway server; returns (uri, stop)."""
     if os.environ.get(POSTGRES_ENV):
         return os.environ[POSTGRES_ENV], lambda: None
-    data = tempfile.mkdtemp(prefix="fedmm-pg-")
-    started = subprocess.run([str(POSTGRES_SCRIPT), "start", data, TEST_POSTGRES_PORT],
+    from fedmm.fl.deploy import free_port
+
+    data = tempfile.mkdtemp(prefix="fedmm-pg-")  # a port of its own: test modules may run side by side (xdist)
+    started = subprocess.run([str(POSTGRES_SCRIPT), "start", data, str(free_port())],
                              capture_output=True, text=True)
     if started.returncode != 0:
         raise RuntimeError(f"could not start PostgreSQL for the tests: {started.stderr.strip()}")
@@ -42,7 +43,7 @@ def start_postgres() -> tuple[str, object]:
 
 @pytest.fixture(scope="module")
 def postgres_server():
-    """A PostgreSQL server for one test module (module scope: one server on the test port at a time)."""
+    """A PostgreSQL server for one test module."""
     uri, stop = start_postgres()
     yield uri
     stop()
