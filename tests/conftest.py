@@ -7,6 +7,7 @@ Modules in ``SLOW_MODULES`` are marked ``slow``: ``make test-fast`` leaves them 
 
 import os
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,13 @@ from fedmm.models.multimodal import ModelSpec  # noqa: E402
 from fedmm.tensors import TensorData  # noqa: E402
 
 runtime.configure()
+
+if not getattr(sys.modules["__main__"], "__file__", None):
+    # An xdist worker's main module (execnet's) has no file, where ZenML takes its source root from:
+    # give it the one `python -m pytest` gives it (pytest's folder), or every pipeline run fails.
+    from zenml.utils import source_utils
+
+    source_utils.set_custom_source_root(str(Path(pytest.__file__).parent))
 
 REPO = Path(__file__).resolve().parents[1]
 
