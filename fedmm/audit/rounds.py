@@ -9,16 +9,15 @@ values and the axiom self-checks on the full utility table.
 At scale (rounds of ``scale_from`` clients or more) a round is valued by Monte Carlo
 permutation sampling (Castro, Gomez & Tejada 2009, "Polynomial calculation of the Shapley
 value based on sampling", Computers & Operations Research 36(5)) with a fixed budget of
-``scale_permutations`` single permutations (not antithetic pairs: a pair costs two
-permutations for one sample, and two samples are what a Monte Carlo variance needs): each
-client gets ``scale_permutations`` marginal contributions and its value is their mean. Its
-Monte Carlo SE is at least the pooled one: two samples give a variance on one degree of
-freedom, so each client's variance / (FedAvg weight x update norm)^2 is averaged over the
-round's clients and scaled back (a marginal contribution scales with the weighted update);
-the per-client error bound (Maleki et al. 2013, "Bounding the estimation error of
-sampling-based Shapley value approximation", arXiv:1306.4265) is reported and added to the
-validation SE as for every sampled round. That is ``scale_permutations * (n - 1)`` coalition
-evaluations, each one model on the validation set: about a local epoch per client. Exact
+``scale_permutations`` (1) permutations: each client's value is its mean marginal
+contribution, an unbiased estimate, and its evidence the same per validation sample. One
+permutation gives no per-client variance, so the Monte Carlo variance of a client's marginal
+is modelled as ``sigma^2 (FedAvg weight x update norm)^2`` (a marginal contribution scales
+with the weighted update) and ``sigma^2`` is measured on one more permutation of which only
+``scale_blocks - 1`` block boundaries are evaluated (:func:`~fedmm.audit.samplewise.scale_round`);
+it is reported and added to the validation SE as for every sampled round. That is about
+``scale_permutations * (n - 1) + scale_blocks`` coalition evaluations, each one model on the
+validation set (two full permutations, the previous default, cost ``2 (n - 1)``). Exact
 leave-one-out would cost ``n`` more, so at scale, for ``neg_log_loss``, it is taken to first
 order from one gradient (:meth:`~fedmm.audit.utility.RoundGame.first_order_loo`).
 
@@ -55,8 +54,8 @@ from .exact import exact_from_table, utility_table
 from .game import CachedUtility, TableGame
 from .inference import BootstrapStatistic, MeanStatistic, t_interval
 from .result import ValuationResult
-from .samplewise import exact_round, sampled_round
-from .sampling import MaxEvaluations, MaxPermutations, msr_banzhaf
+from .samplewise import exact_round, sampled_round, scale_round
+from .sampling import MaxEvaluations, msr_banzhaf
 from .signals import cosine_to_aggregate, median_cosine_to_others, update_norms
 from .utility import RoundGame
 
@@ -169,11 +168,13 @@ def _shapley_and_coalition_values(game, played, statistic, config: AuditConfig, 
     else:
         ss = seed_sequence(seed, "audit", "shapley", key)
         at_scale = n >= config.scale_from
-        stopping = MaxPermutations(config.scale_permutations) if at_scale else None
-        est, store = sampled_round(played.rows, statistic, n, stopping, rel_tol=config.mc_rel_tol,
-                                   min_pairs=config.min_samples, max_evaluations=config.max_evaluations,
-                                   antithetic=config.antithetic and not at_scale, seed=ss,
-                                   pool_scale=game.fixed_weights * update_norms(game.deltas) if at_scale else None)
+        if at_scale:
+            est, store = scale_round(played.rows, statistic, n, game.fixed_weights * update_norms(game.deltas),
+                                     permutations=config.scale_permutations, blocks=config.scale_blocks, seed=ss)
+        else:
+            est, store = sampled_round(played.rows, statistic, n, rel_tol=config.mc_rel_tol,
+                                       min_pairs=config.min_samples, max_evaluations=config.max_evaluations,
+                                       antithetic=config.antithetic, seed=ss)
     full = 2**n - 1
     if est.table is not None:
         loo = est.table[full] - est.table[full ^ (1 << np.arange(n))]

@@ -13,7 +13,9 @@ Carlo standard error is at most ``rel_tol`` times its validation standard error,
 ``min_pairs`` pairs (:class:`~fedmm.audit.sampling.RelativeStandardErrorBelow`), or when the
 evaluation budget is spent (:class:`~fedmm.audit.sampling.MaxEvaluations`). Its Monte Carlo
 variance is reported and added to the validation variance. If it has evaluated every
-coalition, the exact values are returned instead (they cost nothing more). Results are
+coalition, the exact values are returned instead (they cost nothing more). At scale,
+:func:`scale_round` values a round from a fixed number of permutations and measures their
+Monte Carlo error on one more permutation cut into blocks. Results are
 :class:`~fedmm.audit.result.ValuationResult` objects carrying their evidence.
 """
 
@@ -36,7 +38,7 @@ from .sampling import (
     StoppingCriterion,
 )
 
-__all__ = ["RowStore", "exact_round", "sampled_round"]
+__all__ = ["RowStore", "exact_round", "sampled_round", "scale_round"]
 
 
 class RowStore:
@@ -101,7 +103,6 @@ def sampled_round(
     max_evaluations: int = 2000,
     batch_pairs: int = 2,
     antithetic: bool = True,
-    pool_scale: np.ndarray | None = None,
     seed=None,
 ) -> tuple[ValuationResult, RowStore]:
     """Permutation Shapley on a :class:`~fedmm.audit.sampling.PermutationSampler` until ``stopping``.
@@ -109,11 +110,7 @@ def sampled_round(
     The default rule is the module docstring's: ``MaxEvaluations(max_evaluations) |
     RelativeStandardErrorBelow(rel_tol, min_pairs)``. A batch whose new coalitions exceed the
     rule's remaining evaluations is not evaluated. A sample is an antithetic pair's average
-    marginal vector (one permutation with ``antithetic=False``). With few samples a player's
-    own Monte Carlo variance is a poor estimate (one degree of freedom from two samples), so
-    with ``pool_scale`` (one positive scale per player, e.g. the size of its weighted update)
-    each player's variance is at least the pooled one: the mean over players of variance /
-    scale^2, times its own scale^2 (``n (k - 1)`` degrees of freedom). Returns the estimate and
+    marginal vector (one permutation with ``antithetic=False``). Returns the estimate and
     the store of evaluated rows (for leave-one-out and other coalitions the caller needs).
     """
     if n < 2:
@@ -148,7 +145,7 @@ def sampled_round(
             point, expanded = _ordered(store, n)
             est = _from_table(point, expanded, n, stop_reason="every coalition evaluated", permutations=perms_used)
             return est, store
-        est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic, pool_scale)
+        est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic)
         trace["evaluations"].append(store.size)
         trace["values"].append(est.values.tolist())
         trace["stderr"].append(est.stderr.tolist())
@@ -156,7 +153,7 @@ def sampled_round(
     if not samples:
         raise ValueError(f"an evaluation budget of {max_evaluations} cannot fit one permutation of {n} players")
     reason = ", ".join(stopping.triggered(state)) or f"evaluation budget reached ({stopping!r})"
-    est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic, pool_scale)
+    est = _estimate(store, counts, perms_used, np.concatenate(samples), statistic)
     est.info.update(stop_reason=reason, permutations=perms_used, seconds=time.perf_counter() - t0)
     est.trace = trace
     return est, store
@@ -179,18 +176,92 @@ def _ordered(store: RowStore, n: int) -> tuple[np.ndarray, np.ndarray]:
     return store.point[order], store.expanded[order]
 
 
-def _estimate(store: RowStore, counts: np.ndarray, perms: int, samples: np.ndarray, statistic,
-              pool_scale: np.ndarray | None = None) -> ValuationResult:
+def _estimate(store: RowStore, counts: np.ndarray, perms: int, samples: np.ndarray, statistic) -> ValuationResult:
     coef = counts[:, : store.size] / perms
     evidence = coef @ store.expanded
     k = samples.shape[0]
     mc = samples.var(axis=0, ddof=1) / k if k > 1 else np.full(samples.shape[1], np.inf)
-    if pool_scale is not None and k > 1:
-        scale2 = np.asarray(pool_scale, dtype=float) ** 2
-        live = scale2 > 0
-        pooled = np.mean(mc[live] / scale2[live]) * scale2 if live.any() else np.zeros_like(mc)
-        mc = np.maximum(mc, pooled)
     return ValuationResult(
         values=coef @ store.point, stderr=np.sqrt(mc), evaluations=store.size, method="permutation_shapley",
         counts=k, evidence=evidence, info={"samples": samples, "val_variance": statistic.variance(evidence)},
     )
+
+
+def scale_round(
+    rows: Callable[[np.ndarray], np.ndarray],
+    statistic,
+    n: int,
+    scale: np.ndarray,
+    *,
+    permutations: int = 1,
+    blocks: int = 16,
+    seed=None,
+) -> tuple[ValuationResult, RowStore]:
+    """Permutation Shapley at scale: ``permutations`` full permutations and one block permutation for the error.
+
+    The values and their evidence are the mean marginals of ``permutations`` uniform permutations
+    (Castro, Gomez & Tejada 2009): ``permutations * (n - 1)`` coalitions. A client's marginal is
+    modelled as ``phi_i + scale_i (beta (position - mean) + e)`` with ``var(e) = sigma_e^2``
+    (``scale``: FedAvg weight x update norm, which a marginal contribution scales with; ``beta``: the
+    drift of marginals along a permutation, fitted on the full permutations), so its Monte Carlo
+    variance is ``scale_i^2 (beta^2 var(position) + sigma_e^2)``. ``sigma_e^2`` is measured on
+    independent evidence: one more permutation cut into ``blocks`` contiguous blocks, of which only
+    the ``blocks - 1`` boundaries are evaluated. A block's utility gain (less its drift) and the
+    same clients' summed marginals from the full permutations estimate the same sum of Shapley
+    values: ``blocks`` degrees of freedom for ``blocks - 1`` evaluations, where a second full
+    permutation gives ``n`` of them for ``n - 1``. With two or more full permutations the clients'
+    own deviations are pooled too, and each client's variance is at least its own.
+    """
+    if n < 2 or permutations < 1 or blocks < 2:
+        raise ValueError("sampling at scale needs two players, one permutation and two blocks")
+    k = permutations
+    perms, pos = PermutationSampler(n, seed=seed).draw(k + 1)
+    edges = np.unique(np.linspace(0, n, min(blocks, n) + 1).round().astype(np.int64))
+    prefixes = (pos[:k, None, :] < np.arange(n + 1)[None, :, None]).reshape(-1, n)
+    store = RowStore(rows, statistic, n)
+    idx = store.lookup(np.concatenate([prefixes, pos[k][None, :] < edges[:, None]]))  # one call: every coalition
+    main, cuts = idx[: k * (n + 1)].reshape(k, n + 1), idx[k * (n + 1):]
+    counts = np.zeros((n, store.size))
+    np.add.at(counts, (perms[:k], main[:, 1:]), 1.0)
+    np.add.at(counts, (perms[:k], main[:, :-1]), -1.0)
+    marginals = np.take_along_axis(np.diff(store.point[main], axis=1), pos[:k], axis=1)
+    est = _estimate(store, counts, k, marginals, statistic)
+    s2 = np.asarray(scale, dtype=float) ** 2
+    own = est.stderr**2 * k  # a marginal's variance, per client (inf with one permutation)
+    sigma2, dof = _pooled_variance(marginals, pos, np.diff(store.point[cuts]), edges, s2, own)
+    est.stderr = np.sqrt(np.maximum(sigma2 * s2, own if k > 1 else 0.0) / k)
+    est.info.update(stop_reason=f"{k} permutation(s) and {edges.size - 1} blocks", permutations=k,
+                    blocks=int(edges.size - 1), pooled_dof=dof, pooled_variance=sigma2)
+    return est, store
+
+
+def _pooled_variance(marginals: np.ndarray, pos: np.ndarray, gains: np.ndarray, edges: np.ndarray, s2: np.ndarray,
+                     own: np.ndarray) -> tuple[float, int]:
+    """:func:`scale_round`'s ``sigma^2`` (a marginal's variance per unit scale^2) and its degrees of freedom.
+
+    ``marginals`` ``(k, n)`` by client and ``pos`` ``(k + 1, n)`` positions of the full permutations and
+    of the block permutation, whose ``gains`` are its blocks' (between ``edges``) utility gains.
+    """
+    k, n = marginals.shape
+    live = s2 > 0
+    if not live.any():
+        return 0.0, 0
+    x, z = pos[:k, live].ravel() - (n - 1) / 2, (marginals[:, live] / np.sqrt(s2[live])).ravel()
+    beta = float(np.sum(x * (z - z.mean())) / np.sum(x**2)) if np.any(x) else 0.0
+    drift = beta**2 * (n**2 - 1) / 12  # the variance of beta x position over a uniform position
+    members = [np.flatnonzero((pos[k] >= lo) & (pos[k] < hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+    ratios = []
+    for b, gain in zip(members, gains):
+        fpc = 1 - (b.size - 1) / (n - 1)  # a permutation's marginals sum to u(N) - u(empty)
+        mass = s2[b].sum() * fpc
+        if mass > 0:
+            expected = beta * np.sum(np.sqrt(s2[b]) * (pos[k, b] - (n - 1) / 2))
+            d = marginals[:, b].sum(axis=1).mean() - (gain - expected)
+            ratios.append((d**2 - drift * mass / k) / (mass * (1 + 1 / k)))
+    dof = len(ratios)
+    sigma2 = max(float(np.mean(ratios)), 0.0) + drift if ratios else drift
+    if k > 1:
+        own_sigma2 = float(np.mean(own[live] / s2[live]))
+        sigma2 = (dof * sigma2 + int(live.sum()) * (k - 1) * own_sigma2) / (dof + int(live.sum()) * (k - 1))
+        dof += int(live.sum()) * (k - 1)
+    return sigma2, dof

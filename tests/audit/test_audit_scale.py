@@ -7,7 +7,7 @@ from test_audit_report import Linear
 
 from fedmm.audit.inference import MeanStatistic
 from fedmm.audit.rounds import audit_round
-from fedmm.audit.samplewise import sampled_round
+from fedmm.audit.samplewise import sampled_round, scale_round
 from fedmm.audit.sampling import MaxEvaluations, MaxPermutations, PermutationSampler, RelativeStandardErrorBelow
 from fedmm.audit.utility import RoundGame, conv1d_as_conv2d
 from fedmm.config import AuditConfig
@@ -51,11 +51,12 @@ def test_a_rounds_sampler_stops_by_the_rule_it_is_given(game):
     assert np.all(est.stderr <= 0.5 * np.sqrt(statistic.variance(est.evidence)))
 
 
-def test_a_round_at_scale_costs_two_permutations_and_its_error_is_within_its_monte_carlo_se(game):
+def test_a_round_at_scale_costs_one_permutation_and_the_blocks_and_its_error_is_within_its_monte_carlo_se(game):
     statistic = MeanStatistic(np.repeat(np.arange(40), 5), "recording")
     audit = audit_round(game, AuditConfig(), statistic)
     rows = audit.rows.set_index("client")
-    assert audit.record["evaluations"] == 2 * (N_CLIENTS - 1) + 2 and audit.record["stop_reason"] == "MaxPermutations(2)"
+    assert audit.record["evaluations"] == (N_CLIENTS - 1) + 2 + 15  # one permutation, 15 inner block boundaries
+    assert audit.record["stop_reason"] == "1 permutation(s) and 16 blocks" and audit.record["permutations"] == 1
     assert (rows["mc_stderr"] > 0).all() and np.allclose(rows["stderr"] ** 2, rows["val_stderr"] ** 2 + rows["mc_stderr"] ** 2)
     reference = audit_round(game, AuditConfig(scale_permutations=200), statistic, seed=1).rows.set_index("client")
     err = (rows["value"] - reference["value"]).abs()
@@ -65,6 +66,31 @@ def test_a_round_at_scale_costs_two_permutations_and_its_error_is_within_its_mon
     np.testing.assert_allclose(rows["loo"], exact_loo, rtol=0.05, atol=0.05 * np.abs(exact_loo).max())
     small = audit_round(game, AuditConfig(scale_from=N_CLIENTS + 1), statistic)
     assert small.record["evaluations"] > audit.record["evaluations"]  # below scale_from: antithetic pairs, the MC rule
+
+
+def test_the_block_permutation_measures_the_variance_of_one_clients_marginal_drift_included():
+    """A concave game of weighted updates (marginals shrink along a permutation) with pairwise noise: the pooled
+    variance per unit scale^2, averaged over seeds, is the brute-force variance of a client's marginal."""
+    n, rng = 80, np.random.default_rng(3)
+    weight = rng.uniform(0.5, 1.5, n) / n
+    noise = np.triu(rng.normal(scale=0.02, size=(n, n)), 1) * np.outer(weight, weight) * n
+
+    def rows(coalitions):
+        c = coalitions.astype(float)
+        u = np.log1p(c @ weight) + np.einsum("ki,ij,kj->k", c, noise, c)
+        return u[:, None] + np.zeros((1, 3))  # three identical "validation samples"
+
+    statistic = MeanStatistic(np.arange(3), "sample")
+    perms = np.array([rng.permutation(n) for _ in range(400)])
+    prefixes = np.argsort(perms, axis=1)[:, None, :] < np.arange(n + 1)[None, :, None]
+    marginals = np.take_along_axis(np.diff(rows(prefixes.reshape(-1, n))[:, 0].reshape(400, n + 1), axis=1),
+                                   np.argsort(perms, axis=1), axis=1)
+    truth = np.mean(marginals.var(axis=0, ddof=1) / weight**2)
+    pooled = [scale_round(rows, statistic, n, weight, seed=s)[0].info["pooled_variance"] for s in range(60)]
+    assert 0.75 * truth < np.mean(pooled) < 1.25 * truth
+    est, store = scale_round(rows, statistic, n, weight, permutations=3, seed=0)
+    assert est.info["pooled_dof"] == 16 + 2 * n and store.size == 3 * (n - 1) + 2 + 15
+    assert np.all(est.stderr**2 * 3 >= est.info["pooled_variance"] * weight**2 * (1 - 1e-12))
 
 
 def test_conv1d_as_conv2d_keeps_the_parameters_and_the_outputs():
