@@ -363,8 +363,8 @@ class AuditConfig(_Section):
     until each Monte Carlo SE is at most ``mc_rel_tol`` x the validation SE (after
     ``min_samples`` pairs, within ``max_evaluations``); ``exact`` enumerates all 2^n
     coalitions up to ``exact_max_players`` clients. Rounds of ``scale_from`` clients or more
-    draw ``scale_permutations`` permutations, and one more cut into ``scale_blocks`` blocks for
-    their Monte Carlo error, with leave-one-out to first order
+    draw ``scale_permutations`` permutations, and one more cut into blocks of ``scale_block_size``
+    clients for their Monte Carlo error, with leave-one-out to first order
     (:mod:`fedmm.audit.rounds`).
 
     Flags per client over the run: ``harmful`` (Holm-adjusted one-sided p < ``alpha`` and the
@@ -397,7 +397,7 @@ class AuditConfig(_Section):
     antithetic: bool = Field(True, description="sampled rounds: pair each permutation with its reverse")
     scale_from: int = Field(50, ge=2, description="rounds of this many clients or more are sampled at scale")
     scale_permutations: int = Field(1, ge=1, description="at scale: full permutations valued per round")
-    scale_blocks: int = Field(16, ge=2, description="at scale: blocks of the one permutation that measures the error")
+    scale_block_size: int = Field(6, ge=1, description="at scale: clients per block of the permutation that measures the error")
     validation_windows: Literal["non_overlapping", "all"] = Field(
         "non_overlapping", description="score every ceil(window/stride)-th window of a recording, or all windows"
     )

@@ -14,9 +14,10 @@ contribution, an unbiased estimate, and its evidence the same per validation sam
 permutation gives no per-client variance, so the Monte Carlo variance of a client's marginal
 is modelled as ``sigma^2 (FedAvg weight x update norm)^2`` (a marginal contribution scales
 with the weighted update) and ``sigma^2`` is measured on one more permutation of which only
-``scale_blocks - 1`` block boundaries are evaluated (:func:`~fedmm.audit.samplewise.scale_round`);
-it is reported and added to the validation SE as for every sampled round. That is about
-``scale_permutations * (n - 1) + scale_blocks`` coalition evaluations, each one model on the
+the boundaries of blocks of ``scale_block_size`` clients are evaluated
+(:func:`~fedmm.audit.samplewise.scale_round`); it is reported and added to the validation SE as
+for every sampled round. That is about ``scale_permutations * (n - 1) + n / scale_block_size``
+coalition evaluations, each one model on the
 validation set (two full permutations, the previous default, cost ``2 (n - 1)``). Exact
 leave-one-out would cost ``n`` more, so at scale, for ``neg_log_loss``, it is taken to first
 order from one gradient (:meth:`~fedmm.audit.utility.RoundGame.first_order_loo`).
@@ -170,7 +171,7 @@ def _shapley_and_coalition_values(game, played, statistic, config: AuditConfig, 
         at_scale = n >= config.scale_from
         if at_scale:
             est, store = scale_round(played.rows, statistic, n, game.fixed_weights * update_norms(game.deltas),
-                                     permutations=config.scale_permutations, blocks=config.scale_blocks, seed=ss)
+                                     permutations=config.scale_permutations, block_size=config.scale_block_size, seed=ss)
         else:
             est, store = sampled_round(played.rows, statistic, n, rel_tol=config.mc_rel_tol,
                                        min_pairs=config.min_samples, max_evaluations=config.max_evaluations,

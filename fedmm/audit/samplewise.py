@@ -194,7 +194,7 @@ def scale_round(
     scale: np.ndarray,
     *,
     permutations: int = 1,
-    blocks: int = 16,
+    block_size: int = 6,
     seed=None,
 ) -> tuple[ValuationResult, RowStore]:
     """Permutation Shapley at scale: ``permutations`` full permutations and one block permutation for the error.
@@ -205,18 +205,21 @@ def scale_round(
     (``scale``: FedAvg weight x update norm, which a marginal contribution scales with; ``beta``: the
     drift of marginals along a permutation, fitted on the full permutations), so its Monte Carlo
     variance is ``scale_i^2 (beta^2 var(position) + sigma_e^2)``. ``sigma_e^2`` is measured on
-    independent evidence: one more permutation cut into ``blocks`` contiguous blocks, of which only
-    the ``blocks - 1`` boundaries are evaluated. A block's utility gain (less its drift) and the
+    independent evidence: one more permutation cut into contiguous blocks of ``block_size`` clients,
+    of which only the boundaries are evaluated. A block's utility gain (less its drift) and the
     same clients' summed marginals from the full permutations estimate the same sum of Shapley
-    values: ``blocks`` degrees of freedom for ``blocks - 1`` evaluations, where a second full
-    permutation gives ``n`` of them for ``n - 1``. With two or more full permutations the clients'
-    own deviations are pooled too, and each client's variance is at least its own.
+    values: ``n / block_size`` degrees of freedom for as many evaluations, where a second full
+    permutation (``block_size=1``) gives ``n``. Neighbours in a permutation share its prefix, so
+    their marginals correlate a little (measured with the smartwatch model at 1,000 clients: a
+    block of 6 varies 1.8x, of 3 1.5x, of 62 7.9x what independent marginals would) and the error
+    is somewhat conservative; small blocks keep it so. With two or more full permutations the
+    clients' own deviations are pooled too, and each client's variance is at least its own.
     """
-    if n < 2 or permutations < 1 or blocks < 2:
-        raise ValueError("sampling at scale needs two players, one permutation and two blocks")
+    if n < 2 or permutations < 1 or block_size < 1:
+        raise ValueError("sampling at scale needs two players, one permutation and blocks of one client or more")
     k = permutations
     perms, pos = PermutationSampler(n, seed=seed).draw(k + 1)
-    edges = np.unique(np.linspace(0, n, min(blocks, n) + 1).round().astype(np.int64))
+    edges = np.append(np.arange(0, n, block_size), n)
     prefixes = (pos[:k, None, :] < np.arange(n + 1)[None, :, None]).reshape(-1, n)
     store = RowStore(rows, statistic, n)
     idx = store.lookup(np.concatenate([prefixes, pos[k][None, :] < edges[:, None]]))  # one call: every coalition

@@ -51,12 +51,12 @@ def test_a_rounds_sampler_stops_by_the_rule_it_is_given(game):
     assert np.all(est.stderr <= 0.5 * np.sqrt(statistic.variance(est.evidence)))
 
 
-def test_a_round_at_scale_costs_one_permutation_and_the_blocks_and_its_error_is_within_its_monte_carlo_se(game):
+def test_a_round_at_scale_costs_one_permutation_and_block_boundaries_and_its_error_is_within_its_monte_carlo_se(game):
     statistic = MeanStatistic(np.repeat(np.arange(40), 5), "recording")
     audit = audit_round(game, AuditConfig(), statistic)
     rows = audit.rows.set_index("client")
-    assert audit.record["evaluations"] == (N_CLIENTS - 1) + 2 + 15  # one permutation, 15 inner block boundaries
-    assert audit.record["stop_reason"] == "1 permutation(s) and 16 blocks" and audit.record["permutations"] == 1
+    assert audit.record["evaluations"] == (N_CLIENTS - 1) + 2 + 9  # one permutation, 9 inner boundaries of 6-client blocks
+    assert audit.record["stop_reason"] == "1 permutation(s) and 10 blocks" and audit.record["permutations"] == 1
     assert (rows["mc_stderr"] > 0).all() and np.allclose(rows["stderr"] ** 2, rows["val_stderr"] ** 2 + rows["mc_stderr"] ** 2)
     reference = audit_round(game, AuditConfig(scale_permutations=200), statistic, seed=1).rows.set_index("client")
     err = (rows["value"] - reference["value"]).abs()
@@ -89,7 +89,7 @@ def test_the_block_permutation_measures_the_variance_of_one_clients_marginal_dri
     pooled = [scale_round(rows, statistic, n, weight, seed=s)[0].info["pooled_variance"] for s in range(60)]
     assert 0.75 * truth < np.mean(pooled) < 1.25 * truth
     est, store = scale_round(rows, statistic, n, weight, permutations=3, seed=0)
-    assert est.info["pooled_dof"] == 16 + 2 * n and store.size == 3 * (n - 1) + 2 + 15
+    assert est.info["pooled_dof"] == 14 + 2 * n and store.size == 3 * (n - 1) + 2 + 13
     assert np.all(est.stderr**2 * 3 >= est.info["pooled_variance"] * weight**2 * (1 - 1e-12))
 
 
