@@ -24,7 +24,7 @@ from fedmm.fl.history import ClientRecord, RoundRecord
 from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.payload import client_payload
 from fedmm.fl.strategy import Strategy
-from fedmm.fl.updates import UpdateStore
+from fedmm.fl.updates import UpdateStore, stacked
 from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.tensors import State, TensorData
@@ -46,10 +46,11 @@ def arrays_to_state(arrays: dict[str, np.ndarray], device: str) -> State:
 class KeptStore:
     """What clients keep between participations (:meth:`Strategy.keep`), snapshotted per round.
 
-    ``after_XXXX.npz`` holds every client's kept state after XXXX completed rounds (keys
-    ``<client>/<state name>``). It is written before that round's checkpoint and older
-    snapshots are removed after it, so a resumed run finds the snapshot its checkpoint
-    matches. Strategies that keep nothing write nothing.
+    ``after_XXXX.npz`` holds every client's kept state after XXXX completed rounds: per state
+    entry ``<name>/clients`` (the ids of the clients that kept it) and ``<name>/values`` (their
+    values stacked in that order), a few arrays whatever the number of clients. It is written
+    before that round's checkpoint and older snapshots are removed after it, so a resumed run
+    finds the snapshot its checkpoint matches. Strategies that keep nothing write nothing.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -61,15 +62,21 @@ class KeptStore:
     def load(self, completed: int, device: str) -> dict[int, State]:
         kept: dict[int, State] = {}
         if self._path(completed).is_file():
-            for key, value in read_npz(self._path(completed)).items():
-                client, name = key.split("/", 1)
-                kept.setdefault(int(client), {})[name] = torch.as_tensor(value, device=device)
+            arrays = read_npz(self._path(completed))
+            for key in [key for key in arrays if key.endswith("/clients")]:
+                name = key.removesuffix("/clients")
+                values = torch.as_tensor(arrays[f"{name}/values"], device=device)
+                for client, value in zip(arrays[key].tolist(), values):
+                    kept.setdefault(client, {})[name] = value
         return kept
 
     def save(self, completed: int, kept: dict[int, State]) -> None:
-        if kept:
-            arrays = {f"{client}/{name}": value for client, state in kept.items()
-                      for name, value in state_to_arrays(state).items()}
+        arrays = {}
+        for name in dict.fromkeys(name for state in kept.values() for name in state):
+            clients = [client for client, state in kept.items() if name in state]
+            arrays[f"{name}/clients"] = np.array(clients, dtype=np.int64)
+            arrays[f"{name}/values"] = torch.stack([kept[client][name].detach() for client in clients]).cpu().numpy()
+        if arrays:
             write_npz(self._path(completed), arrays)
 
     def prune(self, completed: int) -> None:
@@ -221,6 +228,7 @@ def run_federated(
         replies = pool.fit_round(server_round, state, strategy.configure_train(server_round, pool.num_clients), strategy)
         updates = replies.payloads
         if strategy.sends_deltas():
+            updates = stacked(updates, state)
             store.write_round(server_round, state, updates)
         state = strategy.aggregate_train(server_round, state, updates)
         check_finite(server_round + 1, state, updates)

@@ -39,9 +39,10 @@ from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, representer, train_client
 from fedmm.fl.messages import ClientUpdate, Forward, LocalContext, LocalLoss, TrainInstruction, cross_entropy
 from fedmm.fl.params import FEDAVG, Params, StrategyInfo
+from fedmm.fl.updates import StackedDeltas, delta_matrix
 from fedmm.models.multimodal import ModelSpec
 from fedmm.seeding import rng_for
-from fedmm.tensors import State, TensorData, fedavg_states
+from fedmm.tensors import State, TensorData, weighted_mean
 
 PayloadT = TypeVar("PayloadT")
 
@@ -269,10 +270,11 @@ class FedAvg(Strategy[PayloadT]):
         return ClientUpdate(instruction.client_id, num_examples, zeros)
 
     def mean_delta(self, server_round: int, updates: list[ClientUpdate]) -> State:
-        """The example-weighted mean of the clients' deltas."""
+        """The example-weighted mean of the clients' deltas (:func:`~fedmm.tensors.weighted_mean` over their matrix)."""
         if not updates:
             raise ValueError(f"round {server_round}: no client updates to aggregate")
-        return fedavg_states([update.delta for update in updates], [update.num_examples for update in updates])
+        stack = StackedDeltas(delta_matrix(updates, updates[0].delta), updates[0].delta)
+        return stack.unflatten(weighted_mean(list(stack.matrix), [update.num_examples for update in updates]))
 
     def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:
         merged = dict(global_state)

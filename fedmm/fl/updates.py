@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -29,6 +30,92 @@ class DeltaUpdate(Protocol):
 
     @property
     def delta(self) -> State: ...
+
+
+class StackedDeltas:
+    """Client deltas as one ``(k, P)`` matrix, one row per client, columns in ``layout``'s entry order and shapes.
+
+    The vectorised engine trains a group of clients as stacks and hands their deltas over in
+    this form; the update store and FedAvg's aggregation read the matrix as it is, instead of
+    flattening ``k`` dictionaries of tensors again.
+    """
+
+    def __init__(self, matrix: torch.Tensor, layout: Mapping[str, torch.Tensor]) -> None:
+        self.matrix = matrix
+        self.names = tuple(layout)
+        self.shapes = {name: layout[name].shape for name in self.names}
+        sizes = [layout[name].numel() for name in self.names]
+        starts = np.cumsum([0, *sizes]).tolist()
+        self.columns = {name: (start, size) for name, start, size in zip(self.names, starts, sizes)}
+
+    @classmethod
+    def allocate(cls, rows: int, layout: Mapping[str, torch.Tensor]) -> StackedDeltas:
+        """An uninitialised ``(rows, P)`` stack on the layout's device, to be filled :meth:`column` by column."""
+        device = next(iter(layout.values())).device
+        return cls(torch.empty(rows, sum(value.numel() for value in layout.values()), device=device), layout)
+
+    def column(self, name: str) -> torch.Tensor:
+        """Entry ``name``'s columns of every row, ``(k, size)`` (a view)."""
+        start, size = self.columns[name]
+        return self.matrix[:, start:start + size]
+
+    def row(self, index: int) -> RowDelta:
+        return RowDelta(self, index)
+
+    def unflatten(self, vector: torch.Tensor) -> State:
+        """A ``(P,)`` vector in this layout as named tensors (views of it)."""
+        return {name: vector[a:a + n].view(self.shapes[name]) for name, (a, n) in self.columns.items()}
+
+
+class RowDelta(Mapping[str, torch.Tensor]):
+    """One client's delta: a row of a :class:`StackedDeltas`, read as named tensors (views, made when read)."""
+
+    def __init__(self, stack: StackedDeltas, index: int) -> None:
+        self.stack, self.index = stack, index
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        start, size = self.stack.columns[name]
+        return self.stack.matrix[self.index, start:start + size].view(self.stack.shapes[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stack.names)
+
+    def __len__(self) -> int:
+        return len(self.stack.names)
+
+
+def delta_matrix(updates: Sequence[DeltaUpdate], layout: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``(k, P)``: every update's delta flattened in ``layout``'s order.
+
+    Consecutive rows of one :class:`StackedDeltas` in that layout are taken as a slice of its
+    matrix (no copy where all the updates are); other deltas are flattened entry by entry.
+    """
+    names, pieces, run = tuple(layout), [], None
+    for update in updates:
+        delta = update.delta
+        if isinstance(delta, RowDelta) and delta.stack.names == names:
+            if run is not None and run[0] is delta.stack and run[2] == delta.index:
+                run[2] += 1
+                continue
+            pieces.append(run)
+            run = [delta.stack, delta.index, delta.index + 1]
+        else:
+            pieces.extend([run, torch.cat([delta[name].detach().reshape(-1) for name in names]).unsqueeze(0)])
+            run = None
+    pieces = [p if isinstance(p, torch.Tensor) else p[0].matrix[p[1]:p[2]] for p in [*pieces, run] if p is not None]
+    if not pieces:
+        return torch.zeros(0, sum(value.numel() for value in layout.values()))
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+
+def stacked(updates: Sequence, layout: Mapping[str, torch.Tensor]) -> list:
+    """The updates with their deltas as the rows of one :class:`StackedDeltas` (one flattening per round at most)."""
+    matrix = delta_matrix(updates, layout)
+    first = updates[0].delta if updates else None
+    if isinstance(first, RowDelta) and first.stack.matrix.data_ptr() == matrix.data_ptr() and first.index == 0:
+        return list(updates)
+    stack = StackedDeltas(matrix, layout)
+    return [replace(update, delta=stack.row(index)) for index, update in enumerate(updates)]
 
 
 def quantise(deltas: np.ndarray | torch.Tensor, chunk_rows: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -87,11 +174,10 @@ class UpdateStore:
         write_json(self.directory / LAYOUT_FILE, layout)
 
     def write_round(self, server_round: int, start: State, updates: Sequence[DeltaUpdate]) -> None:
-        """Flatten on the device (every delta in the start state's order), then one copy to the host per matrix."""
-        flat = lambda *states: torch.cat([v.detach().reshape(-1).float() for s in states for v in s.values()])
-        deltas = flat(*({name: u.delta[name] for name in start} for u in updates)).reshape(len(updates), -1)
+        """The deltas as one matrix on the device (:func:`delta_matrix`), then one copy to the host per matrix."""
+        deltas = delta_matrix(updates, start).float()
         arrays = {
-            "start": flat(start).cpu().numpy(),
+            "start": torch.cat([v.detach().reshape(-1).float() for v in start.values()]).cpu().numpy(),
             "client_ids": np.array([update.client_id for update in updates], dtype=np.int64),
             "num_examples": np.array([update.num_examples for update in updates], dtype=np.int64),
         }

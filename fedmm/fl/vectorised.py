@@ -29,6 +29,7 @@ from fedmm.fl.client import StateCall, forward
 from fedmm.fl.engine import InProcessClients, RoundReplies
 from fedmm.fl.messages import ClientUpdate, LocalContext, TrainInstruction
 from fedmm.fl.strategy import Strategy
+from fedmm.fl.updates import StackedDeltas
 from fedmm.seeding import torch_generator
 from fedmm.tensors import UNLABELLED, State, TensorData
 
@@ -53,9 +54,10 @@ class Group:
 class StackedOptimizer:
     """torch's Adam or SGD (default settings, as the loop builds them) applied elementwise to stacked parameters."""
 
-    def __init__(self, name: str, lr: float, params: State) -> None:
+    def __init__(self, name: str, lr: float, params: State, steps: int) -> None:
         self.name, self.lr, self.step_count = name, lr, 0
-        if name == "adam":
+        self.exp_avg = self.exp_avg_sq = None  # a single step: its zero state lives inside :meth:`update`
+        if name == "adam" and steps > 1:
             self.exp_avg = {k: torch.zeros_like(v) for k, v in params.items()}
             self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in params.items()}
 
@@ -75,7 +77,11 @@ class StackedOptimizer:
         step_size = self.lr / (1 - beta1**self.step_count)
         correction2_sqrt = (1 - beta2**self.step_count) ** 0.5
         for name, param in params.items():
-            exp_avg, exp_avg_sq, g = self.exp_avg[name][clients], self.exp_avg_sq[name][clients], grads[name]
+            g = grads[name]
+            if self.exp_avg is None:
+                exp_avg, exp_avg_sq = torch.zeros_like(g), torch.zeros_like(g)
+            else:
+                exp_avg, exp_avg_sq = self.exp_avg[name][clients], self.exp_avg_sq[name][clients]
             exp_avg.lerp_(g, 1 - beta1)
             exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
             denom = (exp_avg_sq.sqrt() / correction2_sqrt).add_(ADAM_EPS)
@@ -91,8 +97,8 @@ class VectorisedClients(InProcessClients):
         self.parameter_names = [name for name, _ in model.named_parameters()]
         self.buffers = {name: b for name, b in model.named_buffers() if b.is_floating_point()}
         self.pooled = TensorData.concat(self.clients)
-        sizes = torch.tensor([0] + [len(c) for c in self.clients])
-        self.offsets = torch.cumsum(sizes, 0)[:-1].tolist()
+        self.sizes = [len(c) for c in self.clients]
+        self.offsets = torch.cumsum(torch.tensor([0] + self.sizes), 0)[:-1].tolist()
         self.call_forward = StateCall(model, forward)
         self.call_represent = StateCall(model, type(model).represent)
 
@@ -110,23 +116,23 @@ class VectorisedClients(InProcessClients):
     def vectorises(self, ins: TrainInstruction) -> bool:
         """Whether this client trains vectorised: it has data and its update is not tampered with."""
         tampered = self.corruption is not None and self.corruption.tampers_update(ins.client_id)
-        return len(self.clients[ins.client_id]) > 0 and not tampered
+        return self.sizes[ins.client_id] > 0 and not tampered
 
     def groups(self, instructions: list[TrainInstruction]) -> list[Group]:
         """The instructions grouped by local settings and steps per epoch."""
         grouped: dict[tuple, list[TrainInstruction]] = defaultdict(list)
         for ins in instructions:
-            steps = math.ceil(len(self.clients[ins.client_id]) / ins.batch_size)
+            steps = math.ceil(self.sizes[ins.client_id] / ins.batch_size)
             grouped[(ins.optimizer, ins.lr, ins.local_epochs, ins.batch_size, steps)].append(ins)
         return [Group(members, key[-1]) for key, members in grouped.items()]
 
     def batch_rows(self, group: Group, seed_keys: Callable[[TrainInstruction, int], tuple]) -> torch.Tensor:
         """Rows of the pooled data per (epoch, step, client, slot), -1 for padding: each client's seeded batches."""
         first = group.instructions[0]
-        width = min(first.batch_size, max(len(self.clients[c]) for c in group.ids))
+        width = min(first.batch_size, max(self.sizes[c] for c in group.ids))
         rows = torch.full((first.local_epochs, group.steps_per_epoch * width, len(group.ids)), -1, dtype=torch.long)
         for column, ins in enumerate(group.instructions):
-            n = len(self.clients[ins.client_id])
+            n = self.sizes[ins.client_id]
             for epoch in range(first.local_epochs):
                 order = torch.randperm(n, generator=torch_generator(*seed_keys(ins, epoch)))
                 for step, start in enumerate(range(0, n, first.batch_size)):
@@ -143,14 +149,20 @@ class VectorisedClients(InProcessClients):
 
     def fit_group(self, group: Group, state: State, strategy: Strategy) -> dict[int, ClientUpdate]:
         """Train one group together; the clients' payloads (FedAvg's :func:`train_client` payload) by id."""
-        params, loss_sum, correct = self.train_group(group, state, strategy)
-        return self.group_payloads(group, state, params, loss_sum, correct, strategy)
+        trained, loss_sum, correct = self.train_group(group, state, strategy)
+        return self.group_payloads(group, state, trained, loss_sum, correct, strategy)
 
-    def train_group(self, group: Group, state: State, strategy: Strategy) -> tuple[State, torch.Tensor, torch.Tensor]:
-        """The group's trained parameters (stacked), and per client the last epoch's summed loss and correct count."""
+    def train_group(
+        self, group: Group, state: State, strategy: Strategy
+    ) -> tuple[StackedDeltas, torch.Tensor, torch.Tensor]:
+        """The group's trained states (one row per client, in ``state``'s layout), and per client the last
+        epoch's summed loss and correct count."""
         first, count = group.instructions[0], len(group.ids)
-        params = {name: state[name].expand(count, *state[name].shape).clone() for name in self.parameter_names}
-        optimizer = StackedOptimizer(first.optimizer, first.lr, params)
+        trained = StackedDeltas.allocate(count, state)
+        for name, value in state.items():
+            trained.column(name).copy_(value.reshape(1, -1).expand(count, -1))
+        params = {name: trained.column(name).view(count, *state[name].shape) for name in self.parameter_names}
+        optimizer = StackedOptimizer(first.optimizer, first.lr, params, first.local_epochs * group.steps_per_epoch)
         kept, has_kept = self.stacked_kept(group, state)
         rows = self.batch_rows(
             group, lambda ins, epoch: (strategy.seed, "local", ins.server_round, ins.client_id, epoch)
@@ -170,7 +182,7 @@ class VectorisedClients(InProcessClients):
                     optimizer.update(params, grads, part)
                     loss_sum[part] += loss.detach() * (index[part] >= 0).sum(1)
                     correct[part] += hits
-        return params, loss_sum, correct
+        return trained, loss_sum, correct
 
     def batch(self, index: torch.Tensor) -> tuple:
         """The stacked batch at pooled rows ``index`` (clients, slots); padding rows unlabelled and not real."""
@@ -194,28 +206,37 @@ class VectorisedClients(InProcessClients):
         return loss
 
     def group_payloads(
-        self, group: Group, state: State, params: State, loss_sum: torch.Tensor, correct: torch.Tensor,
+        self, group: Group, state: State, trained: StackedDeltas, loss_sum: torch.Tensor, correct: torch.Tensor,
         strategy: Strategy,
     ) -> dict[int, ClientUpdate]:
         """Each client's delta and last-epoch metrics, and what it keeps, as :func:`train_client` makes them."""
-        sizes = torch.tensor([len(self.clients[c]) for c in group.ids], device=self.device)
+        sizes = torch.tensor([self.sizes[c] for c in group.ids], device=self.device)
         labelled = torch.tensor([int(self.clients[c].labelled.sum()) for c in group.ids], device=self.device)
         losses, accuracies = (loss_sum / sizes).tolist(), (correct / labelled.clamp(min=1)).tolist()
-        trained = [{name: params[name][column] if name in params else state[name] for name in state}
-                   for column in range(len(group.ids))]
-        kept = [strategy.keep(client) for client in trained]
-        if all(k is None for k in kept):  # nothing refers to the trained stack: it becomes the deltas in place
-            deltas = {name: params[name].sub_(state[name]) for name in params}
-        else:
-            deltas = {name: params[name] - state[name] for name in params}
+        kept = [None] * len(group.ids)
+        if type(strategy).keep is not Strategy.keep:  # the default keeps nothing: no per-client views to build
+            kept = [strategy.keep({name: row[name] if name in self.parameter_names else state[name] for name in state})
+                    for row in map(trained.row, range(len(group.ids)))]
+        deltas = self.delta_stack(trained, state, in_place=all(k is None for k in kept))
         updates = {}
         for column, ins in enumerate(group.instructions):
-            delta = {name: deltas[name][column] if name in deltas else torch.zeros_like(state[name]) for name in state}
             metrics = {"train_loss": losses[column], "train_accuracy": accuracies[column]}
-            updates[ins.client_id] = ClientUpdate(ins.client_id, len(self.clients[ins.client_id]), delta, metrics)
+            size = self.sizes[ins.client_id]
+            updates[ins.client_id] = ClientUpdate(ins.client_id, size, deltas.row(column), metrics)
             if kept[column] is not None:
                 self.kept[ins.client_id] = kept[column]
         return updates
+
+    def delta_stack(self, trained: StackedDeltas, state: State, in_place: bool) -> StackedDeltas:
+        """The ``trained`` states minus the global ``state`` (zero where it holds no parameter); ``in_place``
+        where nothing else refers to ``trained``."""
+        deltas = trained if in_place else StackedDeltas.allocate(trained.matrix.shape[0], state)
+        for name in state:
+            if name in self.parameter_names:
+                torch.sub(trained.column(name), state[name].reshape(1, -1), out=deltas.column(name))
+            else:
+                deltas.column(name).zero_()
+        return deltas
 
 
 def client_pool(engine: str, *args, **kwargs) -> InProcessClients:
