@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from fedmm.fl.history import ClientRecord, RoundRecord
 from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.payload import client_payload
 from fedmm.fl.strategy import Strategy
-from fedmm.fl.updates import UpdateStore, stacked
+from fedmm.fl.updates import UpdateStore, stacked, stacked_entries
 from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.tensors import State, TensorData
@@ -71,11 +72,17 @@ class KeptStore:
         return kept
 
     def save(self, completed: int, kept: dict[int, State]) -> None:
+        layouts: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for client, state in kept.items():
+            layouts[tuple(state)].append(client)
         arrays = {}
-        for name in dict.fromkeys(name for state in kept.values() for name in state):
-            clients = [client for client, state in kept.items() if name in state]
-            arrays[f"{name}/clients"] = np.array(clients, dtype=np.int64)
-            arrays[f"{name}/values"] = torch.stack([kept[client][name].detach() for client in clients]).cpu().numpy()
+        for names, clients in layouts.items():
+            for name, values in stacked_entries([kept[c] for c in clients], names).items():
+                ids = np.array(clients, dtype=np.int64)
+                if f"{name}/clients" in arrays:  # an entry of clients with different layouts
+                    ids = np.concatenate([arrays[f"{name}/clients"], ids])
+                    values = torch.cat([torch.as_tensor(arrays[f"{name}/values"]), values.detach().cpu()])
+                arrays[f"{name}/clients"], arrays[f"{name}/values"] = ids, values.detach().cpu().numpy()
         if arrays:
             write_npz(self._path(completed), arrays)
 

@@ -77,11 +77,23 @@ class RowDelta(Mapping[str, torch.Tensor]):
         start, size = self.stack.columns[name]
         return self.stack.matrix[self.index, start:start + size].view(self.stack.shapes[name])
 
+    def __contains__(self, name: object) -> bool:
+        return name in self.stack.columns
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.stack.names)
 
     def __len__(self) -> int:
         return len(self.stack.names)
+
+
+def stacked_entries(states: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str]) -> State:
+    """Each entry of ``names`` of every state, ``(k, *shape)``: one gather each where the states are rows of one stack."""
+    first = states[0]
+    if isinstance(first, RowDelta) and all(isinstance(s, RowDelta) and s.stack is first.stack for s in states):
+        rows = torch.tensor([state.index for state in states], device=first.stack.matrix.device)
+        return {name: first.stack.column(name)[rows].view(len(states), *first.stack.shapes[name]) for name in names}
+    return {name: torch.stack([state[name] for state in states]) for name in names}
 
 
 def delta_matrix(updates: Sequence[DeltaUpdate], layout: Mapping[str, torch.Tensor]) -> torch.Tensor:

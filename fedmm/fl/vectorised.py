@@ -29,7 +29,7 @@ from fedmm.fl.client import StateCall, forward
 from fedmm.fl.engine import InProcessClients, RoundReplies
 from fedmm.fl.messages import ClientUpdate, LocalContext, TrainInstruction
 from fedmm.fl.strategy import Strategy
-from fedmm.fl.updates import StackedDeltas
+from fedmm.fl.updates import StackedDeltas, stacked_entries
 from fedmm.seeding import torch_generator
 from fedmm.tensors import UNLABELLED, State, TensorData
 
@@ -145,7 +145,7 @@ class VectorisedClients(InProcessClients):
         has = torch.tensor([float(c in self.kept) for c in group.ids], device=self.device)
         if not has.any():
             return None, has
-        return {name: torch.stack([self.kept.get(c, state)[name] for c in group.ids]) for name in state}, has
+        return stacked_entries([self.kept.get(c, state) for c in group.ids], list(state)), has
 
     def fit_group(self, group: Group, state: State, strategy: Strategy) -> dict[int, ClientUpdate]:
         """Train one group together; the clients' payloads (FedAvg's :func:`train_client` payload) by id."""
@@ -214,9 +214,8 @@ class VectorisedClients(InProcessClients):
         labelled = torch.tensor([int(self.clients[c].labelled.sum()) for c in group.ids], device=self.device)
         losses, accuracies = (loss_sum / sizes).tolist(), (correct / labelled.clamp(min=1)).tolist()
         kept = [None] * len(group.ids)
-        if type(strategy).keep is not Strategy.keep:  # the default keeps nothing: no per-client views to build
-            kept = [strategy.keep({name: row[name] if name in self.parameter_names else state[name] for name in state})
-                    for row in map(trained.row, range(len(group.ids)))]
+        if type(strategy).keep is not Strategy.keep:  # a client's trained state is a row of the stack (buffers: the global's)
+            kept = [strategy.keep(trained.row(column)) for column in range(len(group.ids))]
         deltas = self.delta_stack(trained, state, in_place=all(k is None for k in kept))
         updates = {}
         for column, ins in enumerate(group.instructions):
