@@ -5,13 +5,14 @@ from conftest import assert_same_training, interrupted_after_round, prepared_and
 
 from fedmm.config import config_from_dict
 from fedmm.data.federated import client_arrays
+from fedmm.fl.engine import KeptStore
 from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.strategy import FedAvg
 from fedmm.fl.training import centralized_fingerprint, train
-from fedmm.fl.updates import UpdateStore
+from fedmm.fl.updates import StackedDeltas, UpdateStore, delta_matrix, stacked
 from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
-from fedmm.tensors import UNLABELLED, TensorData
+from fedmm.tensors import UNLABELLED, TensorData, fedavg_states
 
 CONFIG = config_from_dict({
     "data": {"window": 50, "stride": 50},
@@ -133,3 +134,44 @@ def test_training_on_cpu_runs_on_one_intra_op_thread_and_restores_the_setting(da
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def stacked_round():
+    """Five updates in one round: rows 0-2 of one stack, a plain dict, row 0 of another stack."""
+    gen = torch.Generator().manual_seed(0)
+    layout = {"w": torch.randn(2, 3, generator=gen), "b": torch.randn(3, generator=gen), "n": torch.randn((), generator=gen)}
+    stacks = [StackedDeltas(torch.randn(k, 10, generator=gen), layout) for k in (3, 1)]
+    plain = {name: torch.randn(value.shape, generator=gen) for name, value in layout.items()}
+    deltas = [stacks[0].row(0), stacks[0].row(1), stacks[0].row(2), plain, stacks[1].row(0)]
+    return layout, stacks, [ClientUpdate(i, 10 + i, delta) for i, delta in enumerate(deltas)]
+
+
+def test_stacked_deltas_read_and_aggregate_as_the_dicts_they_stand_for():
+    layout, stacks, updates = stacked_round()
+    dicts = [ClientUpdate(u.client_id, u.num_examples, {k: v.clone() for k, v in u.delta.items()}) for u in updates]
+    assert [list(u.delta) for u in dicts] == [list(layout)] * 5 and dicts[1].delta["w"].shape == (2, 3)
+    flat = torch.stack([torch.cat([u.delta[k].reshape(-1) for k in layout]) for u in dicts])
+    assert torch.equal(delta_matrix(updates, layout), flat)
+    assert delta_matrix(updates[:3], layout).data_ptr() == stacks[0].matrix.data_ptr()  # read, not copied
+    same = stacked(updates[:3], layout)
+    assert [u.delta.stack for u in same] == [stacks[0]] * 3
+    rows = stacked(updates, layout)
+    assert torch.equal(rows[0].delta.stack.matrix, flat) and rows[3].metrics == updates[3].metrics
+    strategy = FedAvg(CONFIG.train, 0)
+    merged, reference = strategy.aggregate_train(0, layout, rows), strategy.aggregate_train(0, layout, dicts)
+    assert all(torch.equal(merged[k], reference[k]) for k in layout)  # the same sum, in the same order
+    expected = {k: layout[k] + fedavg_states([u.delta for u in dicts], [u.num_examples for u in dicts])[k] for k in layout}
+    assert all(torch.equal(merged[k], expected[k]) for k in layout)
+
+
+def test_kept_states_snapshot_as_stacked_entries_and_load_back(tmp_path):
+    layout, stacks, updates = stacked_round()
+    kept = {7: updates[1].delta, 3: updates[0].delta, 5: {"w": torch.ones(2, 3)}, 9: updates[3].delta}
+    store = KeptStore(tmp_path)
+    store.save(2, kept)
+    loaded = store.load(2, "cpu")
+    assert sorted(loaded) == [3, 5, 7, 9] and list(loaded[5]) == ["w"]
+    assert all(torch.equal(loaded[c][k], kept[c][k]) for c in kept for k in kept[c])
+    store.save(3, {})
+    store.prune(2)
+    assert [p.name for p in tmp_path.iterdir()] == ["after_0002.npz"] and store.load(3, "cpu") == {}
