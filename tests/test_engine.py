@@ -9,7 +9,7 @@ from fedmm.fl.engine import KeptStore
 from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.strategy import FedAvg
 from fedmm.fl.training import centralized_fingerprint, train
-from fedmm.fl.updates import StackedDeltas, UpdateStore, delta_matrix, stacked
+from fedmm.fl.updates import StackedStates, UpdateStore, delta_matrix, stacked
 from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.tensors import UNLABELLED, TensorData, fedavg_states
@@ -140,7 +140,7 @@ def stacked_round():
     """Five updates in one round: rows 0-2 of one stack, a plain dict, row 0 of another stack."""
     gen = torch.Generator().manual_seed(0)
     layout = {"w": torch.randn(2, 3, generator=gen), "b": torch.randn(3, generator=gen), "n": torch.randn((), generator=gen)}
-    stacks = [StackedDeltas(torch.randn(k, 10, generator=gen), layout) for k in (3, 1)]
+    stacks = [StackedStates(torch.randn(k, 10, generator=gen), layout) for k in (3, 1)]
     plain = {name: torch.randn(value.shape, generator=gen) for name, value in layout.items()}
     deltas = [stacks[0].row(0), stacks[0].row(1), stacks[0].row(2), plain, stacks[1].row(0)]
     return layout, stacks, [ClientUpdate(i, 10 + i, delta) for i, delta in enumerate(deltas)]

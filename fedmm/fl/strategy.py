@@ -39,7 +39,7 @@ from fedmm.config import TrainConfig
 from fedmm.fl.client import Worker, representer, train_client
 from fedmm.fl.messages import ClientUpdate, Forward, LocalContext, LocalLoss, TrainInstruction, cross_entropy
 from fedmm.fl.params import FEDAVG, Params, StrategyInfo
-from fedmm.fl.updates import StackedDeltas, delta_matrix
+from fedmm.fl.updates import StackedStates, delta_matrix
 from fedmm.models.multimodal import ModelSpec
 from fedmm.seeding import rng_for
 from fedmm.tensors import State, TensorData, weighted_mean
@@ -273,7 +273,7 @@ class FedAvg(Strategy[PayloadT]):
         """The example-weighted mean of the clients' deltas (:func:`~fedmm.tensors.weighted_mean` over their matrix)."""
         if not updates:
             raise ValueError(f"round {server_round}: no client updates to aggregate")
-        stack = StackedDeltas(delta_matrix(updates, updates[0].delta), updates[0].delta)
+        stack = StackedStates(delta_matrix(updates, updates[0].delta), updates[0].delta)
         return stack.unflatten(weighted_mean(list(stack.matrix), [update.num_examples for update in updates]))
 
     def aggregate_train(self, server_round: int, global_state: State, updates: list[ClientUpdate]) -> State:

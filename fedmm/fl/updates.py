@@ -32,12 +32,13 @@ class DeltaUpdate(Protocol):
     def delta(self) -> State: ...
 
 
-class StackedDeltas:
-    """Client deltas as one ``(k, P)`` matrix, one row per client, columns in ``layout``'s entry order and shapes.
+class StackedStates:
+    """``k`` clients' states (or deltas) as one ``(k, P)`` matrix, a row per client, columns in ``layout``'s entry order.
 
-    The vectorised engine trains a group of clients as stacks and hands their deltas over in
-    this form; the update store and FedAvg's aggregation read the matrix as it is, instead of
-    flattening ``k`` dictionaries of tensors again.
+    The vectorised engine trains a group of clients as such a stack and hands their deltas
+    over in this form; the update store and FedAvg's aggregation read the matrix as it is,
+    instead of flattening ``k`` dictionaries of tensors again; a client's row
+    (:class:`StackedRow`) reads as its named tensors.
     """
 
     def __init__(self, matrix: torch.Tensor, layout: Mapping[str, torch.Tensor]) -> None:
@@ -49,7 +50,7 @@ class StackedDeltas:
         self.columns = {name: (start, size) for name, start, size in zip(self.names, starts, sizes)}
 
     @classmethod
-    def allocate(cls, rows: int, layout: Mapping[str, torch.Tensor]) -> StackedDeltas:
+    def allocate(cls, rows: int, layout: Mapping[str, torch.Tensor]) -> StackedStates:
         """An uninitialised ``(rows, P)`` stack on the layout's device, to be filled :meth:`column` by column."""
         device = next(iter(layout.values())).device
         return cls(torch.empty(rows, sum(value.numel() for value in layout.values()), device=device), layout)
@@ -59,18 +60,18 @@ class StackedDeltas:
         start, size = self.columns[name]
         return self.matrix[:, start:start + size]
 
-    def row(self, index: int) -> RowDelta:
-        return RowDelta(self, index)
+    def row(self, index: int) -> StackedRow:
+        return StackedRow(self, index)
 
     def unflatten(self, vector: torch.Tensor) -> State:
         """A ``(P,)`` vector in this layout as named tensors (views of it)."""
         return {name: vector[a:a + n].view(self.shapes[name]) for name, (a, n) in self.columns.items()}
 
 
-class RowDelta(Mapping[str, torch.Tensor]):
-    """One client's delta: a row of a :class:`StackedDeltas`, read as named tensors (views, made when read)."""
+class StackedRow(Mapping[str, torch.Tensor]):
+    """One client's state or delta: a row of a :class:`StackedStates`, read as named tensors (views, made when read)."""
 
-    def __init__(self, stack: StackedDeltas, index: int) -> None:
+    def __init__(self, stack: StackedStates, index: int) -> None:
         self.stack, self.index = stack, index
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -90,7 +91,7 @@ class RowDelta(Mapping[str, torch.Tensor]):
 def stacked_entries(states: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str]) -> State:
     """Each entry of ``names`` of every state, ``(k, *shape)``: one gather each where the states are rows of one stack."""
     first = states[0]
-    if isinstance(first, RowDelta) and all(isinstance(s, RowDelta) and s.stack is first.stack for s in states):
+    if isinstance(first, StackedRow) and all(isinstance(s, StackedRow) and s.stack is first.stack for s in states):
         rows = torch.tensor([state.index for state in states], device=first.stack.matrix.device)
         return {name: first.stack.column(name)[rows].view(len(states), *first.stack.shapes[name]) for name in names}
     return {name: torch.stack([state[name] for state in states]) for name in names}
@@ -99,13 +100,13 @@ def stacked_entries(states: Sequence[Mapping[str, torch.Tensor]], names: Sequenc
 def delta_matrix(updates: Sequence[DeltaUpdate], layout: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """``(k, P)``: every update's delta flattened in ``layout``'s order.
 
-    Consecutive rows of one :class:`StackedDeltas` in that layout are taken as a slice of its
+    Consecutive rows of one :class:`StackedStates` in that layout are taken as a slice of its
     matrix (no copy where all the updates are); other deltas are flattened entry by entry.
     """
     names, pieces, run = tuple(layout), [], None
     for update in updates:
         delta = update.delta
-        if isinstance(delta, RowDelta) and delta.stack.names == names:
+        if isinstance(delta, StackedRow) and delta.stack.names == names:
             if run is not None and run[0] is delta.stack and run[2] == delta.index:
                 run[2] += 1
                 continue
@@ -121,12 +122,12 @@ def delta_matrix(updates: Sequence[DeltaUpdate], layout: Mapping[str, torch.Tens
 
 
 def stacked(updates: Sequence, layout: Mapping[str, torch.Tensor]) -> list:
-    """The updates with their deltas as the rows of one :class:`StackedDeltas` (one flattening per round at most)."""
+    """The updates with their deltas as the rows of one :class:`StackedStates` (one flattening per round at most)."""
     matrix = delta_matrix(updates, layout)
     first = updates[0].delta if updates else None
-    if isinstance(first, RowDelta) and first.stack.matrix.data_ptr() == matrix.data_ptr() and first.index == 0:
+    if isinstance(first, StackedRow) and first.stack.matrix.data_ptr() == matrix.data_ptr() and first.index == 0:
         return list(updates)
-    stack = StackedDeltas(matrix, layout)
+    stack = StackedStates(matrix, layout)
     return [replace(update, delta=stack.row(index)) for index, update in enumerate(updates)]
 
 

@@ -29,7 +29,7 @@ from fedmm.fl.client import StateCall, forward
 from fedmm.fl.engine import InProcessClients, RoundReplies
 from fedmm.fl.messages import ClientUpdate, LocalContext, TrainInstruction
 from fedmm.fl.strategy import Strategy
-from fedmm.fl.updates import StackedDeltas, stacked_entries
+from fedmm.fl.updates import StackedStates, stacked_entries
 from fedmm.seeding import torch_generator
 from fedmm.tensors import UNLABELLED, State, TensorData
 
@@ -154,11 +154,11 @@ class VectorisedClients(InProcessClients):
 
     def train_group(
         self, group: Group, state: State, strategy: Strategy
-    ) -> tuple[StackedDeltas, torch.Tensor, torch.Tensor]:
+    ) -> tuple[StackedStates, torch.Tensor, torch.Tensor]:
         """The group's trained states (one row per client, in ``state``'s layout), and per client the last
         epoch's summed loss and correct count."""
         first, count = group.instructions[0], len(group.ids)
-        trained = StackedDeltas.allocate(count, state)
+        trained = StackedStates.allocate(count, state)
         for name, value in state.items():
             trained.column(name).copy_(value.reshape(1, -1).expand(count, -1))
         params = {name: trained.column(name).view(count, *state[name].shape) for name in self.parameter_names}
@@ -206,7 +206,7 @@ class VectorisedClients(InProcessClients):
         return loss
 
     def group_payloads(
-        self, group: Group, state: State, trained: StackedDeltas, loss_sum: torch.Tensor, correct: torch.Tensor,
+        self, group: Group, state: State, trained: StackedStates, loss_sum: torch.Tensor, correct: torch.Tensor,
         strategy: Strategy,
     ) -> dict[int, ClientUpdate]:
         """Each client's delta and last-epoch metrics, and what it keeps, as :func:`train_client` makes them."""
@@ -226,10 +226,10 @@ class VectorisedClients(InProcessClients):
                 self.kept[ins.client_id] = kept[column]
         return updates
 
-    def delta_stack(self, trained: StackedDeltas, state: State, in_place: bool) -> StackedDeltas:
+    def delta_stack(self, trained: StackedStates, state: State, in_place: bool) -> StackedStates:
         """The ``trained`` states minus the global ``state`` (zero where it holds no parameter); ``in_place``
         where nothing else refers to ``trained``."""
-        deltas = trained if in_place else StackedDeltas.allocate(trained.matrix.shape[0], state)
+        deltas = trained if in_place else StackedStates.allocate(trained.matrix.shape[0], state)
         for name in state:
             if name in self.parameter_names:
                 torch.sub(trained.column(name), state[name].reshape(1, -1), out=deltas.column(name))
