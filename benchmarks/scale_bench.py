@@ -223,6 +223,10 @@ def verdicts(rows: list[dict]) -> list[str]:
             why.append("the strategy trains in the loop")
         if any(m.startswith("round") for m in missed) and r["strategy"] in CAUSES:
             why.append(CAUSES[r["strategy"]])
+        if any(m.startswith("round") for m in missed) and r["state_mb"] >= 100:
+            why.append(f"the round holds one model copy per client ({r['state_mb']:.0f} MB for all): per-client weight "
+                       "gradients, Adam's update and the deltas run over every copy, and the update store quantises "
+                       "and deflates them all, where the epoch updates one model")
         if any(m.startswith("peak") for m in missed):
             why.append(f"one stacked copy of the {r['clients']} clients' states is {r['state_mb']:.0f} MB (trained "
                        "states, Adam's two moments over several steps, deltas when the strategy keeps the trained "
