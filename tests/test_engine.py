@@ -9,7 +9,7 @@ from fedmm.fl.engine import KeptStore
 from fedmm.fl.messages import ClientUpdate
 from fedmm.fl.strategy import FedAvg
 from fedmm.fl.training import centralized_fingerprint, train
-from fedmm.fl.updates import StackedStates, UpdateStore, delta_matrix, stacked
+from fedmm.fl.updates import StackedStates, UpdateStore, delta_matrix, stacked, stacked_entries
 from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model
 from fedmm.tensors import UNLABELLED, TensorData, fedavg_states
@@ -153,6 +153,9 @@ def test_stacked_deltas_read_and_aggregate_as_the_dicts_they_stand_for():
     flat = torch.stack([torch.cat([u.delta[k].reshape(-1) for k in layout]) for u in dicts])
     assert torch.equal(delta_matrix(updates, layout), flat)
     assert delta_matrix(updates[:3], layout).data_ptr() == stacks[0].matrix.data_ptr()  # read, not copied
+    rows = stacked_entries([stacks[0].row(1), stacks[0].row(2)], ["w"])["w"]
+    assert torch.equal(rows, torch.stack([dicts[1].delta["w"], dicts[2].delta["w"]]))
+    assert rows.data_ptr() == stacks[0].matrix[1].data_ptr()  # consecutive rows: a view
     same = stacked(updates[:3], layout)
     assert [u.delta.stack for u in same] == [stacks[0]] * 3
     rows = stacked(updates, layout)

@@ -89,10 +89,14 @@ class StackedRow(Mapping[str, torch.Tensor]):
 
 
 def stacked_entries(states: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str]) -> State:
-    """Each entry of ``names`` of every state, ``(k, *shape)``: one gather each where the states are rows of one stack."""
+    """Each entry of ``names`` of every state, ``(k, *shape)``: one gather each (or a view, for consecutive rows)
+    where the states are rows of one stack."""
     first = states[0]
     if isinstance(first, StackedRow) and all(isinstance(s, StackedRow) and s.stack is first.stack for s in states):
-        rows = torch.tensor([state.index for state in states], device=first.stack.matrix.device)
+        indices = [state.index for state in states]
+        rows = slice(indices[0], indices[0] + len(indices))  # consecutive rows: views, not copies
+        if indices != list(range(rows.start, rows.stop)):
+            rows = torch.tensor(indices, device=first.stack.matrix.device)
         return {name: first.stack.column(name)[rows].view(len(states), *first.stack.shapes[name]) for name in names}
     return {name: torch.stack([state[name] for state in states]) for name in names}
 
