@@ -18,7 +18,7 @@ install-site: $(SITE_STAMP)
 $(SITE_STAMP): requirements-site.lock pyproject.toml
 	$(call lock_install,$(SITE_VENV),-r requirements-site.lock)
 	$(call venv_install,$(SITE_VENV),--no-deps --no-build-isolation -e .)
-	$(call byte_compile,$(SITE_VENV),.)
+	$(call byte_compile,$(SITE_VENV))
 	@touch $@
 
 # Recreated only when the lock or the package metadata change: a second call installs nothing.
@@ -39,15 +39,17 @@ RUN_PACKAGES := torch torchgen sympy mpmath scipy numpy pandas pyarrow sklearn j
 ALL_COMPILED := $(VENV)/.compiled
 
 $(ALL_COMPILED): $(STAMP)
-	$(call byte_compile,$(VENV),.)
+	$(call byte_compile,$(VENV))
 	@touch $@
 
-# $(2): paths under the venv's site-packages, compiled in parallel; test folders are left out. A few files are
-# written for newer Pythons (torch's testing/_internal/py312_intrinsics.py) and do not compile: as uv's
-# --compile-bytecode does, the install goes on.
+# $(2): the top-level packages to compile (empty: all), one process pool over their files (compileall starts a
+# pool per folder it is given); test folders are left out. A few files are written for newer Pythons (torch's
+# testing/_internal/py312_intrinsics.py) and do not compile: as uv's --compile-bytecode does, the install goes on.
+space := $(subst ,, )
 define byte_compile
 	@cd $$($(1)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
-		{ $(CURDIR)/$(1)/bin/python -m compileall -q -j 0 -x '/tests?/' $(2) >/dev/null || true; }
+		{ $(CURDIR)/$(1)/bin/python -m compileall -q -j 0 \
+			-x '/tests?/$(if $(2),|^\./(?!($(subst $(space),|,$(strip $(2))))/))' . >/dev/null || true; }
 endef
 
 # Installs use uv (the same lock, the same package sources as pip's configuration; several times faster)
