@@ -32,10 +32,15 @@ $(STAMP): requirements.lock pyproject.toml
 # Byte-compiled at install: the packages `make run` imports (about 6,000 of the venv's 25,000 modules; compiling all
 # of them was about 55 s of a 60 s install on 2 cores, these about 15 CPU s). Python compiles any other module when
 # it is first imported (and caches it, unless PYTHONDONTWRITEBYTECODE is set); `make test` compiles the whole venv.
-RUN_PACKAGES := torch torchgen sympy mpmath scipy numpy pandas pyarrow sklearn joblib matplotlib mpl_toolkits PIL \
-	mlflow sqlalchemy sqlalchemy_utils sqlmodel alembic mako zenml great_expectations altair narwhals google \
-	opentelemetry pydantic pydantic_core fastapi starlette rich pygments urllib3 requests charset_normalizer ruamel \
-	docker passlib pyparsing jinja2 cryptography click packaging dateutil psutil wcwidth setuptools tqdm yaml
+RUN_PACKAGES := torch torchgen sympy mpmath scipy numpy pandas pyarrow sklearn joblib threadpoolctl matplotlib \
+	mpl_toolkits PIL fontTools kiwisolver cycler mlflow sqlalchemy sqlalchemy_utils sqlmodel sqlparse alembic mako \
+	markupsafe greenlet zenml great_expectations altair narwhals marshmallow mistune jsonschema \
+	jsonschema_specifications referencing rpds jsonref google opentelemetry pydantic pydantic_core annotated_types \
+	annotated_doc typing_inspection typing_extensions fastapi starlette anyio asgiref python_multipart rich pygments \
+	urllib3 requests certifi idna charset_normalizer ruamel docker passlib bcrypt pyparsing jinja2 cryptography click \
+	colorama packaging dateutil tzlocal psutil wcwidth setuptools _distutils_hack tqdm yaml attr attrs babel \
+	cachetools cloudpickle databricks distro docstring_parser filelock importlib_metadata zipp orjson psycopg2 pydot \
+	pymysql proxytypes six structlog tabulate wrapt
 ALL_COMPILED := $(VENV)/.compiled
 
 $(ALL_COMPILED): $(STAMP)
@@ -49,7 +54,7 @@ space := $(subst ,, )
 define byte_compile
 	@cd $$($(1)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
 		{ $(CURDIR)/$(1)/bin/python -m compileall -q -j 0 \
-			-x '/tests?/$(if $(2),|^\./(?!($(subst $(space),|,$(strip $(2))))/))' . >/dev/null || true; }
+			-x '/tests?/$(if $(2),|^\./(?!($(subst $(space),|,$(strip $(2))))(/|\.py$$)))' . >/dev/null || true; }
 endef
 
 # Installs use uv (the same lock, the same package sources as pip's configuration; several times faster)
