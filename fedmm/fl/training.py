@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,73 +86,32 @@ def centralized_fingerprint(config: Config, prepared: PreparedData, federated: F
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-class CentralizedReference:
-    """The centralized reference's state and history, trained once per :func:`centralized_fingerprint`: when it is
-    not cached, on a thread of its own that runs beside the federation (call :meth:`result`, or :meth:`cancel`).
-
-    The two trainings are independent, and on a CPU each keeps a core busy: torch releases the GIL inside its
-    operators (the two held it about a quarter and a fifth of the time). The model is built on the caller's
-    thread, because initialisation seeds torch's global RNG, which the federation seeds too; the training draws
-    only from its own keyed generators, so the bits are those of training one after the other.
-    """
-
-    def __init__(
-        self, config: Config, prepared: PreparedData, federated: FederatedData, spec: ModelSpec,
-        clients: list[TensorData], evaluation: dict[str, TensorData], device: str,
-    ) -> None:
-        folder = state_dir() / "centralized" / centralized_fingerprint(config, prepared, federated, device)[:16]
-        self.files = folder / CENTRAL_FILE, folder / CENTRAL_HISTORY_FILE
-        self.stop, self.thread = threading.Event(), None
-        self.outcome: tuple[State, list[dict]] | BaseException | None = None
-        if all(file.is_file() for file in self.files):
-            self.outcome = arrays_to_state(read_npz(self.files[0]), "cpu"), read_json(self.files[1])
-            return
-        model = build_model(spec, config.seed).to(device)
-        pooled = TensorData.concat([c for c in clients if len(c)])
-        self.thread = threading.Thread(target=self._train, args=(model, pooled, evaluation, config),
-                                       name="centralized reference", daemon=True)
-        self.thread.start()
-
-    def _train(self, model: torch.nn.Module, pooled: TensorData, evaluation: dict[str, TensorData],
-               config: Config) -> None:
-        try:
-            history = train_centralized(model, pooled, evaluation, config, self.stop)
-            if history is not None:
-                state = {k: v.cpu() for k, v in model.state_dict().items()}
-                write_json(self.files[1], history)
-                write_npz(self.files[0], state_to_arrays(state))
-                self.outcome = state, history
-        except BaseException as error:  # raised again on the caller's thread, by result()
-            self.outcome = error
-
-    def result(self) -> tuple[State, list[dict]]:
-        if self.thread is not None:
-            self.thread.join()
-        if isinstance(self.outcome, BaseException):
-            raise self.outcome
-        assert self.outcome is not None
-        return self.outcome
-
-    def cancel(self) -> None:
-        """Stop the training after its current epoch (nothing is cached) and wait for that."""
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join()
+def centralized_reference(
+    config: Config, prepared: PreparedData, federated: FederatedData, spec: ModelSpec,
+    clients: list[TensorData], evaluation: dict[str, TensorData], device: str,
+) -> tuple[State, list[dict]]:
+    """The centralized reference's state and history, trained once per :func:`centralized_fingerprint`."""
+    folder = state_dir() / "centralized" / centralized_fingerprint(config, prepared, federated, device)[:16]
+    central_file, central_json = folder / CENTRAL_FILE, folder / CENTRAL_HISTORY_FILE
+    if central_file.is_file() and central_json.is_file():
+        return arrays_to_state(read_npz(central_file), "cpu"), read_json(central_json)
+    model, history = train_centralized(spec, TensorData.concat([c for c in clients if len(c)]), evaluation, config, device)
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    write_json(central_json, history)
+    write_npz(central_file, state_to_arrays(state))
+    return state, history
 
 
 def train_centralized(
-    model: torch.nn.Module, pooled: TensorData, evaluation: dict[str, TensorData], config: Config,
-    stop: threading.Event | None = None,
-) -> list[dict] | None:
-    """Train the pooled-data reference ``model`` in place: same optimiser and sample budget as the federation.
-    Returns its history, or None when ``stop`` was set before the last epoch."""
+    spec: ModelSpec, pooled: TensorData, evaluation: dict[str, TensorData], config: Config, device: str
+) -> tuple[torch.nn.Module, list[dict]]:
+    """The pooled-data reference: same model, optimiser and sample budget as the federation."""
+    model = build_model(spec, config.seed).to(device)
     optimizer = OPTIMIZERS[config.train.optimizer](model.parameters(), lr=config.train.lr)
     history = []
     epochs = centralized_epochs(config)
     with RoundProgress(epochs, "centralized reference", unit="epoch") as progress:
         for epoch in range(epochs):
-            if stop is not None and stop.is_set():
-                return None
             metrics = run_epochs(
                 model,
                 pooled,
@@ -169,7 +127,7 @@ def train_centralized(
     history[-1].update(
         {f"{split}_{k}": v for split, data in evaluation.items() for k, v in evaluate(model, data).items()}
     )
-    return history
+    return model, history
 
 
 def train(
@@ -201,23 +159,20 @@ def _train_on(
     ]
     evaluation = evaluation_sets(prepared, device, federated)
     proxy = TensorData.from_numpy(*proxy_arrays(prepared, federated), device=device)
-    central = CentralizedReference(config, prepared, federated, spec, clients, evaluation, device) \
-        if config.train.centralized else None
-    try:
-        if config.train.transport == "flower":
-            outcome = run_over_flower(config, prepared, federated, spec, fingerprint, evaluation, proxy, workdir, on_round)
-        else:
-            strategy = make_strategy(config.train, config.seed, ServerContext(spec, device, proxy))
-            pool = client_pool(config.train.engine, spec, clients, config.seed, device, workdir, federated.corruption)
-            outcome = run_federated(
-                spec, pool, evaluation, strategy, config.train.rounds, config.seed, workdir, device, on_round,
-                config.train.eval_every,
-            )
-    except BaseException:
-        if central is not None:
-            central.cancel()
-        raise
-    central_state, central_history = central.result() if central is not None else (None, None)
+    if config.train.transport == "flower":
+        outcome = run_over_flower(config, prepared, federated, spec, fingerprint, evaluation, proxy, workdir, on_round)
+    else:
+        strategy = make_strategy(config.train, config.seed, ServerContext(spec, device, proxy))
+        pool = client_pool(config.train.engine, spec, clients, config.seed, device, workdir, federated.corruption)
+        outcome = run_federated(
+            spec, pool, evaluation, strategy, config.train.rounds, config.seed, workdir, device, on_round,
+            config.train.eval_every,
+        )
+    central_state = central_history = None
+    if config.train.centralized:
+        central_state, central_history = centralized_reference(
+            config, prepared, federated, spec, clients, evaluation, device,
+        )
     return TrainResult(
         spec=spec,
         state={k: v.cpu() for k, v in outcome.model.state_dict().items()},
