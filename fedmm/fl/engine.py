@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,17 +71,12 @@ class KeptStore:
         return kept
 
     def save(self, completed: int, kept: dict[int, State]) -> None:
-        layouts: dict[tuple[str, ...], list[int]] = defaultdict(list)
-        for client, state in kept.items():
-            layouts[tuple(state)].append(client)
         arrays = {}
-        for names, clients in layouts.items():
-            for name, values in stacked_entries([kept[c] for c in clients], names).items():
-                ids = np.array(clients, dtype=np.int64)
-                if f"{name}/clients" in arrays:  # an entry of clients with different layouts
-                    ids = np.concatenate([arrays[f"{name}/clients"], ids])
-                    values = torch.cat([torch.as_tensor(arrays[f"{name}/values"]), values.detach().cpu()])
-                arrays[f"{name}/clients"], arrays[f"{name}/values"] = ids, values.detach().cpu().numpy()
+        for name in dict.fromkeys(name for state in kept.values() for name in state):
+            clients = [client for client, state in kept.items() if name in state]
+            values = stacked_entries([kept[client] for client in clients], [name])[name]
+            arrays[f"{name}/clients"] = np.array(clients, dtype=np.int64)
+            arrays[f"{name}/values"] = values.detach().cpu().numpy()
         if arrays:
             write_npz(self._path(completed), arrays)
 
