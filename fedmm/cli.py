@@ -179,7 +179,7 @@ def run(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     own data is set, the FedMKGC graph for a ``task: fedmkgc`` file (validate triples, federate,
     train, evaluate, register and promote on filtered MRR).
     """
-    config = _load_run(config_path, overrides)  # before the pipeline's imports: a bad config fails fast
+    config = graph.load_run_config(config_path, overrides)  # before the pipeline's imports: a bad config fails fast
     from fedmm_pipelines.pipelines.runner import run_pipeline
 
     summary = run_pipeline(config, echo=click.echo)
@@ -187,11 +187,6 @@ def run(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     if warning is not None:
         click.secho(warning, fg="yellow", err=True)
         sys.exit(EXIT_GATE_FAILED)
-
-
-def _load_run(config_path: Path | None, overrides: tuple[str, ...]):
-    """The config of a run: a ``task:`` file's (its graph's config), else the training config."""
-    return graph.load_run_config(config_path, overrides)
 
 
 def _graph_with(config, stage: str) -> graph.Graph:
@@ -211,7 +206,7 @@ def show_config(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Validate a config and print it with every default filled in."""
     import yaml
 
-    config = _load_run(config_path, overrides)
+    config = graph.load_run_config(config_path, overrides)
     click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     if hasattr(config, "hash"):
         click.echo(f"# config hash: {config.hash()}")
@@ -319,7 +314,7 @@ def stage_command(name: str, config_path: Path | None, workdir: Path) -> None:
     """Run one pipeline stage over folders (the DVC stages call this)."""
     from fedmm.stages import run_in
 
-    config = _load_run(config_path, ())
+    config = graph.load_run_config(config_path, ())
     chosen = graph.for_config(config)
     if name not in chosen.names:
         raise click.BadParameter(f"graph {chosen.name!r} has no stage {name!r}; its stages are {list(chosen.names)}")
@@ -340,7 +335,7 @@ def dvc_command(config_path: Path | None, overrides: tuple[str, ...], directory:
     """
     from fedmm.stages import dvc_instructions, write_dvc_project
 
-    config = _load_run(config_path, overrides)
+    config = graph.load_run_config(config_path, overrides)
     paths = write_dvc_project(graph.for_config(config), config, directory)
     click.echo(f"wrote {paths['dvc']} and {paths['params']}; run: {dvc_instructions(paths['dvc'])}")
 
@@ -351,7 +346,7 @@ def dvc_command(config_path: Path | None, overrides: tuple[str, ...], directory:
 @SET_OPTION
 def audit(training_run_id: str, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Audit a past training run's client contributions (audit settings from the config)."""
-    config = _load_run(config_path, overrides)
+    config = graph.load_run_config(config_path, overrides)
     chosen = _graph_with(config, "audit")
     from fedmm.report import print_audit
     from fedmm_pipelines.pipelines.graph import output, run_analysis
@@ -367,7 +362,7 @@ def audit(training_run_id: str, config_path: Path | None, overrides: tuple[str, 
 @SET_OPTION
 def impute(training_run_id: str, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Evaluate imputers of missing modalities on a past training run's model (settings: impute.*)."""
-    config = _load_run(config_path, overrides)
+    config = graph.load_run_config(config_path, overrides)
     chosen = _graph_with(config, "evaluate-imputation")
     from fedmm_pipelines.pipelines.graph import output, run_analysis
 
