@@ -14,12 +14,13 @@ if TYPE_CHECKING:
 class RoundProgress:
     """A tqdm bar over rounds (or epochs); ``update(record)`` is the engine's ``on_round`` callback."""
 
-    def __init__(self, rounds: int, label: str, unit: str = "round") -> None:
-        self.rounds, self.label, self.unit = rounds, label, unit
+    def __init__(self, rounds: int, label: str, unit: str = "round", shown: bool = True) -> None:
+        self.rounds, self.label, self.unit, self.shown = rounds, label, unit, shown
         self.bar: tqdm | None = None
 
     def __enter__(self) -> RoundProgress:
-        self.bar = tqdm(total=self.rounds, desc=self.label, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
+        self.bar = tqdm(total=self.rounds, desc=self.label, unit=self.unit, file=sys.stderr, dynamic_ncols=True,
+                        disable=not self.shown)
         return self
 
     def update(self, record: RoundRecord) -> None:
@@ -37,6 +38,13 @@ class RoundProgress:
         """Advance by one (for callbacks whose records carry no global metrics: audit rounds, epochs)."""
         assert self.bar is not None
         self.bar.update()
+
+    def reach(self, done: int) -> None:
+        """Show ``done`` of the total (for progress counted elsewhere, e.g. in another process)."""
+        assert self.bar is not None
+        if done != self.bar.n:
+            self.bar.n = done
+            self.bar.refresh()
 
     def __exit__(self, *exc) -> None:
         assert self.bar is not None

@@ -7,8 +7,9 @@ from fedmm.config import config_from_dict
 from fedmm.data.federated import client_arrays
 from fedmm.fl.engine import KeptStore
 from fedmm.fl.messages import ClientUpdate
+from fedmm.fl.reference import centralized_fingerprint
 from fedmm.fl.strategy import FedAvg
-from fedmm.fl.training import centralized_fingerprint, train
+from fedmm.fl.training import train
 from fedmm.fl.updates import StackedStates, UpdateStore, delta_matrix, stacked, stacked_entries
 from fedmm.metrics import evaluate
 from fedmm.models.multimodal import ModelSpec, build_model

@@ -3,33 +3,27 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from fedmm.artifacts import read_json, read_npz, write_json, write_npz
+from fedmm.artifacts import write_json
 from fedmm.config import Config, MaskConfig
 from fedmm.data.federated import FederatedData, client_arrays, held_out_presence, masked_arrays, proxy_arrays, split_tensors
 from fedmm.data.prepare import PreparedData
-from fedmm.fl.client import OPTIMIZERS, run_epochs
-from fedmm.fl.engine import UPDATES_DIR, arrays_to_state, run_federated, state_to_arrays
+from fedmm.fl.engine import UPDATES_DIR, run_federated
 from fedmm.fl.federation import run_over_flower
 from fedmm.fl.history import RoundRecord
-from fedmm.fl.messages import cross_entropy
+from fedmm.fl.reference import CentralizedReference, reference_beside
 from fedmm.fl.result import TrainResult
 from fedmm.fl.strategies import make_strategy
 from fedmm.fl.strategy import ServerContext
 from fedmm.fl.vectorised import client_pool
-from fedmm.metrics import evaluate
-from fedmm.models.multimodal import ModelSpec, build_model
-from fedmm.progress import RoundProgress
+from fedmm.models.multimodal import ModelSpec
 from fedmm.runtime import resolve_device, state_dir
-from fedmm.tensors import State, TensorData, intra_op_threads
-
-CENTRAL_FILE = "centralized.npz"
-CENTRAL_HISTORY_FILE = "centralized.json"
+from fedmm.tensors import TensorData, intra_op_threads
 
 
 def evaluation_sets(
@@ -70,66 +64,6 @@ def training_fingerprint(config: Config, prepared: PreparedData, federated: Fede
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-def centralized_epochs(config: Config) -> int:
-    """The centralized budget: as many passes over the pooled data as FedAvg makes in total."""
-    train = config.train
-    return max(1, int(round(train.rounds * train.local_epochs * train.client_fraction)))
-
-
-def centralized_fingerprint(config: Config, prepared: PreparedData, federated: FederatedData, device: str) -> str:
-    """What determines the centralized reference: the pooled client data, evaluation splits, model, seed and
-    the optimiser, batch size and epoch budget (not the strategy), so runs that differ only there share it."""
-    train = config.train
-    settings = {"optimizer": train.optimizer, "lr": train.lr, "batch_size": train.batch_size,
-                "epochs": centralized_epochs(config), "device": device}
-    parts = [prepared.data_sha256, federated.content_hash, config.hash("model", "seed"), json.dumps(settings, sort_keys=True)]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()
-
-
-def centralized_reference(
-    config: Config, prepared: PreparedData, federated: FederatedData, spec: ModelSpec,
-    clients: list[TensorData], evaluation: dict[str, TensorData], device: str,
-) -> tuple[State, list[dict]]:
-    """The centralized reference's state and history, trained once per :func:`centralized_fingerprint`."""
-    folder = state_dir() / "centralized" / centralized_fingerprint(config, prepared, federated, device)[:16]
-    central_file, central_json = folder / CENTRAL_FILE, folder / CENTRAL_HISTORY_FILE
-    if central_file.is_file() and central_json.is_file():
-        return arrays_to_state(read_npz(central_file), "cpu"), read_json(central_json)
-    model, history = train_centralized(spec, TensorData.concat([c for c in clients if len(c)]), evaluation, config, device)
-    state = {k: v.cpu() for k, v in model.state_dict().items()}
-    write_json(central_json, history)
-    write_npz(central_file, state_to_arrays(state))
-    return state, history
-
-
-def train_centralized(
-    spec: ModelSpec, pooled: TensorData, evaluation: dict[str, TensorData], config: Config, device: str
-) -> tuple[torch.nn.Module, list[dict]]:
-    """The pooled-data reference: same model, optimiser and sample budget as the federation."""
-    model = build_model(spec, config.seed).to(device)
-    optimizer = OPTIMIZERS[config.train.optimizer](model.parameters(), lr=config.train.lr)
-    history = []
-    epochs = centralized_epochs(config)
-    with RoundProgress(epochs, "centralized reference", unit="epoch") as progress:
-        for epoch in range(epochs):
-            metrics = run_epochs(
-                model,
-                pooled,
-                cross_entropy,
-                1,
-                config.train.batch_size,
-                optimizer,
-                ("centralized", epoch),
-                config.seed,
-            )
-            history.append({"epoch": epoch + 1, **metrics})
-            progress.step()
-    history[-1].update(
-        {f"{split}_{k}": v for split, data in evaluation.items() for k, v in evaluate(model, data).items()}
-    )
-    return model, history
-
-
 def train(
     config: Config,
     prepared: PreparedData,
@@ -159,20 +93,18 @@ def _train_on(
     ]
     evaluation = evaluation_sets(prepared, device, federated)
     proxy = TensorData.from_numpy(*proxy_arrays(prepared, federated), device=device)
-    if config.train.transport == "flower":
-        outcome = run_over_flower(config, prepared, federated, spec, fingerprint, evaluation, proxy, workdir, on_round)
-    else:
-        strategy = make_strategy(config.train, config.seed, ServerContext(spec, device, proxy))
-        pool = client_pool(config.train.engine, spec, clients, config.seed, device, workdir, federated.corruption)
-        outcome = run_federated(
-            spec, pool, evaluation, strategy, config.train.rounds, config.seed, workdir, device, on_round,
-            config.train.eval_every,
-        )
-    central_state = central_history = None
-    if config.train.centralized:
-        central_state, central_history = centralized_reference(
-            config, prepared, federated, spec, clients, evaluation, device,
-        )
+    reference = CentralizedReference(config, prepared, federated, spec, clients, evaluation, device)
+    with reference_beside(reference) if config.train.centralized else nullcontext() as central_reference:
+        if config.train.transport == "flower":
+            outcome = run_over_flower(config, prepared, federated, spec, fingerprint, evaluation, proxy, workdir, on_round)
+        else:
+            strategy = make_strategy(config.train, config.seed, ServerContext(spec, device, proxy))
+            pool = client_pool(config.train.engine, spec, clients, config.seed, device, workdir, federated.corruption)
+            outcome = run_federated(
+                spec, pool, evaluation, strategy, config.train.rounds, config.seed, workdir, device, on_round,
+                config.train.eval_every,
+            )
+        central_state, central_history = central_reference() if central_reference else (None, None)
     return TrainResult(
         spec=spec,
         state={k: v.cpu() for k, v in outcome.model.state_dict().items()},

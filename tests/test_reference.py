@@ -1,0 +1,113 @@
+"""The centralized reference trained beside the federation, in a forked child: same bits, no orphan."""
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from conftest import prepared_and_partitioned
+
+from fedmm.config import config_from_dict
+from fedmm.data.federated import client_arrays
+from fedmm.fl.reference import CentralizedReference, reference_beside, train_centralized
+from fedmm.fl.training import evaluation_sets, model_spec
+from fedmm.tensors import TensorData, intra_op_threads
+
+CONFIG = config_from_dict({
+    "data": {"window": 50, "stride": 50},
+    "partition": {"scheme": "iid", "num_clients": 3},
+    "model": {"embed_dim": 8, "channels": 4, "fusion_dim": 8},
+    "train": {"rounds": 2, "batch_size": 64},
+})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepared_and_partitioned(CONFIG)
+
+
+def reference_of(data, config=CONFIG) -> CentralizedReference:
+    prepared, federated = data
+    clients = [TensorData.from_numpy(*client_arrays(prepared, federated, k)) for k in range(federated.num_clients)]
+    return CentralizedReference(config, prepared, federated, model_spec(config, prepared), clients,
+                                evaluation_sets(prepared, "cpu", federated), "cpu")
+
+
+def children_named(name: str) -> list[multiprocessing.Process]:
+    return [child for child in multiprocessing.active_children() if child.name == name]
+
+
+def test_the_reference_trained_beside_is_the_one_trained_here(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDMM_HOME", str(tmp_path))
+    reference = reference_of(data)
+    with reference_beside(reference) as central_reference:
+        assert len(children_named("centralized-reference")) == 1
+        state, history = central_reference()
+    assert reference.cached and not children_named("centralized-reference")
+    with intra_op_threads(1):  # as training runs on a CPU (fedmm.fl.training.train)
+        model, here = train_centralized(reference.spec, TensorData.concat(reference.clients), reference.evaluation,
+                                        CONFIG, "cpu")
+    assert history == here
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(state[name], value, rtol=0, atol=0)
+    with reference_beside(reference) as cached:
+        assert not children_named("centralized-reference")
+        assert cached()[1] == history
+
+
+def test_a_failed_federation_kills_the_reference_child(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDMM_HOME", str(tmp_path))
+    reference = reference_of(data, CONFIG.model_copy(update={"train": CONFIG.train.model_copy(update={"rounds": 400})}))
+    with pytest.raises(RuntimeError, match="federation failed"), reference_beside(reference):
+        (child,) = children_named("centralized-reference")
+        raise RuntimeError("federation failed")
+    assert not child.is_alive() and child.exitcode == -signal.SIGKILL
+    assert not reference.cached
+
+
+CHILD_SCRIPT = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from test_reference import CONFIG, children_named, reference_of, prepared_and_partitioned
+    from fedmm.fl.reference import reference_beside
+    config = CONFIG.model_copy(update={{"train": CONFIG.train.model_copy(update={{"rounds": 400}})}})
+    with reference_beside(reference_of(prepared_and_partitioned(config), config)):
+        print(children_named("centralized-reference")[0].pid, flush=True)
+        time.sleep(600)
+""")
+
+
+def test_the_reference_child_dies_with_a_killed_parent(tmp_path):
+    env = {**os.environ, "FEDMM_HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen([sys.executable, "-c", CHILD_SCRIPT.format(tests=os.path.dirname(__file__))],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    child = None
+    try:
+        child = int(parent.stdout.readline())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{child}") and not is_zombie(child):
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{child}") or is_zombie(child)
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+        if child is not None and not is_zombie(child):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+
+
+def is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return False
