@@ -354,3 +354,17 @@ def test_make_server_with_a_port_taken_says_which_in_one_line(tmp_path, variable
     assert f"make server {variable}=" in ours[0]
     if variable == "POSTGRES_PORT":
         assert "Address already in use" in ours[0]
+
+
+def test_the_installed_command_keeps_its_exit_code_and_its_whole_output(tmp_path):
+    """``fedmm`` (the console script) skips the interpreter's teardown: piped output still arrives whole, a bad
+    value still exits 2 and a good command 0."""
+    fedmm = Path(sys.executable).parent / "fedmm"
+    env = {**os.environ, "FEDMM_HOME": str(tmp_path)}
+    good = subprocess.run([fedmm, "config", "-c", "configs/default.yaml"], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=120)
+    in_process = CliRunner().invoke(main, ["config", "-c", "configs/default.yaml"], env=env)
+    assert (good.returncode, good.stdout) == (0, in_process.output) and len(good.stdout) > 1000
+    bad = subprocess.run([fedmm, "config", "--set", "train.rounds=true"], capture_output=True, text=True, env=env,
+                         cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and len(_error_lines(bad.stderr)) == 1, bad.stderr
