@@ -31,7 +31,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 # Byte-compiled at install: the packages `make run` imports (about 6,000 of the venv's 25,000 modules; compiling all
 # of them was about 55 s of a 60 s install on 2 cores, these about 15 CPU s). Python compiles any other module when
-# it is first imported (and caches it, unless PYTHONDONTWRITEBYTECODE is set); `make test` compiles the whole venv.
+# it is first imported (and caches it, unless PYTHONDONTWRITEBYTECODE is set).
 RUN_PACKAGES := torch torchgen sympy mpmath scipy numpy pandas pyarrow sklearn joblib threadpoolctl matplotlib \
 	mpl_toolkits PIL fontTools kiwisolver cycler mlflow sqlalchemy sqlalchemy_utils sqlmodel sqlparse alembic mako \
 	markupsafe greenlet zenml great_expectations altair narwhals marshmallow mistune jsonschema \
@@ -41,12 +41,6 @@ RUN_PACKAGES := torch torchgen sympy mpmath scipy numpy pandas pyarrow sklearn j
 	colorama packaging dateutil tzlocal psutil wcwidth setuptools _distutils_hack tqdm yaml attr attrs babel \
 	cachetools cloudpickle databricks distro docstring_parser filelock importlib_metadata zipp orjson psycopg2 pydot \
 	pymysql proxytypes six structlog tabulate wrapt
-ALL_COMPILED := $(VENV)/.compiled
-
-$(ALL_COMPILED): $(STAMP)
-	$(call byte_compile,$(VENV))
-	@touch $@
-
 # $(2): the top-level packages to compile (empty: all), one process pool over their files (compileall starts a
 # pool per folder it is given); test folders are left out. A few files are written for newer Pythons (torch's
 # testing/_internal/py312_intrinsics.py) and do not compile: as uv's --compile-bytecode does, the install goes on.
@@ -89,10 +83,12 @@ federation: $(STAMP) $(SITE_STAMP)
 # Two pytest-xdist workers, a test module each at a time (module fixtures stay shared; FEDMM_HOME is per worker),
 # the longest modules first (tests/conftest.py). Many slow tests wait on Flower, DVC or kfp processes, so two
 # workers overlap those waits on 2 cores; one torch thread each. TEST_WORKERS=0 runs in one process.
+# Bytecode is cached as the tests first import each module (even where PYTHONDONTWRITEBYTECODE is set), not
+# compiled for the whole venv first: a fresh clone's .ci/run took 566 s this way, 601 s compiling all of it.
 TEST_WORKERS ?= 2
-test: $(STAMP) $(ALL_COMPILED) $(SITE_STAMP)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
-		--durations=30 tests
+test: $(STAMP) $(SITE_STAMP)
+	env -u PYTHONDONTWRITEBYTECODE OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \
+		--dist loadfile --no-loadscope-reorder --durations=30 tests
 
 # ruff over the whole repository (rules in pyproject.toml).
 lint: $(STAMP)
