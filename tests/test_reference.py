@@ -77,19 +77,42 @@ CHILD_SCRIPT = textwrap.dedent("""
     from test_reference import CONFIG, children_named, reference_of, prepared_and_partitioned
     from fedmm.fl.reference import reference_beside
     config = CONFIG.model_copy(update={{"train": CONFIG.train.model_copy(update={{"rounds": 400}})}})
-    with reference_beside(reference_of(prepared_and_partitioned(config), config)):
-        print(children_named("centralized-reference")[0].pid, flush=True)
-        time.sleep(600)
+    try:
+        with reference_beside(reference_of(prepared_and_partitioned(config), config)):
+            print(children_named("centralized-reference")[0].pid, flush=True)
+            time.sleep(600)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
 """)
 
 
-def test_the_reference_child_dies_with_a_killed_parent(tmp_path):
+def start_parent(tmp_path) -> tuple[subprocess.Popen, int]:
+    """A process training a long reference beside (it sleeps), in a session of its own; and its child's pid."""
     env = {**os.environ, "FEDMM_HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
     parent = subprocess.Popen([sys.executable, "-c", CHILD_SCRIPT.format(tests=os.path.dirname(__file__))],
-                              stdout=subprocess.PIPE, text=True, env=env)
-    child = None
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              start_new_session=True)
+    return parent, int(parent.stdout.readline())
+
+
+def test_ctrl_c_stops_the_run_and_its_reference_child_without_a_traceback(tmp_path):
+    """Ctrl-C reaches the whole process group: the run answers it, the child says nothing and is gone."""
+    parent, child = start_parent(tmp_path)
     try:
-        child = int(parent.stdout.readline())
+        os.kill(child, signal.SIGINT)
+        time.sleep(1)
+        assert os.path.exists(f"/proc/{child}") and not is_zombie(child)
+        os.killpg(parent.pid, signal.SIGINT)
+        out, err = parent.communicate(timeout=30)
+        assert (parent.returncode, out, err) == (0, "interrupted\n", "")
+        assert not os.path.exists(f"/proc/{child}") or is_zombie(child)
+    finally:
+        stop(parent, child)
+
+
+def test_the_reference_child_dies_with_a_killed_parent(tmp_path):
+    parent, child = start_parent(tmp_path)
+    try:
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         deadline = time.monotonic() + 10
@@ -97,12 +120,16 @@ def test_the_reference_child_dies_with_a_killed_parent(tmp_path):
             time.sleep(0.1)
         assert not os.path.exists(f"/proc/{child}") or is_zombie(child)
     finally:
-        parent.kill()
-        parent.wait()
-        parent.stdout.close()
-        if child is not None and not is_zombie(child):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
+        stop(parent, child)
+
+
+def stop(parent: subprocess.Popen, child: int) -> None:
+    """Whatever a failed test left running is killed."""
+    parent.kill()
+    parent.communicate()
+    if not is_zombie(child):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
 
 
 def is_zombie(pid: int) -> bool:

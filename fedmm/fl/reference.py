@@ -8,6 +8,8 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -128,13 +130,20 @@ def reference_beside(reference: CentralizedReference) -> Iterator[Callable[[], R
 
 
 def _train_in_child(reference: CentralizedReference, epochs_done, tie_to_parent: Callable[[], None]) -> None:
+    """The child's work. Ctrl-C reaches the whole process group: the run, not the child, answers it (and kills
+    the child); an error ends the child with exit code 1 and no traceback: the run retrains and reports it."""
     tie_to_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)
 
     def count() -> None:
         epochs_done.value += 1
 
-    reference.get(on_epoch=count)
+    try:
+        reference.get(on_epoch=count)
+    except Exception:  # noqa: BLE001 (reported by the run, which trains it again)
+        sys.exit(1)
 
 
 def _wait_for(child, epochs_done, reference: CentralizedReference) -> Reference:
