@@ -14,13 +14,12 @@ if TYPE_CHECKING:
 class RoundProgress:
     """A tqdm bar over rounds (or epochs); ``update(record)`` is the engine's ``on_round`` callback."""
 
-    def __init__(self, rounds: int, label: str, unit: str = "round", shown: bool = True) -> None:
-        self.rounds, self.label, self.unit, self.shown = rounds, label, unit, shown
+    def __init__(self, rounds: int, label: str, unit: str = "round") -> None:
+        self.rounds, self.label, self.unit = rounds, label, unit
         self.bar: tqdm | None = None
 
     def __enter__(self) -> RoundProgress:
-        self.bar = tqdm(total=self.rounds, desc=self.label, unit=self.unit, file=sys.stderr, dynamic_ncols=True,
-                        disable=not self.shown)
+        self.bar = tqdm(total=self.rounds, desc=self.label, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
         return self
 
     def update(self, record: RoundRecord) -> None:

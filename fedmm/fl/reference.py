@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -89,7 +89,8 @@ def train_centralized(
     optimizer = OPTIMIZERS[config.train.optimizer](model.parameters(), lr=config.train.lr)
     history = []
     epochs = centralized_epochs(config)
-    with RoundProgress(epochs, "centralized reference", unit="epoch", shown=on_epoch is None) as progress:
+    shown = RoundProgress(epochs, "centralized reference", unit="epoch") if on_epoch is None else nullcontext()
+    with shown as progress:  # no tqdm in a forked child: its lock may have been held by another thread at the fork
         for epoch in range(epochs):
             metrics = run_epochs(
                 model, pooled, cross_entropy, 1, config.train.batch_size, optimizer, ("centralized", epoch), config.seed,
