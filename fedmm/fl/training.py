@@ -93,8 +93,9 @@ def _train_on(
     ]
     evaluation = evaluation_sets(prepared, device, federated)
     proxy = TensorData.from_numpy(*proxy_arrays(prepared, federated), device=device)
-    reference = CentralizedReference(config, prepared, federated, spec, clients, evaluation, device)
-    with reference_beside(reference) if config.train.centralized else nullcontext() as central_reference:
+    beside = (reference_beside(CentralizedReference(config, prepared, federated, spec, clients, evaluation, device))
+              if config.train.centralized else nullcontext())
+    with beside as central_reference:
         if config.train.transport == "flower":
             outcome = run_over_flower(config, prepared, federated, spec, fingerprint, evaluation, proxy, workdir, on_round)
         else:
