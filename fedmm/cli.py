@@ -406,21 +406,21 @@ def entry() -> None:
     (MLflow's, multiprocessing's, temporary folders') and the streams and logs are flushed, ``os._exit``
     skips freeing torch's, ZenML's and MLflow's objects one by one, which took 3-4 s of a 50 s ``make run``.
     """
-    exit_code = [1]
+    exit_code = 1
 
     def leave() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         logging.shutdown()
-        os._exit(exit_code[0])
+        os._exit(exit_code)
 
     atexit.register(leave)
     try:
         main()
     except SystemExit as done:
-        exit_code[0] = done.code if isinstance(done.code, int) else int(done.code is not None)
+        exit_code = done.code if isinstance(done.code, int) else int(done.code is not None)
         raise
-    exit_code[0] = 0
+    exit_code = 0
 
 
 if __name__ == "__main__":
