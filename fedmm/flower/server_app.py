@@ -32,10 +32,13 @@ from fedmm.fl.messages import TrainInstruction
 from fedmm.fl.site import proxy_inputs
 from fedmm.fl.strategies import make_strategy
 from fedmm.fl.strategy import ServerContext, Strategy
+from fedmm.flower.polling import Backoff
 from fedmm.flower.records import RUN, read_payload, train_content
 from fedmm.tensors import State
 
-POLL_SECONDS = 0.05
+POLL_SECONDS = (0.05, 0.25)
+"""The ServerApp pulls a round's replies 0.05 s after sending, backing off to every 0.25 s (each pull is an
+HTTP request the SuperLink serves; the sites answer no sooner than their 3 s pull from it)."""
 
 app = ServerApp()
 
@@ -59,12 +62,12 @@ class FlowerClients(ClientPool):
         """Push one message per client, pull replies until all came back or ``timeout`` passed."""
         ids = dict(zip(self.grid.push_messages(list(messages.values())), messages))
         replies: dict[int, Message] = {}
-        deadline = time.monotonic() + timeout
+        deadline, backoff = time.monotonic() + timeout, Backoff(*POLL_SECONDS)
         while ids and time.monotonic() < deadline:
             for reply in self.grid.pull_messages(list(ids)):
                 replies[ids.pop(reply.metadata.reply_to_message_id)] = reply
             if ids:
-                time.sleep(POLL_SECONDS)
+                backoff.wait()
         return replies
 
     def connect(self, num_sites: int) -> None:
