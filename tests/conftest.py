@@ -43,15 +43,16 @@ REPO = Path(__file__).resolve().parents[1]
 # Each takes minutes on 2 cores: real Flower processes, ZenML/kfp/DVC pipelines, experiment
 # matrices, two registry backends, resumable strategy runs.
 SLOW_MODULES = {
-    "test_flower", "test_pipeline", "test_experiment", "test_kfp", "test_dvc", "test_fedmekt", "test_fedmobile",
+    "test_flower", "test_flower_runs", "test_pipeline", "test_experiment", "test_kfp", "test_dvc", "test_fedmekt", "test_fedmobile",
     "test_strategies", "test_promotion_concurrency", "test_promotion_registry", "test_serve_imputer",
     "test_kg_registry", "test_kg_pipeline", "test_mmkt_rounds", "test_presence_pipeline",
 }
 
 
-# The longest modules, run first (in this order) so that ``make test``'s two workers (pytest-xdist,
-# one module per worker at a time) finish together; the rest keep their collection order.
-FIRST_MODULES = ["test_flower", "test_deploy"]
+# The longest modules, run first (in this order) so that ``make test``'s workers (pytest-xdist, one
+# module per worker at a time) finish together; the rest keep their collection order. The deployed
+# run mostly waits on its hosts, so the Flower modules' CPU work overlaps it.
+FIRST_MODULES = ["test_deploy", "test_flower", "test_flower_runs"]
 
 
 def pytest_collection_modifyitems(items):
