@@ -137,24 +137,9 @@ def write_bad_npz(path: Path) -> Path:
     return path
 
 
-def test_bad_data_fails_validate_data_and_stops_the_pipeline(kfp_local, tmp_path):
-    data = write_bad_npz(tmp_path / "bad.npz")
-    overrides = ["data.source=npz", f"data.path={data}", "data.holdout_subjects=0",
-                 "partition.scheme=iid", "partition.num_clients=2"]
-    config = load_config(TINY, overrides)
-
-    with pytest.raises(RuntimeError, match="Inner task failed: .*validate-data"):
-        training_pipeline(config)(config_json=config_json(config))
-
-    folder = run_folder(kfp_local)
-    assert {p.name for p in folder.iterdir()} == {"prepare", "validate-data"}  # nothing downstream ran
-    report = ValidationReport.from_dict(json.loads((folder / "validate-data" / "data_report").read_text()))
-    assert not report.success
-    assert {outcome.column for outcome in report.failed()} >= {"acc_nonfinite"}
-
-
-def test_the_data_file_can_be_an_input_artifact_imported_from_a_uri(kfp_local, tmp_path):
-    """With --import-data, prepare reads the file a run's data_path_uri names, not the compile-time path."""
+def test_bad_data_imported_from_a_uri_fails_validate_data_and_stops_the_pipeline(kfp_local, tmp_path):
+    """With --import-data, prepare reads the file a run's data_path_uri names, not the compile-time path: its NaNs
+    fail validate-data, and nothing downstream runs."""
     (tmp_path / "elsewhere").mkdir()
     data = write_bad_npz(tmp_path / "elsewhere" / "bad.npz")
     config = load_config(TINY, ["data.source=npz", f"data.path={tmp_path / 'at-compile-time.npz'}",
@@ -167,7 +152,9 @@ def test_the_data_file_can_be_an_input_artifact_imported_from_a_uri(kfp_local, t
     with pytest.raises(RuntimeError, match="Inner task failed: .*validate-data"):
         training_pipeline(config, import_files=True)(config_json=config_json(config), data_path_uri=str(data))
     folder = run_folder(kfp_local)
+    assert {p.name for p in folder.iterdir()} == {"prepare", "validate-data"}  # nothing downstream ran
     report = ValidationReport.from_dict(json.loads((folder / "validate-data" / "data_report").read_text()))
+    assert not report.success
     assert {outcome.column for outcome in report.failed()} >= {"acc_nonfinite"}  # the imported file's NaNs
     with pytest.raises(ConfigError, match="data.path is not set"):
         training_pipeline(load_config(TINY), import_files=True)
