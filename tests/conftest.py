@@ -49,19 +49,21 @@ SLOW_MODULES = {
 }
 
 
-# The longest modules first, longest first (their wall seconds on a worker of `make test`, 2 cores), so
-# that its workers (pytest-xdist, one module per worker at a time) finish together: the short modules,
-# in collection order, fill the end.
+# The longest modules first, so that `make test`'s two workers (pytest-xdist, one module at a time each,
+# the next as one is free) finish together: the short ones, in collection order, fill the end. The
+# deployed run and the Flower modules mostly wait on their processes (CPU seconds per wall second: 0.4,
+# 0.6-0.7), so each is lined up against modules that keep a core busy (kfp, DVC, the pipelines: 0.8-1).
+# Wall seconds on a worker, 2 cores:
 FIRST_MODULES = [
-    "test_flower",  # 182 s
-    "test_deploy",  # 169
-    "test_flower_runs",  # 144
-    "test_kfp",  # 74
-    "test_bad_input",  # 74
-    "test_dvc",  # 59
-    "test_pipeline",  # 49
+    "test_deploy",  # 170 s
+    "test_kfp",  # 60-75
+    "test_bad_input",  # 75
+    "test_flower",  # 185
+    "test_dvc",  # 60
+    "test_pipeline",  # 50
+    "test_flower_runs",  # 145
     "test_promotion_concurrency",  # 45
-    "test_promotion_registry",  # 31
+    "test_promotion_registry",  # 30
     "test_presence_pipeline",  # 20
 ]
 
