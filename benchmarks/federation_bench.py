@@ -32,8 +32,10 @@ Run it on an idle machine and quote ``uptime``: several torch processes on 2 cor
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,7 +44,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("FEDMM_HOME", tempfile.mkdtemp(prefix="fedmm-federation-bench-"))
+if "FEDMM_HOME" not in os.environ:  # a state folder of its own, removed when the benchmark exits
+    os.environ["FEDMM_HOME"] = tempfile.mkdtemp(prefix="fedmm-federation-bench-")
+    atexit.register(shutil.rmtree, os.environ["FEDMM_HOME"], ignore_errors=True)
 
 from fedmm import runtime  # noqa: E402
 
