@@ -121,8 +121,14 @@ def reference_beside(reference: CentralizedReference) -> Iterator[Callable[[], R
     epochs_done = context.Value("i", 0, lock=False)
     child = context.Process(target=_train_in_child, args=(reference, epochs_done, die_with_parent()),
                             name="centralized-reference", daemon=True)
-    child.start()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # held until the child ignores it
     try:
+        child.start()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         yield lambda: _wait_for(child, epochs_done, reference)
     finally:
         if child.is_alive():
@@ -134,7 +140,8 @@ def _train_in_child(reference: CentralizedReference, epochs_done, tie_to_parent:
     """The child's work. Ctrl-C reaches the whole process group: the run, not the child, answers it (and kills
     the child); an error ends the child with exit code 1 and no traceback: the run retrains and reports it."""
     tie_to_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # forked with SIGINT blocked: one sent meanwhile waits, then is ignored
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)
 
