@@ -1,7 +1,6 @@
 """The centralized reference trained beside the federation, in a forked child: same bits, no orphan."""
 
 import contextlib
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -11,41 +10,15 @@ import time
 
 import pytest
 import torch
-from conftest import prepared_and_partitioned
+from reference_support import CONFIG, children_named, reference_of
 
-from fedmm.config import config_from_dict
-from fedmm.data.federated import client_arrays
-from fedmm.fl.reference import CentralizedReference, reference_beside, train_centralized
-from fedmm.fl.training import evaluation_sets, model_spec
+from fedmm.fl.reference import reference_beside, train_centralized
 from fedmm.tensors import TensorData, intra_op_threads
 
-CONFIG = config_from_dict({
-    "data": {"window": 50, "stride": 50},
-    "partition": {"scheme": "iid", "num_clients": 3},
-    "model": {"embed_dim": 8, "channels": 4, "fusion_dim": 8},
-    "train": {"rounds": 2, "batch_size": 64},
-})
 
-
-@pytest.fixture(scope="module")
-def data():
-    return prepared_and_partitioned(CONFIG)
-
-
-def reference_of(data, config=CONFIG) -> CentralizedReference:
-    prepared, federated = data
-    clients = [TensorData.from_numpy(*client_arrays(prepared, federated, k)) for k in range(federated.num_clients)]
-    return CentralizedReference(config, prepared, federated, model_spec(config, prepared), clients,
-                                evaluation_sets(prepared, "cpu", federated), "cpu")
-
-
-def children_named(name: str) -> list[multiprocessing.Process]:
-    return [child for child in multiprocessing.active_children() if child.name == name]
-
-
-def test_the_reference_trained_beside_is_the_one_trained_here(data, tmp_path, monkeypatch):
+def test_the_reference_trained_beside_is_the_one_trained_here(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDMM_HOME", str(tmp_path))
-    reference = reference_of(data)
+    reference = reference_of()
     with reference_beside(reference) as central_reference:
         assert len(children_named("centralized-reference")) == 1
         state, history = central_reference()
@@ -61,9 +34,9 @@ def test_the_reference_trained_beside_is_the_one_trained_here(data, tmp_path, mo
         assert cached()[1] == history
 
 
-def test_a_failed_federation_kills_the_reference_child(data, tmp_path, monkeypatch):
+def test_a_failed_federation_kills_the_reference_child(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDMM_HOME", str(tmp_path))
-    reference = reference_of(data, CONFIG.model_copy(update={"train": CONFIG.train.model_copy(update={"rounds": 400})}))
+    reference = reference_of(CONFIG.model_copy(update={"train": CONFIG.train.model_copy(update={"rounds": 400})}))
     with pytest.raises(RuntimeError, match="federation failed"), reference_beside(reference):
         (child,) = children_named("centralized-reference")
         raise RuntimeError("federation failed")
@@ -74,11 +47,11 @@ def test_a_failed_federation_kills_the_reference_child(data, tmp_path, monkeypat
 CHILD_SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
-    from test_reference import CONFIG, children_named, reference_of, prepared_and_partitioned
+    from reference_support import CONFIG, children_named, reference_of
     from fedmm.fl.reference import reference_beside
     config = CONFIG.model_copy(update={{"train": CONFIG.train.model_copy(update={{"rounds": 400}})}})
     try:
-        with reference_beside(reference_of(prepared_and_partitioned(config), config)):
+        with reference_beside(reference_of(config)):
             print(children_named("centralized-reference")[0].pid, flush=True)
             time.sleep(600)
     except KeyboardInterrupt:
