@@ -128,7 +128,7 @@ def reference_beside(reference: CentralizedReference) -> Iterator[Callable[[], R
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         raise
     try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C held meanwhile is raised here: the child is killed
         yield lambda: _wait_for(child, epochs_done, reference)
     finally:
         if child.is_alive():
