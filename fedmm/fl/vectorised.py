@@ -4,10 +4,13 @@ Clients that take the same number of local steps (and share their local settings
 group. A group's parameters and optimizer state are stacked, one row per client, and each
 local step runs ``vmap(grad(loss))`` over the stack (``functional_call`` of the shared
 network), then the optimizer's elementwise update over the whole stack at once. Each
-client's batches are the loop's: the same seeded shuffle, the same batch boundaries; a
-client whose last batch is shorter than the group's is padded with unlabelled rows that
-``Forward.real`` marks, so its loss, gradient and metrics are its own. The result is the
-loop's arithmetic up to floating-point summation order.
+client's batches are the loop's: the same seeded shuffle, the same batch boundaries. A call
+takes a slice of the group's clients, largest first, as wide as the slice's longest batch of
+that step; a client whose batch is shorter is padded with unlabelled rows that
+``Forward.real`` marks, so its loss, gradient and metrics are its own. Every client starts
+from the global state, so the first step runs the shared network unbatched (one ordinary
+forward over the slice's samples; only the gradients are per client). The result is the
+loop's arithmetic up to floating-point rounding.
 
 Only strategies whose client side is FedAvg's local training over
 :meth:`~fedmm.fl.strategy.FedAvg.client_loss` vectorise
@@ -52,40 +55,56 @@ class Group:
 
 
 class StackedOptimizer:
-    """torch's Adam or SGD (default settings, as the loop builds them) applied elementwise to stacked parameters."""
+    """torch's Adam or SGD (default settings, as the loop builds them) applied elementwise to stacked parameters.
+
+    Every client's first step starts from the global state, so it writes its rows from ``start``
+    (the global parameters) and the stack needs no copy of them beforehand.
+    """
 
     def __init__(self, name: str, lr: float, params: State, steps: int) -> None:
         self.name, self.lr, self.step_count = name, lr, 0
-        self.exp_avg = self.exp_avg_sq = None  # a single step: its zero state lives inside :meth:`update`
+        self.exp_avg = self.exp_avg_sq = None  # a single step needs no moments: see :meth:`first_adam_step`
         if name == "adam" and steps > 1:
-            self.exp_avg = {k: torch.zeros_like(v) for k, v in params.items()}
-            self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in params.items()}
+            self.exp_avg = {k: torch.empty_like(v) for k, v in params.items()}
+            self.exp_avg_sq = {k: torch.empty_like(v) for k, v in params.items()}
 
     def next_step(self) -> None:
         """Start the next step (Adam's bias corrections count steps); then :meth:`update` every slice of clients."""
         self.step_count += 1
 
     @torch.no_grad()
-    def update(self, params: State, grads: State, clients: slice) -> None:
+    def update(self, params: State, grads: State, clients: slice, start: State) -> None:
         """This step's update of the ``clients`` rows of every stacked parameter (``grads`` holds those rows only),
-        in the operations of ``torch.optim``'s single-tensor path."""
-        if self.name == "sgd":
-            for name, param in params.items():
-                param[clients].add_(grads[name], alpha=-self.lr)
-            return
+        in the operations of ``torch.optim``'s single-tensor path; on the first step from ``start``."""
+        for name, param in params.items():
+            rows, g = param[clients], grads[name]
+            if self.name == "sgd" and self.step_count == 1:
+                torch.add(start[name], g, alpha=-self.lr, out=rows)
+            elif self.name == "sgd":
+                rows.add_(g, alpha=-self.lr)
+            elif self.step_count == 1:
+                self.first_adam_step(name, rows, g, clients, start[name])
+            else:
+                self.adam_step(rows, g, self.exp_avg[name][clients], self.exp_avg_sq[name][clients])
+
+    def first_adam_step(self, name: str, rows: torch.Tensor, g: torch.Tensor, clients: slice,
+                        start: torch.Tensor) -> None:
+        """Adam's first step from zero moments: its bias corrections cancel, so ``m / (1 - beta1) = g`` and
+        ``sqrt(v / (1 - beta2)) = |g|`` and the step is ``lr * g / (|g| + eps)`` (torch's up to rounding)."""
+        beta1, beta2 = ADAM_BETAS
+        if self.exp_avg is not None:
+            torch.mul(g, 1 - beta1, out=self.exp_avg[name][clients])
+            torch.mul(g, g, out=self.exp_avg_sq[name][clients]).mul_(1 - beta2)
+        torch.addcdiv(start, g, g.abs().add_(ADAM_EPS), value=-self.lr, out=rows)
+
+    def adam_step(self, param: torch.Tensor, g: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor) -> None:
         beta1, beta2 = ADAM_BETAS
         step_size = self.lr / (1 - beta1**self.step_count)
         correction2_sqrt = (1 - beta2**self.step_count) ** 0.5
-        for name, param in params.items():
-            g = grads[name]
-            if self.exp_avg is None:
-                exp_avg, exp_avg_sq = torch.zeros_like(g), torch.zeros_like(g)
-            else:
-                exp_avg, exp_avg_sq = self.exp_avg[name][clients], self.exp_avg_sq[name][clients]
-            exp_avg.lerp_(g, 1 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (exp_avg_sq.sqrt() / correction2_sqrt).add_(ADAM_EPS)
-            param[clients].addcdiv_(exp_avg, denom, value=-step_size)
+        exp_avg.lerp_(g, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = (exp_avg_sq.sqrt() / correction2_sqrt).add_(ADAM_EPS)
+        param.addcdiv_(exp_avg, denom, value=-step_size)
 
 
 class VectorisedClients(InProcessClients):
@@ -119,9 +138,10 @@ class VectorisedClients(InProcessClients):
         return self.sizes[ins.client_id] > 0 and not tampered
 
     def groups(self, instructions: list[TrainInstruction]) -> list[Group]:
-        """The instructions grouped by local settings and steps per epoch."""
+        """The instructions grouped by local settings and steps per epoch, each group's clients largest first (so a
+        slice of them pads its short batches to few slots)."""
         grouped: dict[tuple, list[TrainInstruction]] = defaultdict(list)
-        for ins in instructions:
+        for ins in sorted(instructions, key=lambda ins: -self.sizes[ins.client_id]):
             steps = math.ceil(self.sizes[ins.client_id] / ins.batch_size)
             grouped[(ins.optimizer, ins.lr, ins.local_epochs, ins.batch_size, steps)].append(ins)
         return [Group(members, key[-1]) for key, members in grouped.items()]
@@ -160,27 +180,38 @@ class VectorisedClients(InProcessClients):
         first, count = group.instructions[0], len(group.ids)
         trained = StackedStates.allocate(count, state)
         for name, value in state.items():
-            trained.column(name).copy_(value.reshape(1, -1).expand(count, -1))
+            if name not in self.parameter_names:  # parameters: the first step writes them (StackedOptimizer.update)
+                trained.column(name).copy_(value.reshape(1, -1).expand(count, -1))
         params = {name: trained.column(name).view(count, *state[name].shape) for name in self.parameter_names}
+        start = {name: state[name] for name in self.parameter_names}
         optimizer = StackedOptimizer(first.optimizer, first.lr, params, first.local_epochs * group.steps_per_epoch)
         kept, has_kept = self.stacked_kept(group, state)
         rows = self.batch_rows(
             group, lambda ins, epoch: (strategy.seed, "local", ins.server_round, ins.client_id, epoch)
-        ).to(self.device)
+        )
+        filled = (rows >= 0).sum(-1).tolist()  # per epoch, step and client: its real rows (the rest is padding)
+        rows = rows.to(self.device)
         chunk = max(1, SAMPLES_PER_CALL // rows.shape[-1]) if self.device == "cpu" else count
-        step = vmap(grad(self.client_loss(strategy, state), has_aux=True), in_dims=(0, 0 if kept else None, 0, 0))
+        loss = grad(self.client_loss(strategy, state), has_aux=True)
+        kept_dim = 0 if kept else None
+        steps = {True: vmap(loss, in_dims=(None, kept_dim, 0, 0)), False: vmap(loss, in_dims=(0, kept_dim, 0, 0))}
         for epoch in range(first.local_epochs):
             loss_sum = torch.zeros(count, device=self.device)
             correct = torch.zeros(count, device=self.device)
-            for index in rows[epoch]:
+            for step_index, index in enumerate(rows[epoch]):
                 optimizer.next_step()
-                for start in range(0, count, chunk):  # each slice's gradients are used and freed at once
-                    part = slice(start, start + chunk)
-                    grads, (loss, hits) = step({k: v[part] for k, v in params.items()},
-                                               None if kept is None else {k: v[part] for k, v in kept.items()},
-                                               has_kept[part], self.batch(index[part]))
-                    optimizer.update(params, grads, part)
-                    loss_sum[part] += loss.detach() * (index[part] >= 0).sum(1)
+                from_start = optimizer.step_count == 1  # every client still holds the global parameters
+                for lo in range(0, count, chunk):  # each slice's gradients are used and freed at once
+                    part = slice(lo, lo + chunk)
+                    width = max(filled[epoch][step_index][part])
+                    grads, (loss_value, hits) = steps[from_start](
+                        start if from_start else {k: v[part] for k, v in params.items()},
+                        None if kept is None else {k: v[part] for k, v in kept.items()},
+                        has_kept[part], self.batch(index[part, :width]),
+                    )
+                    optimizer.update(params, grads, part, start)
+                    loss_sum[part] += loss_value.detach() * torch.tensor(filled[epoch][step_index][part],
+                                                                          device=self.device)
                     correct[part] += hits
         return trained, loss_sum, correct
 
