@@ -77,15 +77,19 @@ def kfp_local(tmp_path, monkeypatch):
     """kfp local mode on this interpreter, with a private fedmm state folder and MLflow store.
 
     The subprocesses inherit this environment: they import fedmm from the repo and write
-    MLflow to the same SQLite file this process reads.
+    MLflow to the same SQLite file this process reads. Their ``TMPDIR`` (where kfp's task
+    script writes ``ephemeral_component.py`` and leaves it) and kfp's workspace are in ``tmp_path``.
     """
-    home = tmp_path / "home"
+    home, scratch = tmp_path / "home", tmp_path / "tmp"
     home.mkdir()
+    scratch.mkdir()
     monkeypatch.setenv("FEDMM_HOME", str(home))
+    monkeypatch.setenv("TMPDIR", str(scratch))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     root = tmp_path / "pipeline_root"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+               workspace_root=str(tmp_path / "workspace"))
     yield root
     local.config.LocalExecutionConfig.instance = None
     monkeypatch.undo()
