@@ -50,14 +50,14 @@ def test_a_deployed_run_across_hosts_shares_nothing_but_the_network(tmp_path):
         assert [(t["clients"], t["dropped"]) for t in timings] == [(3, []), (2, [2])]  # the clients that replied
 
         # The restarted site waits until the SuperLink lets its crashed node go, and says so (its log goes on
-        # after the first run's lines: only the restart's count).
+        # after the first run's lines: only the restart's count). The next run, `fedmm run` of the deployed
+        # graph, starts meanwhile: it passes over the crashed node, waits for the site's new one, and
+        # registers and promotes a champion.
         restart = len((logs / "site2.log").read_text())
         deployment.start_site(2)
+        second = deployment.pipeline("second", TINY, [*RUN, "registry.model_name=fedmm-deployed"])
         check_the_control_api_is_out_of_a_sites_reach(deployment)
         assert "retrying every 5 s until it is released" in wait_for(logs / "site2.log", "connected to", 120, since=restart)
-
-        # It rejoins the next run: `fedmm run` of the deployed graph, which registers and promotes a champion.
-        second = deployment.pipeline("second", TINY, [*RUN, "registry.model_name=fedmm-deployed"])
         assert second.wait(400) == 0, (logs / "second.log").read_text()
         config = load_config(TINY, [*RUN, *deployment.overrides()])
         data = CoordinatorData.from_files(*exported["coordinator"])

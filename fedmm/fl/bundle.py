@@ -30,6 +30,9 @@ DROPPED_MARKER = "dropped site "
 """Prefix of the ServerApp's log line naming a site dropped from a round (failed or silent), and why."""
 REFUSED_MARKER = "refused site "
 """Prefix of the ServerApp's log line naming a site whose data failed validation, and why."""
+UNAVAILABLE_MARKER = "unavailable node "
+"""Prefix of the ServerApp's log line naming nodes the SuperLink reported unavailable while the sites were asked
+to describe themselves (it waits for them to connect again)."""
 
 
 def tensor_arrays(data: TensorData, prefix: str = "") -> dict[str, np.ndarray]:

@@ -19,7 +19,15 @@ from fedmm.config import Config
 from fedmm.data.federated import FederatedData
 from fedmm.data.prepare import PreparedData
 from fedmm.errors import UserError
-from fedmm.fl.bundle import DROPPED_MARKER, FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, SITES_FILE, ServerBundle
+from fedmm.fl.bundle import (
+    DROPPED_MARKER,
+    FAILED_MARKER,
+    REFUSED_MARKER,
+    ROUND_MARKER,
+    SITES_FILE,
+    UNAVAILABLE_MARKER,
+    ServerBundle,
+)
 from fedmm.fl.deploy import Federation, Runtime, ServerAppWatch, SiteSpec, make_certificates, run_app, write_connection
 from fedmm.fl.engine import CHECKPOINT_FILE, FederatedOutcome, _load_checkpoint
 from fedmm.fl.history import RoundRecord
@@ -130,7 +138,7 @@ def _serve(
             if on_round is not None:
                 on_round(RoundRecord.from_dict(json.loads(line.removeprefix(ROUND_MARKER))))
             return
-        if line.startswith((REFUSED_MARKER, DROPPED_MARKER)):
+        if line.startswith((REFUSED_MARKER, DROPPED_MARKER, UNAVAILABLE_MARKER)):
             print(line, file=sys.stderr, flush=True)
         if line.startswith(FAILED_MARKER):
             failure.append(line.removeprefix(FAILED_MARKER))

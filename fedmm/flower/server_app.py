@@ -21,10 +21,20 @@ from pathlib import Path
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
 
 from fedmm.data.validation import ValidationReport
-from fedmm.fl.bundle import DROPPED_MARKER, FAILED_MARKER, REFUSED_MARKER, ROUND_MARKER, SITES_FILE, TIMINGS_FILE, ServerBundle
+from fedmm.fl.bundle import (
+    DROPPED_MARKER,
+    FAILED_MARKER,
+    REFUSED_MARKER,
+    ROUND_MARKER,
+    SITES_FILE,
+    TIMINGS_FILE,
+    UNAVAILABLE_MARKER,
+    ServerBundle,
+)
 from fedmm.fl.engine import ClientPool, RoundReplies, run_federated
 from fedmm.fl.federation import FederationError
 from fedmm.fl.history import RoundRecord
@@ -39,6 +49,10 @@ from fedmm.tensors import State
 POLL_SECONDS = (0.05, 0.25)
 """The ServerApp pulls a round's replies 0.05 s after sending, backing off to every 0.25 s (each pull is an
 HTTP request the SuperLink serves; the sites answer no sooner than their 3 s pull from it)."""
+
+UNAVAILABLE_PAUSE = 1.0
+"""Seconds before asking again after the SuperLink reported a node unavailable (until it lists the node as
+offline, it may answer so at once)."""
 
 app = ServerApp()
 
@@ -71,41 +85,64 @@ class FlowerClients(ClientPool):
         return replies
 
     def connect(self, num_sites: int) -> None:
-        """Wait for ``num_sites`` SuperNodes, learn their client ids, refuse sites whose data fails validation."""
+        """Wait for ``num_sites`` sites to describe themselves, refusing sites whose data fails validation.
+
+        A node the SuperLink reports unavailable (a crashed site's node that Flower has not let go of
+        yet) is asked again once it is back (a site's restarted node may keep its id: with node
+        authentication the id follows the key), until ``flower.connect_timeout``.
+        """
         deadline = time.monotonic() + self.flower.connect_timeout
-        while len(list(self.grid.get_node_ids())) < num_sites:
-            if time.monotonic() > deadline:
-                found = len(list(self.grid.get_node_ids()))
-                raise FederationError(f"only {found} of {num_sites} sites connected within "
-                                      f"flower.connect_timeout={self.flower.connect_timeout:g} s")
-            time.sleep(0.2)
-        content = RecordDict({RUN: ConfigRecord({"spec": self.bundle.run.to_json(),
-                                                 "validate": self.flower.validate_sites})})
-        queries = {
-            node: Message(content, dst_node_id=node, message_type="query")
-            for node in sorted(self.grid.get_node_ids())
-        }
-        for node, reply in self._exchange(queries, self.flower.connect_timeout).items():
-            if reply.has_error():
-                raise FederationError(f"site on node {node} failed to describe itself: {reply.error.reason}")
-            site = dict(reply.content["site"])
-            client = int(site["client_id"])
-            if client in self.nodes:
-                raise FederationError(f"two SuperNodes claim client id {client}")
-            report = json.loads(site.pop("validation", "null"))
-            site.update({key: json.loads(site[key]) for key in ("classes", "modalities") if key in site})
-            self.sites[client] = {**site, "node_id": node, "validation": report}
-            if report is not None and not report["success"]:
-                failed = ValidationReport.from_dict(report).failed()
-                self.refused[client] = "; ".join(o.describe() for o in failed)
-                print(f"{REFUSED_MARKER}{client}: its data failed validation: {self.refused[client]}", flush=True)
-                continue
-            self.nodes[client] = node
+        while len(self.sites) < num_sites and time.monotonic() < deadline:
+            content = RecordDict({RUN: ConfigRecord({"spec": self.bundle.run.to_json(),
+                                                     "validate": self.flower.validate_sites})})
+            queries = {node: Message(content, dst_node_id=node, message_type="query")
+                       for node in self._await_nodes(num_sites, deadline)}
+            unavailable = []
+            for node, reply in self._exchange(queries, deadline - time.monotonic()).items():
+                if reply.has_error() and reply.error.code == ErrorCode.NODE_UNAVAILABLE:
+                    unavailable.append(node)
+                elif reply.has_error():
+                    raise FederationError(f"site on node {node} failed to describe itself: {reply.error.reason}")
+                else:
+                    self._describe(node, reply)
+            if unavailable:
+                print(f"{UNAVAILABLE_MARKER}{', '.join(map(str, unavailable))}: the SuperLink reports it unavailable "
+                      "(a site's node from before a crash?); waiting for it to connect again", flush=True)
+                time.sleep(UNAVAILABLE_PAUSE)
         missing = sorted(set(range(self.num_clients)) - set(self.sites))
         if missing:
-            raise FederationError(f"no site answered for client ids {missing}")
+            raise FederationError(f"no site answered for client ids {missing} within "
+                                  f"flower.connect_timeout={self.flower.connect_timeout:g} s")
         if not self.nodes:
             raise FederationError(f"every site was refused: {self.refused}")
+
+    def _await_nodes(self, num_sites: int, deadline: float) -> list[int]:
+        """The connected nodes not yet heard from, once they and the sites heard from make ``num_sites``."""
+        heard = {site["node_id"] for site in self.sites.values()}
+        while True:
+            waiting = sorted(set(self.grid.get_node_ids()) - heard)
+            if len(waiting) + len(heard) >= num_sites:
+                return waiting
+            if time.monotonic() > deadline:
+                raise FederationError(f"only {len(waiting) + len(heard)} of {num_sites} sites connected within "
+                                      f"flower.connect_timeout={self.flower.connect_timeout:g} s")
+            time.sleep(0.2)
+
+    def _describe(self, node: int, reply: Message) -> None:
+        """Record what a site said of itself; refuse it if its data failed validation."""
+        site = dict(reply.content["site"])
+        client = int(site["client_id"])
+        if client in self.sites:
+            raise FederationError(f"two SuperNodes claim client id {client}")
+        report = json.loads(site.pop("validation", "null"))
+        site.update({key: json.loads(site[key]) for key in ("classes", "modalities") if key in site})
+        self.sites[client] = {**site, "node_id": node, "validation": report}
+        if report is not None and not report["success"]:
+            failed = ValidationReport.from_dict(report).failed()
+            self.refused[client] = "; ".join(o.describe() for o in failed)
+            print(f"{REFUSED_MARKER}{client}: its data failed validation: {self.refused[client]}", flush=True)
+            return
+        self.nodes[client] = node
 
     def fit_round(
         self, server_round: int, state: State, instructions: list[TrainInstruction], strategy: Strategy
