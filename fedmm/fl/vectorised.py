@@ -194,7 +194,8 @@ class VectorisedClients(InProcessClients):
         chunk = max(1, SAMPLES_PER_CALL // rows.shape[-1]) if self.device == "cpu" else count
         loss = grad(self.client_loss(strategy, state), has_aux=True)
         kept_dim = 0 if kept else None
-        steps = {True: vmap(loss, in_dims=(None, kept_dim, 0, 0)), False: vmap(loss, in_dims=(0, kept_dim, 0, 0))}
+        shared_step = vmap(loss, in_dims=(None, kept_dim, 0, 0))  # the global parameters, the same for every client
+        own_step = vmap(loss, in_dims=(0, kept_dim, 0, 0))
         for epoch in range(first.local_epochs):
             loss_sum = torch.zeros(count, device=self.device)
             correct = torch.zeros(count, device=self.device)
@@ -204,7 +205,7 @@ class VectorisedClients(InProcessClients):
                 for lo in range(0, count, chunk):  # each slice's gradients are used and freed at once
                     part = slice(lo, lo + chunk)
                     width = max(filled[epoch][step_index][part])
-                    grads, (loss_value, hits) = steps[from_start](
+                    grads, (loss_value, hits) = (shared_step if from_start else own_step)(
                         start if from_start else {k: v[part] for k, v in params.items()},
                         None if kept is None else {k: v[part] for k, v in kept.items()},
                         has_kept[part], self.batch(index[part, :width]),
