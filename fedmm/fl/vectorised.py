@@ -147,18 +147,24 @@ class VectorisedClients(InProcessClients):
         return [Group(members, key[-1]) for key, members in grouped.items()]
 
     def batch_rows(self, group: Group, seed_keys: Callable[[TrainInstruction, int], tuple]) -> torch.Tensor:
-        """Rows of the pooled data per (epoch, step, client, slot), -1 for padding: each client's seeded batches."""
-        first = group.instructions[0]
+        """Rows of the pooled data per (epoch, step, client, slot), -1 for padding: each client's seeded batches.
+
+        A client's batches are consecutive slices of its shuffle and only its last may be short, so an
+        epoch's shuffle fills that client's first slots in order: one scatter per epoch for the group.
+        """
+        first, count = group.instructions[0], len(group.ids)
         width = min(first.batch_size, max(self.sizes[c] for c in group.ids))
-        rows = torch.full((first.local_epochs, group.steps_per_epoch * width, len(group.ids)), -1, dtype=torch.long)
-        for column, ins in enumerate(group.instructions):
-            n = self.sizes[ins.client_id]
-            for epoch in range(first.local_epochs):
-                order = torch.randperm(n, generator=torch_generator(*seed_keys(ins, epoch)))
-                for step, start in enumerate(range(0, n, first.batch_size)):
-                    chunk = order[start:start + first.batch_size] + self.offsets[ins.client_id]
-                    rows[epoch, step * width:step * width + len(chunk), column] = chunk
-        return rows.view(first.local_epochs, group.steps_per_epoch, width, len(group.ids)).permute(0, 1, 3, 2)
+        slots = group.steps_per_epoch * width
+        sizes = torch.tensor([self.sizes[c] for c in group.ids])
+        shift = torch.arange(count) * slots - (torch.cumsum(sizes, 0) - sizes)  # a client's first slot less its start
+        positions = torch.arange(int(sizes.sum())) + torch.repeat_interleave(shift, sizes)
+        offsets = torch.repeat_interleave(torch.tensor([self.offsets[c] for c in group.ids]), sizes)
+        rows = torch.full((first.local_epochs, count * slots), -1, dtype=torch.long)
+        for epoch in range(first.local_epochs):
+            shuffles = [torch.randperm(self.sizes[ins.client_id], generator=torch_generator(*seed_keys(ins, epoch)))
+                        for ins in group.instructions]
+            rows[epoch, positions] = torch.cat(shuffles) + offsets
+        return rows.view(first.local_epochs, count, group.steps_per_epoch, width).permute(0, 2, 1, 3)
 
     def stacked_kept(self, group: Group, state: State) -> tuple[State | None, torch.Tensor]:
         """What the group's clients kept, stacked (the global state where a client kept nothing), and who kept it."""
