@@ -92,6 +92,7 @@ class FlowerClients(ClientPool):
         authentication the id follows the key), until ``flower.connect_timeout``.
         """
         deadline = time.monotonic() + self.flower.connect_timeout
+        reported: set[int] = set()
         while len(self.sites) < num_sites and time.monotonic() < deadline:
             content = RecordDict({RUN: ConfigRecord({"spec": self.bundle.run.to_json(),
                                                      "validate": self.flower.validate_sites})})
@@ -105,9 +106,11 @@ class FlowerClients(ClientPool):
                     raise FederationError(f"site on node {node} failed to describe itself: {reply.error.reason}")
                 else:
                     self._describe(node, reply)
+            for node in sorted(set(unavailable) - reported):
+                print(f"{UNAVAILABLE_MARKER}{node}: the SuperLink reports it unavailable (a site's node from before "
+                      "a crash?); waiting for it to connect again", flush=True)
+            reported.update(unavailable)
             if unavailable:
-                print(f"{UNAVAILABLE_MARKER}{', '.join(map(str, unavailable))}: the SuperLink reports it unavailable "
-                      "(a site's node from before a crash?); waiting for it to connect again", flush=True)
                 time.sleep(UNAVAILABLE_PAUSE)
         missing = sorted(set(range(self.num_clients)) - set(self.sites))
         if missing:
