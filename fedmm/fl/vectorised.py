@@ -195,8 +195,8 @@ class VectorisedClients(InProcessClients):
         rows = self.batch_rows(
             group, lambda ins, epoch: (strategy.seed, "local", ins.server_round, ins.client_id, epoch)
         )
-        filled = (rows >= 0).sum(-1).tolist()  # per epoch, step and client: its real rows (the rest is padding)
-        rows = rows.to(self.device)
+        filled = (rows >= 0).sum(-1)  # per epoch, step and client: its real rows (the rest is padding)
+        widths, filled, rows = filled.tolist(), filled.to(self.device), rows.to(self.device)
         chunk = max(1, SAMPLES_PER_CALL // rows.shape[-1]) if self.device == "cpu" else count
         loss = grad(self.client_loss(strategy, state), has_aux=True)
         kept_dim = 0 if kept else None
@@ -210,15 +210,14 @@ class VectorisedClients(InProcessClients):
                 from_start = optimizer.step_count == 1  # every client still holds the global parameters
                 for lo in range(0, count, chunk):  # each slice's gradients are used and freed at once
                     part = slice(lo, lo + chunk)
-                    width = max(filled[epoch][step_index][part])
+                    width = max(widths[epoch][step_index][part])
                     grads, (loss_value, hits) = (shared_step if from_start else own_step)(
                         start if from_start else {k: v[part] for k, v in params.items()},
                         None if kept is None else {k: v[part] for k, v in kept.items()},
                         has_kept[part], self.batch(index[part, :width]),
                     )
                     optimizer.update(params, grads, part, start)
-                    loss_sum[part] += loss_value.detach() * torch.tensor(filled[epoch][step_index][part],
-                                                                          device=self.device)
+                    loss_sum[part] += loss_value.detach() * filled[epoch, step_index, part]
                     correct[part] += hits
         return trained, loss_sum, correct
 
