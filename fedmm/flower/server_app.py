@@ -93,9 +93,9 @@ class FlowerClients(ClientPool):
         """
         deadline = time.monotonic() + self.flower.connect_timeout
         reported: set[int] = set()
+        content = RecordDict({RUN: ConfigRecord({"spec": self.bundle.run.to_json(),
+                                                 "validate": self.flower.validate_sites})})
         while len(self.sites) < num_sites and time.monotonic() < deadline:
-            content = RecordDict({RUN: ConfigRecord({"spec": self.bundle.run.to_json(),
-                                                     "validate": self.flower.validate_sites})})
             queries = {node: Message(content, dst_node_id=node, message_type="query")
                        for node in self._await_nodes(num_sites, deadline)}
             unavailable = []
